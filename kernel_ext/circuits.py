@@ -217,7 +217,7 @@ def train_sae(
     ``center_heads``: X must be (examples, heads, d_model); each head's mean over the examples is
     subtracted first (kept fixed as the SAE's ``head_bias``), so the SAE codes how a head's output
     *moves* between examples rather than which head it is, and heads that barely move fall below
-    the L1 threshold (all-zero features -> code 0). Uses no labels.
+    the L1 threshold (no feature fires -> the silent code, see :func:`codes`). Uses no labels.
     """
     X = torch.as_tensor(np.asarray(X) if not torch.is_tensor(X) else X, dtype=torch.float32)
     head_mean = None
@@ -261,11 +261,15 @@ def train_sae(
 def codes(sae: SparseAutoencoder, X: Any) -> np.ndarray:
     """Argmax SAE feature of each vector: X (examples, heads, d_model) -> int64 (examples, heads).
 
-    A vector whose features are all zero gets code 0 (argmax of a zero row).
+    A vector on which no feature fires (all zero after the ReLU) gets the code ``sae.features``
+    (one past the last feature), not 0: with ``center_heads`` most heads are silent, and an argmax
+    of 0 would merge "silent" with feature 0 firing.
     """
     X = torch.as_tensor(np.asarray(X) if not torch.is_tensor(X) else X, dtype=torch.float32)
-    X = X.to(sae.decoder.device)
-    return sae.encode(X).argmax(dim=-1).cpu().numpy().astype(np.int64)
+    z = sae.encode(X.to(sae.decoder.device))
+    best = z.max(dim=-1)
+    silent = torch.full_like(best.indices, sae.features)
+    return torch.where(best.values > 0, best.indices, silent).cpu().numpy().astype(np.int64)
 
 
 # ---------------------------------------------------------------------------- scores

@@ -302,6 +302,22 @@ def test_circuit_view_codes_and_edges(results):
     assert c.edge_scores[la * 4 + ha, lb * 4 + hb] == score == c.edge_scores.max()
 
 
+def test_circuit_view_names_the_silent_code():
+    """circuits.codes gives ``features`` when no feature fires: the table says "silent", not a number."""
+    codes_pos = np.array([[3, 0], [1, 0]])  # head 0: silent, then feature 1
+    codes_neg = np.array([[3, 0], [3, 2]])
+    c = CircuitResult(node_scores=np.array([[1.0, 1.0]]), edge_scores=np.zeros((2, 2)), codes_positive=codes_pos,
+                      codes_negative=codes_neg, n_layers=1, n_heads=2, positive=["p0", "p1"], negative=["n0", "n1"],
+                      options={"features": 3})
+    v = widgets.view(c, display=False)
+    v.widget
+    v.select_head(0, 0)
+    html = v._extra_detail.value
+    assert html.count(">silent<") == 3 and "<b>1</b>" in html and ">3<" not in html
+    v.select_head(0, 1)
+    assert "silent" not in v._extra_detail.value and "<b>0</b>" not in v._extra_detail.value
+
+
 # ---------------------------------------------------------------------------- exports
 CDN = re.compile(r"<(script|link|img|iframe)\b[^>]*\b(src|href)\s*=\s*[\"']?\s*(https?:)?//", re.I)
 

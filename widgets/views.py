@@ -734,15 +734,20 @@ class HeadGrid(View):
             return ""
         r = self.result
         unique = set(codes["unique"])
+        silent = (getattr(r, "options", None) or {}).get("features")  # circuits.codes: no feature fired
+
+        def label(c: int) -> str:
+            return "silent" if c == silent else str(c)
+
         rows = []
         for k in range(max(len(codes["positive"]), len(codes["negative"]))):
             p = codes["positive"][k] if k < len(codes["positive"]) else None
             q = codes["negative"][k] if k < len(codes["negative"]) else None
             ptext = (r.positive[k] if k < len(r.positive) else "") if getattr(r, "positive", None) else ""
             qtext = (r.negative[k] if k < len(r.negative) else "") if getattr(r, "negative", None) else ""
-            pcell = "" if p is None else (f"<b>{p}</b>" if p in unique else str(p))
+            pcell = "" if p is None else (f"<b>{label(p)}</b>" if p in unique else label(p))
             rows.append(f"<tr><td>{k}</td><td>{pcell}</td><td title=\"{core.escape(ptext)}\">{core.escape(ptext[:40])}</td>"
-                        f"<td>{'' if q is None else q}</td><td title=\"{core.escape(qtext)}\">{core.escape(qtext[:40])}</td></tr>")
+                        f"<td>{'' if q is None else label(q)}</td><td title=\"{core.escape(qtext)}\">{core.escape(qtext[:40])}</td></tr>")
         return (f"<div class='xattr-codes'><b>codes of head {layer}.{head}</b> (bold: seen only in positives; "
                 f"{len(unique)} unique)<table><tr><th>#</th><th>pos code</th><th>positive</th><th>neg code</th>"
                 f"<th>negative</th></tr>{''.join(rows)}</table></div>")
