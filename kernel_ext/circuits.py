@@ -7,7 +7,7 @@ Pipeline (DESIGN section 3, "SAE circuits"):
    token positions (or read at one position): ``(examples, L*H, d_model)``.
 2. :func:`train_sae` fits one :class:`SparseAutoencoder` shared by all heads on every
    (example, head) vector of the positives and negatives.
-3. :func:`codes` turns each (example, head) vector into one discrete code, the argmax feature.
+3. :func:`codes` turns each (example, head) vector into one discrete code, the argmax feature (``features`` when none fires).
 4. :func:`node_scores` / :func:`edge_scores` count codes (pairs of codes) seen only in positives.
 5. :func:`head_ablation_effects` gives a ground truth without a published circuit: the drop in a
    task metric when one head is mean-ablated (its ``z`` slice replaced by the mean over negatives

@@ -302,7 +302,7 @@ def test_circuit_view_codes_and_edges(results):
     assert c.edge_scores[la * 4 + ha, lb * 4 + hb] == score == c.edge_scores.max()
 
 
-def test_circuit_view_names_the_silent_code():
+def test_circuit_view_names_the_silent_code(tmp_path):
     """circuits.codes gives ``features`` when no feature fires: the table says "silent", not a number."""
     codes_pos = np.array([[3, 0], [1, 0]])  # head 0: silent, then feature 1
     codes_neg = np.array([[3, 0], [3, 2]])
@@ -312,10 +312,13 @@ def test_circuit_view_names_the_silent_code():
     v = widgets.view(c, display=False)
     v.widget
     v.select_head(0, 0)
+    assert v.detail["codes"]["silent"] == 3
     html = v._extra_detail.value
     assert html.count(">silent<") == 3 and "<b>1</b>" in html and ">3<" not in html
     v.select_head(0, 1)
     assert "silent" not in v._extra_detail.value and "<b>0</b>" not in v._extra_detail.value
+    v.select_head(0, 0)
+    assert open(v.to_png(tmp_path / "codes.png"), "rb").read().startswith(PNG_MAGIC)  # the code list is drawn
 
 
 # ---------------------------------------------------------------------------- exports

@@ -154,8 +154,11 @@ def _grid_png(view):
         lines.append("top edges:")
         lines += [f"  {a} - {b}: {v:.0f}" for a, b, v in edges]
     if codes:
-        lines.append(f"head {l}.{h}: pos {codes['positive']}")
-        lines.append(f"  neg {codes['negative']}; unique {codes['unique']}")
+        def named(values):  # the silent code (no SAE feature fired) as "-"
+            return "[" + ", ".join("-" if c == codes["silent"] else str(c) for c in values) + "]"
+
+        lines.append(f"head {l}.{h}: pos {named(codes['positive'])}")
+        lines.append(f"  neg {named(codes['negative'])}; unique {named(codes['unique'])}")
     if lines:
         fig.text(0.68, 0.88, "\n".join(lines)[:2000], fontsize=7, va="top", family="monospace", parse_math=False)
     fig.text(0.01, 0.97, _plain_header(view), fontsize=8, va="top", parse_math=False)

@@ -726,7 +726,8 @@ class HeadGrid(View):
         pos = [int(c) for c in pos if np.isfinite(c)]
         neg = [int(c) for c in neg if np.isfinite(c)]
         unique = sorted(set(pos) - set(neg))
-        return {"positive": pos, "negative": neg, "unique": unique}
+        silent = (getattr(r, "options", None) or {}).get("features")  # circuits.codes: no feature fired
+        return {"positive": pos, "negative": neg, "unique": unique, "silent": silent}
 
     def _codes_html(self, layer: int, head: int) -> str:
         codes = self.head_codes(layer, head)
@@ -734,10 +735,9 @@ class HeadGrid(View):
             return ""
         r = self.result
         unique = set(codes["unique"])
-        silent = (getattr(r, "options", None) or {}).get("features")  # circuits.codes: no feature fired
 
         def label(c: int) -> str:
-            return "silent" if c == silent else str(c)
+            return "silent" if c == codes["silent"] else str(c)
 
         rows = []
         for k in range(max(len(codes["positive"]), len(codes["negative"]))):
