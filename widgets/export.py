@@ -154,8 +154,8 @@ def _grid_png(view):
         lines.append("top edges:")
         lines += [f"  {a} - {b}: {v:.0f}" for a, b, v in edges]
     if codes:
-        def named(values):  # the silent code (no SAE feature fired) as "-"
-            return "[" + ", ".join("-" if c == codes["silent"] else str(c) for c in values) + "]"
+        def named(values):  # the silent code: no SAE feature fired
+            return "[" + ", ".join("silent" if c == codes["silent"] else str(c) for c in values) + "]"
 
         lines.append(f"head {l}.{h}: pos {named(codes['positive'])}")
         lines.append(f"  neg {named(codes['negative'])}; unique {named(codes['unique'])}")
