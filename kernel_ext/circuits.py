@@ -348,6 +348,22 @@ def threshold_circuit(node: Any, edge: Any | None = None, node_threshold: float 
     return {"nodes": nodes, "edges": edges}
 
 
+def mean_difference_scores(X_pos: Any, X_neg: Any) -> np.ndarray:
+    """A baseline without the SAE: ‖mean over positives − mean over negatives‖₂ of each head's output.
+
+    X_pos (examples_pos, heads, d_model), X_neg (examples_neg, heads, d_model), as
+    :func:`head_outputs` returns them -> (heads,) float64, in the units of the head outputs.
+    It uses the labels directly, so it says how much signal the head outputs carry; the SAE codes
+    are worth their cost where they rank the truth no worse than this does.
+    """
+    pos = torch.as_tensor(np.asarray(X_pos) if not torch.is_tensor(X_pos) else X_pos, dtype=torch.float64)
+    neg = torch.as_tensor(np.asarray(X_neg) if not torch.is_tensor(X_neg) else X_neg, dtype=torch.float64)
+    if pos.dim() != 3 or neg.dim() != 3 or pos.shape[1:] != neg.shape[1:] or not len(pos) or not len(neg):
+        raise XattrError(f"head outputs must be (examples, heads, d_model) with the same heads and width; "
+                         f"got {tuple(pos.shape)} and {tuple(neg.shape)}")
+    return (pos.mean(dim=0) - neg.mean(dim=0)).norm(dim=-1).numpy()
+
+
 def roc_auc(scores: Any, truth_mask: Any) -> float:
     """Area under the ROC curve of ``scores`` against a boolean ``truth_mask`` (same shape).
 
@@ -553,7 +569,8 @@ def discover(
 
     Uses the first ``examples`` positives and negatives (all when None). ``truth``: optional (L, H)
     boolean ground-truth mask (e.g. :func:`truth_mask` of :func:`head_ablation_effects`); when given,
-    ``metrics`` holds node and edge ROC-AUC. ``device``: where the SAE trains (default: the
+    ``metrics`` holds node and edge ROC-AUC, and ``difference_node_roc_auc`` of the no-SAE baseline
+    :func:`mean_difference_scores` (kept in ``difference_scores``). ``device``: where the SAE trains (default: the
     model's). ``metrics["seconds"]`` is the wall time of the whole call.
 
     Beyond the paper's recipe (the defaults): ``position=-1`` reads every head at the last token
@@ -578,6 +595,7 @@ def discover(
     c_pos, c_neg = codes(sae, X_pos), codes(sae, X_neg)
     nodes = node_scores(c_pos, c_neg)
     edges = edge_scores(c_pos, c_neg)
+    difference = mean_difference_scores(X_pos, X_neg)
     unique = {str(h): u for h, u in enumerate(unique_codes(c_pos, c_neg)) if u}
     metrics: dict[str, float] = {}
     truth_list = None
@@ -588,6 +606,7 @@ def discover(
         t = t.reshape(L, H)
         truth_list = t.astype(int).tolist()
         metrics["node_roc_auc"] = roc_auc(nodes, t)
+        metrics["difference_node_roc_auc"] = roc_auc(difference, t)
         if t.sum() >= 2:
             metrics["edge_roc_auc"] = edge_roc_auc(edges, t)
     metrics["seconds"] = time.perf_counter() - start
@@ -602,6 +621,7 @@ def discover(
         positive=positive,
         negative=negative,
         truth=truth_list,
+        difference_scores=difference.reshape(L, H).tolist(),
         metrics=metrics,
         model=ex.name,
         options={"features": features, "l1": l1, "epochs": epochs, "examples": examples, "lr": lr,

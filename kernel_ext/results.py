@@ -269,6 +269,7 @@ class CircuitResult(Result):
     codes_positive / codes_negative: (examples, L*H) integer SAE codes (stored as float arrays
         in JSON; ``codes()`` returns ints).
     unique_codes: head index (flat, ``l*H + h``) -> codes seen only in positives.
+    difference_scores: (L, H) no-SAE baseline, ``circuits.mean_difference_scores`` (or None).
     """
 
     kind: ClassVar[str] = "circuit"
@@ -284,6 +285,7 @@ class CircuitResult(Result):
     positive: list[str] = field(default_factory=list)
     negative: list[str] = field(default_factory=list)
     truth: list[list[int]] | None = None
+    difference_scores: list[list[float]] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     model: str = ""
     options: dict[str, Any] = field(default_factory=dict)

@@ -97,7 +97,8 @@ def ioi(args) -> None:
             r = ex.circuit(task.positive, task.negative, examples=examples, seed=seed, progress=False,
                            **_sae_options(args))
             np.savez(runs / f"ioi-e{examples}-s{seed}.npz", node=r.node_scores, edge=r.edge_scores,
-                     seconds=r.metrics["seconds"], epochs=args.epochs, options=json.dumps(r.options))
+                     difference=np.asarray(r.difference_scores), seconds=r.metrics["seconds"], epochs=args.epochs,
+                     options=json.dumps(r.options))
             _emit({"kind": "ioi-run", "examples": examples, "seed": seed, **r.options,
                    "seconds": round(r.metrics["seconds"], 1)}, args.out)
 
@@ -115,13 +116,17 @@ def summarise(args) -> None:
         by_examples.setdefault(examples, []).append({
             "node_roc_auc": circuits.roc_auc(data["node"], truth),
             "edge_roc_auc": circuits.edge_roc_auc(data["edge"], truth),
+            # the no-SAE baseline (runs saved before it existed have none)
+            "difference_node_roc_auc": circuits.roc_auc(data["difference"], truth) if "difference" in data else None,
             "seconds": float(data["seconds"]),
             "options": json.loads(str(data["options"])) if "options" in data else {"epochs": int(data["epochs"])}})
     for examples, runs in sorted(by_examples.items()):
         summary = {"kind": "ioi-summary", "examples": examples, "seeds": len(runs), "options": runs[0]["options"],
                    "truth_heads": int(truth.sum()), "fraction": args.fraction, "truth_prompts": args.prompts}
-        for key in ("node_roc_auc", "edge_roc_auc", "seconds"):
-            values = [m[key] for m in runs]
+        for key in ("node_roc_auc", "edge_roc_auc", "difference_node_roc_auc", "seconds"):
+            values = [m[key] for m in runs if m[key] is not None]
+            if not values:
+                continue
             summary[key] = round(statistics.mean(values), 4)
             summary[key + "_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
         _emit(summary, args.out)
@@ -150,6 +155,7 @@ def toy(args) -> None:
                    "node_scores": r.node_scores.tolist(), **{k: round(v, 4) for k, v in r.metrics.items()}}, args.out)
         node = [m["node_roc_auc"] for m in aucs]
         _emit({"kind": "toy-summary", "examples": examples, "seeds": args.seeds, **_sae_options(args),
+               "difference_node_roc_auc": round(statistics.mean(m["difference_node_roc_auc"] for m in aucs), 4),
                "node_roc_auc": round(statistics.mean(node), 4),
                "node_roc_auc_std": round(statistics.stdev(node), 4) if len(node) > 1 else 0.0}, args.out)
 

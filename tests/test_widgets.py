@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -288,6 +289,12 @@ def test_circuit_view_codes_and_edges(results):
     assert v.state.statistic == "circuit node score"
     v.set_statistic("ground truth")
     assert v._cells.data["value"] == (np.arange(12) % 5 == 0).astype(float).tolist()
+    assert "class-mean difference" not in v.statistics  # only when the result carries the baseline
+    with_baseline = widgets.view(dataclasses.replace(c, difference_scores=np.arange(12.0).reshape(3, 4).tolist()),
+                                 display=False)
+    with_baseline.widget
+    with_baseline.set_statistic("class-mean difference")
+    assert with_baseline._cells.data["value"] == np.arange(12.0).tolist()
     v.select_head(1, 3)
     flat = 1 * 4 + 3
     codes = v.detail["codes"]

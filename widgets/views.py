@@ -578,6 +578,8 @@ class HeadGrid(View):
 
         if getattr(r, "node_scores", None) is not None:
             numeric("circuit node score", r.node_scores, "{:.0f}")
+        if getattr(r, "difference_scores", None) is not None:  # circuits.mean_difference_scores
+            numeric("class-mean difference", r.difference_scores, "{:.2g}")
         for name in ("ablation", "ablation_effect"):
             if getattr(r, name, None) is not None:
                 numeric("ablation effect", getattr(r, name), "{:.3f}")
