@@ -71,6 +71,11 @@ def _equal_lengths(mask: torch.Tensor, why: str) -> int:
     return int(lengths[0])
 
 
+def _float_tensor(X: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor, numpy array or nested list as a float tensor (tensors keep their device)."""
+    return torch.as_tensor(X if torch.is_tensor(X) else np.asarray(X), dtype=dtype)
+
+
 def _progress(iterable, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
@@ -219,7 +224,7 @@ def train_sae(
     *moves* between examples rather than which head it is, and heads that barely move fall below
     the L1 threshold (no feature fires -> the silent code, see :func:`codes`). Uses no labels.
     """
-    X = torch.as_tensor(np.asarray(X) if not torch.is_tensor(X) else X, dtype=torch.float32)
+    X = _float_tensor(X)
     head_mean = None
     if center_heads:
         if X.dim() != 3:
@@ -265,7 +270,7 @@ def codes(sae: SparseAutoencoder, X: Any) -> np.ndarray:
     (one past the last feature), not 0: with ``center_heads`` most heads are silent, and an argmax
     of 0 would merge "silent" with feature 0 firing.
     """
-    X = torch.as_tensor(np.asarray(X) if not torch.is_tensor(X) else X, dtype=torch.float32)
+    X = _float_tensor(X)
     z = sae.encode(X.to(sae.decoder.device))
     best = z.max(dim=-1)
     silent = torch.full_like(best.indices, sae.features)
@@ -356,8 +361,7 @@ def mean_difference_scores(X_pos: Any, X_neg: Any) -> np.ndarray:
     It uses the labels directly, so it says how much signal the head outputs carry; the SAE codes
     are worth their cost where they rank the truth no worse than this does.
     """
-    pos = torch.as_tensor(np.asarray(X_pos) if not torch.is_tensor(X_pos) else X_pos, dtype=torch.float64)
-    neg = torch.as_tensor(np.asarray(X_neg) if not torch.is_tensor(X_neg) else X_neg, dtype=torch.float64)
+    pos, neg = _float_tensor(X_pos, torch.float64), _float_tensor(X_neg, torch.float64)
     if pos.dim() != 3 or neg.dim() != 3 or pos.shape[1:] != neg.shape[1:] or not len(pos) or not len(neg):
         raise XattrError(f"head outputs must be (examples, heads, d_model) with the same heads and width; "
                          f"got {tuple(pos.shape)} and {tuple(neg.shape)}")
