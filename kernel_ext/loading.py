@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from .models import Explainer, XattrError
@@ -30,13 +31,33 @@ def _auto_class(config):
     )
 
 
+def _hub_resolves() -> bool:
+    """Whether the hub's host name resolves. Without it, transformers retries for ~25 s (measured
+    on this offline machine) before it fails, so a mistyped alias would take that long to report."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True
+
+
 def from_pretrained(name_or_path: str, device: Any = "auto", **kwargs: Any) -> Explainer:
-    """Load a local directory (offline) or a hub id with eager attention."""
+    """Load a local directory (offline) or a hub id with eager attention.
+
+    A hub id is looked up in the local Hugging Face cache only (``local_files_only``) when the hub
+    cannot be reached, so an offline machine answers at once.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     local = os.path.isdir(name_or_path)
     if not local and (name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").split("/", 1)[-1]):
         raise unknown_model_error(name_or_path, FileNotFoundError("no such directory"))
+    if not local and "local_files_only" not in kwargs and not _hub_resolves():
+        kwargs = {**kwargs, "local_files_only": True}
     try:
         config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as error:

@@ -50,6 +50,7 @@ ALIASES: dict[str, str] = {
     "tiny-roberta": "random RoBERTa classifier, 2 layers x 4 heads, d=32",
     "tiny-gpt2": "random GPT-2 causal LM, 2 layers x 4 heads, d=32",
     "tiny-llama": "random Llama causal LM, 2 layers x 4 query / 2 KV heads, d=32",
+    "toy-induction": "attention-only induction toy trained here (circuits), 2 layers x 4 heads, d=64",
 }
 DEFAULT_MODEL = "minilm-rt"
 MINILM_RECIPE = {"seed": 0, "train_size": 4000, "test_size": 1000, "max_length": 64, "lr": 5e-5, "epochs": 1, "batch_size": 16}
@@ -336,6 +337,10 @@ def load_alias(alias: str, device: Any = "auto", *, rebuild: bool = False, progr
         model, tokenizer = _cached("smollm2-135m", lambda out: _build_smollm2(out, progress), _load_causal, rebuild)
     elif alias.startswith("tiny-") and alias in ALIASES:
         model, tokenizer = tiny_model(alias[len("tiny-"):])
+    elif alias == "toy-induction":
+        from .toy import load_toy
+
+        return load_toy(device, rebuild=rebuild, progress=progress)
     else:
         raise unknown_model_error(alias)
     return Explainer(model, tokenizer, device=device, name=alias)

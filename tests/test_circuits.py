@@ -437,6 +437,24 @@ def _toy_setup():
 
 
 @pytest.mark.slow
+def test_toy_is_an_alias_for_load_and_the_cli(tmp_path, capsys):
+    from xattr_lab import cli, toy
+
+    ex = xa.load("toy-induction", device="cpu")
+    assert ex.name == "toy-induction" and (ex.n_layers, ex.n_heads) == (2, 4)
+    pos, neg = toy.induction_prompts(n=4, length=10, seed=2)
+    (tmp_path / "pos.txt").write_text("\n".join(pos))
+    (tmp_path / "neg.txt").write_text("\n".join(neg))
+    code = cli.main(["circuit", "--model", "toy-induction", "--positive", str(tmp_path / "pos.txt"),
+                     "--negative", str(tmp_path / "neg.txt"), "--position", "-1", "--epochs", "20", "--html", "",
+                     "--json", str(tmp_path / "c.json")])
+    assert code == 0 and "node score" in capsys.readouterr().out
+    result = xa.CircuitResult.from_json((tmp_path / "c.json").read_text())
+    assert result.model == "toy-induction" and result.node_scores.shape == (2, 4)
+    assert np.asarray(result.difference_scores).shape == (2, 4)
+
+
+@pytest.mark.slow
 def test_toy_induction_circuit_verified_by_ablation():
     """Previous-token heads (layer 0) feed induction heads (layer 1): patterns and ablations agree."""
     ex, pos, neg, metric, effects = _toy_setup()

@@ -173,6 +173,33 @@ def test_unknown_model_lists_aliases():
     assert "minilm-rt" in message and "tiny-bert" in message and "local directory" in message
 
 
+@pytest.mark.parametrize("resolves", [False, True])
+def test_hub_ids_use_the_local_cache_only_when_the_hub_cannot_be_reached(monkeypatch, resolves):
+    """Offline, transformers would retry the hub for ~25 s before failing: look in the local cache only."""
+    import socket
+
+    import transformers
+
+    seen = {}
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        seen["host"] = host
+        if not resolves:
+            raise socket.gaierror("no network")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", port))]
+
+    def config_from_pretrained(name, **kwargs):
+        seen["kwargs"] = kwargs
+        raise OSError("not found")  # stop before any download
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", config_from_pretrained)
+    with pytest.raises(XattrError, match="unknown model 'someone/some-model'"):
+        xa.load("someone/some-model")
+    assert seen["host"] == "huggingface.co" or "." in seen["host"]
+    assert seen["kwargs"].get("local_files_only", False) is (not resolves)
+
+
 def test_missing_directory_is_reported(tmp_path):
     with pytest.raises(XattrError, match="unknown model"):
         xa.load(str(tmp_path / "missing"))
