@@ -66,8 +66,13 @@ def circuit_table(circuit, top: int = 10) -> str:
     scores = np.asarray(circuit.node_scores)
     H = max(circuit.n_heads or scores.shape[1], 1)
     order = np.argsort(-scores.ravel(), kind="stable")[:top]
-    lines = ["head   node score"]
-    lines += [f"{i // H:>2}.{i % H:<3} {scores.ravel()[i]:>10.0f}" for i in order]
+    if circuit.difference_scores is None:
+        lines = ["head   node score"]
+        lines += [f"{i // H:>2}.{i % H:<3} {scores.ravel()[i]:>10.0f}" for i in order]
+    else:  # beside the no-SAE baseline, so the two readings can be compared at a glance
+        difference = np.asarray(circuit.difference_scores, dtype=float).ravel()
+        lines = ["head   node score   class-mean difference"]
+        lines += [f"{i // H:>2}.{i % H:<3} {scores.ravel()[i]:>10.0f} {difference[i]:>23.3g}" for i in order]
     if circuit.metrics:
         lines.append("metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in circuit.metrics.items() if isinstance(v, (int, float))))
     return "\n".join(lines)

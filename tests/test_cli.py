@@ -63,7 +63,8 @@ def test_circuit_reads_prompt_files(tmp_path, capsys):
                      "--negative", str(tmp_path / "neg.txt"), "--epochs", "5", "--features", "8", "--examples", "2",
                      "--html", "", "--png", str(tmp_path / "c.png")])
     assert code == 0
-    assert "node score" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "node score" in out and "class-mean difference" in out  # the SAE scores beside the no-SAE baseline
     assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
     code = cli.main(["circuit", "--model", "tiny-bert", "--positive", str(tmp_path / "pos.txt"),
                      "--negative", str(tmp_path / "neg.txt"), "--epochs", "5", "--features", "8", "--examples", "2",
