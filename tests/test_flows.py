@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import xattr_lab as xa
 from xattr_lab import flows
-from xattr_lab.models import XattrError
+from xattr_lab.errors import XattrError
 from xattr_lab.results import FlowResult
 
 
@@ -30,7 +30,7 @@ def attention_like(L, n, seed=0, power=4.0, zeros=0.0):
 
 
 def nx_graph(C, sources=None):
-    """The DESIGN section 3 graph, built independently of xattr_lab."""
+    """The GAF graph (docs/ARCHITECTURE.md, section "Flows and GAF"), built independently of xattr_lab."""
     L, n, _ = C.shape
     U = C.sum()
     G = nx.DiGraph()
@@ -445,7 +445,7 @@ def test_attribute_matches_pure_functions(tiny):
 def test_padding_is_masked_out(tiny):
     import torch
 
-    from xattr_lab.models import Encoding
+    from xattr_lab.core.session import Encoding
 
     ex = tiny("bert")
     enc = ex.encode("the cat sat")

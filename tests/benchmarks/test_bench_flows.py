@@ -49,7 +49,7 @@ def nx_graph(C):
 
 
 def cvxpy_barrier(C, mu):
-    """The DESIGN section 3 objective, modelled in cvxpy; returns (value, seconds)."""
+    """The GAF barrier objective (docs/ARCHITECTURE.md, section "Flows and GAF") in cvxpy; returns (value, seconds)."""
     import cvxpy as cp
 
     L, n, _ = C.shape
@@ -58,7 +58,7 @@ def cvxpy_barrier(C, mu):
     fa, fb, fts = cp.Variable(n), cp.Variable(n), cp.Variable()
     cons = [cp.sum(F[L - 1], axis=1) == fa, cp.sum(F[0], axis=0) == fb, cp.sum(fa) == fts, cp.sum(fb) == fts]
     cons += [cp.sum(F[k], axis=1) == cp.sum(F[k + 1], axis=0) for k in range(L - 1)]
-    keep = C > 1e-12 * C.max()  # DESIGN: smaller entries are not edges
+    keep = C > 1e-12 * C.max()  # DROP_RELATIVE: smaller entries are not edges
     index = [np.nonzero(keep[k]) for k in range(L)]
     cons += [F[k][np.nonzero(~keep[k])] == 0 for k in range(L) if (~keep[k]).any()]
     barrier = sum(cp.sum(cp.log(F[k][index[k]]) + cp.log(C[k][index[k]] - F[k][index[k]])) for k in range(L))

@@ -1,0 +1,41 @@
+"""Information tensors of Generalized Attention Flow: AF, GF, AGF capacities (numpy only).
+
+docs/ARCHITECTURE.md, section "Flows and GAF".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .checks import _as_float64
+
+INFO_KINDS = ("af", "gf", "agf")
+
+
+def information_tensor(attn: Any, grad: Any = None, kind: str = "agf") -> np.ndarray:
+    """GAF capacities. attn, grad (L, H, n, n) -> (L, n, n) float64.
+
+    "af" = mean_h attn; "gf" = mean_h ReLU(grad); "agf" = mean_h ReLU(attn ⊙ grad) (default).
+    ``grad`` is d target / d attn (may be None for "af"). docs/ARCHITECTURE.md, section
+    "Flows and GAF".
+    """
+    if kind not in INFO_KINDS:
+        raise InputError(f"unknown information kind {kind!r}; choose one of {list(INFO_KINDS)}")
+    attn = _as_float64(attn, "attn")
+    if attn.ndim != 4 or attn.shape[2] != attn.shape[3]:
+        raise InputError(f"attn must have shape (L, H, n, n); got {attn.shape}")
+    if kind == "af":
+        out = attn.mean(axis=1)
+    else:
+        if grad is None:
+            raise InputError(f"info={kind!r} needs the attention gradients (capture with attention_grads=True)")
+        grad = _as_float64(grad, "grad")
+        if grad.shape != attn.shape:
+            raise InputError(f"grad shape {grad.shape} must equal attn shape {attn.shape}")
+        product = grad if kind == "gf" else attn * grad
+        out = np.maximum(product, 0.0).mean(axis=1)
+    if not np.all(np.isfinite(out)):
+        raise InputError("the information tensor holds non-finite values (check the attentions / gradients)")
+    return out

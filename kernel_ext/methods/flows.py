@@ -1,0 +1,187 @@
+"""Attention-graph methods on a model: ``rollout``, ``attention_flow``, ``gaf`` and ``flow``.
+
+Adapters from a :class:`~xattr_lab.core.session.ModelSession` to the array algorithms of
+:mod:`xattr_lab.graphs`: capture the attentions (and their gradients), keep the non-padding
+positions, pick the source tokens, build the capacities, solve, and put the answer back over all
+positions as an :class:`~xattr_lab.results.Attribution` or :class:`~xattr_lab.results.FlowResult`.
+docs/ARCHITECTURE.md, sections "Rollout and attention flow" and "Flows and GAF".
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..graphs.attention_flow import attention_flow
+from ..graphs.barrier import barrier_max_flow
+from ..graphs.information import INFO_KINDS, information_tensor
+from ..graphs.rollout import mix_residual_capacity, rollout
+from ..results import Attribution, FlowResult
+from .registry import implements
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..core.session import ModelSession
+
+__all__ = ["explain_flow", "attribute"]
+
+_DEFAULT_RESIDUAL = {"rollout": 0.5, "attention_flow": 0.5, "gaf": None}
+
+
+def _valid_positions(encoding) -> np.ndarray:
+    mask = encoding.attention_mask[0].detach().cpu().numpy().astype(bool)
+    return np.nonzero(mask)[0]
+
+
+def _pick_sources(ex: "ModelSession", encoding, sources, valid: np.ndarray) -> list[int]:
+    """Source tokens (indices into the valid positions).
+
+    None: every top-level token for encoder classifiers (the GAF paper's choice), the readout
+    position (the token that predicts) for causal and masked LMs. "all"; "cls" / "readout":
+    the readout token only ([CLS] for encoders); an int or a list of token positions.
+    """
+    position_of = {int(p): k for k, p in enumerate(valid)}
+    if sources is None:
+        sources = "all" if (ex.head == "classifier" and not ex.adapter.causal) else "readout"
+    if isinstance(sources, str):
+        if sources == "all":
+            return list(range(len(valid)))
+        if sources in ("cls", "readout", "source"):
+            return [position_of[int(ex.source_position(encoding))]]
+        raise InputError(f"sources must be 'all', 'cls'/'readout', or token positions, not {sources!r}")
+    picked = np.atleast_1d(np.asarray(sources))
+    if picked.size == 0 or not np.issubdtype(picked.dtype, np.integer):
+        raise InputError(f"sources must be 'all', 'cls'/'readout', or token positions (ints), not {sources!r}")
+    n = encoding.n
+    out = []
+    for p in picked.tolist():
+        p = p % n if -n <= p < n else p
+        if p not in position_of:
+            raise InputError(f"source position {p} is not a (non-padding) token position of this {n}-token text")
+        out.append(position_of[p])
+    return sorted(set(out))
+
+
+def _capacities(cap, info: str, valid: np.ndarray) -> np.ndarray:
+    attn = cap.attentions.double().numpy()[:, :, valid][:, :, :, valid]
+    grad = None
+    if cap.attention_grads is not None:
+        grad = cap.attention_grads.double().numpy()[:, :, valid][:, :, :, valid]
+    return information_tensor(attn, grad, info)
+
+
+def _embed(values: np.ndarray, valid: np.ndarray, n: int, axes: int) -> np.ndarray:
+    """Put arrays over valid positions back into arrays over all n positions (padding = 0)."""
+    shape = values.shape[: values.ndim - axes] + (n,) * axes
+    out = np.zeros(shape)
+    index = (Ellipsis,) + tuple(np.ix_(*([valid] * axes)))
+    out[index] = values
+    return out
+
+
+@implements("flow")
+def explain_flow(
+    ex: "ModelSession",
+    text: str,
+    info: str = "agf",
+    target: Any = None,
+    residual: float | None = None,
+    sources: Any = None,
+    mu: float | None = None,
+    **options: Any,
+):
+    """Generalized Attention Flow for one text -> :class:`xattr_lab.results.FlowResult`.
+
+    info: "af", "gf" or "agf" (:func:`information_tensor`); target: as ``ModelSession.capture``.
+    residual: None (no residual edges, the GAF paper) or r in [0, 1] (:func:`mix_residual_capacity`).
+    sources: see :func:`_pick_sources` (default: all tokens for encoder classifiers, the
+    predicting position for LMs). mu: barrier weight in capacity units, or None to choose it so
+    ``value`` is certified within 1e-6 (relative) of the exact max-flow value by a cut.
+    options: ``truncate`` (bool), ``rtol`` (for mu=None), ``tol``, ``max_iter``, ``threads``, ``device``
+    (default: the model's device). Padding positions are left out of the graph and get 0.
+    """
+    options.pop("method", None)  # the registry passes its name ("flow"); the result says "gaf"
+    truncate = bool(options.pop("truncate", False))
+    solver_options = {k: options.pop(k) for k in ("rtol", "tol", "max_iter", "device", "threads") if k in options}
+    if options:
+        raise InputError(f"unknown flow option(s) {sorted(options)}; known: truncate, rtol, tol, max_iter, device, threads")
+    if info not in INFO_KINDS:
+        raise InputError(f"unknown information kind {info!r}; choose one of {list(INFO_KINDS)}")
+    cap = ex.capture(text, target, attention_grads=(info != "af"), truncate=truncate)
+    encoding = cap.encoding
+    valid = _valid_positions(encoding)
+    picked = _pick_sources(ex, encoding, sources, valid)
+    C = mix_residual_capacity(_capacities(cap, info, valid), residual)
+    device = solver_options.pop("device", ex.device)
+    sol = barrier_max_flow(C, mu, picked, device=device, **solver_options)
+    n = encoding.n
+    return FlowResult(
+        tokens=list(cap.tokens),
+        attributions=_embed(sol.attributions, valid, n, 1),
+        edge_flow=_embed(sol.edge_flow, valid, n, 2),
+        value=sol.value,
+        node_flow=_embed(sol.node_flow, valid, n, 1),
+        capacities=_embed(C, valid, n, 2),
+        info=info,
+        sources=[int(valid[k]) for k in picked],
+        mu=sol.mu,
+        target=cap.target.public,
+        target_label=cap.target.label,
+        prediction=cap.prediction,
+        method="gaf",
+        options={"residual": residual, "mu": mu, **{k: v for k, v in solver_options.items()}},
+        text=encoding.text,
+        model=ex.name,
+        upper_bound=sol.upper_bound,
+        solver={
+            "iterations": sol.iterations,
+            "decrement": float(sol.residuals.get("decrement", 0.0)),
+            "conservation": float(sol.residuals.get("conservation", 0.0)),
+        },
+    )
+
+
+@implements("rollout", "attention_flow", "gaf")
+def attribute(ex: "ModelSession", text: str, *, method: str, target: Any = None, **options: Any):
+    """Token attributions by an attention-graph method -> :class:`xattr_lab.results.Attribution`.
+
+    method: "rollout" (rolled-out attention of the source rows, averaged over sources),
+    "attention_flow" (max-flow value from each source to each input token, averaged over
+    sources) or "gaf" (flow reaching each input token in :func:`explain_flow`).
+    options: ``residual`` (default 0.5 for rollout / attention flow, None for gaf), ``sources``
+    ("all", "cls"/"readout", positions; default: all tokens for encoder classifiers, the
+    predicting position for LMs), ``truncate``; for gaf also ``info`` ("agf"), ``mu`` and the
+    solver options of :func:`explain_flow`. Padding positions score 0.
+    """
+    if method not in _DEFAULT_RESIDUAL:
+        raise InputError(f"xattr_lab.flows.attribute knows rollout, attention_flow and gaf, not {method!r}")
+    residual = options.pop("residual", _DEFAULT_RESIDUAL[method])
+    sources = options.pop("sources", None)
+    if method == "gaf":
+        info = options.pop("info", "agf")
+        flow = explain_flow(ex, text, info=info, target=target, residual=residual, sources=sources, **options)
+        used = {"info": info, "residual": residual, "sources": flow.sources, "mu": flow.mu, "value": flow.value}
+        return Attribution(
+            tokens=flow.tokens, scores=flow.attributions, raw=flow.attributions, target=flow.target,
+            target_label=flow.target_label, method=method, options=used, prediction=flow.prediction,
+            text=flow.text, model=ex.name,
+        )
+    truncate = bool(options.pop("truncate", False))
+    if options:
+        raise InputError(f"unknown {method} option(s) {sorted(options)}; known: residual, sources, truncate")
+    cap = ex.capture(text, target, truncate=truncate)
+    encoding = cap.encoding
+    valid = _valid_positions(encoding)
+    picked = _pick_sources(ex, encoding, sources, valid)
+    A = _capacities(cap, "af", valid)
+    if method == "rollout":
+        per_source = rollout(A, residual)[-1][picked]
+    else:
+        per_source = attention_flow(A, residual, sources=picked)[picked]
+    scores = _embed(per_source.mean(axis=0), valid, encoding.n, 1)
+    return Attribution(
+        tokens=list(cap.tokens), scores=scores, raw=scores.copy(), target=cap.target.public,
+        target_label=cap.target.label, method=method,
+        options={"residual": residual, "sources": [int(valid[k]) for k in picked]},
+        prediction=cap.prediction, text=encoding.text, model=ex.name,
+    )
