@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from xattr_lab.constants import MIME_TYPE as MIME
+
 REPO = Path(__file__).resolve().parents[1]
 EXT = REPO / "labextension"
-MIME = "application/vnd.xattr.v1+json"
 
 
 def _npm() -> str:
@@ -80,9 +81,9 @@ def test_settings_schema_matches_the_magic_defaults():
     assert props["model"]["default"] == magic.DEFAULTS["model"]
     assert props["method"]["default"] == magic.DEFAULTS["method"]
     assert props["colourMap"]["default"] == magic.DEFAULTS["colour_map"]
-    from xattr_lab import models
+    from xattr_lab.methods.registry import ATTRIBUTION_METHODS
 
-    assert set(props["method"]["enum"]) <= set(models.METHODS) | {"attention"}
+    assert set(props["method"]["enum"]) <= set(ATTRIBUTION_METHODS)
 
 
 def test_dist_is_a_prebuilt_extension(built):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from xattr_lab.results import Attribution, CircuitResult, FlowResult, HeadStats, Result
 from xattr_lab import widgets
 from xattr_lab.widgets import core
-from xattr_lab.widgets.bundle import WIDGET_MIME, XATTR_MIME
+from xattr_lab.constants import MIME_TYPE as XATTR_MIME, WIDGET_MIME
 
 HOSTILE = ["[CLS]", "\u0120a", "##b", "<img src=x onerror=alert(1)>", "</script>", "$$x$$", "\"'&", "[SEP]"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -71,6 +72,60 @@ def test_front_end_never_imports_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+#: The front end's layers, bottom to top: a module imports only modules of lower layers (views/*
+#: also each other), and from the rest of xattr_lab only the torch-free pure modules below.
+LAYERS = ["core", "figures", "export", "bundle", "views", "select", "explorer"]
+PURE = {"xattr_lab", "xattr_lab.constants", "xattr_lab.target_spec", "xattr_lab.methods", "xattr_lab.methods.registry"}
+
+
+def _imports(path: Path, package: str) -> list[str]:
+    """Every module ``path`` imports, at any depth (function-level imports count too)."""
+    import ast
+
+    import xattr_lab
+
+    home = Path(xattr_lab.__file__).parent
+
+    def is_module(name: str) -> bool:
+        if not name.startswith("xattr_lab."):
+            return False
+        where = home.joinpath(*name.split(".")[1:])
+        return where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            found.append(base)
+            found += [f"{base}.{a.name}" for a in node.names if is_module(f"{base}.{a.name}")]
+    return found
+
+
+def test_front_end_layers_import_only_downwards():
+    root = Path(widgets.__file__).parent
+    checked = 0
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("").parts
+        if rel == ("__init__",):
+            continue  # the package imports its layers lazily, on top of all of them
+        layer = LAYERS.index(rel[0])
+        for name in _imports(path, ".".join(["xattr_lab", "widgets", *rel[:-1]])):
+            where = "/".join(rel)
+            if name.startswith("xattr_lab.widgets."):
+                target = name.split(".")[2]
+                assert target == rel[0] or LAYERS.index(target) < layer, f"{where} imports {name}, a layer above it"
+            elif name.startswith("xattr_lab") and name != "xattr_lab.widgets":
+                assert name in PURE, f"{where} imports {name}: the front end reads only {sorted(PURE)}"
+            assert name.split(".")[0] != "torch", f"{where} imports torch"
+            checked += 1
+    assert checked > 50
 
 
 # ---------------------------------------------------------------------------- core helpers

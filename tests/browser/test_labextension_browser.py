@@ -15,6 +15,8 @@ import re
 
 import pytest
 
+from xattr_lab.constants import MIME_TYPE, WIDGET_MIME
+
 pytestmark = pytest.mark.browser
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>"]
@@ -23,7 +25,7 @@ SETUP = r'''
 import numpy as np, ipywidgets as widgets
 from IPython.display import display
 from xattr_lab.results import Attribution, FlowResult, HeadStats, CircuitResult
-from xattr_lab.widgets.bundle import mime_bundle
+from xattr_lab.widgets import mime_bundle
 from xattr_lab.widgets.select import view_for
 
 TOKENS = ["[CLS]", "a", "gripping", "<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>", "film", "[SEP]"]
@@ -157,17 +159,17 @@ def test_live_widgets_are_mounted_and_reach_python(jupyterlab, page, notebook, a
     _save(page)
     saved = json.loads(notebook.read_text(encoding="utf-8"))
     bundles = [o["data"] for c in saved["cells"] for o in c.get("outputs", []) if "data" in o]
-    xattr = [b for b in bundles if "application/vnd.xattr.v1+json" in b]
-    assert [b["application/vnd.xattr.v1+json"]["kind"] for b in xattr] == KINDS
-    assert all(b["application/vnd.xattr.v1+json"]["model_id"] for b in xattr)
-    assert all("application/vnd.jupyter.widget-view+json" in b for b in xattr)
+    xattr = [b for b in bundles if MIME_TYPE in b]
+    assert [b[MIME_TYPE]["kind"] for b in xattr] == KINDS
+    assert all(b[MIME_TYPE]["model_id"] for b in xattr)
+    assert all(WIDGET_MIME in b for b in xattr)
 
 
 def test_saved_results_render_without_a_kernel(jupyterlab, page, notebook, artifacts):
     """(1) The notebook saved by the previous test, reopened with no kernel: every kind draws from
     its JSON and reacts to clicks."""
     saved = json.loads(notebook.read_text(encoding="utf-8"))
-    if not any(o.get("data", {}).get("application/vnd.xattr.v1+json") for c in saved["cells"]
+    if not any(o.get("data", {}).get(MIME_TYPE) for c in saved["cells"]
                for o in c.get("outputs", [])):
         # run alone: execute it headless instead of through the UI (same kernel-side bundles)
         import nbclient
@@ -265,8 +267,8 @@ def test_explain_selected_text_produces_a_result(jupyterlab, page, artifacts):
     saved = json.loads((jupyterlab.root_dir / "explain.ipynb").read_text(encoding="utf-8"))
     cell = saved["cells"][1]
     assert "run_cell_magic(\"xattr\", \"explain\"" in "".join(cell["source"])
-    payloads = [o["data"]["application/vnd.xattr.v1+json"] for o in cell["outputs"]
-                if "application/vnd.xattr.v1+json" in o.get("data", {})]
+    payloads = [o["data"][MIME_TYPE] for o in cell["outputs"]
+                if MIME_TYPE in o.get("data", {})]
     assert len(payloads) == 1, cell["outputs"]
     payload = payloads[0]
     assert payload["kind"] == "attribution"
@@ -286,12 +288,12 @@ def test_hostile_tokens_run_no_script_and_export(jupyterlab, page, artifacts):
     }
     png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
     output = {"output_type": "display_data", "metadata": {},
-              "data": {"application/vnd.xattr.v1+json": payload, "image/png": png, "text/plain": "Attribution(...)"}}
+              "data": {MIME_TYPE: payload, "image/png": png, "text/plain": "Attribution(...)"}}
     _write_raw_notebook(jupyterlab, "hostile.ipynb", [
         {"cell_type": "code", "id": "h0", "metadata": {}, "execution_count": 1, "outputs": [output], "source": "a"},
         {"cell_type": "code", "id": "h1", "metadata": {}, "execution_count": 2, "source": "b", "outputs": [
             {"output_type": "display_data", "metadata": {}, "data": {
-                "application/vnd.xattr.v1+json": {**payload, "schema": "xattr.v99"}, "text/plain": "x"}}]},
+                MIME_TYPE: {**payload, "schema": "xattr.v99"}, "text/plain": "x"}}]},
     ])
     _open(jupyterlab, page, "hostile.ipynb")
     _extension_loaded(page)

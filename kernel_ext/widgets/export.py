@@ -1,13 +1,24 @@
-"""Static exports of a view: self-contained HTML (BokehJS inlined) and PNG (matplotlib, no browser)."""
+"""Static exports: self-contained HTML (BokehJS inlined) and PNG (matplotlib, no browser).
+
+Plain data in, files out: this module never imports a view. A view hands over what it shows,
+its Bokeh models for HTML (``View.export_models``) and, for PNG, the arrays and labels that
+``draw_strip`` / ``draw_flow`` / ``draw_grid`` turn into a matplotlib figure.
+"""
 from __future__ import annotations
 
+import html
 import io
+import re
 import warnings
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import core
+
+__all__ = ["html_document", "write_html", "draw_strip", "draw_flow", "draw_grid", "png_bytes", "write_png",
+           "plain_text"]
 
 _PAGE_CSS = (
     "body{font-family:system-ui,sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px}"
@@ -15,20 +26,22 @@ _PAGE_CSS = (
 )
 
 
-def html_document(view, title: str = "xattr-lab") -> str:
-    """The view as one HTML page: BokehJS INLINE (no CDN), data as JSON that BokehJS reads as text."""
+def html_document(models: Any, title: str = "xattr-lab") -> str:
+    """One HTML page of Bokeh ``models`` (a model, a layout, or a list stacked in a column):
+    BokehJS INLINE (no CDN), data as JSON that BokehJS reads as text."""
     from bokeh.embed import file_html
     from bokeh.layouts import column
     from bokeh.resources import INLINE
 
-    models = view.export_models()
-    page = file_html(column(*models), resources=INLINE, title=title)
+    layout = column(*models) if isinstance(models, (list, tuple)) else models
+    page = file_html(layout, resources=INLINE, title=title)
     return page.replace("</head>", f"<style>{_PAGE_CSS}</style></head>", 1)
 
 
-def write_html(view, path) -> str:
+def write_html(models: Any, path, title: str = "xattr-lab") -> str:
+    """Write :func:`html_document` to ``path``; returns the path."""
     path = Path(path)
-    path.write_text(html_document(view), encoding="utf-8")
+    path.write_text(html_document(models, title), encoding="utf-8")
     return str(path)
 
 
@@ -47,9 +60,17 @@ def _text(ax, x, y, s, **kwargs):
     return ax.text(x, y, str(s), parse_math=False, **kwargs)
 
 
-def _strip_png(view):
-    labels = core.pretty_tokens(view.tokens)
-    scores = view.scores
+def plain_text(markup: str, limit: int = 160) -> str:
+    """A header's HTML as one plain line (tags dropped, entities decoded), for a PNG caption."""
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))[:limit]
+
+
+def draw_strip(tokens: Sequence[str], scores: np.ndarray, *, selected: int = -1, header: str = ""):
+    """Token strip: tokens coloured by signed score, wrapped into rows; ``selected`` outlined."""
+    from matplotlib.patches import Rectangle
+
+    labels = core.pretty_tokens(tokens)
+    scores = np.asarray(scores, dtype=np.float64)
     width_px = 1000
     x, rows, widths = core.wrap_layout(labels, width_px, char_px=7.2)
     nrows = int(rows.max()) + 1 if len(rows) else 1
@@ -61,57 +82,52 @@ def _strip_png(view):
     scale = core.symmetric_scale(scores)
     colours = core.diverging_colours(scores, scale)
     text_colours = core.text_colours(scores, scale)
-    from matplotlib.patches import Rectangle
-
     for i in range(len(labels)):
         ax.add_patch(Rectangle((x[i] - widths[i] / 2, -rows[i] - 0.4), widths[i], 0.8, facecolor=colours[i],
-                               edgecolor="#000000" if i == view.state.token else "#bbbbbb",
-                               linewidth=2 if i == view.state.token else 0.5))
+                               edgecolor="#000000" if i == selected else "#bbbbbb",
+                               linewidth=2 if i == selected else 0.5))
         _text(ax, x[i], -rows[i], labels[i], ha="center", va="center", fontsize=8, family="monospace",
               color=text_colours[i])
-    fig.text(0.01, 0.03, _plain_header(view), fontsize=8, parse_math=False)
+    fig.text(0.01, 0.03, plain_text(header), fontsize=8, parse_math=False)
     return fig
 
 
-def _plain_header(view) -> str:
-    import html
-    import re
+def draw_flow(tokens: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndarray, attributions: np.ndarray, *,
+              selected: int = -1, max_edges: int = 400, header: str = ""):
+    """Layered flow graph: edges by width, the flow into input ``selected`` highlighted.
 
-    return html.unescape(re.sub(r"<[^>]+>", "", view.header_html()))[:160]
-
-
-def _flow_png(view):
+    edge_flow: (L, n, n); node_flow: (L+1, n); attributions: (n,) colour the input column.
+    """
     from matplotlib.collections import LineCollection
 
-    E = view.edge_flow
+    E = np.asarray(edge_flow, dtype=np.float64)
     L, n, _ = E.shape
-    labels = core.pretty_tokens(view.tokens)
+    labels = core.pretty_tokens(tokens)
     fig = _figure(min(3 + 1.3 * L, 16), min(max(3.0, 0.25 * n + 1.2), 20))
     ax = fig.add_axes((0.15, 0.08, 0.7, 0.84))
-    picked = core.top_edges(E, view.max_edges)
+    picked = core.top_edges(E, max_edges)
     peak = max(float(E.max()), 1e-12)
     segments = [((l + 1, -i), (l, -j)) for l, i, j in picked]
     flows = np.array([E[l, i, j] for l, i, j in picked]) if len(picked) else np.zeros(0)
     ax.add_collection(LineCollection(segments, linewidths=0.3 + 5 * flows / peak, colors="#7b8bb2", alpha=0.6))
-    j = view.state.token
+    j = selected
     if 0 <= j < n:
         carried = core.flow_to_input(E, j)
-        hp = core.top_edges(carried, view.max_edges)
+        hp = core.top_edges(carried, max_edges)
         hs = [((l + 1, -i), (l, -k)) for l, i, k in hp]
         hf = np.array([carried[l, i, k] for l, i, k in hp]) if len(hp) else np.zeros(0)
         ax.add_collection(LineCollection(hs, linewidths=0.5 + 6 * hf / peak, colors="#ff7f0e", alpha=0.9))
-    T = view.node_flow
+    T = np.asarray(node_flow, dtype=np.float64)
     tpeak = max(float(T.max()), 1e-12)
-    attributions = np.nan_to_num(np.asarray(view.result.attributions, dtype=np.float64))
+    attributions = np.nan_to_num(np.asarray(attributions, dtype=np.float64))
     a_peak = core.symmetric_scale(attributions)
     for l in range(L + 1):
         colours = ([core.colour_for(a, 0.0, a_peak, core.SEQUENTIAL) for a in attributions] if l == 0
                    else ["#c6cbe0"] * n)
         ax.scatter([l] * n, [-i for i in range(n)], s=10 + 120 * np.sqrt(np.clip(T[l], 0, None) / tpeak),
                    c=colours, edgecolors="#555555", linewidths=0.5, zorder=3)
-    show = n <= 60
-    for i in range(n):
-        if show:
+    if n <= 60:
+        for i in range(n):
             _text(ax, -0.15, -i, core.shorten(labels[i]), ha="right", va="center", fontsize=7, family="monospace")
             _text(ax, L + 0.15, -i, core.shorten(labels[i]), ha="left", va="center", fontsize=7, family="monospace")
     ax.set_xlim(-1.2, L + 1.2)
@@ -120,35 +136,32 @@ def _flow_png(view):
     ax.set_yticks([])
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-    fig.text(0.01, 0.97, _plain_header(view), fontsize=8, va="top", parse_math=False)
+    fig.text(0.01, 0.97, plain_text(header), fontsize=8, va="top", parse_math=False)
     return fig
 
 
-def _grid_png(view):
-    name = view.state.statistic
-    stat = view.statistics[name]
-    L, H = view.shape
-    codes = None
-    l, h = view.state.head
-    if l >= 0:
-        codes = view.head_codes(l, h)
-    edges = view.top_edges() if hasattr(view, "top_edges") else []
+def draw_grid(title: str, colours: Sequence[Sequence[str]], labels: Sequence[Sequence[str]], *,
+              head: tuple[int, int] = (-1, -1), edges: Sequence[tuple[str, str, float]] = (),
+              codes: dict | None = None, header: str = ""):
+    """L x H head grid: cells in the given hex ``colours`` with ``labels``; ``head`` outlined; the top
+    ``edges`` (circuits) and a head's ``codes`` ({"positive", "negative", "unique", "silent"}) listed."""
+    from matplotlib.patches import Rectangle
+
+    L, H = len(colours), len(colours[0]) if len(colours) else 0
+    l, h = head
     fig = _figure(max(4.0, 1.5 + 0.45 * H) + (3.5 if (edges or codes) else 0), max(3.0, 1.2 + 0.35 * L))
     ax = fig.add_axes((0.1, 0.16, 0.55 if (edges or codes) else 0.8, 0.66))
-    colours, _, _, _ = view._colours(name)
     rgb = np.array([[_hex(c) for c in row] for row in colours])
     ax.imshow(rgb, aspect="auto")
     for li in range(L):
         for hi in range(H):
-            _text(ax, hi, li, stat["labels"][li][hi], ha="center", va="center", fontsize=6)
+            _text(ax, hi, li, labels[li][hi], ha="center", va="center", fontsize=6)
     if l >= 0:
-        from matplotlib.patches import Rectangle
-
         ax.add_patch(Rectangle((h - 0.5, l - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
     ax.set_xticks(range(H))
     ax.set_yticks(range(L), [f"L{i}" for i in range(L)])
     ax.set_xlabel("head")
-    ax.set_title(name, fontsize=9)
+    ax.set_title(title, fontsize=9)
     lines = []
     if edges:
         lines.append("top edges:")
@@ -161,7 +174,7 @@ def _grid_png(view):
         lines.append(f"  neg {named(codes['negative'])}; unique {named(codes['unique'])}")
     if lines:
         fig.text(0.68, 0.88, "\n".join(lines)[:2000], fontsize=7, va="top", family="monospace", parse_math=False)
-    fig.text(0.01, 0.97, _plain_header(view), fontsize=8, va="top", parse_math=False)
+    fig.text(0.01, 0.97, plain_text(header), fontsize=8, va="top", parse_math=False)
     return fig
 
 
@@ -170,31 +183,16 @@ def _hex(colour: str) -> tuple[float, float, float]:
     return tuple(int(colour[k:k + 2], 16) / 255 for k in (0, 2, 4))  # type: ignore[return-value]
 
 
-def render_figure(view):
-    from .views import FlowView, HeadGrid, TokenStrip
-
-    if isinstance(view, TokenStrip):
-        return _strip_png(view)
-    if isinstance(view, FlowView):
-        return _flow_png(view)
-    if isinstance(view, HeadGrid):
-        return _grid_png(view)
-    from .explorer import Explorer
-
-    if isinstance(view, Explorer):
-        return render_figure(view.strip)
-    raise TypeError(f"no PNG renderer for {type(view).__name__}")
-
-
-def png_bytes(view) -> bytes:
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure (from a ``draw_*`` function) as PNG bytes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing glyphs for exotic tokens are drawn as boxes
-        fig = render_figure(view)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
-def write_png(view, path) -> str:
-    Path(path).write_bytes(png_bytes(view))
+def write_png(fig, path) -> str:
+    """Write :func:`png_bytes` of ``fig`` to ``path``; returns the path."""
+    Path(path).write_bytes(png_bytes(fig))
     return str(path)

@@ -7,6 +7,11 @@
 
 Views: TokenStrip (Attribution), FlowView (FlowResult), HeadGrid (HeadStats), CircuitView
 (CircuitResult), Explorer. ``mime_bundle(result)`` is what results display as.
+
+Layers, bottom to top (each imports only those below it; docs/ARCHITECTURE.md, section "Front end"):
+``core`` (pure helpers), ``figures`` (data -> Bokeh models), ``export`` (models / data -> HTML, PNG),
+``bundle`` (result + its view -> MIME dict), ``views``, ``select`` (the view for a result),
+``explorer``; this ``__init__`` imports them lazily.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ __all__ = ["view", "view_for", "mime_bundle", "TokenStrip", "FlowView", "HeadGri
 _LAZY = {
     "TokenStrip": "views", "FlowView": "views", "HeadGrid": "views", "CircuitView": "views", "View": "views",
     "LinkedState": "views", "Explorer": "explorer", "view_for": "select", "WIDGET_MIME": "bundle",
-    "XATTR_MIME": "bundle", "in_kernel": "bundle",
+    "XATTR_MIME": "bundle", "MIME_TYPE": "bundle", "in_kernel": "bundle",
 }
 
 
@@ -40,13 +45,26 @@ def view(result, *, display: bool = True, **kwargs):
 
 
 def mime_bundle(result, view=None, **kwargs) -> dict:
-    """The display bundle of a result (DESIGN section 5); see :mod:`xattr_lab.widgets.bundle`."""
+    """The display bundle of a result (docs/ARCHITECTURE.md, section "Front end").
+
+    view: an existing view of the result (default: ``view_for(result)``); other keyword arguments
+    go to :func:`xattr_lab.widgets.bundle.mime_bundle` (``widget``, ``png``).
+    """
     from .bundle import mime_bundle as _bundle
 
-    return _bundle(result, view=view, **kwargs)
+    if view is None:
+        from .select import view_for
+
+        view = view_for(result)
+    return _bundle(result, view, **kwargs)
+
+
+_SUBMODULES = {"core", "figures", "export", "bundle", "views", "select", "explorer"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'xattr_lab.widgets' has no attribute {name!r}")

@@ -6,28 +6,23 @@ bar; a job counter drops results that a newer request has made stale, and result
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Callable
 
-from xattr_lab.magic import parse_target  # numpy-free, torch-free
+from xattr_lab.constants import DEFAULT_MODEL, SCHEMA
+from xattr_lab.methods.registry import ATTRIBUTION_METHODS  # pure data, no torch
+from xattr_lab.target_spec import parse_target, target_text  # pure strings, no torch
 
-from . import core
-from .views import FlowView, HeadGrid, LinkedState, TokenStrip, _html
+from . import bundle, core, export
+from .views import FlowView, HeadGrid, LinkedState, TokenStrip
+from .views.base import _html
 
-__all__ = ["Explorer"]
+__all__ = ["Explorer", "METHODS", "target_text"]
 
-#: Methods offered in the method picker (same names as ``xattr_lab.METHODS``; no torch import).
-METHODS = ("attention", "rollout", "attention_flow", "gaf", "ig", "sig", "grad_x_input")
-
-
-def target_text(target: Any) -> str:
-    """The inverse of ``parse_target`` for the target text box."""
-    if target is None:
-        return ""
-    if isinstance(target, (tuple, list)):
-        return ",".join(str(t) for t in target)
-    return str(target)
+#: Methods offered in the method picker: the registry's token-attribution methods.
+METHODS = ATTRIBUTION_METHODS
 
 
 def _freeze(value: Any) -> Any:
@@ -56,7 +51,7 @@ class Explorer:
         self.explainers: dict[str, Any] = {}
         self._loader = loader
         if ex is None or isinstance(ex, str):
-            self.model_name = ex or "minilm-rt"
+            self.model_name = ex or DEFAULT_MODEL
         else:
             self.model_name = getattr(ex, "name", "model")
             self.explainers[self.model_name] = ex
@@ -354,20 +349,18 @@ class Explorer:
         return self
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .bundle import WIDGET_MIME, XATTR_MIME, ensure_bokeh_loaded, in_kernel
-
         self.show()
-        bundle: dict = {"text/plain": repr(self)}
+        out: dict = {"text/plain": repr(self)}
         model_id = None
-        if in_kernel():
-            ensure_bokeh_loaded()
-            model_id = self.widget.model_id
-            bundle[WIDGET_MIME] = {"version_major": 2, "version_minor": 0, "model_id": model_id}
+        if bundle.in_kernel():
+            entry = bundle.widget_entry(self.widget)
+            model_id = entry["model_id"]
+            out[bundle.WIDGET_MIME] = entry
         if self.strip is not None:
             payload = self.strip.result.to_dict()
             payload["model_id"] = model_id
-            bundle[XATTR_MIME] = payload
-        return bundle
+            out[bundle.MIME_TYPE] = payload
+        return out
 
     def _ipython_display_(self):
         from IPython import get_ipython
@@ -383,13 +376,11 @@ class Explorer:
         return [v for v in (self.strip, self.flow, self.heads) if v is not None]
 
     def to_dict(self) -> dict:
-        return {"schema": "xattr.v1", "kind": "explorer", "model": self.model_name, "text": self.text,
+        return {"schema": SCHEMA, "kind": "explorer", "model": self.model_name, "text": self.text,
                 "method": self.method, "target": self.target if not isinstance(self.target, tuple) else list(self.target),
                 "views": {v.view_type: v.to_dict() for v in self._active_views()}}
 
     def to_json(self, **kwargs) -> str:
-        import json
-
         return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
 
     def export_models(self) -> list:
@@ -398,17 +389,17 @@ class Explorer:
             models.extend(view.export_models())
         return models
 
-    def to_html(self, path) -> str:
-        from .export import write_html
-
-        return write_html(self, path)
-
-    def to_png(self, path) -> str:
-        from .export import write_png
-
+    def png_figure(self):
+        """The token strip's PNG figure (what ``to_png`` writes)."""
         if self.strip is None:
             raise ValueError("nothing computed yet: call refresh() (and wait()) first")
-        return write_png(self, path)
+        return self.strip.png_figure()
+
+    def to_html(self, path) -> str:
+        return export.write_html(self.export_models(), path)
+
+    def to_png(self, path) -> str:
+        return export.write_png(self.png_figure(), path)
 
     def __repr__(self) -> str:
         return f"Explorer(model={self.model_name!r}, method={self.method!r}, text={self.text[:40]!r})"

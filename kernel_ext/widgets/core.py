@@ -206,7 +206,8 @@ def top_edges(edge_flow: np.ndarray, max_edges: int = 400, rel_floor: float = 1e
 def rollout(attentions: np.ndarray, upto: int | None = None, residual: float = 0.5) -> np.ndarray:
     """Attention rollout through layers 0..upto (inclusive) -> (n, n). attentions: (L, H, n, n).
 
-    Same definition as ``xattr_lab.flows.rollout`` (DESIGN section 3), in numpy for display.
+    Same definition as ``xattr_lab.flows.rollout`` (docs/ARCHITECTURE.md, section "Front end"), in
+    numpy for display.
     """
     A = np.asarray(attentions, dtype=np.float64).mean(axis=1)
     L, n, _ = A.shape

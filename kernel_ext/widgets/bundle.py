@@ -1,18 +1,27 @@
-"""The MIME bundle every result displays as (DESIGN section 5).
+"""The MIME bundle every result displays as (docs/ARCHITECTURE.md, section "Front end").
 
     application/vnd.jupyter.widget-view+json   the live view (only in a kernel with a front end)
     application/vnd.xattr.v1+json              result.to_dict() + {"model_id": str | None}
     image/png                                  base64 PNG (matplotlib)
     text/plain                                 repr(result)
+
+A result + the view that shows it -> the bundle. This module imports no view and does not choose
+one: the caller passes the view (``xattr_lab.widgets.mime_bundle`` picks it with ``select``).
 """
 from __future__ import annotations
 
 import base64
 import os
 import threading
+from typing import Any
 
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-XATTR_MIME = "application/vnd.xattr.v1+json"
+from xattr_lab.constants import MIME_TYPE, WIDGET_MIME
+
+#: The xattr result MIME type (an alias of ``xattr_lab.constants.MIME_TYPE``).
+XATTR_MIME = MIME_TYPE
+
+__all__ = ["mime_bundle", "widget_entry", "in_kernel", "ensure_bokeh_loaded", "WIDGET_MIME", "XATTR_MIME",
+           "MIME_TYPE"]
 
 _loaded_sessions: set[str] = set()
 _bokeh_lock = threading.Lock()
@@ -67,29 +76,35 @@ def ensure_bokeh_loaded() -> bool:
         return True
 
 
-def mime_bundle(result, view=None, *, widget: bool | None = None) -> dict:
+def widget_entry(widget: Any) -> dict:
+    """The widget-view MIME entry of an ipywidget (loads BokehJS for this front end first)."""
+    ensure_bokeh_loaded()
+    return {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}
+
+
+def mime_bundle(result, view, *, widget: bool | None = None, png: bytes | None = None) -> dict:
     """The display bundle of ``result`` (see module docstring).
 
-    view: an existing view of the result (default: ``view_for(result)`` when a widget is shown).
+    view: the view showing the result (anything with ``.widget`` and ``.png_bytes()``; see
+    ``xattr_lab.widgets.select.view_for``).
     widget: force the live widget on/off (default: on inside a kernel).
+    png: the PNG to use (default: ``view.png_bytes()``).
     """
-    from .export import png_bytes
-    from .select import view_for
-
+    if view is None:
+        raise TypeError("mime_bundle needs the view of the result; use xattr_lab.widgets.mime_bundle(result), "
+                        "which picks it")
     widget = in_kernel() if widget is None else widget
     model_id = None
     bundle: dict = {"text/plain": repr(result)}
-    if view is None:
-        view = view_for(result)
     if widget:
-        ensure_bokeh_loaded()
-        model_id = view.widget.model_id
-        bundle[WIDGET_MIME] = {"version_major": 2, "version_minor": 0, "model_id": model_id}
+        entry = widget_entry(view.widget)
+        model_id = entry["model_id"]
+        bundle[WIDGET_MIME] = entry
     payload = result.to_dict()
     payload["model_id"] = model_id
     bundle[XATTR_MIME] = payload
     try:
-        bundle["image/png"] = base64.b64encode(png_bytes(view)).decode("ascii")
+        bundle["image/png"] = base64.b64encode(view.png_bytes() if png is None else png).decode("ascii")
     except Exception as error:  # never lose the other representations to a drawing problem
         bundle["text/plain"] += f"\n(PNG rendering failed: {error})"
     return bundle

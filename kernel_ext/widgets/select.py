@@ -1,0 +1,20 @@
+"""Which view shows which result."""
+from __future__ import annotations
+
+from .views import CircuitView, FlowView, HeadGrid, TokenStrip, View
+
+__all__ = ["view_for", "VIEWS"]
+
+#: Result ``kind`` -> the view class that shows it.
+VIEWS = {"attribution": TokenStrip, "flow": FlowView, "heads": HeadGrid, "circuit": CircuitView}
+
+
+def view_for(result, **kwargs):
+    """The right view for any xattr result (Attribution, FlowResult, HeadStats, CircuitResult)."""
+    if isinstance(result, View):
+        return result
+    cls = VIEWS.get(getattr(result, "kind", None))
+    if cls is None:
+        raise TypeError(f"no view for {type(result).__name__}; expected an xattr result (Attribution, FlowResult, "
+                        "HeadStats or CircuitResult)")
+    return cls(result, **kwargs)

@@ -1,0 +1,211 @@
+"""Flow view: the layered flow graph of a FlowResult, with paths per input and re-targeting."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import core, export
+from .base import LinkedState, View, _bokeh, _html, _prediction_html
+
+__all__ = ["FlowView"]
+
+
+class FlowView(View):
+    """Layered flow graph of a :class:`FlowResult` (columns = layers, rows = tokens).
+
+    Click an input token (left column) to highlight the paths that carry its flow and to plot the
+    throughput of its position per layer; click an output token (right column) to re-target: with
+    ``retarget`` (a callable position -> FlowResult, as the Explorer provides) the flow is
+    recomputed, otherwise the paths leaving that position are highlighted.
+    """
+
+    view_type = "flow"
+
+    def __init__(self, result, *, state: LinkedState | None = None, max_edges: int = 400,
+                 retarget: Callable[[int], Any] | None = None):
+        super().__init__(result, state=state)
+        self.max_edges = max_edges
+        self.retarget = retarget
+        self._nodes = None
+        self.highlight: dict = {}
+        self._observe(self._on_state_token, "token")
+        self._observe(self._on_state_output, "output")
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self.result.tokens)
+
+    @property
+    def edge_flow(self) -> np.ndarray:
+        return np.nan_to_num(np.asarray(self.result.edge_flow, dtype=np.float64))
+
+    @property
+    def n_layers(self) -> int:
+        return self.edge_flow.shape[0]
+
+    @property
+    def node_flow(self) -> np.ndarray:
+        nf = getattr(self.result, "node_flow", None)
+        if nf is not None and np.asarray(nf).shape == (self.n_layers + 1, len(self.tokens)):
+            return np.nan_to_num(np.asarray(nf, dtype=np.float64))
+        return core.node_throughput(self.edge_flow)
+
+    def _figures(self):
+        from ..figures import flow_figure, throughput_figure
+
+        fig, nodes, edges, highlight, _ = flow_figure(core.pretty_tokens(self.tokens), self.edge_flow, self.node_flow,
+                                                      self.result.attributions, max_edges=self.max_edges,
+                                                      sources=getattr(self.result, "sources", []) or [])
+        tfig, tsource = throughput_figure(np.zeros(self.n_layers + 1), title="throughput per layer")
+        return fig, nodes, edges, highlight, tfig, tsource
+
+    def header_html(self) -> str:
+        r = self.result
+        parts = [f"<b>flow ({core.escape(r.info)})</b>", f"value {r.value:.6g}"]
+        sources = list(getattr(r, "sources", []) or [])
+        if len(sources) == 1 and 0 <= sources[0] < len(r.tokens):
+            parts.append(f"from <code>{core.escape(r.tokens[sources[0]])}</code> (position {sources[0]})")
+        elif sources:
+            parts.append(f"from {len(sources)} positions")
+        if not r.value > 0:
+            parts.append("<i>no flow reaches the inputs from here (a classifier's target is read at its readout "
+                         "token only)</i>")
+        target = r.target_label or r.target
+        if target not in ("", None):
+            parts.append(f"target <code>{core.escape(target)}</code>")
+        if r.prediction:
+            parts.append(f"prediction: {_prediction_html(r.prediction)}")
+        return " &middot; ".join(parts)
+
+    def _build(self):
+        import ipywidgets as w
+
+        fig, self._nodes, self._edges, self._highlight, tfig, self._throughput = self._figures()
+        self._on_tap(self._nodes, self._tapped_node)
+        self._header = _html(self.header_html())
+        self._info = _html("<i>click an input token (left) for its paths, an output token (right) to re-target</i>")
+        self._progress = w.Label("")
+        self._plot = _bokeh(fig)
+        self._tplot = _bokeh(tfig)
+        box = w.VBox([self._header, w.HBox([self._plot, w.VBox([self._tplot, self._info, self._progress])])])
+        box.add_class("xattr-view")
+        box.add_class("xattr-flow")
+        return box
+
+    def _tapped_node(self, row: int) -> None:
+        layer = int(self._nodes.data["layer"][row])
+        index = int(self._nodes.data["index"][row])
+        if layer == 0:
+            self.select_input(index)
+        elif layer == self.n_layers:
+            self.select_output(index)
+        else:
+            self.select_node(layer, index)
+
+    # actions -----------------------------------------------------------------
+    def select_input(self, j: int) -> None:
+        """Highlight the flow reaching input token ``j`` and plot position j's throughput per layer."""
+        if not 0 <= int(j) < len(self.tokens):
+            raise IndexError(f"token {j} out of range")
+        if self.state.token == int(j):
+            self._show_input(int(j))
+        self.state.token = int(j)
+
+    def select_output(self, i: int) -> None:
+        """Re-target to top-layer position ``i`` (recompute with ``retarget``, else highlight its paths)."""
+        if not 0 <= int(i) < len(self.tokens):
+            raise IndexError(f"token {i} out of range")
+        if self.state.output == int(i):
+            self._show_output(int(i))
+        self.state.output = int(i)
+
+    def select_node(self, layer: int, i: int) -> None:
+        """Highlight the edges entering and leaving node (layer, i)."""
+        E = self.edge_flow
+        carried = np.zeros_like(E)
+        if layer < self.n_layers:
+            carried[layer, :, i] = E[layer, :, i]
+        if layer > 0:
+            carried[layer - 1, i, :] = E[layer - 1, i, :]
+        self._draw_highlight(carried, f"edges through <code>{core.escape(self.tokens[i])}</code> at layer {layer}")
+
+    def _on_state_token(self, change) -> None:
+        if 0 <= change["new"] < len(self.tokens):
+            self._show_input(change["new"])
+
+    def _on_state_output(self, change) -> None:
+        if 0 <= change["new"] < len(self.tokens):
+            self._show_output(change["new"])
+
+    def _show_input(self, j: int) -> None:
+        carried = core.flow_to_input(self.edge_flow, j)
+        total = float(np.nan_to_num(self.result.attributions[j]))
+        value = max(abs(self.result.value), 1e-300)
+        self._draw_highlight(carried, f"flow into <code>{core.escape(self.tokens[j])}</code> (position {j}): "
+                                      f"{total:.6g} = {100 * total / value:.1f}% of {self.result.value:.6g}",
+                             throughput=self.node_flow[:, j], kind="input", position=j)
+
+    def _show_output(self, i: int) -> None:
+        if self.retarget is not None:
+            if self._nodes is not None:
+                self._progress.value = f"recomputing flow for output position {i}..."
+            self.retarget(i)
+            return
+        carried = core.flow_from_output(self.edge_flow, i)
+        self._draw_highlight(carried, f"flow leaving output <code>{core.escape(self.tokens[i])}</code> (position {i})",
+                             throughput=self.node_flow[:, i], kind="output", position=i)
+
+    def _draw_highlight(self, carried: np.ndarray, message: str, throughput=None, kind="node", position=-1) -> None:
+        from ..figures import flow_edge_data
+
+        peak = float(self.edge_flow.max()) if self.edge_flow.size else 1.0
+        data = flow_edge_data(carried, self.max_edges, peak=peak, max_width=9.0)
+        self.highlight = {"kind": kind, "position": position, "edges": len(data["flow"]),
+                          "carried": float(carried[0].sum()) if len(carried) else 0.0}
+        if self._nodes is None:
+            return
+        with self._lock:
+            self._highlight.data = data
+            self._info.value = message
+            if throughput is not None:
+                self._throughput.data = {"layer": list(range(len(throughput))),
+                                         "value": np.nan_to_num(np.asarray(throughput, float)).tolist()}
+            if kind in ("input", "output"):
+                layer = 0 if kind == "input" else self.n_layers
+                self._set_selected(self._nodes, [layer * len(self.tokens) + position])
+
+    def update(self, result) -> None:
+        """Show a new FlowResult in place (e.g. after re-targeting)."""
+        from ..figures import flow_edge_data, flow_node_data
+
+        with self._lock:
+            self.result = result
+            if self._nodes is None:
+                return
+            self._nodes.data = flow_node_data(core.pretty_tokens(self.tokens), self.node_flow,
+                                              self.result.attributions, getattr(result, "sources", []) or [])
+            self._edges.data = flow_edge_data(self.edge_flow, self.max_edges)
+            self._highlight.data = {k: [] for k in self._highlight.data}
+            self._header.value = self.header_html()
+            self._progress.value = ""
+        if 0 <= self.state.token < len(self.tokens):
+            self._show_input(self.state.token)
+
+    def png_figure(self):
+        return export.draw_flow(self.tokens, self.edge_flow, self.node_flow, self.result.attributions,
+                                selected=self.state.token, max_edges=self.max_edges, header=self.header_html())
+
+    def export_models(self) -> list:
+        from bokeh.layouts import row
+        from bokeh.models import Div
+
+        fig, nodes, edges, highlight, tfig, tsource = self._figures()
+        j = self.state.token
+        if 0 <= j < len(self.tokens):
+            from ..figures import flow_edge_data
+
+            highlight.data = flow_edge_data(core.flow_to_input(self.edge_flow, j), self.max_edges,
+                                            peak=float(self.edge_flow.max()), max_width=9.0)
+            tsource.data = {"layer": list(range(self.n_layers + 1)), "value": self.node_flow[:, j].tolist()}
+        return [Div(text=self.header_html()), row(fig, tfig)]

@@ -1,0 +1,354 @@
+"""Head grid: the L x H heads of a HeadStats (or circuit) result coloured by a statistic."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import core, export
+from .base import LinkedState, View, _bokeh, _html
+
+__all__ = ["HeadGrid"]
+
+
+class HeadGrid(View):
+    """L x H grid of heads coloured by a chosen statistic.
+
+    Statistics come from the result (HeadStats: entropy, pattern; CircuitResult: circuit node
+    score, ablation effect when present) plus ``extra`` ({name: (L, H) array}). Click a cell for
+    that head's attention matrix (needs ``attentions``) and, for circuits, its codes in positives
+    vs negatives; click a layer label for the layer's rollout and cone index.
+    """
+
+    view_type = "heads"
+
+    def __init__(self, result, *, state: LinkedState | None = None, extra: dict | None = None,
+                 attentions: np.ndarray | None = None, tokens: Sequence[str] | None = None):
+        super().__init__(result, state=state)
+        self.extra = dict(extra or {})
+        self._attentions = attentions
+        self._tokens = tokens
+        self._cells = None
+        self.detail: dict = {}
+        self.statistics = self._statistics()
+        if self.state.statistic not in self.statistics:
+            self.state.statistic = next(iter(self.statistics))
+        self._observe(self._on_state_statistic, "statistic")
+        self._observe(self._on_state_head, "head")
+        self._observe(self._on_state_layer, "layer")
+
+    # data -----------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        r = self.result
+        if hasattr(r, "entropy"):
+            return tuple(np.asarray(r.entropy).shape)  # type: ignore[return-value]
+        return tuple(np.asarray(r.node_scores).shape)  # type: ignore[return-value]
+
+    @property
+    def attentions(self) -> np.ndarray | None:
+        a = self._attentions if self._attentions is not None else getattr(self.result, "attentions", None)
+        return None if a is None else np.asarray(a, dtype=np.float64)
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._tokens if self._tokens is not None else getattr(self.result, "tokens", []) or [])
+
+    def _statistics(self) -> dict:
+        """name -> {"values": (L, H) float, "labels": L x H strings, "categorical": bool}."""
+        r = self.result
+        stats: dict[str, dict] = {}
+
+        def numeric(name, values, fmt="{:.2f}"):
+            values = np.asarray(values, dtype=np.float64)
+            stats[name] = {"values": values, "categorical": False,
+                           "labels": [[("" if not np.isfinite(v) else fmt.format(v)) for v in row] for row in values]}
+
+        if getattr(r, "node_scores", None) is not None:
+            numeric("circuit node score", r.node_scores, "{:.0f}")
+        if getattr(r, "difference_scores", None) is not None:  # circuits.mean_difference_scores
+            numeric("class-mean difference", r.difference_scores, "{:.2g}")
+        for name in ("ablation", "ablation_effect"):
+            if getattr(r, name, None) is not None:
+                numeric("ablation effect", getattr(r, name), "{:.3f}")
+        if getattr(r, "entropy", None) is not None:
+            numeric("entropy", r.entropy)
+        patterns = getattr(r, "patterns", None)
+        if patterns:
+            categories = sorted({p for row in patterns for p in row})
+            codes = np.array([[categories.index(p) for p in row] for row in patterns], dtype=np.float64)
+            stats["pattern"] = {"values": codes, "categorical": True, "categories": categories,
+                                "labels": [[str(p)[:6] for p in row] for row in patterns]}
+        if getattr(r, "truth", None) is not None and len(r.truth):
+            given = np.asarray(r.truth)
+            if given.shape == self.shape:  # (L, H) 0/1 mask, as circuits.discover stores it
+                truth = given.astype(np.float64)
+            else:  # a list of (layer, head) pairs
+                truth = np.zeros(self.shape)
+                for l, h in given.reshape(-1, 2):
+                    truth[int(l), int(h)] = 1.0
+            numeric("ground truth", truth, "{:.0f}")
+        for name, values in self.extra.items():
+            numeric(name, values, "{:.3g}")
+        if not stats:
+            raise ValueError("this result has no per-head statistic to show")
+        return stats
+
+    def _colours(self, name: str):
+        stat = self.statistics[name]
+        values = stat["values"]
+        if stat["categorical"]:
+            return [[core.CATEGORICAL[int(v) % len(core.CATEGORICAL)] for v in row] for row in values], None, 0, 1
+        finite = values[np.isfinite(values)]
+        low = float(finite.min()) if finite.size else 0.0
+        high = float(finite.max()) if finite.size else 1.0
+        if low < 0 < high:
+            scale = max(-low, high)
+            return ([[core.colour_for(v, -scale, scale) for v in row] for row in values], core.DIVERGING, -scale, scale)
+        return ([[core.colour_for(v, low, high if high > low else low + 1, core.SEQUENTIAL) for v in row]
+                 for row in values], core.SEQUENTIAL, low, high)
+
+    def _grid_figure(self):
+        from ..figures import head_grid_figure
+
+        name = self.state.statistic
+        colours, palette, low, high = self._colours(name)
+        stat = self.statistics[name]
+        return head_grid_figure(stat["values"], colours, stat["labels"], title=name, palette=palette, low=low,
+                                high=high)
+
+    def _legend_html(self) -> str:
+        stat = self.statistics[self.state.statistic]
+        if not stat["categorical"]:
+            return ""
+        return " ".join(
+            f'<span style="background:{core.CATEGORICAL[i % len(core.CATEGORICAL)]};padding:1px 5px;'
+            f'border-radius:3px">{core.escape(c)}</span>' for i, c in enumerate(stat["categories"]))
+
+    def header_html(self) -> str:
+        r = self.result
+        L, H = self.shape
+        parts = [f"<b>heads</b> {L} layers &times; {H} heads"]
+        if getattr(r, "model", ""):
+            parts.append(f"model <code>{core.escape(r.model)}</code>")
+        texts = getattr(r, "texts", None)
+        if texts:
+            parts.append(f"{len(texts)} text(s)")
+        return " &middot; ".join(parts)
+
+    def _build(self):
+        import ipywidgets as w
+
+        fig, self._cells, self._layers, _, _ = self._grid_figure()
+        self._on_tap(self._cells, lambda row: self.select_head(self._cells.data["layer"][row],
+                                                               self._cells.data["head"][row]))
+        self._on_tap(self._layers, lambda row: self.select_layer(self._layers.data["layer"][row]))
+        self._stat_picker = w.Dropdown(options=list(self.statistics), value=self.state.statistic,
+                                       description="colour by")
+        self._stat_picker.observe(lambda ch: self.set_statistic(ch["new"]), names="value")
+        self._legend = _html(self._legend_html())
+        self._header = _html(self.header_html())
+        self._plot = _bokeh(fig)
+        self._fig = fig
+        self._detail_title = _html("<i>click a head for its attention matrix, a layer label for its rollout</i>")
+        self._matrix_box = w.Box([])
+        self._matrix = None  # (figure, source, BokehModel) reused while n is the same
+        self._extra_detail = _html("")
+        detail = w.VBox([self._detail_title, self._matrix_box, self._extra_detail])
+        box = w.VBox([self._header, w.HBox([self._stat_picker]), self._legend,
+                      w.HBox([self._plot, detail])])
+        box.add_class("xattr-view")
+        box.add_class("xattr-head-grid")
+        return box
+
+    # actions -----------------------------------------------------------------
+    def set_statistic(self, name: str) -> None:
+        if name not in self.statistics:
+            raise KeyError(f"unknown statistic {name!r}; choose one of {list(self.statistics)}")
+        self.state.statistic = name
+
+    def select_head(self, layer: int, head: int) -> None:
+        L, H = self.shape
+        if not (0 <= int(layer) < L and 0 <= int(head) < H):
+            raise IndexError(f"head {layer}.{head} out of range for {L} x {H}")
+        if tuple(self.state.head) == (int(layer), int(head)):
+            self._show_head(int(layer), int(head))
+        self.state.head = (int(layer), int(head))
+
+    def select_layer(self, layer: int) -> None:
+        if not 0 <= int(layer) < self.shape[0]:
+            raise IndexError(f"layer {layer} out of range")
+        if self.state.layer == int(layer):
+            self._show_layer(int(layer))
+        self.state.layer = int(layer)
+
+    def _on_state_statistic(self, change) -> None:
+        if change["new"] not in self.statistics or self._cells is None:
+            return
+        from ..figures import grid_data
+
+        colours, palette, low, high = self._colours(change["new"])
+        stat = self.statistics[change["new"]]
+        with self._lock:
+            self._cells.data = grid_data(stat["values"], colours, stat["labels"])
+            self._fig.title.text = change["new"]
+            self._legend.value = self._legend_html()
+            if self._stat_picker.value != change["new"]:
+                self._stat_picker.value = change["new"]
+
+    def _on_state_head(self, change) -> None:
+        layer, head = change["new"]
+        if layer >= 0:
+            self._show_head(layer, head)
+
+    def _on_state_layer(self, change) -> None:
+        if change["new"] >= 0:
+            self._show_layer(change["new"])
+
+    def head_codes(self, layer: int, head: int) -> dict | None:
+        """For circuits: the head's codes in positives and negatives, and which are positive-only."""
+        r = self.result
+        if getattr(r, "codes_positive", None) is None:
+            return None
+        flat = layer * self.shape[1] + head
+        pos = np.asarray(r.codes_positive)[:, flat]
+        neg = np.asarray(r.codes_negative)[:, flat]
+        pos = [int(c) for c in pos if np.isfinite(c)]
+        neg = [int(c) for c in neg if np.isfinite(c)]
+        unique = sorted(set(pos) - set(neg))
+        silent = (getattr(r, "options", None) or {}).get("features")  # circuits.codes: no feature fired
+        return {"positive": pos, "negative": neg, "unique": unique, "silent": silent}
+
+    def _codes_html(self, layer: int, head: int) -> str:
+        codes = self.head_codes(layer, head)
+        if codes is None:
+            return ""
+        r = self.result
+        unique = set(codes["unique"])
+
+        def label(c: int) -> str:
+            return "silent" if c == codes["silent"] else str(c)
+
+        rows = []
+        for k in range(max(len(codes["positive"]), len(codes["negative"]))):
+            p = codes["positive"][k] if k < len(codes["positive"]) else None
+            q = codes["negative"][k] if k < len(codes["negative"]) else None
+            ptext = (r.positive[k] if k < len(r.positive) else "") if getattr(r, "positive", None) else ""
+            qtext = (r.negative[k] if k < len(r.negative) else "") if getattr(r, "negative", None) else ""
+            pcell = "" if p is None else (f"<b>{label(p)}</b>" if p in unique else label(p))
+            rows.append(f"<tr><td>{k}</td><td>{pcell}</td><td title=\"{core.escape(ptext)}\">{core.escape(ptext[:40])}</td>"
+                        f"<td>{'' if q is None else label(q)}</td><td title=\"{core.escape(qtext)}\">{core.escape(qtext[:40])}</td></tr>")
+        return (f"<div class='xattr-codes'><b>codes of head {layer}.{head}</b> (bold: seen only in positives; "
+                f"{len(unique)} unique)<table><tr><th>#</th><th>pos code</th><th>positive</th><th>neg code</th>"
+                f"<th>negative</th></tr>{''.join(rows)}</table></div>")
+
+    def _show_matrix(self, matrix: np.ndarray, title: str) -> None:
+        from ..figures import matrix_figure
+
+        labels = core.pretty_tokens(self.tokens) if len(self.tokens) == matrix.shape[0] else [str(i) for i in range(matrix.shape[0])]
+        if self._matrix is not None and self._matrix[3] == matrix.shape[0]:
+            fig, source, _, _ = self._matrix
+            if "image" in source.data:
+                source.data = dict(source.data, image=[matrix])
+                fig.select_one({"type": _color_mapper_type()}).high = max(float(matrix.max()), 1e-12)
+            else:
+                peak = max(float(np.nanmax(matrix)), 1e-12)
+                flat = matrix.ravel()
+                source.data = dict(source.data, value=flat.tolist(),
+                                   colour=[core.colour_for(v, 0.0, peak, core.SEQUENTIAL) for v in flat])
+            fig.title.text = title
+            return
+        fig, source = matrix_figure(matrix, labels, title=title)
+        model = _bokeh(fig)
+        self._matrix = (fig, source, model, matrix.shape[0])
+        self._matrix_box.children = [model]
+
+    def _show_head(self, layer: int, head: int) -> None:
+        A = self.attentions
+        message = f"<b>head {layer}.{head}</b>"
+        name = self.state.statistic
+        stat = self.statistics[name]
+        message += f" &middot; {core.escape(name)}: {core.escape(stat['labels'][layer][head])}"
+        self.detail = {"kind": "head", "layer": layer, "head": head, "has_matrix": A is not None,
+                       "codes": self.head_codes(layer, head)}
+        if self._cells is None:
+            return
+        with self._lock:
+            self._detail_title.value = message
+            if A is not None:
+                self._show_matrix(A[layer, head], f"attention of head {layer}.{head}")
+            elif self._matrix is None:
+                self._detail_title.value = message + " <i>(no attention maps stored in this result)</i>"
+            self._extra_detail.value = self._codes_html(layer, head)
+            self._set_selected(self._cells, [layer * self.shape[1] + head])
+
+    def layer_summary(self, layer: int) -> dict:
+        r = self.result
+        out: dict[str, Any] = {"layer": layer}
+        cone = getattr(r, "cone_index", None)
+        if cone is not None and len(cone) > layer + 1:
+            out["cone_index_in"] = float(cone[layer])
+            out["cone_index_out"] = float(cone[layer + 1])
+        cone_n = getattr(r, "cone_index_normalised", None)
+        if cone_n is not None and len(cone_n) > layer + 1:
+            out["cone_index_out_normalised"] = float(cone_n[layer + 1])
+        return out
+
+    def _show_layer(self, layer: int) -> None:
+        A = self.attentions
+        summary = self.layer_summary(layer)
+        self.detail = {"kind": "layer", **summary, "has_matrix": A is not None}
+        if self._cells is None:
+            return
+        message = f"<b>layer {layer}</b>"
+        if "cone_index_out" in summary:
+            message += (f" &middot; cone index of its output {summary['cone_index_out']:.3f}"
+                        f" (input {summary['cone_index_in']:.3f}")
+            if "cone_index_out_normalised" in summary:
+                message += f"; normalised {summary['cone_index_out_normalised']:.3f}"
+            message += ")"
+        with self._lock:
+            self._detail_title.value = message
+            if A is not None:
+                self._show_matrix(core.rollout(A, layer), f"rollout through layer {layer} (residual 0.5)")
+            self._extra_detail.value = ""
+            self._set_selected(self._layers, [layer])
+
+    def _png_edges(self) -> list[tuple[str, str, float]]:
+        return []  # circuits list their top edges beside the grid
+
+    def png_figure(self):
+        name = self.state.statistic
+        colours, _, _, _ = self._colours(name)
+        l, h = self.state.head
+        return export.draw_grid(name, colours, self.statistics[name]["labels"], head=(l, h), edges=self._png_edges(),
+                                codes=self.head_codes(l, h) if l >= 0 else None, header=self.header_html())
+
+    def export_models(self) -> list:
+        from bokeh.layouts import row
+        from bokeh.models import Div
+
+        from ..figures import matrix_figure
+
+        fig, cells, layers, _, _ = self._grid_figure()
+        models = [Div(text=self.header_html()), Div(text=self._legend_html())]
+        l, h = self.state.head
+        A = self.attentions
+        side = None
+        if l >= 0:
+            cells.selected.indices = [l * self.shape[1] + h]
+            if A is not None:
+                side, _ = matrix_figure(A[l, h], core.pretty_tokens(self.tokens), title=f"attention of head {l}.{h}")
+        elif self.state.layer >= 0 and A is not None:
+            side, _ = matrix_figure(core.rollout(A, self.state.layer), core.pretty_tokens(self.tokens),
+                                    title=f"rollout through layer {self.state.layer}")
+        models.append(row(fig, side) if side is not None else fig)
+        if l >= 0 and self.head_codes(l, h) is not None:
+            models.append(Div(text=self._codes_html(l, h)))
+        return models
+
+
+def _color_mapper_type():
+    from bokeh.models import LinearColorMapper
+
+    return LinearColorMapper

@@ -1,0 +1,171 @@
+"""Token strip: the tokens of an Attribution coloured by signed score."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import core, export
+from .base import LinkedState, View, _bokeh, _html, _prediction_html
+
+__all__ = ["TokenStrip"]
+
+
+class TokenStrip(View):
+    """Tokens coloured by signed score (diverging palette, colour bar, hover with the exact value).
+
+    Click a token to select it (``state.token``). Long inputs wrap into rows and are paged
+    (``page_size`` tokens per page).
+    """
+
+    view_type = "token_strip"
+
+    def __init__(self, result, *, state: LinkedState | None = None, page_size: int = 300, width: int = 900):
+        super().__init__(result, state=state)
+        self.page_size = page_size
+        self.width = width
+        self.page = 0
+        self._source = None
+        self._observe(self._on_state_token, "token")
+
+    # data -----------------------------------------------------------------
+    @property
+    def tokens(self) -> list[str]:
+        return list(self.result.tokens)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.asarray(self.result.scores, dtype=np.float64)
+
+    @property
+    def raw(self) -> np.ndarray:
+        raw = getattr(self.result, "raw", None)
+        return self.scores if raw is None else np.asarray(raw, dtype=np.float64)
+
+    @property
+    def n_pages(self) -> int:
+        return len(core.pages(len(self.tokens), self.page_size))
+
+    def page_rows(self, page: int | None = None) -> range:
+        return core.pages(len(self.tokens), self.page_size)[self.page if page is None else page]
+
+    def _page_data(self) -> dict:
+        from ..figures import strip_data
+
+        rows = self.page_rows()
+        labels = core.pretty_tokens([self.tokens[i] for i in rows])
+        return strip_data(labels, self.scores[rows.start:rows.stop], self.raw[rows.start:rows.stop], list(rows),
+                          core.symmetric_scale(self.scores), self.width)
+
+    def _figure(self):
+        from ..figures import token_strip_figure
+
+        rows = self.page_rows()
+        labels = core.pretty_tokens([self.tokens[i] for i in rows])
+        return token_strip_figure(labels, self.scores[rows.start:rows.stop], self.raw[rows.start:rows.stop],
+                                  list(rows), scale=core.symmetric_scale(self.scores), width=self.width)
+
+    def header_html(self) -> str:
+        r = self.result
+        target = getattr(r, "target_label", "") or getattr(r, "target", "")
+        parts = [f"<b>{core.escape(getattr(r, 'method', '') or 'scores')}</b>"]
+        if target not in ("", None):
+            parts.append(f"target <code>{core.escape(target)}</code>")
+        if getattr(r, "model", ""):
+            parts.append(f"model <code>{core.escape(r.model)}</code>")
+        if getattr(r, "prediction", None):
+            parts.append(f"prediction: {_prediction_html(r.prediction)}")
+        return " &middot; ".join(parts)
+
+    def _build(self):
+        import ipywidgets as w
+
+        fig, self._source, _ = self._figure()
+        self._fig = fig
+        self._on_tap(self._source, lambda row: self.select_token(self._source.data["index"][row]))
+        self._header = _html(self.header_html())
+        self._info = _html(self._info_html())
+        self._pager_label = w.Label(self._pager_text())
+        prev_button = w.Button(description="\u25c0", layout=w.Layout(width="40px"), tooltip="previous page")
+        next_button = w.Button(description="\u25b6", layout=w.Layout(width="40px"), tooltip="next page")
+        prev_button.on_click(lambda _: self.set_page(self.page - 1))
+        next_button.on_click(lambda _: self.set_page(self.page + 1))
+        self._pager = w.HBox([prev_button, self._pager_label, next_button],
+                             layout=w.Layout(display="flex" if self.n_pages > 1 else "none"))
+        self._plot = _bokeh(fig)
+        box = w.VBox([self._header, self._pager, self._plot, self._info])
+        box.add_class("xattr-view")
+        box.add_class("xattr-token-strip")
+        return box
+
+    def _pager_text(self) -> str:
+        rows = self.page_rows()
+        return f"page {self.page + 1}/{self.n_pages} (tokens {rows.start}-{max(rows.stop - 1, rows.start)})"
+
+    def _info_html(self) -> str:
+        i = self.state.token
+        if not 0 <= i < len(self.tokens):
+            return "<i>click a token for its exact score</i>"
+        return (f"token {i} <code>{core.escape(self.tokens[i])}</code>: score {self.scores[i]:+.6g}"
+                f" (raw {self.raw[i]:+.6g})")
+
+    # actions -----------------------------------------------------------------
+    def set_page(self, page: int) -> None:
+        page = int(np.clip(page, 0, self.n_pages - 1))
+        if page == self.page and self._source is not None and self._source.data.get("index"):
+            return
+        self.page = page
+        if self._source is not None:
+            self._source.data = self._page_data()
+            self._pager_label.value = self._pager_text()
+            self._sync_selection()
+
+    def select_token(self, index: int) -> None:
+        """Select token ``index`` (global position); updates the linked state."""
+        index = int(index)
+        if not 0 <= index < len(self.tokens):
+            raise IndexError(f"token {index} out of range 0..{len(self.tokens) - 1}")
+        self.state.token = index
+
+    def update(self, result) -> None:
+        """Show a new result (same view, same widget): new tokens and/or scores."""
+        with self._lock:
+            self.result = result
+            if self._source is None:
+                return
+            self.page = min(self.page, self.n_pages - 1)
+            self._source.data = self._page_data()
+            self._header.value = self.header_html()
+            self._info.value = self._info_html()
+            self._pager_label.value = self._pager_text()
+            self._pager.layout.display = "flex" if self.n_pages > 1 else "none"
+            self._sync_selection()
+
+    def _on_state_token(self, change) -> None:
+        if self._source is None:
+            return
+        i = change["new"]
+        if 0 <= i < len(self.tokens):
+            target_page = i // self.page_size
+            if target_page != self.page:
+                self.set_page(target_page)
+        self._sync_selection()
+        self._info.value = self._info_html()
+
+    def _sync_selection(self) -> None:
+        i = self.state.token
+        rows = self.page_rows()
+        self._set_selected(self._source, [i - rows.start] if i in rows else [])
+
+    def png_figure(self):
+        return export.draw_strip(self.tokens, self.scores, selected=self.state.token, header=self.header_html())
+
+    def export_models(self) -> list:
+        from bokeh.models import Div
+
+        from ..figures import token_strip_figure
+
+        labels = core.pretty_tokens(self.tokens)
+        fig, source, _ = token_strip_figure(labels, self.scores, self.raw, scale=core.symmetric_scale(self.scores),
+                                            width=self.width)
+        if 0 <= self.state.token < len(self.tokens):
+            source.selected.indices = [self.state.token]
+        return [Div(text=self.header_html()), fig]
