@@ -16,12 +16,15 @@ demo: setup
 	.venv/bin/xattr explain "$(SENTENCE)" --method sig --steps exact --html xattr-explain.html
 	.venv/bin/xattr lab $(if $(NO_BROWSER),--no-browser,)
 
-## the whole test suite: unit, slow integration and browser tests (benchmarks excluded)
+## the whole test suite: the import contracts (.importlinter), then unit, slow integration and
+## browser tests (benchmarks excluded)
 test: setup-dev
+	.venv/bin/lint-imports
 	$(PY) -m pytest -m "" -p no:cacheprovider
 
 ## quick loop: unit tests only (< 15 min)
 test-fast:
+	.venv/bin/lint-imports
 	$(PY) -m pytest
 
 ## benchmarks (opt-in), side-by-side ratios against reference implementations

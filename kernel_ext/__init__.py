@@ -14,34 +14,44 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: public submodule names -> the module that holds them
 _SUBMODULES = {
-    "models", "zoo", "targets", "flows", "gradients", "faithfulness", "robustness",
-    "geometry", "circuits", "tasks", "toy", "results", "magic", "cli", "widgets",
+    "flows": "flows", "gradients": "gradients", "circuits": "circuits", "geometry": "geometry",
+    "faithfulness": "faithfulness", "robustness": "robustness", "tasks": "tasks", "zoo": "zoo", "toy": "toy",
+    "results": "results", "magic": "magic", "cli": "cli", "commands": "commands", "widgets": "widgets",
+    "errors": "errors", "constants": "constants", "explainer": "explainer", "core": "core",
+    "graphs": "graphs", "methods": "methods", "evaluation": "evaluation", "targets": "core.targets",
 }
 _ATTRIBUTES = {
-    "Explainer": "models",
-    "XattrError": "models",
-    "METHODS": "models",
+    "Explainer": "explainer",
+    "XattrError": "errors",
+    "ModelError": "errors",
+    "InputError": "errors",
+    "SolverError": "errors",
+    "BudgetError": "errors",
     "Attribution": "results",
     "FlowResult": "results",
     "HeadStats": "results",
     "CircuitResult": "results",
-    "ALIASES": "zoo",
+    "ALIASES": "core.zoo",
+    "DEFAULT_MODEL": "constants",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .models import Explainer
+    from .explainer import Explainer
 
 
-def load(model: Any = "minilm-rt", tokenizer: Any = None, device: Any = "auto", **kwargs: Any) -> "Explainer":
+def load(model: Any = None, tokenizer: Any = None, device: Any = "auto", **kwargs: Any) -> "Explainer":
     """An :class:`Explainer` for an embedded alias, a local directory, a hub id, or a (model, tokenizer).
 
+    ``model`` defaults to the embedded ``xattr_lab.DEFAULT_MODEL`` ("minilm-rt").
     ``device``: "auto" (cuda if available, else cpu), "cpu", "cuda", or a torch.device.
     Extra keyword arguments go to ``from_pretrained`` for directories and hub ids.
     """
-    from .loading import load as _load
+    from .constants import DEFAULT_MODEL
+    from .explainer import load as _load
 
-    return _load(model, tokenizer, device=device, **kwargs)
+    return _load(DEFAULT_MODEL if model is None else model, tokenizer, device=device, **kwargs)
 
 
 def load_ipython_extension(ipython) -> None:
@@ -61,12 +71,16 @@ def _jupyter_labextension_paths():
 
 
 def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # the token-attribution methods of the registry (torch-free)
+        from .methods.registry import ATTRIBUTION_METHODS
+
+        return ATTRIBUTION_METHODS
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     if name in _ATTRIBUTES:
         return getattr(importlib.import_module(f".{_ATTRIBUTES[name]}", __name__), name)
     raise AttributeError(f"module 'xattr_lab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES | set(_ATTRIBUTES))
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_ATTRIBUTES) | {"METHODS"})

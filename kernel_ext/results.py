@@ -10,6 +10,7 @@ This module imports numpy only: the front end may import it without paying for t
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-SCHEMA = "xattr.v1"
-MIME_TYPE = "application/vnd.xattr.v1+json"
+from .constants import MIME_TYPE, SCHEMA  # noqa: F401  (MIME_TYPE: public name here too)
+
+#: The module whose ``mime_bundle(result)`` draws results in notebooks (docs/ARCHITECTURE.md, "Front end").
+FRONT_END = "xattr_lab.widgets"
 
 _KINDS: dict[str, type["Result"]] = {}
 
@@ -102,10 +105,11 @@ class Result:
     def from_json(cls, text: str) -> "Result":
         return cls.from_dict(json.loads(text))
 
-    # Rich display: the front end supplies the live view; without it, text.
+    # Rich display: the front end (FRONT_END, a plug-in named by module path, so the compute
+    # layers never import it) supplies the bundle; without it, text.
     def _repr_mimebundle_(self, include=None, exclude=None):
         try:
-            from xattr_lab.widgets import mime_bundle
+            mime_bundle = importlib.import_module(FRONT_END).mime_bundle
         except Exception:  # pragma: no cover - front end missing or broken
             return {"text/plain": repr(self)}
         return mime_bundle(self)
@@ -223,7 +227,7 @@ class FlowResult(Result):
         """
         if self.capacities is None:
             raise ValueError("this FlowResult holds no capacities; recompute it with ex.flow(...)")
-        from .flows import layered_graph  # lazy: keeps this module numpy-only at import
+        from .graphs.layered import layered_graph  # lazy: keeps this module numpy-only at import
 
         return layered_graph(self.capacities, self.edge_flow, tokens=self.tokens, sources=self.sources or None)
 

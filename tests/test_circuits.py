@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 import xattr_lab as xa
 from xattr_lab import circuits, tasks
-from xattr_lab.models import XattrError
+from xattr_lab.core.capture import encode_batch
+from xattr_lab.evaluation.circuit_truth import _mean_projection_inputs
+from xattr_lab.errors import XattrError
 
 TEXTS = ["the cat sat on the mat", "a quick brown fox", "hello there", "one two three four five six seven"]
 
@@ -469,9 +471,9 @@ def test_toy_induction_circuit_verified_by_ablation():
     truth = circuits.truth_mask(effects)
     assert all(truth[1, h] for h in induction_heads)  # each induction head matters on its own
     # the previous-token heads are redundant one at a time but not together: ablate them as a group
-    means = circuits._mean_projection_inputs(ex, *circuits._encode_batch(ex, neg), batch_size=64)
+    means = _mean_projection_inputs(ex, *encode_batch(ex, neg), batch_size=64)
     k = ex.adapter.head_dim
-    ids, mask = circuits._encode_batch(ex, pos)
+    ids, mask = encode_batch(ex, pos)
     index = torch.arange(len(pos))
     with torch.no_grad(), ex.restored():
         clean = metric(ex.forward(input_ids=ids, attention_mask=mask).logits, index).mean()

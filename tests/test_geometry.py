@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import xattr_lab as xa
 from xattr_lab import geometry as G
-from xattr_lab.models import XattrError
+from xattr_lab.errors import XattrError
 
 
 # ---------------------------------------------------------------------------- entropy

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import xattr_lab as xa
 from xattr_lab import gradients as G
-from xattr_lab.models import XattrError
+from xattr_lab.errors import XattrError
 
 ARCHS = ("bert", "distilbert", "roberta", "gpt2", "llama")
 TEXT = "A gripping, beautifully acted film."

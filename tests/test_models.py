@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import xattr_lab as xa
-from xattr_lab.models import XattrError
+from xattr_lab.errors import XattrError
 
 TINY_ARCHS = ("bert", "distilbert", "roberta", "gpt2", "llama")
 
@@ -155,7 +155,7 @@ def test_load_variants(tiny, tmp_path):
 
 
 def test_device_resolution():
-    from xattr_lab.models import resolve_device
+    from xattr_lab.core.session import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xattr_lab.models import XattrError
+from xattr_lab.errors import XattrError
 
 TEXT = "When Mary and John went to the store, John gave a drink to"
 
@@ -44,7 +44,7 @@ def test_causal_lm_targets(tiny, arch):
 
 
 def test_target_score_on_batches():
-    from xattr_lab.targets import Target
+    from xattr_lab.core.targets import Target
 
     logits = torch.arange(24.0).reshape(2, 3, 4)
     assert Target("token", 2, position=1).score(logits).tolist() == [6.0, 18.0]

@@ -7,7 +7,8 @@ import pytest
 
 import xattr_lab as xa
 from xattr_lab import zoo
-from xattr_lab.models import XattrError
+from xattr_lab.core import cache
+from xattr_lab.errors import XattrError
 
 
 def test_rotten_tomatoes_split_is_by_movie_and_seeded():
@@ -40,14 +41,14 @@ def test_cache_rebuilds_corrupt_folder(tmp_path, monkeypatch):
             raise ValueError("corrupt weights")
         return value
 
-    assert zoo._cached("thing", build, load) == "42"
-    assert zoo._cached("thing", build, load) == "42" and len(builds) == 1  # cached
+    assert cache.cached("thing", build, load) == "42"
+    assert cache.cached("thing", build, load) == "42" and len(builds) == 1  # cached
     (tmp_path / "thing" / "weights.txt").write_text("garbage")
     with pytest.warns(UserWarning, match="rebuilding"):
-        assert zoo._cached("thing", build, load) == "42"
+        assert cache.cached("thing", build, load) == "42"
     assert len(builds) == 2
     (tmp_path / "thing" / "manifest.json").unlink()  # interrupted build: no manifest
-    assert zoo._cached("thing", build, load) == "42" and len(builds) == 3
+    assert cache.cached("thing", build, load) == "42" and len(builds) == 3
     assert json.loads((tmp_path / "thing" / "manifest.json").read_text()) == {"ok": True}
     assert not [p for p in tmp_path.iterdir() if "building" in p.name]
 
@@ -60,7 +61,7 @@ def test_failed_build_leaves_no_partial_folder(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        zoo._cached("thing", build, lambda folder: None)
+        cache.cached("thing", build, lambda folder: None)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from xattr_lab import gradients as G
-from xattr_lab.models import Encoding
+from xattr_lab.core.session import Encoding
 
 pytestmark = pytest.mark.slow
 

@@ -1,11 +1,16 @@
-"""`xattr_lab.load`: turn an alias, a directory, a hub id or a (model, tokenizer) into an Explainer."""
+"""Loading: turn an alias, a directory, a hub id or a (model, tokenizer) into a session.
+
+``xattr_lab.load`` calls :func:`load` with ``session_class=Explainer``.
+"""
 from __future__ import annotations
 
 import os
 import socket
 from typing import Any
 
-from .models import Explainer, XattrError
+from ..constants import DEFAULT_MODEL
+from ..errors import InputError, ModelError
+from .session import ModelSession
 from .zoo import ALIASES, load_alias, unknown_model_error
 
 _AUTO_CLASSES = (
@@ -25,7 +30,7 @@ def _auto_class(config):
                 return getattr(transformers, auto)
     if getattr(config, "is_decoder", False) or config.model_type in ("gpt2", "llama", "mistral", "qwen2"):
         return transformers.AutoModelForCausalLM
-    raise XattrError(
+    raise ModelError(
         f"cannot tell which head to load for architectures={config.architectures}: load the model yourself "
         "(…ForSequenceClassification / …ForCausalLM / …ForMaskedLM) and pass xattr_lab.load(model, tokenizer)"
     )
@@ -45,7 +50,7 @@ def _hub_resolves() -> bool:
     return True
 
 
-def from_pretrained(name_or_path: str, device: Any = "auto", **kwargs: Any) -> Explainer:
+def from_pretrained(name_or_path: str, device: Any = "auto", session_class: type = ModelSession, **kwargs: Any):
     """Load a local directory (offline) or a hub id with eager attention.
 
     A hub id is looked up in the local Hugging Face cache only (``local_files_only``) when the hub
@@ -64,26 +69,28 @@ def from_pretrained(name_or_path: str, device: Any = "auto", **kwargs: Any) -> E
         raise unknown_model_error(name_or_path, error) from error
     model = _auto_class(config).from_pretrained(name_or_path, attn_implementation="eager", **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-    return Explainer(model, tokenizer, device=device, name=os.path.basename(os.path.normpath(name_or_path)))
+    return session_class(model, tokenizer, device=device, name=os.path.basename(os.path.normpath(name_or_path)))
 
 
-def load(model: Any = "minilm-rt", tokenizer: Any = None, device: Any = "auto", **kwargs: Any) -> Explainer:
-    if isinstance(model, Explainer):
+def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto", session_class: type = ModelSession,
+         **kwargs: Any):
+    """A ``session_class`` for an embedded alias, a local directory, a hub id, or a (model, tokenizer)."""
+    if isinstance(model, session_class):
         return model
     if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
         model, tokenizer = model
     if isinstance(model, str):
         if tokenizer is not None:
-            raise XattrError("pass a tokenizer only together with a model object, not with a name")
+            raise InputError("pass a tokenizer only together with a model object, not with a name")
         if model in ALIASES:
-            return load_alias(model, device, **kwargs)
-        return from_pretrained(model, device, **kwargs)
+            return load_alias(model, device, session_class=session_class, **kwargs)
+        return from_pretrained(model, device, session_class=session_class, **kwargs)
     if tokenizer is None:
-        raise XattrError("a model object needs its tokenizer: xattr_lab.load(model, tokenizer)")
+        raise InputError("a model object needs its tokenizer: xattr_lab.load(model, tokenizer)")
     name = kwargs.pop("name", "")
     if kwargs:
-        raise XattrError(
+        raise InputError(
             f"unexpected options {sorted(kwargs)} for a model object: from_pretrained options apply when "
             "loading by name or directory; pass the loaded model as it is"
         )
-    return Explainer(model, tokenizer, device=device, name=name)
+    return session_class(model, tokenizer, device=device, name=name)

@@ -2,7 +2,7 @@
 
 A :class:`Target` is resolved once per text from the user's request (``None``, an index, a label
 or token string, or a pair) and the model's logits, then turns any batch of model outputs into
-one scalar per row with :meth:`Target.score`. Scores are pre-softmax logits (DESIGN section 3).
+one scalar per row with :meth:`Target.score`. Scores are pre-softmax logits (docs/ARCHITECTURE.md, section "Targets").
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ..errors import InputError
 
 #: the kinds of head an Explainer can explain
 CLASSIFIER, CAUSAL_LM, MASKED_LM = "classifier", "causal_lm", "masked_lm"
@@ -38,7 +40,7 @@ class Target:
         """
         if self.position is not None:
             if logits.dim() != 3:
-                raise ValueError(f"expected (B, n, V) logits for a token target, got {tuple(logits.shape)}")
+                raise InputError(f"expected (B, n, V) logits for a token target, got {tuple(logits.shape)}")
             logits = logits[:, self.position, :]
         if isinstance(self.index, tuple):
             a, b = self.index
@@ -61,7 +63,7 @@ def _single_token_id(tokenizer, token: str) -> int:
         spaced = tokenizer.encode(" " + token, add_special_tokens=False)
         if len(spaced) == 1:
             hint = f" Did you mean {' ' + token!r} (with a leading space)?"
-    raise ValueError(
+    raise InputError(
         f"target token {token!r} is not a single token for this tokenizer: it splits into {pieces}.{hint} "
         "Pass one token string, a vocabulary index, or a pair (token_a, token_b)."
     )
@@ -72,7 +74,7 @@ def _class_index(model_config, label: Any) -> int:
     if isinstance(label, numbers.Integral) and not isinstance(label, bool):  # numpy ints too
         label = int(label)
         if not 0 <= label < n_classes:
-            raise ValueError(f"class index {label} is out of range: this model has {n_classes} classes (0..{n_classes - 1})")
+            raise InputError(f"class index {label} is out of range: this model has {n_classes} classes (0..{n_classes - 1})")
         return int(label)
     if isinstance(label, str):
         label = label.strip()
@@ -81,7 +83,7 @@ def _class_index(model_config, label: Any) -> int:
             return label2id[label.lower()]
         if label.isdigit():
             return _class_index(model_config, int(label))
-        raise ValueError(f"unknown label {label!r}; this model's labels are {list(model_config.id2label.values())}")
+        raise InputError(f"unknown label {label!r}; this model's labels are {list(model_config.id2label.values())}")
     raise TypeError(f"a class target must be an int or a label string, not {type(label).__name__}")
 
 
@@ -89,7 +91,7 @@ def _vocab_index(tokenizer, vocab_size: int, token: Any) -> int:
     if isinstance(token, numbers.Integral) and not isinstance(token, bool):  # numpy ints too
         token = int(token)
         if not 0 <= token < vocab_size:
-            raise ValueError(f"vocabulary index {token} is out of range (vocabulary size {vocab_size})")
+            raise InputError(f"vocabulary index {token} is out of range (vocabulary size {vocab_size})")
         return int(token)
     if isinstance(token, str):
         return _single_token_id(tokenizer, token)
@@ -123,7 +125,7 @@ def resolve_target(
             return Target("class", idx, None, name(idx))
         if isinstance(request, (tuple, list)):
             if len(request) != 2:
-                raise ValueError("a logit-difference target is a pair (a, b)")
+                raise InputError("a logit-difference target is a pair (a, b)")
             a, b = (_class_index(model_config, r) for r in request)
             return Target("diff", (a, b), None, f"{name(a)} - {name(b)}")
         idx = _class_index(model_config, request)
@@ -139,7 +141,7 @@ def resolve_target(
         return Target("token", idx, position, tok(idx))
     if isinstance(request, (tuple, list)):
         if len(request) != 2:
-            raise ValueError("a logit-difference target is a pair (token_a, token_b)")
+            raise InputError("a logit-difference target is a pair (token_a, token_b)")
         a, b = (_vocab_index(tokenizer, vocab_size, r) for r in request)
         return Target("diff", (a, b), position, f"{tok(a)} - {tok(b)}")
     idx = _vocab_index(tokenizer, vocab_size, request)

@@ -1,0 +1,243 @@
+"""Captures: what forward (and backward) passes record, for one text or a batch of prompts.
+
+:func:`capture` runs one forward pass (and, when asked, one backward pass) over one text and
+returns the attention probabilities (L, H, n, n), their gradients with respect to the target
+logit, the hidden states (L+1, n, d), and per-head outputs (L, H, n, d).
+
+A head's output is its slice of the attention-output-projection input ``z`` times its rows of
+W_O: its contribution to the residual stream, before the projection bias. One mechanism records
+the projection inputs for both the single-text capture and the batched :func:`head_outputs`
+(:func:`record_projection_inputs`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+from ..errors import InputError, ModelError
+from .encoding import Encoding
+from .targets import Target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .session import ModelSession
+
+
+@dataclass
+class Capture:
+    """What one forward (and optional backward) pass recorded for one text.
+
+    attentions: (L, H, n, n) post-softmax attention, float32 on cpu.
+    attention_grads: (L, H, n, n) d target / d attention, or None.
+    hidden_states: (L+1, n, d_model), or None.
+    head_outputs: (L, H, n, d_model) per-head contribution to the residual stream, or None.
+    logits: (C,) class logits, or (V,) logits at the target position.
+    """
+
+    encoding: Encoding
+    target: Target
+    target_score: float
+    logits: torch.Tensor
+    prediction: dict[str, float]
+    attentions: torch.Tensor
+    attention_grads: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+    head_outputs: torch.Tensor | None = None
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.encoding.tokens
+
+
+class _StopForward(Exception):
+    """Raised from the last hook once everything needed is recorded: skips the rest of the model."""
+
+
+def record_projection_inputs(
+    session: "ModelSession",
+    recorded: dict[int, torch.Tensor],
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda z: z.detach(),
+    stop_after_last: bool = False,
+) -> None:
+    """Hook every attention output projection: ``recorded[layer] = reduce(z)``, z (B, n, H*head_dim).
+
+    Must run inside ``with session.restored():`` (which removes the hooks). With
+    ``stop_after_last`` the last layer's hook raises :class:`_StopForward` to skip the model head.
+    """
+    last = session.adapter.n_layers - 1
+    for layer, proj in enumerate(session.adapter.out_projections):
+        def hook(module, args, layer=layer):
+            recorded[layer] = reduce(args[0])
+            if stop_after_last and layer == last:
+                raise _StopForward
+
+        session.add_hook(proj, hook, pre=True)
+
+
+def _check_recorded(session: "ModelSession", recorded: dict[int, torch.Tensor]) -> None:
+    L = session.adapter.n_layers
+    if len(recorded) != L:
+        raise ModelError(f"{session.name}: only {len(recorded)} of {L} attention output projections ran")
+
+
+def capture(
+    session: "ModelSession",
+    text: str | Encoding,
+    target: Any = None,
+    *,
+    attention_grads: bool = False,
+    hidden_states: bool = False,
+    head_outputs: bool = False,
+    truncate: bool = False,
+) -> Capture:
+    """One forward pass (and a backward pass when ``attention_grads``) over one text."""
+    encoding = text if isinstance(text, Encoding) else session.encode(text, truncate=truncate)
+    position = session.readout_position(encoding)
+    recorded: dict[int, torch.Tensor] = {}
+    with session.restored():
+        if head_outputs:
+            record_projection_inputs(session, recorded)
+        with torch.enable_grad() if attention_grads else torch.no_grad():
+            embeds = session.embed(encoding.input_ids).detach()
+            if attention_grads:
+                embeds.requires_grad_(True)
+            out = session.forward(
+                inputs_embeds=embeds,
+                attention_mask=encoding.attention_mask,
+                output_attentions=True,
+                output_hidden_states=hidden_states,
+            )
+            attentions = out.attentions
+            if not attentions or any(a is None for a in attentions):
+                raise ModelError(
+                    f"{session.name} returned no attention maps; load it with attn_implementation='eager' "
+                    "(xattr.load does this for you)"
+                )
+            logits_row = session.target_logits(out.logits, position)
+            resolved = session.resolve_target(target, logits_row, position)
+            score = resolved.score(out.logits)[0]
+            grads = None
+            if attention_grads:
+                grads = torch.autograd.grad(score, list(attentions), allow_unused=True)
+                grads = torch.stack(
+                    [torch.zeros_like(a[0]) if g is None else g[0] for g, a in zip(grads, attentions)]
+                )
+        per_head = None
+        if head_outputs:
+            _check_recorded(session, recorded)
+            split = session.adapter.split_heads
+            per_head = torch.stack([split(l, recorded[l][0]).transpose(0, 1) for l in range(session.n_layers)])
+
+    def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.detach().float().cpu()
+
+    return Capture(
+        encoding=encoding,
+        target=resolved,
+        target_score=float(score.detach()),
+        logits=cpu(logits_row),
+        prediction=session.prediction(logits_row),
+        attentions=cpu(torch.stack([a[0] for a in attentions])),
+        attention_grads=cpu(grads),
+        hidden_states=cpu(torch.stack([h[0] for h in out.hidden_states])) if hidden_states else None,
+        head_outputs=cpu(per_head),
+    )
+
+
+# ---------------------------------------------------------------------------- batches of prompts
+def check_prompts(prompts: Sequence[str], what: str, minimum: int = 1) -> list[str]:
+    """``prompts`` as a list of at least ``minimum`` texts; an InputError for one string or too few."""
+    if isinstance(prompts, str):
+        raise InputError(f"{what} must be a list of texts, not one string; wrap it in a list")
+    prompts = list(prompts)
+    if len(prompts) < minimum:
+        raise InputError(f"give at least {minimum} {what} prompts (got {len(prompts)})")
+    return prompts
+
+
+def encode_batch(session: "ModelSession", prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (N, n_max) input ids and attention mask on the session's device."""
+    encodings = [session.encode(p) for p in prompts]
+    n_max = max(e.n for e in encodings)
+    pad = session.tokenizer.pad_token_id
+    if pad is None:
+        pad = 0
+    ids = torch.full((len(encodings), n_max), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(encodings), n_max), dtype=torch.long)
+    for row, e in enumerate(encodings):
+        ids[row, : e.n] = e.input_ids[0].cpu()
+        mask[row, : e.n] = e.attention_mask[0].cpu()
+    return ids.to(session.device), mask.to(session.device)
+
+
+def equal_lengths(mask: torch.Tensor, why: str) -> int:
+    """The common token length of a batch's rows; an InputError when they differ."""
+    lengths = mask.sum(dim=1)
+    if int(lengths.min()) != int(lengths.max()):
+        raise InputError(
+            f"{why} needs prompts of equal token length, but these have {sorted(set(lengths.tolist()))} tokens; "
+            "use prompts built from one template (xattr_lab.tasks keeps them equal) or position='mean'"
+        )
+    return int(lengths[0])
+
+
+def progress_bar(iterable, total: int, desc: str, enabled: bool):
+    """``iterable`` wrapped in a tqdm bar when ``enabled``."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def head_outputs(
+    session: "ModelSession",
+    prompts: Sequence[str],
+    position: str | int = "mean",
+    batch_size: int = 32,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Each head's output into the residual stream, per prompt.
+
+    Returns a float32 cpu tensor (examples, L*H, d_model), flat head index ``l*H + h``: head h of
+    layer l's slice of the output-projection input z times its rows of W_O (no projection bias),
+    averaged over the valid (non-padding) positions when ``position="mean"``, or read at token
+    ``position`` (negative counts from the end; prompts must then have equal token length).
+    The position reduction happens before the projection (it is linear), so the cache costs one
+    forward pass per batch and no (n, d_model) tensor per head.
+    """
+    prompts = check_prompts(prompts, "head_outputs")
+    if not (position == "mean" or (isinstance(position, int) and not isinstance(position, bool))):
+        raise InputError(f"position must be 'mean' or a token index, not {position!r}")
+    adapter = session.adapter
+    ids, mask = encode_batch(session, prompts)
+    if isinstance(position, int):
+        n = equal_lengths(mask, f"position={position}")
+        if not -n <= position < n:
+            raise InputError(f"position {position} is outside these {n}-token prompts")
+        position = position % n
+    batch_mask: list[torch.Tensor] = []
+
+    def reduce(z: torch.Tensor) -> torch.Tensor:
+        if position == "mean":
+            m = batch_mask[0].to(z.dtype).unsqueeze(-1)
+            return (z * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        return z[:, position]
+
+    out = []
+    starts = range(0, len(prompts), batch_size)
+    with session.restored(), torch.no_grad():
+        reduced: dict[int, torch.Tensor] = {}
+        record_projection_inputs(session, reduced, reduce, stop_after_last=True)
+        for start in progress_bar(starts, len(starts), "head outputs", progress):
+            batch_mask[:] = [mask[start : start + batch_size]]
+            reduced.clear()
+            try:
+                session.forward(input_ids=ids[start : start + batch_size], attention_mask=batch_mask[0])
+            except _StopForward:
+                pass
+            _check_recorded(session, reduced)
+            per_layer = [adapter.split_heads(l, reduced[l]) for l in range(adapter.n_layers)]  # each (B, H, d)
+            out.append(torch.cat(per_layer, dim=1).float().cpu())
+    return torch.cat(out, dim=0)

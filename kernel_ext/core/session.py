@@ -1,0 +1,254 @@
+"""`ModelSession`: a model, its tokenizer and a device, with the state a computation borrows.
+
+The methods layer works on a ``ModelSession``; the public :class:`xattr_lab.Explainer` (in
+``xattr_lab.explainer``) is a ``ModelSession`` with the user-facing verbs on top.
+
+Everything the model is changed for (eval mode, ``requires_grad`` off, forward hooks) is undone
+when a call returns, raises, or is interrupted (:meth:`ModelSession.restored`).
+One :meth:`ModelSession.capture` call runs one forward (and optional backward) pass; see
+:mod:`xattr_lab.core.capture`.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import InputError, ModelError
+from .adapters import detect_adapter, head_kind
+from .encoding import Encoding
+from .targets import CAUSAL_LM, CLASSIFIER, Target, resolve_target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .capture import Capture
+
+
+def resolve_device(device: Any = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; also accepts "cpu", "cuda", "cuda:1", torch.device."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device='cuda' was asked for, but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    return device
+
+
+def ensure_eager_attention(model: nn.Module) -> None:
+    """Switch to eager attention: sdpa/flash kernels return no attention maps."""
+    impl = getattr(model.config, "_attn_implementation", None)
+    if impl in (None, "eager"):
+        return
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is not None:
+        setter("eager")
+    else:  # older transformers
+        model.config._attn_implementation = "eager"
+    warnings.warn(f"switched attention from {impl!r} to 'eager' so attention maps can be read", stacklevel=3)
+
+
+@dataclass
+class _SavedState:
+    training: bool
+    requires_grad: list[tuple[nn.Parameter, bool]]
+    hooks: list[Any] = field(default_factory=list)
+
+
+class ModelSession:
+    """A model, its tokenizer and a device: encode, forward, capture, and borrow-and-restore state.
+
+    ``head`` is "classifier", "causal_lm" or "masked_lm"; ``adapter`` knows the head layout.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, device: Any = "auto", name: str = ""):
+        self.device = resolve_device(device)
+        ensure_eager_attention(model)
+        self.model = model.to(self.device)
+        self.model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.head = head_kind(model)
+        self.adapter = detect_adapter(model)
+        self._state: _SavedState | None = None
+        self.max_length = self._max_positions()
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.adapter.n_heads
+
+    @property
+    def labels(self) -> list[str]:
+        if self.head != CLASSIFIER:
+            return []
+        id2label = self.config.id2label or {}
+        return [str(id2label.get(i, i)) for i in range(self.config.num_labels)]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, {self.head}, {self.adapter.family}: L={self.n_layers}, "
+            f"H={self.n_heads}, d={self.adapter.d_model}, device={self.device})"
+        )
+
+    def _max_positions(self) -> int | None:
+        for attr in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.config, attr, None)
+            if value:
+                # RoBERTa reserves padding_idx + 1 position ids.
+                offset = 2 if self.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+                return int(value) - offset
+        return None
+
+    # ------------------------------------------------------------------ state
+    @contextlib.contextmanager
+    def restored(self) -> Iterator[_SavedState]:
+        """Run a block with the model in eval mode and no parameter gradients, then restore.
+
+        Restores train/eval, each parameter's ``requires_grad``, and removes every hook added
+        through :meth:`add_hook` — also when the block raises or is interrupted. Re-entrant.
+        """
+        if self._state is not None:  # nested call: the outer block restores
+            yield self._state
+            return
+        params = list(self.model.parameters())
+        state = _SavedState(self.model.training, [(p, p.requires_grad) for p in params])
+        self._state = state
+        try:
+            self.model.eval()
+            for p in params:
+                p.requires_grad_(False)
+            yield state
+        finally:
+            for handle in state.hooks:
+                handle.remove()
+            for p, flag in state.requires_grad:
+                p.requires_grad_(flag)
+            self.model.train(state.training)
+            self._state = None
+
+    def add_hook(self, module: nn.Module, fn, *, pre: bool = False, with_kwargs: bool = False):
+        """Register a forward (pre-)hook that :meth:`restored` removes on exit."""
+        if self._state is None:
+            raise RuntimeError("add_hook must be called inside `with explainer.restored():`")
+        if pre:
+            handle = module.register_forward_pre_hook(fn, with_kwargs=with_kwargs)
+        else:
+            handle = module.register_forward_hook(fn, with_kwargs=with_kwargs)
+        self._state.hooks.append(handle)
+        return handle
+
+    # ------------------------------------------------------------------ text
+    def encode(self, text: str, *, truncate: bool = False) -> Encoding:
+        """Tokenise one text (special tokens added as the model expects).
+
+        Raises on empty text. Text longer than the model's maximum positions raises unless
+        ``truncate=True``, which keeps the first tokens and warns how many were dropped.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise InputError("the text is empty: give at least one word to explain")
+        full = self.tokenizer(text, return_tensors="pt", truncation=False)
+        input_ids = full["input_ids"]
+        truncated = 0
+        limit = self.max_length
+        if limit is not None and input_ids.shape[1] > limit:
+            if not truncate:
+                raise InputError(
+                    f"the text is {input_ids.shape[1]} tokens long; {self.name} takes at most {limit}. "
+                    "Shorten it, or pass truncate=True to keep the first tokens."
+                )
+            truncated = input_ids.shape[1] - limit
+            full = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
+            input_ids = full["input_ids"]
+            warnings.warn(f"text truncated to {limit} tokens: the last {truncated} tokens were dropped", stacklevel=2)
+        ids = input_ids[0].tolist()
+        tokens = self.tokenizer.convert_ids_to_tokens(ids)
+        special_ids = set(self.tokenizer.all_special_ids)
+        special = [i in special_ids for i in ids]
+        mask = full.get("attention_mask", torch.ones_like(input_ids))
+        return Encoding(text, input_ids.to(self.device), mask.to(self.device), tokens, special, truncated)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Word embeddings (B, n) -> (B, n, d); position/type embeddings are added by the model."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def readout_position(self, encoding: Encoding) -> int | None:
+        """Where the target is read: None for classifiers, the last token (causal), the [MASK] (masked)."""
+        if self.head == CLASSIFIER:
+            return None
+        if self.head == CAUSAL_LM:
+            return encoding.n - 1
+        mask_id = self.tokenizer.mask_token_id
+        ids = encoding.input_ids[0].tolist()
+        if mask_id is None or mask_id not in ids:
+            raise InputError(f"a masked LM explains the prediction at a {self.tokenizer.mask_token} token: put one in the text")
+        return ids.index(mask_id)
+
+    def source_position(self, encoding: Encoding) -> int:
+        """The token whose final representation the model reads out: [CLS]/first, or last for causal models."""
+        position = self.readout_position(encoding)
+        if position is not None:
+            return position
+        return encoding.n - 1 if self.adapter.causal else 0
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        *,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ):
+        """Model forward from ids or word embeddings (B, n, d). Returns the HF output object."""
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+        if inputs_embeds is not None:
+            kwargs["inputs_embeds"] = inputs_embeds
+        else:
+            kwargs["input_ids"] = input_ids
+        if output_attentions:
+            kwargs["output_attentions"] = True
+        if output_hidden_states:
+            kwargs["output_hidden_states"] = True
+        if self.adapter.causal or self.head != CLASSIFIER:
+            kwargs["use_cache"] = False
+        return self.model(**kwargs)
+
+    def target_logits(self, logits: torch.Tensor, position: int | None) -> torch.Tensor:
+        """Logits of the first row that the target reads: (C,) or (V,) at ``position``."""
+        return logits[0] if position is None else logits[0, position]
+
+    def resolve_target(self, target: Any, logits: torch.Tensor, position: int | None) -> Target:
+        return resolve_target(
+            target, head=self.head, logits=logits, model_config=self.config, tokenizer=self.tokenizer, position=position
+        )
+
+    def prediction(self, logits: torch.Tensor, top: int = 5) -> dict[str, float]:
+        """label -> probability (all classes), or the top next tokens for language models."""
+        probs = torch.softmax(logits.detach().float(), dim=-1)
+        if self.head == CLASSIFIER:
+            return {label: float(p) for label, p in zip(self.labels, probs.tolist())}
+        values, indices = torch.topk(probs, min(top, probs.numel()))
+        return {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, indices)}
+
+    def capture(self, text: "str | Encoding", target: Any = None, **options: Any) -> "Capture":
+        """One forward pass (and a backward pass when ``attention_grads``) over one text.
+
+        See :func:`xattr_lab.core.capture.capture` for the options and the returned arrays.
+        """
+        from .capture import capture
+
+        return capture(self, text, target, **options)

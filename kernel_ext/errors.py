@@ -1,0 +1,37 @@
+"""The one error hierarchy of xattr-lab (docs/ARCHITECTURE.md, section "Errors").
+
+Every request the package cannot serve raises a subclass of :class:`XattrError`, whose message
+says what was wrong and how to fix it. ``XattrError`` stays a ``ValueError`` so code written
+against the first releases (``except ValueError``) keeps working.
+"""
+from __future__ import annotations
+
+
+class XattrError(ValueError):
+    """A request xattr-lab cannot serve; the message says how to fix it."""
+
+
+class ModelError(XattrError):
+    """The model cannot be loaded or explained (unknown alias, unsupported architecture, no head)."""
+
+
+class InputError(XattrError):
+    """The input is unusable: empty or too long text, unknown target, bad option or array shape."""
+
+
+class SolverError(XattrError, RuntimeError):
+    """A numerical solver (the barrier max-flow) did not reach its stated accuracy."""
+
+
+class BudgetError(XattrError):
+    """A computation would exceed a memory or time budget; the message names the option that lowers it."""
+
+
+class UsageError(XattrError):
+    """Bad command-line or ``%xattr`` arguments: print the message and the usage, not a traceback."""
+
+
+#: The flow solver's error under its first name (kept for user code that catches it).
+FlowSolverError = SolverError
+
+__all__ = ["XattrError", "ModelError", "InputError", "SolverError", "BudgetError", "UsageError", "FlowSolverError"]

@@ -1,0 +1,1 @@
+"""Evaluation harnesses: faithfulness, robustness, task builders, and their tables (docs/ARCHITECTURE.md, "Evaluation")."""

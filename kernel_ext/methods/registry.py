@@ -1,0 +1,143 @@
+"""The one list of explanation methods (docs/ARCHITECTURE.md, section "Method registry").
+
+Each entry says what a method is called, which result kind it returns, which family module
+implements it, and its options with defaults and help. The CLI, ``%xattr``, the widgets' method
+menus, ``xattr_lab.METHODS`` and the README's method table all read this list. The family module
+binds its implementation with :func:`implements` when it is imported; :func:`function` imports
+it on first use. This module is pure data: no numpy, no torch (the front end reads it).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+#: Result kinds and the ``Explainer`` verb that returns each.
+KINDS = {"attribution": "attribute", "flow": "flow", "heads": "heads", "circuit": "circuit"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword option of a method: its default and a one-line help."""
+
+    name: str
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method: ``name`` as users type it, the ``kind`` of result, and the family ``module``."""
+
+    name: str
+    kind: str
+    module: str
+    summary: str
+    paper: str = ""
+    options: tuple[Option, ...] = ()
+
+    def option_defaults(self) -> dict[str, Any]:
+        return {o.name: o.default for o in self.options}
+
+
+_TRUNCATE = Option("truncate", False, "keep the first tokens of a text longer than the model takes (warns)")
+_RESIDUAL = Option("residual", 0.5, "weight of the identity added to each attention layer (0.5: the paper's)")
+_SOURCES = Option("sources", None, "rows to explain: None = the readout token ([CLS]/first, or the predicting position); 'all'; positions")
+_STEPS = Option("steps", 50, "quadrature nodes (int); 'auto' grows them to the tolerance; 'exact' (sig) the limit")
+
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec("attention", "attribution", "xattr_lab.methods.attention",
+               "head-averaged attention row of the readout token in one layer", "",
+               (Option("layer", -1, "layer whose attention is read (negative counts from the end)"), _TRUNCATE)),
+    MethodSpec("rollout", "attribution", "xattr_lab.methods.flows",
+               "attention rollout: product of residual-mixed attention layers", "Abnar & Zuidema (2020)",
+               (_RESIDUAL, _SOURCES, _TRUNCATE)),
+    MethodSpec("attention_flow", "attribution", "xattr_lab.methods.flows",
+               "attention flow: max-flow from the readout token to each input token", "Abnar & Zuidema (2020)",
+               (_RESIDUAL, _SOURCES, _TRUNCATE)),
+    MethodSpec("gaf", "attribution", "xattr_lab.methods.flows",
+               "Generalized Attention Flow: barrier max-flow over an information tensor", "Azarkhalili & Libbrecht (2025)",
+               (Option("info", "agf", "information tensor: af (attention), gf (attention gradient) or agf (both)"),
+                Option("residual", None, "None: no residual edges (the paper); r in [0, 1] mixes them in"),
+                _SOURCES, Option("mu", None, "barrier weight; None chooses it automatically"), _TRUNCATE)),
+    MethodSpec("ig", "attribution", "xattr_lab.methods.gradients",
+               "Integrated Gradients from a baseline token", "Sundararajan et al. (2017)",
+               (_STEPS, Option("baseline", "pad", "baseline token: pad, mask or zero"),
+                Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _TRUNCATE)),
+    MethodSpec("sig", "attribution", "xattr_lab.methods.gradients",
+               "Sequential Integrated Gradients: each word moved alone from [MASK]", "Enguehard (2023)",
+               (_STEPS, Option("baseline", "mask", "baseline token: mask, pad or zero"),
+                Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _TRUNCATE)),
+    MethodSpec("grad_x_input", "attribution", "xattr_lab.methods.gradients",
+               "gradient times input embedding (one backward pass)", "", (_TRUNCATE,)),
+    MethodSpec("flow", "flow", "xattr_lab.methods.flows",
+               "the whole flow graph of GAF (capacities, edge flows, certificate)", "Azarkhalili & Libbrecht (2025)",
+               (Option("info", "agf", "information tensor: af, gf or agf"),
+                Option("residual", None, "None: no residual edges; r in [0, 1] mixes them in"), _SOURCES, _TRUNCATE)),
+    MethodSpec("heads", "heads", "xattr_lab.methods.geometry",
+               "attention geometry of every head: entropy, cone index, patterns", "",
+               (Option("max_map_tokens", 128, "keep the attention maps when the text has at most this many tokens"),
+                _TRUNCATE)),
+    MethodSpec("circuit", "circuit", "xattr_lab.methods.circuits",
+               "SAE circuit codes over per-head outputs of positive and negative prompts", "O'Neill & Bui (2024)",
+               (Option("features", 200, "SAE features"), Option("l1", 0.02, "SAE L1 penalty"),
+                Option("epochs", 500, "SAE training epochs"), Option("examples", 10, "prompts per class"),
+                Option("position", "mean", "'mean' over tokens or one token index"),
+                Option("center_heads", False, "subtract each head's mean output before the SAE"),
+                Option("seed", 0, "random seed"))),
+)
+
+_BY_NAME = {spec.name: spec for spec in SPECS}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+
+
+def names(kind: str | None = None) -> tuple[str, ...]:
+    """Method names, in registry order; only those returning ``kind`` when given."""
+    return tuple(s.name for s in SPECS if kind is None or s.kind == kind)
+
+
+#: The token-attribution methods (``ex.attribute(text, method=...)``), as ``xattr_lab.METHODS``.
+ATTRIBUTION_METHODS = names("attribution")
+
+
+def spec(name: str) -> MethodSpec:
+    """The entry for ``name``; an ``InputError`` listing the choices when there is none."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        from ..errors import InputError
+
+        raise InputError(f"unknown method {name!r}; choose one of {list(ATTRIBUTION_METHODS)}") from None
+
+
+def implements(*method_names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for a family module: bind ``fn`` as the implementation of these methods.
+
+    The function is called as ``fn(explainer, *args, method=name, **options)``.
+    """
+
+    def bind(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in method_names:
+            if name not in _BY_NAME:
+                raise KeyError(f"{name!r} is not in the method registry; add a MethodSpec to SPECS first")
+            _FUNCTIONS[name] = fn
+        return fn
+
+    return bind
+
+
+def function(name: str) -> Callable[..., Any]:
+    """The implementation of ``name`` (imports its family module on first use)."""
+    entry = spec(name)
+    if name not in _FUNCTIONS:
+        importlib.import_module(entry.module)
+    return _FUNCTIONS[name]
+
+
+def markdown_table() -> str:
+    """The README's method table, generated from :data:`SPECS`."""
+    rows = ["| method | returns | what it computes | paper | options (default) |", "|---|---|---|---|---|"]
+    for s in SPECS:
+        opts = ", ".join(f"`{o.name}` ({o.default!r})" for o in s.options if o.name != "truncate")
+        rows.append(f"| `{s.name}` | {s.kind} | {s.summary} | {s.paper} | {opts} |")
+    return "\n".join(rows)
