@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from xattr_lab import robustness as R
-from xattr_lab.models import XattrError
+from xattr_lab.errors import XattrError
+from xattr_lab.evaluation import perturbations as P
+from xattr_lab.evaluation import robustness_report as RR
 
 
 # ---------------------------------------------------------------------------- naive references
@@ -306,7 +308,7 @@ def test_substitutions_keep_prediction_and_respect_budget_and_seed(tiny, arch, k
 
 def test_neighbour_substitution_uses_nearest_embeddings(tiny):
     ex = tiny("bert")
-    words = R._Words.of(ex)
+    words = P._Words.of(ex)
     table = ex.model.get_input_embeddings().weight.detach()
     token_id = ex.tokenizer.convert_tokens_to_ids("film")
     near = words.nearest(token_id, table[token_id], 5)
@@ -322,7 +324,7 @@ def test_neighbour_substitution_uses_nearest_embeddings(tiny):
 
 def test_substitution_never_touches_subword_or_contraction_pieces(tiny):
     ex = tiny("bert")
-    state = R._Text(ex, "It's an unbelievably dull film, isn't it?")
+    state = P._Text(ex, "It's an unbelievably dull film, isn't it?")
     tokens = state.encoding.tokens
     chosen = [tokens[i] for i in state.eligible()]
     assert "s" not in chosen and "t" not in chosen and not any(t.startswith("##") for t in chosen)
@@ -338,7 +340,7 @@ def test_attack_keeps_prediction_and_reports_mass(tiny, arch):
     assert len(info["topk_mass"]) == len(pert.positions) + 1
     attribution = ex.attribute(pert.text, method="attention")
     keep = ~np.asarray(ex.encode(pert.text).special_mask)
-    mass = R._topk_mass(attribution.scores, keep, np.asarray(info["top"]))
+    mass = P._topk_mass(attribution.scores, keep, np.asarray(info["top"]))
     assert mass == pytest.approx(info["topk_mass"][-1])
     again = R.attribution_attack(ex, TEXTS[0], method="attention", budget=2, seed=0, k=3, candidates=3)
     assert again.text == pert.text
@@ -353,10 +355,16 @@ def test_bad_budget_and_kind(tiny):
 
 
 # ---------------------------------------------------------------------------- report
-def test_report_on_tiny_bert_with_attention_and_an_unavailable_method(tiny, monkeypatch):
-    from xattr_lab import models
+def _fake_method(monkeypatch, name: str, module: str) -> None:
+    """Register an attribution method ``name`` implemented (or not) by ``module``, for this test only."""
+    from xattr_lab.methods import registry
 
-    monkeypatch.setitem(models._METHODS, "fake", ("xattr_lab._no_such_module_for_tests", "attribute"))
+    monkeypatch.setitem(registry._BY_NAME, name, registry.MethodSpec(name, "attribution", module, "test stub"))
+    monkeypatch.setattr(registry, "ATTRIBUTION_METHODS", (*registry.ATTRIBUTION_METHODS, name))
+
+
+def test_report_on_tiny_bert_with_attention_and_an_unavailable_method(tiny, monkeypatch):
+    _fake_method(monkeypatch, "fake", "xattr_lab._no_such_module_for_tests")
     ex = tiny("bert")
     table = R.robustness_report(ex, TEXTS, methods=("attention", "fake"), perturbations=("random", "neighbour", "attack"),
                                 k=3, w=3, budget=2, seed=0, progress=False, attack_options={"candidates": 2})
@@ -388,12 +396,10 @@ def test_report_values_match_a_manual_computation(tiny):
 
 
 def test_method_unavailable_reports_missing_modules_and_functions(monkeypatch):
-    from xattr_lab import models
-
     assert R.method_unavailable("attention") is None
-    monkeypatch.setitem(models._METHODS, "fake", ("xattr_lab._no_such_module_for_tests", "attribute"))
+    _fake_method(monkeypatch, "fake", "xattr_lab._no_such_module_for_tests")
     assert "cannot be imported" in R.method_unavailable("fake")
-    monkeypatch.setitem(models._METHODS, "fake2", ("xattr_lab.results", "no_such_function"))
+    _fake_method(monkeypatch, "fake2", "xattr_lab.results")
     assert "not implemented" in R.method_unavailable("fake2")
     with pytest.raises(XattrError):
         R.method_unavailable("nope")
@@ -414,8 +420,44 @@ def test_mean_ci_matches_student_t_and_is_clipped():
     from scipy import stats
 
     values = [0.2, 0.5, 0.9, 0.4]
-    mean, lo, hi = R._mean_ci(values)
+    mean, lo, hi = RR._mean_ci(values)
     expected = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
     assert mean == pytest.approx(np.mean(values)) and (lo, hi) == pytest.approx(expected)
-    assert R._mean_ci([1.0, 1.0, 0.0], bounds=(0.0, 1.0))[2] == 1.0
-    assert np.isnan(R._mean_ci([0.5])[1]) and np.isnan(R._mean_ci([])[0])
+    assert RR._mean_ci([1.0, 1.0, 0.0], bounds=(0.0, 1.0))[2] == 1.0
+    assert np.isnan(RR._mean_ci([0.5])[1]) and np.isnan(RR._mean_ci([])[0])
+
+
+# ---------------------------------------------------------------------------- layout
+def test_facade_reexports_every_public_name_of_the_three_layers():
+    import xattr_lab as xa
+    from xattr_lab.evaluation import robustness as metrics
+
+    assert xa.robustness is R
+    for module in (metrics, P, RR):
+        for name in module.__all__:
+            assert name in R.__all__ and getattr(R, name) is getattr(module, name), name
+    assert sorted(R.__all__) == sorted(metrics.__all__ + P.__all__ + RR.__all__)
+
+
+def test_evaluation_modules_import_only_lower_layers():
+    """docs/ARCHITECTURE.md: evaluation may use core, methods, results, errors, graphs; no front end or facade."""
+    import ast
+    import inspect
+
+    from xattr_lab.evaluation import robustness as metrics
+
+    allowed = {"core", "methods", "results", "errors", "graphs", "evaluation"}
+    for module in (metrics, P, RR):
+        package = module.__name__.split(".")[:-1]
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                names = [".".join(base + ([node.module] if node.module else []))]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "xattr_lab":
+                    assert len(parts) > 1 and parts[1] in allowed, (module.__name__, name)
