@@ -1,4 +1,4 @@
-"""Faithfulness metrics (DESIGN section 3), checked against probabilities computed by hand."""
+"""Faithfulness metrics (docs/ARCHITECTURE.md, section "Faithfulness"), checked against probabilities computed by hand."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Integrated Gradients, Sequential IG and gradient x input (DESIGN section 3).
+"""Integrated Gradients, Sequential IG and gradient x input (docs/ARCHITECTURE.md, section "Gradients").
 
 References: Captum's LayerIntegratedGradients on the word embeddings (same baseline, nodes and
 weights), completeness computed from independent forward passes, closed-form quadrature.

@@ -61,7 +61,7 @@ def test_package_metadata():
     lab = package["jupyterlab"]
     assert lab["extension"] is True and lab["outputDir"] == "dist" and lab["schemaDir"] == "schema"
     assert "@jupyter/builder" in package["devDependencies"]
-    assert "@jupyterlab/builder" not in package.get("devDependencies", {})  # fails offline (DESIGN section 1)
+    assert "@jupyterlab/builder" not in package.get("devDependencies", {})  # fails offline (the npm registry path of @jupyterlab/builder needs a download)
     assert "jupyter-builder build ." in package["scripts"]["build"]
     assert "install.json" in package["scripts"]["build"]  # jupyter-builder wipes dist/
     lock = json.loads((EXT / "package-lock.json").read_text())

@@ -206,18 +206,13 @@ def top_edges(edge_flow: np.ndarray, max_edges: int = 400, rel_floor: float = 1e
 def rollout(attentions: np.ndarray, upto: int | None = None, residual: float = 0.5) -> np.ndarray:
     """Attention rollout through layers 0..upto (inclusive) -> (n, n). attentions: (L, H, n, n).
 
-    Same definition as ``xattr_lab.flows.rollout`` (docs/ARCHITECTURE.md, section "Front end"), in
-    numpy for display.
+    The head-averaged maps through :func:`xattr_lab.graphs.rollout.rollout` (numpy only).
     """
+    from xattr_lab.graphs.rollout import rollout as rolled_out
+
     A = np.asarray(attentions, dtype=np.float64).mean(axis=1)
-    L, n, _ = A.shape
-    upto = L - 1 if upto is None else upto
-    result = np.eye(n)
-    for layer in range(upto + 1):
-        a = residual * np.eye(n) + (1.0 - residual) * A[layer]
-        a = a / np.clip(a.sum(axis=-1, keepdims=True), 1e-12, None)
-        result = a @ result
-    return result
+    upto = A.shape[0] - 1 if upto is None else upto
+    return rolled_out(A[: upto + 1], residual)[-1]
 
 
 def head_label(flat: int, n_heads: int) -> str:
@@ -231,3 +226,12 @@ def top_pairs(matrix: np.ndarray, k: int = 10) -> list[tuple[int, int, float]]:
     values = np.nan_to_num(M[rows, cols], nan=-np.inf)
     order = np.argsort(-values, kind="stable")[:k]
     return [(int(rows[o]), int(cols[o]), float(M[rows[o], cols[o]])) for o in order if values[o] > 0]
+
+
+def freeze(value):
+    """A hashable copy of nested dicts, lists and tuples (cache keys of the Explorer)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value

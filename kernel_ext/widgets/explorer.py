@@ -6,12 +6,16 @@ bar; a job counter drops results that a newer request has made stale, and result
 """
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 import time
 from typing import Any, Callable
 
 from xattr_lab.constants import DEFAULT_MODEL, SCHEMA
+
+#: Where ``load(name)`` comes from when the Explorer is given a model name and no loader.
+COMPUTE_PACKAGE = "xattr_lab"
 from xattr_lab.methods.registry import ATTRIBUTION_METHODS  # pure data, no torch
 from xattr_lab.target_spec import parse_target, target_text  # pure strings, no torch
 
@@ -23,14 +27,6 @@ __all__ = ["Explorer", "METHODS", "target_text"]
 
 #: Methods offered in the method picker: the registry's token-attribution methods.
 METHODS = ATTRIBUTION_METHODS
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
 
 
 class Explorer:
@@ -82,15 +78,14 @@ class Explorer:
         if self.model_name not in self.explainers:
             if self._loader is not None:
                 self.explainers[self.model_name] = self._loader(self.model_name)
-            else:
-                import xattr_lab
-
-                self.explainers[self.model_name] = xattr_lab.load(self.model_name)
+            else:  # the compute package, bound at run time: the front end never imports it (nor torch)
+                load = importlib.import_module(COMPUTE_PACKAGE).load
+                self.explainers[self.model_name] = load(self.model_name)
         return self.explainers[self.model_name]
 
     def _key(self, kind: str, method: str | None = None, extra: dict | None = None) -> tuple:
-        return (self.model_name, self.text, kind, method or "", repr(self.target), _freeze(self.options),
-                _freeze(extra or {}))
+        return (self.model_name, self.text, kind, method or "", repr(self.target), core.freeze(self.options),
+                core.freeze(extra or {}))
 
     # ------------------------------------------------------------------ compute
     def _compute(self, kind: str, method: str | None = None, extra: dict | None = None,
