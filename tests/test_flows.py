@@ -479,3 +479,15 @@ def test_to_networkx_export():
     assert nx.maximum_flow_value(G, "s", "t") == pytest.approx(sol.value, rel=1e-6)
     with pytest.raises(ValueError, match="capacities"):
         FlowResult(tokens=["a"], attributions=[1.0], edge_flow=np.ones((1, 1, 1)), value=1.0).to_networkx()
+
+
+@pytest.mark.parametrize("info", ["gf", "agf", "af"])
+def test_causal_lm_has_no_capacity_or_flow_on_future_edges(tiny, info):
+    # issue 16: GF kept the gradients of masked (future) attention entries as capacities
+    ex = tiny("gpt2")
+    f = ex.flow("the cat sat on a warm mat", info=info)
+    assert np.all(np.triu(f.capacities, 1) == 0)
+    assert np.all(np.triu(f.edge_flow, 1) == 0)
+    assert f.value > 0 and np.any(np.tril(f.capacities, -1) > 0)
+    g = ex.attribute("the cat sat on a warm mat", method="gaf", info=info)
+    np.testing.assert_allclose(g.scores, f.attributions, rtol=1e-9, atol=1e-15)

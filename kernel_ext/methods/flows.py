@@ -62,12 +62,21 @@ def _pick_sources(ex: "ModelSession", encoding, sources, valid: np.ndarray) -> l
     return sorted(set(out))
 
 
-def _capacities(cap, info: str, valid: np.ndarray) -> np.ndarray:
+def _edge_mask(ex: "ModelSession", valid: np.ndarray) -> np.ndarray:
+    """(m, m) attention mask over the valid positions: query i may attend to key j (j <= i for a
+    causal model). Padding is already left out by ``valid``."""
+    m = len(valid)
+    if ex.adapter.causal:
+        return np.tril(np.ones((m, m), dtype=bool))
+    return np.ones((m, m), dtype=bool)
+
+
+def _capacities(ex: "ModelSession", cap, info: str, valid: np.ndarray) -> np.ndarray:
     attn = cap.attentions.double().numpy()[:, :, valid][:, :, :, valid]
     grad = None
     if cap.attention_grads is not None:
         grad = cap.attention_grads.double().numpy()[:, :, valid][:, :, :, valid]
-    return information_tensor(attn, grad, info)
+    return information_tensor(attn, grad, info, mask=_edge_mask(ex, valid))
 
 
 def _embed(values: np.ndarray, valid: np.ndarray, n: int, axes: int) -> np.ndarray:
@@ -111,7 +120,7 @@ def explain_flow(
     encoding = cap.encoding
     valid = _valid_positions(encoding)
     picked = _pick_sources(ex, encoding, sources, valid)
-    C = mix_residual_capacity(_capacities(cap, info, valid), residual)
+    C = mix_residual_capacity(_capacities(ex, cap, info, valid), residual)
     device = solver_options.pop("device", ex.device)
     sol = barrier_max_flow(C, mu, picked, device=device, **solver_options)
     n = encoding.n
@@ -173,7 +182,7 @@ def attribute(ex: "ModelSession", text: str, *, method: str, target: Any = None,
     encoding = cap.encoding
     valid = _valid_positions(encoding)
     picked = _pick_sources(ex, encoding, sources, valid)
-    A = _capacities(cap, "af", valid)
+    A = _capacities(ex, cap, "af", valid)
     if method == "rollout":
         per_source = rollout(A, residual)[-1][picked]
     else:
