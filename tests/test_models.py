@@ -275,3 +275,23 @@ def test_model_without_attention_outputs(tiny, monkeypatch):
     monkeypatch.setattr(ex, "forward", no_attention)
     with pytest.raises(XattrError, match="no attention maps"):
         ex.capture("a fine film")
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "llama"])
+def test_special_tokens_typed_in_the_text_are_words(tiny, arch):
+    """Only tokens the tokenizer added are special: a literal "[MASK]" or "[UNK]" in the text is explained."""
+    ex = tiny(arch)
+    text = "a [UNK] and [MASK] or [PAD] film <|endoftext|>"
+    enc = ex.encode(text)
+    added = ex.tokenizer(text, return_special_tokens_mask=True)["special_tokens_mask"]
+    assert enc.special_mask == [bool(f) for f in added]
+    typed = [t for t, s in zip(enc.tokens, enc.special_mask) if t in ("[UNK]", "[MASK]", "[PAD]", "<|endoftext|>")]
+    assert typed, "the tokenizer should keep at least one typed special string as one token"
+    assert not any(s for t, s in zip(enc.tokens, enc.special_mask) if t in ("[UNK]", "[MASK]", "[PAD]", "<|endoftext|>"))
+    if arch in ("bert", "roberta"):
+        assert enc.special_mask[0] and enc.special_mask[-1]  # [CLS] ... [SEP] stay special
+    # ([PAD] is left out below: its embedding row is the zero vector in these models, so it scores 0 as a word too)
+    a = ex.attribute(text, method="ig", steps=8, baseline="zero")
+    for i, token in enumerate(a.tokens):
+        if token in ("[UNK]", "[MASK]"):
+            assert a.raw[i] != 0.0, f"typed {token} at {i} scored 0 as if special"

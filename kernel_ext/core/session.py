@@ -159,7 +159,7 @@ class ModelSession:
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         if not text.strip():
             raise InputError("the text is empty: give at least one word to explain")
-        full = self.tokenizer(text, return_tensors="pt", truncation=False)
+        full = self.tokenizer(text, return_tensors="pt", truncation=False, return_special_tokens_mask=True)
         input_ids = full["input_ids"]
         truncated = 0
         limit = self.max_length
@@ -170,13 +170,19 @@ class ModelSession:
                     "Shorten it, or pass truncate=True to keep the first tokens."
                 )
             truncated = input_ids.shape[1] - limit
-            full = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
+            full = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=limit,
+                                  return_special_tokens_mask=True)
             input_ids = full["input_ids"]
             warnings.warn(f"text truncated to {limit} tokens: the last {truncated} tokens were dropped", stacklevel=2)
         ids = input_ids[0].tolist()
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
-        special_ids = set(self.tokenizer.all_special_ids)
-        special = [i in special_ids for i in ids]
+        # Special = added by the tokenizer ([CLS], [SEP], BOS...). "[MASK]" or "[UNK]" typed inside the
+        # text is the user's word and is explained like any other.
+        if "special_tokens_mask" in full:
+            special = [bool(flag) for flag in full["special_tokens_mask"][0].tolist()]
+        else:  # tokenizers that cannot say: fall back to the special-token ids
+            special_ids = set(self.tokenizer.all_special_ids)
+            special = [i in special_ids for i in ids]
         mask = full.get("attention_mask", torch.ones_like(input_ids))
         return Encoding(text, input_ids.to(self.device), mask.to(self.device), tokens, special, truncated)
 
