@@ -7,7 +7,9 @@
     xattr evaluate texts.txt --methods ig,sig --k 0.2 --csv faithfulness.csv
     xattr lab [--no-browser]
 
-HTML pages are self-contained (BokehJS inlined, no CDN); PNGs are drawn with matplotlib.
+HTML pages are self-contained (BokehJS inlined, no CDN); PNGs are drawn with matplotlib. The parser
+and the dispatcher are those of ``%xattr`` (:mod:`xattr_lab.commands`; docs/ARCHITECTURE.md, section
+"Commands"): this module prints the tables and runs ``lab``.
 """
 from __future__ import annotations
 
@@ -23,13 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .magic import circuit_kwargs, circuit_options
-
-
-def _target(value: str | None):
-    from .magic import parse_target
-
-    return parse_target(value)
+from . import commands
+from .errors import UsageError
 
 
 def format_table(attribution) -> str:
@@ -102,149 +99,41 @@ def standalone_html(attribution) -> str:
 
 
 # ---------------------------------------------------------------------------- parser
-def _outputs(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument("--html", default=f"xattr-{command}.html",
-                   help=f"write a self-contained interactive HTML view here (default xattr-{command}.html; '' to skip)")
-    p.add_argument("--png", default=None, help="write a PNG here")
-    p.add_argument("--json", default=None, help="write the result's JSON here")
-
-
-def _model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="minilm-rt", help="embedded alias, local directory or hub id (default: minilm-rt)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xattr", description="Explain Transformer predictions (xattr-lab).")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("explain", help="token attributions for one text")
-    p.add_argument("text", help="the text to explain")
-    _model(p)
-    p.add_argument("--method", default="attention", help="attention, rollout, attention_flow, gaf, ig, sig, grad_x_input")
-    p.add_argument("--target", default=None, help="class index/label, token, or 'a,b' for a logit difference")
-    p.add_argument("--steps", default=None, help="quadrature steps (ig, sig): an int; 'auto' or 'exact' for sig")
-    _outputs(p, "explain")
-
-    p = sub.add_parser("flow", help="generalized attention flow (GAF) through the layers")
-    p.add_argument("text")
-    _model(p)
-    p.add_argument("--target", default=None)
-    p.add_argument("--info", default="agf", choices=("agf", "af", "gf"))
-    _outputs(p, "flow")
-
-    p = sub.add_parser("heads", help="attention entropy, patterns and cone index of every head")
-    p.add_argument("text")
-    _model(p)
-    _outputs(p, "heads")
-
-    p = sub.add_parser("circuit", help="SAE circuit codes over attention heads")
-    _model(p)
-    p.add_argument("--positive", required=True, help="text file: one positive prompt per line")
-    p.add_argument("--negative", required=True, help="text file: one negative prompt per line")
-    p.add_argument("--features", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=500)
-    p.add_argument("--examples", type=int, default=10)
-    circuit_options(p)
-    _outputs(p, "circuit")
-
-    p = sub.add_parser("evaluate", help="faithfulness of attribution methods over texts")
-    p.add_argument("texts", help="text file: one text per line")
-    _model(p)
-    p.add_argument("--methods", default=None, help="comma-separated methods (default: the paper's set)")
-    p.add_argument("--k", type=float, default=0.2, help="top-k fraction (default 0.2)")
-    p.add_argument("--no-cache", action="store_true", help="do not reuse or store per-text results")
-    p.add_argument("--csv", default=None, help="write the table as CSV here")
-    p.add_argument("--json", default=None, help="write the table as JSON (records) here")
-
+def _lab_parser(sub) -> None:
     p = sub.add_parser("lab", help="open JupyterLab (127.0.0.1) on the quickstart notebook")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser; print the URL")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--notebook", default=None, help="notebook to open (default examples/01_quickstart.ipynb)")
     p.add_argument("--dry-run", action="store_true", help="print the command and URL, start nothing")
-    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``xattr`` parser: :func:`xattr_lab.commands.build_parser` for the CLI, plus ``lab``."""
+    return commands.build_parser("cli", extra=_lab_parser)
 
 
 # ---------------------------------------------------------------------------- commands
-def _write_view(result, args) -> None:
-    from xattr_lab import widgets
-
-    if not (args.html or args.png or getattr(args, "json", None)):
-        return
-    view = widgets.view(result, display=False)
-    if args.html:
-        view.to_html(args.html)
-        print(f"\nwrote {args.html}")
-    if args.png:
-        view.to_png(args.png)
-        print(f"wrote {args.png}")
-    if args.json:
-        Path(args.json).write_text(result.to_json(), encoding="utf-8")
-        print(f"wrote {args.json}")
-
-
-def _read_lines(path: str) -> list[str]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}") from error
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"{path} holds no text (one per line)")
-    return lines
-
-
-def _steps_option(method: str, value) -> dict:
-    """The magic's rule: {"steps": int | 'auto' | 'exact'} for ig/sig; a clear error otherwise."""
-    from .magic import UsageError, steps_option
-
-    try:
-        return steps_option(method, value)
-    except UsageError as error:
-        raise ValueError(str(error).split("\n")[0]) from None
-
-
 def run_command(args) -> int:
-    import xattr_lab as xa
-
-    ex = xa.load(args.model, device=args.device)
+    """Run a shared verb (:func:`xattr_lab.commands.run`), print its table and write the files asked for."""
+    result = commands.run(args, commands.FileInputs(), cache=False)
     if args.command == "explain":
-        result = ex.attribute(args.text, method=args.method, target=_target(args.target),
-                              **_steps_option(args.method, args.steps))
-        print(f"model {ex.name} predicts {result.prediction}")
+        print(f"model {result.model} predicts {result.prediction}")
         print(f"{result.method} attributions for target {result.target_label or result.target}:\n")
         print(format_table(result))
     elif args.command == "flow":
-        result = ex.flow(args.text, info=args.info, target=_target(args.target))
-        print(f"model {ex.name}; {args.info} flow for target {result.target_label or result.target}: value {result.value:.6g}\n")
+        print(f"model {result.model}; {args.info} flow for target {result.target_label or result.target}: "
+              f"value {result.value:.6g}\n")
         print(token_table(result.tokens, result.attributions, header="flow"))
     elif args.command == "heads":
-        result = ex.heads(args.text)
-        print(f"model {ex.name}: entropy (nats) and pattern per head\n")
+        print(f"model {result.model}: entropy (nats) and pattern per head\n")
         print(heads_table(result))
     elif args.command == "circuit":
-        positive, negative = _read_lines(args.positive), _read_lines(args.negative)
-        result = ex.circuit(positive, negative, **circuit_kwargs(args))
-        print(f"model {ex.name}: SAE circuit over {len(positive)} positive / {len(negative)} negative prompts\n")
+        print(f"model {result.model}: SAE circuit over {len(result.codes_positive)} positive / "
+              f"{len(result.codes_negative)} negative prompts\n")
         print(circuit_table(result))
     else:  # evaluate
-        from xattr_lab import faithfulness
-
-        kwargs = {"k": args.k}
-        if args.no_cache:
-            kwargs["cache"] = False
-        if args.methods:
-            kwargs["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-        table = faithfulness.evaluate(ex, _read_lines(args.texts), **kwargs)
-        print(table.to_string())
-        if args.csv:
-            table.to_csv(args.csv, index=False)
-            print(f"\nwrote {args.csv}")
-        if args.json:
-            Path(args.json).write_text(table.to_json(orient="records"), encoding="utf-8")
-            print(f"wrote {args.json}")
-        return 0
-    _write_view(result, args)
+        print(result.to_string())
+    commands.write_outputs(result, args)
     return 0
 
 
@@ -301,14 +190,21 @@ def run_lab(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = commands.parse_args(parser, sys.argv[1:] if argv is None else argv)
+    except UsageError as error:  # argparse's convention: help on stdout (status 0), errors on stderr (2)
+        status = getattr(error, "status", 2)
+        print(commands.describe(error, parser.prog), file=sys.stdout if status == 0 else sys.stderr)
+        raise SystemExit(status) from None
     if args.command == "lab":
         return run_lab(args)
     try:
         return run_command(args)
-    except (ValueError, TypeError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"xattr: error: {message}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError) as error:  # UsageError, XattrError and friends: the message names the fix
+        if isinstance(error, KeyError) and error.args:
+            error = ValueError(error.args[0])
+        print(commands.describe(error, parser.prog), file=sys.stderr)
         return 2
 
 

@@ -110,3 +110,120 @@ def test_evaluate_reads_texts_and_writes_csv(tmp_path, capsys):
     assert "comprehensiveness" in capsys.readouterr().out
     lines = (tmp_path / "t.csv").read_text().splitlines()
     assert lines[0].startswith("method,metric,mean") and len(lines) == 4
+
+
+# ---------------------------------------------------------------------------- one parser for %xattr and xattr
+def _signature(parser):
+    """verb -> {option or positional: what it accepts}, less what may differ (inputs' metavar, --html default)."""
+    verbs = {}
+    for verb, sub in parser.verbs.items():
+        accepted = {}
+        for action in sub._actions:
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            default = None if action.dest == "html" else action.default
+            accepted[name] = (action.dest, action.nargs, action.choices, action.type, action.const,
+                              action.required, default)
+        verbs[verb] = accepted
+    return verbs
+
+
+def test_magic_and_cli_share_one_parser():
+    from xattr_lab import commands, magic
+
+    magic_verbs, cli_verbs = _signature(magic.build_parser()), _signature(cli.build_parser())
+    assert set(cli_verbs) - set(magic_verbs) == {"lab"}  # lab is the CLI's own
+    assert set(magic_verbs) == set(commands.VERBS)
+    for verb in commands.VERBS:
+        magic_options = dict(magic_verbs[verb])
+        magic_options.pop("--out")  # the magic's namespace output (the CLI writes files instead)
+        assert magic_options == cli_verbs[verb], verb
+    # the inputs: a NAME in the namespace for the magic, a FILE for the CLI
+    for parser, source in ((magic.build_parser(), "NAME"), (cli.build_parser(), "FILE")):
+        circuit = {a.dest: a.metavar for a in parser.verbs["circuit"]._actions}
+        evaluate = {a.dest: a.metavar for a in parser.verbs["evaluate"]._actions}
+        assert circuit["positive"] == circuit["negative"] == evaluate["texts"] == source
+    # method names and option defaults come from the registry
+    from xattr_lab.methods import registry
+
+    explain_help = magic.build_parser().verbs["explain"].format_help()
+    assert all(name in explain_help for name in registry.ATTRIBUTION_METHODS)
+    defaults = registry.spec("circuit").option_defaults()
+    args = commands.parse_args(cli.build_parser(), ["circuit"])
+    assert commands.circuit_kwargs(args) == defaults
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["explain", "x", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+    (["heads", "x", "--target", "1"], "unrecognized arguments: --target 1"),
+    (["circuit", "--position", "last"], "argument --position: invalid token_position value: 'last'"),
+    (["flow", "x", "--info", "zz"], "argument --info: invalid choice: 'zz'"),
+    (["evaluate", "--k", "many"], "argument --k: invalid float value: 'many'"),
+])
+def test_magic_and_cli_give_the_same_usage_error(argv, expected, capsys):
+    import shlex
+
+    from xattr_lab import commands, magic
+
+    errors = []
+    for parser in (magic.build_parser(), cli.build_parser()):
+        with pytest.raises(commands.UsageError) as caught:
+            commands.parse_args(parser, argv)
+        errors.append(caught.value)
+    assert str(errors[0]) == str(errors[1]) and expected in str(errors[0])
+    # as the front ends print them: "%xattr <verb>: error: ..." and "xattr <verb>: error: ..."
+    with pytest.raises(commands.UsageError) as caught:
+        magic.run(shlex.join(argv))
+    shown = commands.describe(caught.value, "%xattr").splitlines()[0]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == shown[1:] == f"xattr {argv[0]}: error: {errors[0]}"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["explain", "x", "--steps", "many"], "--steps takes an integer, 'auto' or 'exact' (sig), not 'many'"),
+    (["explain", "x", "--method", "attention", "--steps", "8"], "--steps applies to the ig and sig methods"),
+    (["explain", "x", "--method", "nope"], "unknown method 'nope'"),
+    (["circuit", "--positive", "p"], "circuit: give both --positive"),
+])
+def test_option_errors_are_the_same_before_any_model_loads(argv, expected, capsys):
+    import shlex
+
+    from xattr_lab import commands, magic
+
+    with pytest.raises(commands.UsageError, match=re.escape(expected)) as caught:
+        magic.run(shlex.join(argv + ["--model", "not-loaded"]))
+    assert cli.main(argv + ["--model", "not-loaded", "--html", ""]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.startswith("xattr: error: ")
+    if "give both" not in expected:  # the inputs' wording names a NAME or a FILE
+        assert err.strip() == f"xattr: error: {caught.value}"
+
+
+def test_cli_usage_errors_help_and_defaults(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["-h"])
+    assert exit_.value.code == 0 and "lab" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([])
+    assert exit_.value.code == 2 and "usage: xattr" in capsys.readouterr().err
+    assert cli.main(["circuit", "--html", ""]) == 2
+    assert "give --positive FILE --negative FILE" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--csv", str(tmp_path / "t.csv")]) == 2
+    assert "give a text file" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("\n \n")
+    assert cli.main(["evaluate", str(tmp_path / "empty.txt")]) == 2
+    assert "holds no texts" in capsys.readouterr().err
+    # like %xattr "text", a first word that is no verb means explain
+    assert cli.main(["a fine film", "--model", "tiny-bert", "--html", ""]) == 0
+    assert "attention attributions" in capsys.readouterr().out
+
+
+def test_commands_import_neither_torch_numpy_nor_the_widgets():
+    import subprocess
+    import sys
+
+    code = ("import sys, xattr_lab.commands, xattr_lab.magic; xattr_lab.magic.build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'xattr_lab.widgets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

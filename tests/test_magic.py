@@ -176,3 +176,15 @@ def test_review_fixes_for_bad_options(tiny):
     with pytest.raises(UsageError, match="Python name"):
         magic.run('explain "a good movie" --model tiny-bert --method attention --out class', namespace=namespace)
     assert namespace == {}
+
+
+def test_magic_writes_the_files_the_cli_writes(ip, tmp_path, capsys):
+    """--html/--png/--json (evaluate: --csv/--json) are the CLI's options, from the one parser."""
+    import json
+
+    path = tmp_path / "h.json"
+    run(ip, f'%xattr heads "a fine film" --json {path} --out h2')
+    assert json.loads(path.read_text())["kind"] == "heads" and f"wrote {path}" in capsys.readouterr().out
+    csv = tmp_path / "t.csv"
+    run(ip, f"%%xattr evaluate --methods attention --no-cache --csv {csv}\na good film\na bad film\n")
+    assert csv.read_text().startswith("method,metric,mean")

@@ -1,0 +1,399 @@
+"""One parser and one dispatcher for ``%xattr`` and the ``xattr`` command (docs/ARCHITECTURE.md, section "Commands").
+
+Both front ends parse with :func:`build_parser` and run with :func:`run`: the same verbs (explain, flow,
+heads, circuit, evaluate), the same options, the same errors. They differ only where they must:
+
+- inputs: ``%xattr`` reads a NAME (a list in the namespace) or the ``%%xattr`` cell body
+  (:class:`NamespaceInputs`); ``xattr`` reads a FILE, one text or prompt per line (:class:`FileInputs`);
+- outputs: ``%xattr`` returns the result for display and ``--out NAME`` stores it; ``xattr`` prints a table
+  and writes ``--html`` by default. Both write ``--html/--png/--json`` (evaluate: ``--csv/--json``);
+- verbs: ``xattr`` adds ``lab``.
+
+Method names and option help come from :mod:`xattr_lab.methods.registry`. This module imports neither
+torch, numpy nor the widgets; the explainer and the widgets load when a command runs.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .constants import DEFAULT_MODEL
+from .errors import UsageError
+from .methods import registry
+from .target_spec import parse_target, token_position
+
+#: Defaults of ``%xattr`` (the JupyterLab settings update this dict); ``xattr`` uses the same.
+DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "method": "attention", "colour_map": "RdBu", "device": "auto"}
+#: The explainers loaded in this process, by (model, device): loaded once per kernel.
+EXPLAINERS: dict[tuple[str, str], Any] = {}
+#: The verbs both front ends share (the CLI adds ``lab``).
+VERBS = ("explain", "flow", "heads", "circuit", "evaluate")
+COMMANDS = VERBS
+
+#: Methods that take ``--steps`` (those whose registry entry has a ``steps`` option).
+STEPPED_METHODS = tuple(s.name for s in registry.SPECS if "steps" in s.option_defaults())
+
+_FRONT_ENDS: dict[str, dict[str, Any]] = {
+    "magic": {
+        "prog": "%xattr", "description": "Explain a Transformer prediction inline (xattr-lab).",
+        "epilog": "With %%xattr the cell body is the text. Defaults: xattr_lab.magic.DEFAULTS.",
+        "source": "NAME", "text": "the text (or use %%%%xattr with the text as the cell body)",
+        "prompts": "name of a list of {} prompts in the namespace",
+        "texts": "name of a list of texts in the namespace (or one per line in a %%%%xattr evaluate cell)",
+        "html": None,
+    },
+    "cli": {
+        "prog": "xattr", "description": "Explain Transformer predictions (xattr-lab).", "epilog": None,
+        "source": "FILE", "text": "the text to explain", "prompts": "text file: one {} prompt per line",
+        "texts": "text file: one text per line", "html": "xattr-{}.html",
+    },
+}
+
+
+# ---------------------------------------------------------------------------- errors
+class ArgumentsError(UsageError):
+    """argparse rejected the arguments: ``str()`` is its message (the same from both front ends)."""
+
+    def __init__(self, message: str, prog: str = "", usage: str = ""):
+        super().__init__(message)
+        self.prog, self.usage = prog, usage
+
+
+class HelpRequested(UsageError):
+    """``-h`` (status 0) or no command at all (status 2): ``str()`` is the help text."""
+
+    def __init__(self, text: str, status: int = 0):
+        super().__init__(text)
+        self.status = status
+
+
+def describe(error: Exception, prog: str) -> str:
+    """What a front end prints for ``error``: the help as is, else ``prog: error: message`` (and the usage)."""
+    if isinstance(error, HelpRequested):
+        return str(error).rstrip()
+    text = f"{getattr(error, 'prog', '') or prog}: error: {error}"
+    usage = getattr(error, "usage", "")
+    return f"{text}\n\n{usage}".rstrip() if usage else text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises :class:`UsageError` instead of printing and exiting, so the magic never ends the kernel."""
+
+    def error(self, message):
+        raise ArgumentsError(message, prog=self.prog, usage=self.format_usage())
+
+    def exit(self, status=0, message=None):
+        raise ArgumentsError((message or "").strip(), prog=self.prog, usage=self.format_usage())
+
+    def print_help(self, file=None):
+        raise HelpRequested(self.format_help())
+
+
+# ---------------------------------------------------------------------------- the parser
+def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``%xattr`` (``front_end="magic"``) or ``xattr`` (``"cli"``).
+
+    ``extra(subparsers)`` may add front-end verbs (the CLI's ``lab``). The parser's ``verbs`` attribute
+    maps every verb it knows to its subparser.
+    """
+    if front_end not in _FRONT_ENDS:
+        raise ValueError(f"front_end is 'magic' or 'cli', not {front_end!r}")
+    fe = _FRONT_ENDS[front_end]
+    parser = _Parser(prog=fe["prog"], description=fe["description"], epilog=fe["epilog"])
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("explain", help="token attributions for a text", description="token attributions for a text")
+    p.add_argument("text", nargs="*", help=fe["text"])
+    _model(p)
+    p.add_argument("--method", default=None, help=f"one of {', '.join(registry.ATTRIBUTION_METHODS)} "
+                                                  f"(default {DEFAULTS['method']})")
+    _target(p)
+    steps = _option("ig", "steps")
+    p.add_argument("--steps", default=None, help=f"{' and '.join(STEPPED_METHODS)} only: {steps.help} "
+                                                 f"(default {steps.default})")
+    _outputs(p, "explain", front_end)
+
+    p = sub.add_parser("flow", help="generalized attention flow (GAF) through the layers",
+                       description=registry.spec("flow").summary)
+    p.add_argument("text", nargs="*", help=fe["text"])
+    _model(p)
+    _target(p)
+    info = _option("flow", "info")
+    p.add_argument("--info", default=info.default, choices=getattr(info, "choices", None) or ("agf", "af", "gf"),
+                   help=f"{info.help} (default {info.default})")
+    _outputs(p, "flow", front_end)
+
+    p = sub.add_parser("heads", help="attention geometry of every head", description=registry.spec("heads").summary)
+    p.add_argument("text", nargs="*", help=fe["text"])
+    _model(p)
+    _outputs(p, "heads", front_end)
+
+    circuit = registry.spec("circuit")
+    p = sub.add_parser("circuit", help="SAE circuit codes over attention heads", description=circuit.summary)
+    _model(p)
+    for side in ("positive", "negative"):
+        p.add_argument(f"--{side}", default=None, metavar=fe["source"], help=fe["prompts"].format(side))
+    for option in circuit.options:
+        flag = "--" + option.name.replace("_", "-")
+        if isinstance(option.default, bool):
+            p.add_argument(flag, action="store_true", help=option.help)
+        else:
+            kind = token_position if option.name == "position" else type(option.default)
+            p.add_argument(flag, type=kind, default=option.default, help=f"{option.help} (default {option.default})")
+    _outputs(p, "circuit", front_end)
+
+    p = sub.add_parser("evaluate", help="faithfulness of attribution methods over texts",
+                       description="faithfulness table (log-odds, comprehensiveness, sufficiency)")
+    p.add_argument("texts", nargs="?", default=None, metavar=fe["source"], help=fe["texts"])
+    _model(p)
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated: {', '.join(registry.ATTRIBUTION_METHODS)} or the paper's labels "
+                        "(faithfulness.PAPER_METHODS, e.g. ig[pad]); default: the paper's set")
+    p.add_argument("--k", type=float, default=0.2, help="top-k fraction (default 0.2)")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse or store per-text results")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write the table as CSV here")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the table as JSON (records) here")
+    _namespace_output(p, front_end)
+
+    if extra is not None:
+        extra(sub)
+    parser.verbs = dict(sub.choices)
+    return parser
+
+
+def _option(method: str, name: str) -> registry.Option:
+    return next(o for o in registry.spec(method).options if o.name == name)
+
+
+def _model(p) -> None:
+    p.add_argument("--model", default=None, help=f"embedded alias, local directory or hub id "
+                                                 f"(default {DEFAULTS['model']})")
+    p.add_argument("--device", default=None, help=f"auto, cpu or cuda (default {DEFAULTS['device']})")
+
+
+def _target(p) -> None:
+    p.add_argument("--target", default=None, help="class index/label, token, or 'a,b' for a logit difference "
+                                                  "(default: the predicted class or token)")
+
+
+def _outputs(p, verb: str, front_end: str) -> None:
+    html = (_FRONT_ENDS[front_end]["html"] or "").format(verb) or None
+    default = f" (default {html}; '' to skip)" if html else ""
+    p.add_argument("--html", default=html, metavar="FILE",
+                   help=f"write a self-contained interactive HTML view here{default}")
+    p.add_argument("--png", default=None, metavar="FILE", help="write a PNG here")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the result's JSON here")
+    _namespace_output(p, front_end)
+
+
+def _namespace_output(p, front_end: str) -> None:
+    if front_end == "magic":
+        p.add_argument("--out", default=None, metavar="NAME", help="also store the result as NAME in the namespace")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str], cell: str | None = None) -> argparse.Namespace:
+    """Parse ``argv``; a first word that is no verb means ``explain`` (``%xattr "text"``, ``xattr "text"``).
+
+    No arguments (and no cell body) asks for the help. Raises :class:`UsageError`.
+    """
+    argv = list(argv)
+    if not argv and cell is None:
+        raise HelpRequested(parser.format_help(), status=2)
+    if not argv or (argv[0] not in parser.verbs and argv[0] not in ("-h", "--help")):
+        argv = ["explain"] + argv
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported with the verb's usage, not the top level's
+        parser.verbs.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+# ---------------------------------------------------------------------------- options
+def steps_option(method: str, value) -> dict:
+    """{"steps": int | 'auto' | 'exact'} for the methods that take steps; a usage error otherwise."""
+    if value is None:
+        return {}
+    if value in ("auto", "exact"):
+        steps = value
+    else:
+        try:
+            steps = int(value)
+        except ValueError:
+            raise UsageError(f"--steps takes an integer, 'auto' or 'exact' (sig), not {value!r}") from None
+    if method not in STEPPED_METHODS:
+        raise UsageError(f"--steps applies to the {' and '.join(STEPPED_METHODS)} methods, not {method!r}")
+    return {"steps": steps}
+
+
+def circuit_kwargs(args) -> dict:
+    """The circuit options of ``args``, by their registry names."""
+    return {o.name: getattr(args, o.name) for o in registry.spec("circuit").options}
+
+
+def options(args) -> dict:
+    """The keyword arguments of the verb, checked before any model loads."""
+    verb = args.command
+    if verb == "explain":
+        method = args.method or DEFAULTS["method"]
+        if method not in registry.ATTRIBUTION_METHODS:
+            raise UsageError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")
+        return {"method": method, "target": parse_target(args.target), **steps_option(method, args.steps)}
+    if verb == "flow":
+        return {"info": args.info, "target": parse_target(args.target)}
+    if verb == "circuit":
+        return circuit_kwargs(args)
+    if verb == "evaluate":
+        kwargs: dict[str, Any] = {"k": args.k}
+        if args.no_cache:
+            kwargs["cache"] = False
+        if args.methods:
+            kwargs["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+        return kwargs
+    return {}
+
+
+# ---------------------------------------------------------------------------- inputs
+def _lines(text: str | None) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+class Inputs:
+    """Where a front end finds texts and prompts; subclasses say how a ``NAME``/``FILE`` is read."""
+
+    source = "NAME"
+    text_hint = ""
+    texts_hint = ""
+    prompts_hint = ""
+
+    def __init__(self, cell: str | None = None):
+        self.cell = cell
+
+    def read(self, name: str, what: str) -> list[str]:
+        raise NotImplementedError
+
+    def text(self, args) -> str:
+        text = " ".join(args.text) or (self.cell or "").strip()
+        if not text:
+            raise UsageError(f"{args.command}: give a text{self.text_hint}")
+        return text
+
+    def texts(self, args) -> list[str]:
+        texts = self.read(args.texts, "texts") if args.texts else _lines(self.cell)
+        if not texts:
+            raise UsageError(f"evaluate: {self.texts_hint}")
+        return texts
+
+    def prompts(self, args) -> tuple[list[str], list[str]]:
+        src = self.source
+        if args.positive or args.negative:
+            if not (args.positive and args.negative):
+                raise UsageError(f"circuit: give both --positive {src} and --negative {src}")
+            return self.read(args.positive, "positive prompts"), self.read(args.negative, "negative prompts")
+        lines = [line.strip() for line in (self.cell or "").splitlines()]
+        if "---" not in lines:
+            raise UsageError(f"circuit: give --positive {src} --negative {src}{self.prompts_hint}")
+        split = lines.index("---")
+        return _lines("\n".join(lines[:split])), _lines("\n".join(lines[split + 1:]))
+
+
+class NamespaceInputs(Inputs):
+    """``%xattr``: a NAME is a variable of the user namespace; the ``%%xattr`` cell body is text."""
+
+    text_hint = ", or use %%xattr with the text as the cell body"
+    texts_hint = ("name a list of texts (e.g. %xattr evaluate TEXTS) or put one per line in a "
+                  "%%xattr evaluate cell")
+    prompts_hint = ", or a %%xattr circuit cell with positives, a line '---', then negatives"
+
+    def __init__(self, cell: str | None = None, namespace: dict | None = None):
+        super().__init__(cell)
+        self.namespace = {} if namespace is None else namespace
+
+    def read(self, name: str, what: str) -> list[str]:
+        if name not in self.namespace:
+            raise UsageError(f"no variable {name!r} in the namespace (it should hold the {what})")
+        value = self.namespace[name]
+        return [value] if isinstance(value, str) else list(value)
+
+
+class FileInputs(Inputs):
+    """``xattr``: a FILE holds one text or prompt per line."""
+
+    source = "FILE"
+    texts_hint = "give a text file, one text per line (xattr evaluate FILE)"
+
+    def read(self, name: str, what: str) -> list[str]:
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"cannot read {name}: {error.strerror}") from error
+        lines = _lines(text)
+        if not lines:
+            raise UsageError(f"{name} holds no {what} (one per line)")
+        return lines
+
+
+# ---------------------------------------------------------------------------- run
+def explainer(model: str | None = None, device: str | None = None, cache: bool = True):
+    """The Explainer for ``model`` (default ``DEFAULTS['model']``); kept in :data:`EXPLAINERS` unless not ``cache``."""
+    from .explainer import load  # xattr_lab.load; the package root would reach back up to the front ends
+
+    model = model or DEFAULTS["model"]
+    device = device or DEFAULTS.get("device", "auto")
+    if not cache:
+        return load(model, device=device)
+    key = (model, str(device))
+    if key not in EXPLAINERS:
+        EXPLAINERS[key] = load(model, device=device)
+    return EXPLAINERS[key]
+
+
+def run(args, inputs: Inputs, cache: bool = True):
+    """Run one parsed command: read its inputs, load the explainer, call the verb; returns the result.
+
+    Options and inputs are checked before the model loads. Raises :class:`UsageError` for bad
+    arguments and the library's ``XattrError`` for requests it cannot serve.
+    """
+    verb = args.command
+    if verb not in VERBS:
+        raise UsageError(f"{verb!r} is not a verb of this front end; choose one of {list(VERBS)}")
+    kwargs = options(args)
+    if verb == "circuit":
+        data: tuple = inputs.prompts(args)
+    elif verb == "evaluate":
+        data = (inputs.texts(args),)
+    else:
+        data = (inputs.text(args),)
+    ex = explainer(args.model, args.device, cache=cache)
+    if verb == "evaluate":
+        from .evaluation import faithfulness
+
+        return faithfulness.evaluate(ex, *data, **kwargs)
+    call = {"explain": ex.attribute, "flow": ex.flow, "heads": ex.heads, "circuit": ex.circuit}[verb]
+    return call(*data, **kwargs)
+
+
+def write_outputs(result, args, echo: Callable[[str], Any] = print) -> None:
+    """Write the files ``args`` asks for: a view's ``--html/--png/--json``, or evaluate's ``--csv/--json``."""
+    if args.command == "evaluate":
+        if args.csv:
+            result.to_csv(args.csv, index=False)
+            echo(f"\nwrote {args.csv}")
+        if args.json:
+            Path(args.json).write_text(result.to_json(orient="records"), encoding="utf-8")
+            echo(f"wrote {args.json}")
+        return
+    if args.html or args.png:
+        from . import widgets
+
+        view = widgets.view(result, display=False)
+        if args.html:
+            view.to_html(args.html)
+            echo(f"\nwrote {args.html}")
+        if args.png:
+            view.to_png(args.png)
+            echo(f"wrote {args.png}")
+    if args.json:
+        Path(args.json).write_text(result.to_json(), encoding="utf-8")
+        echo(f"wrote {args.json}")
+
