@@ -121,7 +121,7 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
     _model(p)
     _target(p)
     info = _option("flow", "info")
-    p.add_argument("--info", default=info.default, choices=getattr(info, "choices", None) or ("agf", "af", "gf"),
+    p.add_argument("--info", default=info.default, choices=info.choices,
                    help=f"{info.help} (default {info.default})")
     _outputs(p, "flow", front_end)
 

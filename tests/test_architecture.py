@@ -110,3 +110,11 @@ def test_public_names_still_import():
     from xattr_lab.gradients import integrated_gradients, sequential_integrated_gradients  # noqa: F401
     from xattr_lab.circuits import head_ablation_effects, node_scores, roc_auc, truth_mask  # noqa: F401
     assert xa.flows.FlowSolverError is xa.errors.SolverError and issubclass(xa.errors.SolverError, RuntimeError)
+
+
+def test_registry_info_kinds_are_the_graphs_kinds():
+    from xattr_lab.graphs.information import INFO_KINDS
+    from xattr_lab.methods import registry
+
+    assert set(registry.INFO_KINDS) == set(INFO_KINDS)
+    assert {o.name: o.choices for o in registry.spec("gaf").options}["info"] == registry.INFO_KINDS

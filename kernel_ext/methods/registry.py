@@ -23,6 +23,7 @@ class Option:
     name: str
     default: Any
     help: str
+    choices: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class MethodSpec:
         return {o.name: o.default for o in self.options}
 
 
+#: GAF's information tensors (the same tuple as ``xattr_lab.graphs.information.INFO_KINDS``; checked by a test)
+INFO_KINDS = ("agf", "af", "gf")
 _TRUNCATE = Option("truncate", False, "keep the first tokens of a text longer than the model takes (warns)")
 _RESIDUAL = Option("residual", 0.5, "weight of the identity added to each attention layer (0.5: the paper's)")
 _SOURCES = Option("sources", None, "rows to explain: None = the readout token ([CLS]/first, or the predicting position); 'all'; positions")
@@ -57,7 +60,7 @@ SPECS: tuple[MethodSpec, ...] = (
                (_RESIDUAL, _SOURCES, _TRUNCATE)),
     MethodSpec("gaf", "attribution", "xattr_lab.methods.flows",
                "Generalized Attention Flow: barrier max-flow over an information tensor", "Azarkhalili & Libbrecht (2025)",
-               (Option("info", "agf", "information tensor: af (attention), gf (attention gradient) or agf (both)"),
+               (Option("info", "agf", "information tensor: af (attention), gf (attention gradient) or agf (both)", INFO_KINDS),
                 Option("residual", None, "None: no residual edges (the paper); r in [0, 1] mixes them in"),
                 _SOURCES, Option("mu", None, "barrier weight; None chooses it automatically"), _TRUNCATE)),
     MethodSpec("ig", "attribution", "xattr_lab.methods.gradients",
@@ -72,7 +75,7 @@ SPECS: tuple[MethodSpec, ...] = (
                "gradient times input embedding (one backward pass)", "", (_TRUNCATE,)),
     MethodSpec("flow", "flow", "xattr_lab.methods.flows",
                "the whole flow graph of GAF (capacities, edge flows, certificate)", "Azarkhalili & Libbrecht (2025)",
-               (Option("info", "agf", "information tensor: af, gf or agf"),
+               (Option("info", "agf", "information tensor: af, gf or agf", INFO_KINDS),
                 Option("residual", None, "None: no residual edges; r in [0, 1] mixes them in"), _SOURCES, _TRUNCATE)),
     MethodSpec("heads", "heads", "xattr_lab.methods.geometry",
                "attention geometry of every head: entropy, cone index, patterns", "",
