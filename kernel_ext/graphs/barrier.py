@@ -32,8 +32,8 @@ class FlowSolution:
     (l, i) -> (l−1, j). attributions: (n,) f on (0, j) -> t; sums to ``value``.
     node_flow: (L+1, n) throughput of node (l, i) (layer 0 = inputs = attributions).
     source_flow: (n,) f on s -> (L, i). mu: the barrier weight solved for.
-    upper_bound: capacity of the best sweep cut of the final node potentials — the exact max-flow
-    value lies in [value, upper_bound]. iterations: Newton steps in all. residuals: final Newton
+    upper_bound: capacity of the best sweep cut of the final node potentials plus every dropped
+    edge — the exact max-flow value lies in [value, upper_bound]. iterations: Newton steps in all. residuals: final Newton
     decrement ("decrement", scale-free), relative conservation and capacity residuals, and the
     per-iteration history.
     """
@@ -123,6 +123,12 @@ class _threads:
             torch.set_num_threads(self.saved)
 
 
+def _certificate(P: _Problem, nu, nus) -> float:
+    """An upper bound on the max-flow value of the whole graph (normalised units): the best
+    sweep cut of the potentials over the kept edges, plus every dropped edge's capacity."""
+    return sweep_cut(P, nu.cpu().numpy(), float(nus)) + P.dropped
+
+
 def _solve(*args, device: Any = None, threads: int | None = None, **kwargs) -> FlowSolution:
     dev = torch.device(device) if device is not None else torch.device("cpu")
     with _threads(threads, dev):
@@ -153,7 +159,7 @@ def _solve_on(
         )
     state = _initial_flow(P)
     auto = mu is None
-    target = 0.0 if auto else float(mu) / P.cmax
+    target = 0.0 if auto else float(mu) / P.scale
     # start where the central path's duality gap (2 m μ) matches the gap to a layer cut
     layer_cut = float(min(P.cap_np.reshape(L, -1).sum(axis=1).min(), P.U))
     gap0 = max(layer_cut - float(state[3][0]), 1e-12 * layer_cut)
@@ -170,7 +176,7 @@ def _solve_on(
         stalled = 0
         while True:
             step, dec, potentials = _newton_direction(P, state, mu_c)
-            history.append([mu_c * P.cmax, dec])
+            history.append([mu_c * P.scale, dec])
             if dec <= stage_tol:
                 return potentials, dec
             if dec <= accept:
@@ -180,7 +186,7 @@ def _solve_on(
             best = min(best, dec)
             if iterations >= max_iter:
                 raise _solver_error(
-                    f"barrier max-flow did not converge in {max_iter} Newton steps at mu={mu_c * P.cmax:.3g} "
+                    f"barrier max-flow did not converge in {max_iter} Newton steps at mu={mu_c * P.scale:.3g} "
                     f"(scale-free Newton decrement {dec:.3g} > {stage_tol:.3g}); see .residuals['history']",
                     {"decrement": dec, "history": history},
                 )
@@ -198,11 +204,11 @@ def _solve_on(
         (nu, nus), dec = center(mu_k, 0.5)
         if auto:
             value = float(state[3][0])
-            upper = sweep_cut(P, nu.cpu().numpy(), float(nus))
+            upper = _certificate(P, nu, nus)
             if upper - value <= 0.5 * rtol * value or 2 * P.m * mu_k <= 0.5 * rtol * value:
                 (nu, nus), dec = center(mu_k, tol)
                 value = float(state[3][0])
-                upper = min(upper, sweep_cut(P, nu.cpu().numpy(), float(nus)))
+                upper = min(upper, _certificate(P, nu, nus))
                 if upper - value <= rtol * value or 2 * P.m * mu_k <= rtol * value:
                     target = mu_k
                     break
@@ -210,7 +216,7 @@ def _solve_on(
         else:
             mu_k = max(mu_k * shrink, target)
     if not auto:
-        upper = sweep_cut(P, nu.cpu().numpy(), float(nus))
+        upper = _certificate(P, nu, nus)
     keep = P.cap_np > 0
     F = np.where(keep, state[0][0].cpu().numpy(), 0.0)
     fa = np.where(P.active[L], state[1][0].cpu().numpy(), 0.0)
@@ -221,11 +227,11 @@ def _solve_on(
     over = np.where(keep, F - P.cap_np, -np.inf).max()
     if upper < fts * (1 - 1e-9) or over > 1e-9 * fts:  # a cut below a flow: the flow is not feasible
         raise _solver_error(
-            f"solution failed its feasibility check (flow value {fts * P.cmax:.6g}, cut {upper * P.cmax:.6g}, "
-            f"capacity excess {over * P.cmax:.3g})",
+            f"solution failed its feasibility check (flow value {fts * P.scale:.6g}, cut {upper * P.scale:.6g}, "
+            f"capacity excess {over * P.scale:.3g})",
             {"decrement": dec, "conservation": conservation_before, "history": history},
         )
-    c = P.cmax
+    c = P.scale
     node_flow = np.zeros((L + 1, n))
     node_flow[1:] = F.sum(axis=2) * c
     node_flow[0] = fb * c
@@ -268,9 +274,14 @@ def barrier_max_flow(
     sources: top-level token indices joined to s (default: all).
 
     Solves  min −f_ts − μ Σ_e [log f_e + log(u_e − f_e)]  subject to flow conservation, over the
-    edges: C entries > 1e-12·max C, s -> (L, i) for the sources, (0, j) -> t, and t -> s, the
+    edges: the positive entries of C, s -> (L, i) for the sources, (0, j) -> t, and t -> s, the
     last three with capacity U = sum(C). The optimum is unique; efficiency holds (sum of
-    attributions = value) and the duality gap is at most 2·m·μ for m edges.
+    attributions = value) and the duality gap is at most 2·m·μ for m edges. The smallest
+    entries are left out while their total stays ≤ DROP_RELATIVE (1e-12) times the widest s -> t
+    path's bottleneck (so ≤ 1e-12 of the max-flow value); they get flow 0 and their total is
+    added to ``upper_bound``, which is therefore a cut of the whole graph. Capacities are
+    normalised by that bottleneck, so a graph whose bottleneck edges are 1e-250 times its
+    largest solves like any other.
 
     Edges that lie on no s -> t path can carry no flow, so no barrier point exists with them; they
     are left out and get flow 0 (well defined: their flow is 0 in every feasible flow). So are

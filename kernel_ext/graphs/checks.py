@@ -16,8 +16,9 @@ import numpy as np
 
 from ..errors import InputError
 
-#: capacities at or below this fraction of max C are left out of the barrier problem's graph
-#: (docs/ARCHITECTURE.md, section "Flows and GAF")
+#: the barrier solver leaves out the smallest capacities while their total stays at or below
+#: this fraction of the widest s -> t path's bottleneck (a lower bound on the max-flow value),
+#: and adds that total to its cut certificate (docs/ARCHITECTURE.md, section "Flows and GAF")
 DROP_RELATIVE = 1e-12
 
 

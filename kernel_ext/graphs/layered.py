@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .checks import DROP_RELATIVE, _as_float64, _check_layers, _resolve_sources
+from .checks import _as_float64, _check_layers, _resolve_sources
 
 
 def layered_graph(
@@ -22,7 +22,7 @@ def layered_graph(
     """The layered attention graph as a networkx DiGraph (the reference format for max-flow).
 
     Nodes: (l, i) for l = 0..L (attributes ``layer``, ``index``, ``token``), plus "s" and "t".
-    Edges: (l, i) -> (l−1, j) for every C[l−1][i, j] > 1e-12·max C, with ``capacity``; s -> (L, i)
+    Edges: (l, i) -> (l−1, j) for every C[l−1][i, j] > 0, with ``capacity``; s -> (L, i)
     for the sources (default all) and (0, j) -> t with capacity U = sum(C). With ``edge_flow``
     (L, n, n) every edge also gets ``flow`` (terminal edges: the node's out-/in-flow).
     ``nx.maximum_flow_value(G, "s", "t")`` is the max-flow value the barrier solution approaches.
@@ -37,7 +37,6 @@ def layered_graph(
     names = list(tokens) if tokens is not None else [str(i) for i in range(n)]
     src = np.nonzero(_resolve_sources(sources, n))[0]
     U = float(C.sum())
-    threshold = DROP_RELATIVE * float(C.max()) if C.size else 0.0
     G = nx.DiGraph()
     for l in range(L + 1):
         for i in range(n):
@@ -45,7 +44,7 @@ def layered_graph(
     G.add_node("s")
     G.add_node("t")
     for k in range(L):
-        ii, jj = np.nonzero(C[k] > threshold)
+        ii, jj = np.nonzero(C[k] > 0)
         for i, j in zip(ii.tolist(), jj.tolist()):
             attrs = {"capacity": float(C[k, i, j])}
             if flow is not None:

@@ -23,21 +23,57 @@ def _solver_error(message: str, residuals: dict[str, Any]) -> SolverError:
     return err
 
 
+def _widest_path(C: np.ndarray, sources: np.ndarray) -> float:
+    """Bottleneck capacity of the widest s -> t path (max over paths of the smallest capacity on
+    it): a lower bound on the max-flow value, 0 when no path exists. O(L·n²)."""
+    best = np.where(sources, np.inf, 0.0)  # widest s -> (l, i) bottleneck, from the top down
+    for k in range(C.shape[0] - 1, -1, -1):
+        best = np.minimum(best[:, None], C[k]).max(axis=0)
+    return float(best.max())
+
+
+def _dropped(C: np.ndarray, budget: float) -> np.ndarray:
+    """Mask of the smallest positive capacities whose total stays <= ``budget`` (smallest first)."""
+    drop = np.zeros(C.shape, dtype=bool)
+    candidates = np.flatnonzero((C > 0) & (C <= budget))
+    if candidates.size:
+        values = C.reshape(-1)[candidates]
+        order = np.argsort(values, kind="stable")
+        count = int(np.searchsorted(np.cumsum(values[order]), budget, side="right"))
+        drop.reshape(-1)[candidates[order[:count]]] = True
+    return drop
+
+
 class _Problem:
     """The pruned, normalised barrier problem on one device (float64 tensors).
 
     Edges: internal (L, n, n) masked by ``keep``; source edges s -> (L, i) masked by ``src``;
     sink edges (0, j) -> t masked by ``snk``; the back edge t -> s. Capacities are divided by
-    ``cmax`` (so internal ones are <= 1); the barrier weight is mu / cmax.
+    ``scale`` = W, the bottleneck of the widest s -> t path (a lower bound on the max-flow
+    value), so the flow value is of order 1 whatever the spread of C: a bottleneck of edges
+    1e-250 times the largest solves like any other. The barrier weight is mu / scale.
+
+    The smallest edges are left out while their total capacity stays <= DROP_RELATIVE·W (so
+    <= DROP_RELATIVE times the max-flow value); ``dropped`` holds that total (normalised), which
+    every cut certificate adds. Edges on no s -> t path of what is left are pruned too (they
+    carry no flow in any feasible flow of the kept graph).
     """
 
     def __init__(self, C: np.ndarray, sources: np.ndarray, device: torch.device):
         L, n, _ = C.shape
         self.L, self.n, self.device = L, n, device
-        self.cmax = float(C.max())
-        self.U = float(C.sum()) / self.cmax
-        cap = C / self.cmax
-        present = cap > DROP_RELATIVE
+        self.scale = _widest_path(C, sources)
+        self.m = 0
+        if self.scale <= 0:  # no s -> t path: every feasible flow is 0
+            self.active = np.zeros((L + 1, n), dtype=bool)
+            self.snk = torch.zeros(n, dtype=torch.bool)
+            self.dropped = 0.0
+            return
+        cap = C / self.scale
+        self.U = float(C.sum()) / self.scale
+        drop = _dropped(cap, DROP_RELATIVE)
+        self.dropped = float(cap[drop].sum())
+        present = (cap > 0) & ~drop
         # prune to edges on some s -> t path: barrier terms need 0 < f < u on every edge
         reach = np.zeros((L + 1, n), dtype=bool)
         reach[L] = sources
@@ -100,13 +136,14 @@ def _edge_terms(f, slack, mu, mask):
     Slacks u − f are carried as their own variables: near a saturated edge, u − f computed
     from f would keep only eps·u/(u − f) relative accuracy, a floor on the Newton decrement.
     ``mask`` is None or a float 0/1 tensor; masked entries hold finite placeholders, so g and h
-    stay finite there and w·g = 0.
+    stay finite there and w·g = 0 (w is set to 0 there, not computed as 0/h: a placeholder of
+    size U ≫ 1 makes h underflow to 0).
     """
     inv_lo = 1.0 / f
     inv_hi = 1.0 / slack
     g = mu * (inv_hi - inv_lo)
     h = mu * (inv_lo * inv_lo + inv_hi * inv_hi)
-    w = 1.0 / h if mask is None else mask / h
+    w = 1.0 / h if mask is None else torch.where(mask > 0, 1.0 / h, torch.zeros_like(h))
     return g, h, w
 
 

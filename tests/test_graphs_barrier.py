@@ -1,0 +1,95 @@
+"""The barrier max-flow (xattr_lab.graphs.barrier) on capacities of very different sizes.
+
+Issue 16: edges below 1e-12·max C used to be dropped and left out of ``upper_bound``, so a graph
+whose bottleneck is made of such edges solved to value 0 with bound 0 while its max-flow is
+positive. The reference is networkx's max-flow on every positive capacity.
+"""
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from xattr_lab.graphs import DROP_RELATIVE, VALUE_RTOL, barrier_max_flow
+
+
+def exact_value(C, sources=None):
+    L, n, _ = C.shape
+    U = float(C.sum())
+    G = nx.DiGraph()
+    for k in range(L):
+        for i, j in zip(*np.nonzero(C[k] > 0)):
+            G.add_edge((k + 1, int(i)), (k, int(j)), capacity=float(C[k, i, j]))
+    for i in range(n) if sources is None else sources:
+        G.add_edge("s", (L, i), capacity=U)
+    for j in range(n):
+        G.add_edge((0, j), "t", capacity=U)
+    return nx.maximum_flow_value(G, "s", "t")
+
+
+def tiny_bottleneck(seed, tiny, kind, L=4, n=6):
+    """Random capacities with one layer scaled by ``tiny``: all of it ("layer"), or a random
+    half of its edges with the rest 0 ("sparse")."""
+    rng = np.random.default_rng(seed)
+    C = rng.random((L, n, n)) ** 2
+    k = rng.integers(L)
+    if kind == "layer":
+        C[k] *= tiny
+    else:
+        C[k] = np.where(rng.random((n, n)) < 0.5, C[k] * tiny, 0.0)
+    return C
+
+
+def assert_certified(C, sol, exact):
+    assert exact > 0
+    assert sol.value <= exact * (1 + 1e-9)  # a feasible flow
+    assert sol.upper_bound >= exact * (1 - 1e-9)  # a real cut of the whole graph
+    assert sol.value >= exact * (1 - VALUE_RTOL)  # the stated accuracy
+    assert sol.gap <= VALUE_RTOL * sol.value * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("tiny", [1e-14, 1e-30, 1e-100, 1e-250])
+@pytest.mark.parametrize("kind", ["layer", "sparse"])
+def test_bottleneck_of_tiny_edges_solves_to_the_max_flow(tiny, kind):
+    for seed in range(10):
+        C = tiny_bottleneck(seed, tiny, kind)
+        sol = barrier_max_flow(C, None)
+        assert_certified(C, sol, exact_value(C))
+        assert np.all(sol.edge_flow <= C * (1 + 1e-9)) and np.all(sol.edge_flow >= 0)
+
+
+def test_dropped_capacity_is_in_the_upper_bound():
+    # one source with a unit edge and a parallel 1e-13 edge: the small one is dropped from the
+    # barrier problem (its total is <= DROP_RELATIVE times the flow), so the bound must add it
+    C = np.array([[[1.0, 1e-13], [0.0, 0.0]]])
+    exact = exact_value(C, [0])
+    assert exact == 1.0 + 1e-13
+    sol = barrier_max_flow(C, None, [0])
+    assert sol.upper_bound >= exact
+    assert sol.upper_bound - sol.value <= VALUE_RTOL * sol.value
+    assert sol.edge_flow[0, 0, 1] == 0.0  # dropped: no flow
+    assert 1e-13 <= DROP_RELATIVE
+
+
+def test_many_small_edges_are_kept_when_together_they_matter():
+    # 20 edges of 1e-13 each: together 2e-12 of the flow, above the drop budget (1e-12), so only
+    # some are dropped and the bound adds them
+    n = 21
+    C = np.zeros((2, n, n))
+    C[1, 0, 1:] = 1e-13  # top token 0 -> 20 middle tokens through tiny edges
+    C[0, 1:, 0] = 1.0
+    C[1, 0, 0] = 1.0
+    C[0, 0, 0] = 1.0
+    exact = exact_value(C, [0])
+    sol = barrier_max_flow(C, None, [0])
+    assert_certified(C, sol, exact)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_peaked_attention_with_underflowing_entries(seed):
+    # entries spread over hundreds of orders of magnitude: the smallest are dropped, the rest solve
+    rng = np.random.default_rng(seed)
+    C = rng.random((4, 8, 8)) ** 40
+    C /= C.sum(axis=2, keepdims=True)
+    sol = barrier_max_flow(C, None)
+    assert_certified(C, sol, exact_value(C))
