@@ -93,3 +93,36 @@ def test_peaked_attention_with_underflowing_entries(seed):
     C /= C.sum(axis=2, keepdims=True)
     sol = barrier_max_flow(C, None)
     assert_certified(C, sol, exact_value(C))
+
+
+# ----------------------------------------------------------------------------- automatic μ: the cut certifies
+
+
+@pytest.mark.parametrize("rtol", [1e-1, 1e-2, 1e-4, VALUE_RTOL])
+def test_auto_mu_value_is_certified_by_a_cut(rtol):
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        L, n = int(rng.integers(1, 6)), int(rng.integers(2, 10))
+        C = rng.random((L, n, n)) ** (1 + 3 * (seed % 2))
+        sol = barrier_max_flow(C, None, rtol=rtol)
+        exact = exact_value(C)
+        assert sol.value <= exact * (1 + 1e-9) and sol.upper_bound >= exact * (1 - 1e-9)
+        assert sol.gap <= rtol * sol.value * (1 + 1e-9)  # the cut itself certifies rtol
+
+
+def test_auto_mu_never_accepts_on_the_duality_gap_alone(monkeypatch):
+    # Issue 16: with μ chosen automatically the solver accepted once 2·m·μ <= rtol·value, a bound
+    # that holds only at the exact centre, and returned a cut that did not certify the value.
+    # Make every sweep cut 1% loose: no cut can certify 1e-6, so the answer must be an error.
+    from xattr_lab.errors import SolverError
+    from xattr_lab.graphs import barrier, cut
+
+    monkeypatch.setattr(barrier, "sweep_cut", lambda P, nu, nus: 1.01 * cut.sweep_cut(P, nu, nus))
+    rng = np.random.default_rng(3)
+    C = rng.random((3, 5, 5))
+    with pytest.raises(SolverError, match="no cut certified") as info:
+        barrier_max_flow(C, None)
+    assert info.value.residuals["upper_bound"] > info.value.residuals["value"]
+    monkeypatch.undo()
+    sol = barrier_max_flow(C, None)
+    assert sol.gap <= VALUE_RTOL * sol.value

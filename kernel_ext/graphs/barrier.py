@@ -21,6 +21,9 @@ from .problem import _imbalance, _initial_flow, _Problem, _solver_error
 
 #: relative accuracy ``explain_flow`` certifies for ``value`` against the exact max-flow value
 VALUE_RTOL = 1e-6
+#: with mu=None, μ stages (each 20× smaller) tried after the duality gap 2mμ alone is within
+#: rtol, waiting for a sweep cut to certify the value, before SolverError
+UNCERTIFIED_STAGES = 4
 
 
 @dataclass
@@ -197,6 +200,7 @@ def _solve_on(
             iterations += 1
 
     upper = math.inf
+    uncertified = 0  # stages whose duality gap 2mμ is within rtol but whose cut is not
     while True:
         if not auto and mu_k <= target:
             (nu, nus), dec = center(target, tol)
@@ -209,9 +213,21 @@ def _solve_on(
                 (nu, nus), dec = center(mu_k, tol)
                 value = float(state[3][0])
                 upper = min(upper, _certificate(P, nu, nus))
-                if upper - value <= rtol * value or 2 * P.m * mu_k <= rtol * value:
+                # accept only on the cut: value <= max-flow <= upper holds for any iterate,
+                # while the duality gap 2mμ bounds the error only at the exact centre
+                if upper - value <= rtol * value:
                     target = mu_k
                     break
+                if 2 * P.m * mu_k <= rtol * value:
+                    uncertified += 1
+                    if uncertified > UNCERTIFIED_STAGES:
+                        raise _solver_error(
+                            f"no cut certified the flow value within rtol={rtol:g}: value {value * P.scale:.9g}, "
+                            f"best cut {upper * P.scale:.9g} after {uncertified} stages down to mu="
+                            f"{mu_k * P.scale:.3g}; pass a larger rtol, or a fixed mu (not certified)",
+                            {"decrement": dec, "value": value * P.scale, "upper_bound": upper * P.scale,
+                             "history": history},
+                        )
             mu_k *= shrink
         else:
             mu_k = max(mu_k * shrink, target)
@@ -269,14 +285,20 @@ def barrier_max_flow(
     section "Flows and GAF".
 
     C: (L, n, n) capacities, ``C[l-1][i, j]`` for the edge (l, i) -> (l−1, j), numpy or torch.
-    mu: barrier weight (> 0, in the units of C), or None to pick it: μ is lowered tenfold until a
-    sweep cut of the node potentials certifies value ≥ (1 − rtol)·max-flow value.
+    mu: barrier weight (> 0, in the units of C), or None to pick it: μ is lowered twentyfold per
+    stage until an s -> t cut (a sweep cut of the node potentials, plus the dropped edges)
+    certifies the value: value ≤ max-flow value ≤ upper_bound and upper_bound − value ≤
+    rtol·value. The certificate holds for the returned flow whether or not it is exactly
+    centred. If no cut certifies it within a few stages after the duality gap 2·m·μ alone would,
+    :class:`~xattr_lab.errors.SolverError` is raised rather than an uncertified value returned.
+    With a fixed mu, ``upper_bound`` still bounds the max-flow value from above, and the value
+    is within 2·m·μ of it (the duality gap at the centre, which Newton reaches to ``tol``).
     sources: top-level token indices joined to s (default: all).
 
     Solves  min −f_ts − μ Σ_e [log f_e + log(u_e − f_e)]  subject to flow conservation, over the
     edges: the positive entries of C, s -> (L, i) for the sources, (0, j) -> t, and t -> s, the
     last three with capacity U = sum(C). The optimum is unique; efficiency holds (sum of
-    attributions = value) and the duality gap is at most 2·m·μ for m edges. The smallest
+    attributions = value) and at the optimum the duality gap is 2·m·μ for m edges. The smallest
     entries are left out while their total stays ≤ DROP_RELATIVE (1e-12) times the widest s -> t
     path's bottleneck (so ≤ 1e-12 of the max-flow value); they get flow 0 and their total is
     added to ``upper_bound``, which is therefore a cut of the whole graph. Capacities are
@@ -291,10 +313,10 @@ def barrier_max_flow(
     with Newton steps on the equality-constrained problem; each step solves the weighted graph
     Laplacian B·H⁻¹·Bᵀ by a block-tridiagonal Cholesky over layers (O(L·n³)), in float64 torch
     on ``device`` (default cpu; "cuda" runs the same code on a GPU; ``threads``: CPU threads,
-    default 1, see ``_threads``). Steps are exact line
-    searches on the derivative. Converged when the scale-free Newton decrement is ≤ ``tol``
-    (then the relative error of every flow ≲ tol); otherwise
-    :class:`~xattr_lab.errors.SolverError` with the residual history in ``.residuals``. Raises :class:`~xattr_lab.errors.InputError` for bad input.
+    default 1, see ``_threads``). Steps are exact line searches on the derivative. Converged when
+    the scale-free Newton decrement is ≤ ``tol`` (then the relative error of every flow ≲ tol);
+    otherwise :class:`~xattr_lab.errors.SolverError` with the residual history in
+    ``.residuals``. Raises :class:`~xattr_lab.errors.InputError` for bad input.
     """
     C = _check_layers(C, "C")
     if mu is not None:
