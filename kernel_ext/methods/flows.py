@@ -36,9 +36,11 @@ def _valid_positions(encoding) -> np.ndarray:
 def _pick_sources(ex: "ModelSession", encoding, sources, valid: np.ndarray) -> list[int]:
     """Source tokens (indices into the valid positions).
 
-    None: every top-level token for encoder classifiers (the GAF paper's choice), the readout
-    position (the token that predicts) for causal and masked LMs. "all"; "cls" / "readout":
-    the readout token only ([CLS] for encoders); an int or a list of token positions.
+    None (GAF's default): every top-level token for encoder classifiers (the GAF paper's
+    choice), the readout position (the token that predicts) for causal and masked LMs. "all";
+    "cls" / "readout": the readout token only (``ex.source_position``: [CLS]/the first token for
+    encoder classifiers, the predicting position for LMs); an int or a list of token positions.
+    Rollout and attention flow pass "readout" for None (:func:`attribute`).
     """
     position_of = {int(p): k for k, p in enumerate(valid)}
     if sources is None:
@@ -157,10 +159,13 @@ def attribute(ex: "ModelSession", text: str, *, method: str, target: Any = None,
     method: "rollout" (rolled-out attention of the source rows, averaged over sources),
     "attention_flow" (max-flow value from each source to each input token, averaged over
     sources) or "gaf" (flow reaching each input token in :func:`explain_flow`).
-    options: ``residual`` (default 0.5 for rollout / attention flow, None for gaf), ``sources``
-    ("all", "cls"/"readout", positions; default: all tokens for encoder classifiers, the
-    predicting position for LMs), ``truncate``; for gaf also ``info`` ("agf"), ``mu`` and the
-    solver options of :func:`explain_flow`. Padding positions score 0.
+    options: ``residual`` (default 0.5 for rollout / attention flow: Â = 0.5·A + 0.5·I, rows
+    renormalised, as in Abnar & Zuidema 2020; None for gaf), ``sources`` ("all",
+    "cls"/"readout", positions). The default for rollout and attention flow is the readout
+    token, the row the paper explains: [CLS]/the first token for encoder classifiers, the
+    predicting position for LMs; for gaf it is all tokens for encoder classifiers and the
+    predicting position for LMs (:func:`_pick_sources`). ``truncate``; for gaf also ``info``
+    ("agf"), ``mu`` and the solver options of :func:`explain_flow`. Padding positions score 0.
     """
     if method not in _DEFAULT_RESIDUAL:
         raise InputError(f"xattr_lab.flows.attribute knows rollout, attention_flow and gaf, not {method!r}")
@@ -181,7 +186,8 @@ def attribute(ex: "ModelSession", text: str, *, method: str, target: Any = None,
     cap = ex.capture(text, target, truncate=truncate)
     encoding = cap.encoding
     valid = _valid_positions(encoding)
-    picked = _pick_sources(ex, encoding, sources, valid)
+    # the paper explains one row, the readout token's ([CLS] or the predicting position)
+    picked = _pick_sources(ex, encoding, "readout" if sources is None else sources, valid)
     A = _capacities(ex, cap, "af", valid)
     if method == "rollout":
         per_source = rollout(A, residual)[-1][picked]
