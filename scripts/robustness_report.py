@@ -1,105 +1,175 @@
-"""Measure attribution robustness and attention geometry on the embedded models.
+"""The paired robustness experiment behind the README's robustness tables (issue #18).
 
-    python scripts/robustness_report.py robustness --texts 100 --methods ig sig gaf
-    python scripts/robustness_report.py geometry --texts 100 --models minilm-rt smollm2-135m
+    # the reported run: 2 shards in parallel (resumable), then the tables from the cache
+    python scripts/robustness_report.py --shard 0/2 &  python scripts/robustness_report.py --shard 1/2; wait
+    python scripts/robustness_report.py --out robustness-tables
 
-Held-out snippets: ``xattr_lab.zoo.rotten_tomatoes("test")[:texts]``. Prints markdown tables and
-writes JSON next to ``--out`` when given. CPU-heavy: keep ``--texts``/``--steps`` small on a shared box.
+Snippets: the first ``--texts`` held-out Rotten Tomatoes snippets (``xattr_lab.zoo.rotten_tomatoes("test")``)
+with at least ``--min-words`` words, in order; methods IG, SIG, GAF (AGF) and raw attention on
+``minilm-rt``; ``--limit gaf=N`` runs a costly method on the first N of them only. Every text gets four arms
+(neighbour-random, random search, gradient attack, dense embedding noise) × two permissions (top-k
+replaceable or kept), see ``xattr_lab.evaluation.robustness_experiment``. Records are cached per text under
+``xattr_lab.zoo.cache_dir()/robustness/<key>`` (key: model, options, code); a rerun computes only what is
+missing, ``--shard i/n`` splits the texts over processes. Tables: markdown on stdout, and with ``--out`` the
+full grids as CSV (summary, gaps, narrowing, drops, per-text values) plus ``tables.md``.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
-
-import numpy as np
-
-
-def run_robustness(args) -> dict:
-    import xattr_lab as xa
-    from xattr_lab import robustness
-
-    ex = xa.load(args.model, device="cpu")
-    texts = [t for t, _ in xa.zoo.rotten_tomatoes("test")[: args.texts]]
-    method_options = {}
-    for method in args.methods:
-        if method in ("ig", "sig"):
-            steps = args.steps if args.steps in ("exact", "auto") else int(args.steps)
-            if steps == "exact" and method == "ig":
-                steps = 20
-            method_options[method] = {"steps": steps}
-    start = time.time()
-    table = robustness.robustness_report(
-        ex, texts, methods=tuple(args.methods), perturbations=tuple(args.perturbations), k=args.k, w=args.w,
-        budget=args.budget, seed=args.seed, progress=True, method_options=method_options,
-        attack_options={"candidates": args.candidates, "neighbours": args.neighbours},
-    )
-    elapsed = time.time() - start
-    columns = ["method", "perturbation", "n", "skipped", "changed", "topk_intersection", "topk_intersection_lo",
-               "topk_intersection_hi", "lens_recall", "lens_recall_lo", "lens_recall_hi", "lens_precision",
-               "lens_precision_lo", "lens_precision_hi", "spearman", "note"]
-    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{args.model}, {len(texts)} texts, k={args.k}, w={args.w}, budget={args.budget}, steps={args.steps}, "
-          f"attack candidates={args.candidates}: {elapsed:.0f} s")
-    return {"table": json.loads(table.to_json(orient="records")), "attrs": table.attrs, "seconds": elapsed,
-            "options": vars(args)}
+from pathlib import Path
 
 
-def run_geometry(args) -> dict:
-    import xattr_lab as xa
-    from xattr_lab import geometry
+def fmt(value, lo=None, hi=None, digits=2) -> str:
+    import math
 
-    texts = [t for t, _ in xa.zoo.rotten_tomatoes("test")[: args.texts]]
-    out = {}
-    for name in args.models:
-        ex = xa.load(name, device="cpu")
-        start = time.time()
-        stats = geometry.head_stats(ex, texts, progress=True)
-        counts = geometry.pattern_counts(stats.patterns)
-        out[name] = {
-            "cone_index": stats.cone_index.tolist(),
-            "cone_index_normalised": stats.cone_index_normalised.tolist(),
-            "entropy_per_layer": stats.entropy.mean(1).tolist(),
-            "pattern_counts": counts,
-            "patterns": stats.patterns,
-            "seconds": time.time() - start,
-        }
-        print(f"\n## {name} ({len(texts)} texts, {time.time() - start:.0f} s)")
-        print("layer | cone index | normalised | mean head entropy (nats)")
-        print("---|---|---|---")
-        for layer, (c, cn) in enumerate(zip(stats.cone_index, stats.cone_index_normalised)):
-            entropy = f"{stats.entropy[layer - 1].mean():.3f}" if layer else "-"
-            print(f"{layer} | {c:.2f} | {cn:.3f} | {entropy}")
-        print("pattern counts:", {k: v for k, v in counts.items()})
-    return out
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:.{digits}f}"
+    if lo is not None and not math.isnan(lo):
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return text
 
 
-def main() -> None:
+def pipe(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+NAMES = {"ig": "IG", "sig": "SIG", "gaf": "GAF-AGF", "attention": "attention"}
+
+
+def arms_table(summary, drops, permission: str, level: str, k: int, w: int) -> str:
+    """method × arm: each metric chance-corrected with its CI (top-k also raw), τ, share dropped."""
+    rows = []
+    for (method, arm), part in summary[(summary.permission == permission) & (summary.level == level)].groupby(
+            ["method", "arm"], sort=False):
+        def cell(metric, kk, ww, corrected=True):
+            hit = part[(part.metric == metric) & (part.k == kk) & (part.w == ww)]
+            if hit.empty:
+                return "–"
+            r = hit.iloc[0]
+            return fmt(r.corrected, r.corrected_lo, r.corrected_hi) if corrected else fmt(r.raw, r.raw_lo, r.raw_hi)
+        drop = drops[(drops.method == method) & (drops.permission == permission) & (drops.arm == arm)].iloc[0]
+        n = part[(part.metric == "topk") & (part.k == k)].n
+        rows.append([NAMES.get(method, method), arm, int(n.iloc[0]) if len(n) else 0, f"{100 * drop.dropped:.0f} %",
+                     cell("topk", k, 1, False), cell("topk", k, 1), cell("lens_recall", k, w),
+                     cell("lens_precision", k, w), cell("topk_div", k, w), cell("kendall", 0, 0, False)])
+    header = ["method", "arm", "n", "dropped", f"top-{k} ∩ raw", "top-k ∩ corr.", f"LENS recall corr. (w={w})",
+              "LENS precision corr.", "top-k-div corr.", "Kendall τ"]
+    return pipe(header, rows)
+
+
+def gap_table(narrowing, level: str, k: int, w: int, metric: str = "lens_recall") -> str:
+    rows = []
+    part = narrowing[(narrowing.level == level) & (narrowing.k == k) & (narrowing.w == w) & (narrowing.metric == metric)]
+    for _, r in part.iterrows():
+        rows.append([NAMES.get(r.method, r.method), r.permission, r.pair, int(r.n), fmt(r.topk_gap_corrected),
+                     fmt(r.gap_corrected), fmt(r.narrowed, r.narrowed_lo, r.narrowed_hi),
+                     fmt(r.narrowed_raw, r.narrowed_raw_lo, r.narrowed_raw_hi)])
+    header = ["method", "top-k", "arms", "n", f"gap top-{k} ∩ corr.", f"gap {metric} corr. (w={w})",
+              "narrowed corr. [95 % CI]", "narrowed raw [95 % CI]"]
+    return pipe(header, rows)
+
+
+def sweep_table(narrowing, pair: str, permission: str, metric: str = "lens_recall") -> str:
+    """Narrowing (corrected) for every k and w > 1: one row per method and level."""
+    part = narrowing[(narrowing.pair == pair) & (narrowing.permission == permission) & (narrowing.metric == metric)]
+    cells = sorted({(int(k), int(w)) for k, w in zip(part.k, part.w)})
+    rows = []
+    for (method, level), sub in part.groupby(["method", "level"], sort=False):
+        row = [NAMES.get(method, method), level]
+        for k, w in cells:
+            hit = sub[(sub.k == k) & (sub.w == w)]
+            row.append("–" if hit.empty else fmt(hit.iloc[0].narrowed, hit.iloc[0].narrowed_lo, hit.iloc[0].narrowed_hi))
+        rows.append(row)
+    return pipe(["method", "level"] + [f"k={k} w={w}" for k, w in cells], rows)
+
+
+def drops_table(drops) -> str:
+    rows = [[NAMES.get(r.method, r.method), r.permission, r.arm, int(r.run), f"{100 * r.dropped:.1f} %",
+             fmt(r.words_changed), fmt(r.queries, digits=1), fmt(r.seconds), r.reasons or ""] for _, r in drops.iterrows()]
+    return pipe(["method", "top-k", "arm", "texts", "dropped", "words changed", "queries", "s/text", "why dropped"], rows)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="what", required=True)
-    rob = sub.add_parser("robustness")
-    rob.add_argument("--model", default="minilm-rt")
-    rob.add_argument("--texts", type=int, default=100)
-    rob.add_argument("--methods", nargs="+", default=["ig", "sig", "gaf"])
-    rob.add_argument("--perturbations", nargs="+", default=["random", "neighbour", "attack"])
-    rob.add_argument("--k", type=int, default=3)
-    rob.add_argument("--w", type=int, default=3)
-    rob.add_argument("--budget", type=int, default=2)
-    rob.add_argument("--steps", default="20", help="quadrature steps for ig/sig: an int, or 'exact' for sig")
-    rob.add_argument("--candidates", type=int, default=4)
-    rob.add_argument("--neighbours", type=int, default=16)
-    rob.add_argument("--seed", type=int, default=0)
-    rob.add_argument("--out")
-    geo = sub.add_parser("geometry")
-    geo.add_argument("--texts", type=int, default=100)
-    geo.add_argument("--models", nargs="+", default=["minilm-rt", "smollm2-135m"])
-    geo.add_argument("--out")
-    args = parser.parse_args()
-    result = run_robustness(args) if args.what == "robustness" else run_geometry(args)
+    parser.add_argument("--model", default="minilm-rt")
+    parser.add_argument("--texts", type=int, default=200)
+    parser.add_argument("--min-words", type=int, default=10, help="skip snippets with fewer words (k = 8 needs room)")
+    parser.add_argument("--methods", nargs="+", default=["attention", "sig", "ig", "gaf"])
+    parser.add_argument("--limit", nargs="*", default=[], help="METHOD=N: run METHOD on the first N texts only")
+    parser.add_argument("--ig-steps", type=int, default=16, help="Gauss-Legendre nodes for IG")
+    parser.add_argument("--sig-steps", default="exact")
+    parser.add_argument("--budget", type=int, default=2, help="words substituted per text")
+    parser.add_argument("--queries", type=int, default=4, help="candidates evaluated per step by both searches")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard", default="0/1", help="i/n: compute texts with index %% n == i")
+    parser.add_argument("--collect", action="store_true", help="only read the cache and print tables")
+    parser.add_argument("--draws", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    import xattr_lab as xa
+    from xattr_lab.evaluation import robustness_experiment as E
+    from xattr_lab.evaluation import robustness_stats as S
+
+    torch.set_num_threads(args.threads)
+    ex = xa.load(args.model, device="cpu")
+    texts = [t for t, _ in xa.zoo.rotten_tomatoes("test") if len(ex.tokenizer(t).word_ids()) and
+             len({w for w in ex.tokenizer(t).word_ids() if w is not None}) >= args.min_words][: args.texts]
+    sig_steps = args.sig_steps if args.sig_steps in ("exact", "auto") else int(args.sig_steps)
+    config = E.ExperimentConfig(model=args.model, methods=tuple(args.methods), budget=args.budget,
+                                queries=args.queries, seed=args.seed,
+                                method_options={"ig": {"steps": args.ig_steps}, "sig": {"steps": sig_steps}})
+    limits = {m: int(n) for m, n in (item.split("=") for item in args.limit)}
+    shard = tuple(int(x) for x in args.shard.split("/"))
+    started = time.perf_counter()
+    records = E.run_experiment(ex, texts, config, limits=limits, shard=shard, compute=not args.collect)
+    elapsed = time.perf_counter() - started
+    expected = sum(min(limits.get(m, len(texts)), len(texts)) for m in config.methods)
+    print(f"{args.model}: {len(records)} of {expected} (method, text) records, {elapsed:.0f} s this run; "
+          f"texts={len(texts)} (≥ {args.min_words} words) limits={limits} budget={args.budget} "
+          f"queries/step={args.queries} ig_steps={args.ig_steps} sig={sig_steps}", file=sys.stderr)
+    if len(records) < expected:
+        print("incomplete: run the other shards (or without --collect) to fill the cache", file=sys.stderr)
+        if shard[1] > 1:
+            return 0
+    frame = S.metric_frame(records, config.ks, config.ws)
+    summary = S.summarise(frame, draws=args.draws, seed=args.seed)
+    drops = S.drop_table(records)
+    gaps = S.paired_gaps(frame, draws=args.draws, seed=args.seed)
+    narrow = S.narrowing(frame, draws=args.draws, seed=args.seed)
+    compute_seconds = sum(r["seconds"] for r in records)
+    parts = [f"model {args.model}, {len(texts)} snippets with ≥ {args.min_words} words, limits {limits or 'none'}, "
+             f"budget {args.budget} words, {args.queries} queries/step, IG {args.ig_steps} nodes, SIG {sig_steps}; "
+             f"compute {compute_seconds:.0f} s (sum over records)",
+             "### Arms, top-k kept (k = 3, w = 3, token level)", arms_table(summary, drops, "kept", "token", 3, 3),
+             "### Arms, top-k replaceable (k = 3, w = 3, token level)", arms_table(summary, drops, "any", "token", 3, 3),
+             "### Arms, top-k kept, word level (k = 3, w = 3)", arms_table(summary, drops, "kept", "word", 3, 3),
+             "### Does LENS narrow the gap? (k = 3, w = 3, token level)", gap_table(narrow, "token", 3, 3),
+             "### Same, word level", gap_table(narrow, "word", 3, 3)]
+    for permission in ("kept", "any"):
+        parts += [f"### Narrowing, search − attack, top-k {permission}, every k and w (LENS recall)",
+                  sweep_table(narrow, "search − attack", permission)]
+    parts += ["### Narrowing, neighbour − attack, top-k kept, every k and w (LENS recall)",
+              sweep_table(narrow, "neighbour − attack", "kept"), "### Drops, queries, cost", drops_table(drops)]
+    text = "\n\n".join(parts)
+    print(text)
     if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(result, handle, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "tables.md").write_text(text + "\n")
+        summary.to_csv(args.out / "summary.csv", index=False)
+        gaps.to_csv(args.out / "gaps.csv", index=False)
+        narrow.to_csv(args.out / "narrowing.csv", index=False)
+        drops.to_csv(args.out / "drops.csv", index=False)
+        frame.to_csv(args.out / "per_text.csv.gz", index=False)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -210,3 +210,61 @@ def test_head_stats_averages_over_texts(tiny):
     assert G.head_stats(ex, TEXTS, max_map_tokens=3).attentions is None
     with pytest.raises(XattrError):
         ex.heads([])
+
+
+# ---------------------------------------------------------------------------- cone-index floor
+@pytest.mark.parametrize("n, d", [(4, 3), (16, 8), (30, 384)])
+def test_cone_index_floor_is_the_rms_of_random_directions(n, d):
+    rng = np.random.default_rng(n * d)
+    values = np.array([G.cone_index(rng.normal(size=(n, d))) for _ in range(4000)])
+    rms = math.sqrt(np.mean(values ** 2))
+    assert rms == pytest.approx(G.cone_index_floor(n, normalise=False), rel=0.03)
+    assert 0.85 < np.mean(values) / G.cone_index_floor(n, normalise=False) < 1.0 + 0.03  # the mean: just below
+    normalised = np.array([G.cone_index(rng.normal(size=(n, d)), normalise=True) for _ in range(2000)])
+    assert math.sqrt(np.mean(normalised ** 2)) == pytest.approx(G.cone_index_floor(n), rel=0.03)
+
+
+def test_cone_index_floor_values_and_above_floor_scale():
+    assert G.cone_index_floor(16) == pytest.approx(0.25) and G.cone_index_floor(16, normalise=False) == 4.0
+    assert G.cone_index_floor(np.array([4, 25])).tolist() == pytest.approx([0.5, 0.2])
+    assert G.cone_index_above_floor(0.25, 16) == pytest.approx(0.0)
+    assert G.cone_index_above_floor(1.0, 16) == pytest.approx(1.0)
+    assert G.cone_index_above_floor(0.0, 16) < 0
+    assert math.isnan(G.cone_index_above_floor(1.0, 1))
+    parallel = np.tile(np.arange(1.0, 6.0), (9, 1))
+    assert G.cone_index_above_floor(G.cone_index(parallel, normalise=True), 9) == pytest.approx(1.0)
+    with pytest.raises(XattrError):
+        G.cone_index_floor(0)
+
+
+def test_head_stats_report_the_floor_of_their_texts_and_name_the_taxonomy_ours(tiny):
+    ex = tiny("bert")
+    stats = ex.heads(TEXTS)
+    lengths = [len(ex.encode(t).tokens) for t in TEXTS]
+    assert stats.options["tokens_per_text"] == lengths
+    assert stats.options["cone_index_floor"] == pytest.approx(np.mean([1 / math.sqrt(n) for n in lengths]))
+    one = [ex.heads(t) for t in TEXTS]
+    above = np.mean([G.cone_index_above_floor(s.cone_index_normalised, n) for s, n in zip(one, lengths)], axis=0)
+    assert np.allclose(stats.options["cone_index_above_floor"], above)
+    assert "not from a paper" in stats.options["taxonomy"] and stats.options["taxonomy"] == G.TAXONOMY
+    again = xa.HeadStats.from_json(stats.to_json())
+    assert again.options["cone_index_floor"] == pytest.approx(stats.options["cone_index_floor"])
+
+
+def test_head_grid_shows_the_floor_in_the_layer_detail_and_the_cone_plot(tiny):
+    from bokeh.models import Span
+
+    from xattr_lab import widgets
+
+    ex = tiny("bert")
+    stats = ex.heads(TEXTS[0])
+    view = widgets.view(stats, display=False)
+    view.widget
+    view.select_layer(1)
+    floor = 1 / math.sqrt(len(stats.tokens))
+    assert view.detail["cone_index_floor"] == pytest.approx(floor)
+    assert f"{floor:.3f}" in view._detail_title.value and "floor" in view._detail_title.value
+    figure = view._cone_figure()
+    spans = [m for m in figure.center if isinstance(m, Span)]
+    assert len(spans) == 1 and spans[0].location == pytest.approx(floor)
+    assert any(getattr(m, "name", None) == "xattr-cone-index" for m in view.export_models())

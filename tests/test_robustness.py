@@ -13,7 +13,11 @@ from hypothesis.extra.numpy import arrays
 from xattr_lab import robustness as R
 from xattr_lab.errors import XattrError
 from xattr_lab.evaluation import perturbations as P
+from xattr_lab.evaluation import robustness_chance as RC
+from xattr_lab.evaluation import robustness_experiment as RE
 from xattr_lab.evaluation import robustness_report as RR
+from xattr_lab.evaluation import robustness_search as RS
+from xattr_lab.evaluation import robustness_stats as RSt
 
 
 # ---------------------------------------------------------------------------- naive references
@@ -433,10 +437,12 @@ def test_facade_reexports_every_public_name_of_the_three_layers():
     from xattr_lab.evaluation import robustness as metrics
 
     assert xa.robustness is R
-    for module in (metrics, P, RR):
+    modules = (metrics, P, RR, RC, RS, RE, RSt)
+    for module in modules:
         for name in module.__all__:
             assert name in R.__all__ and getattr(R, name) is getattr(module, name), name
-    assert sorted(R.__all__) == sorted(metrics.__all__ + P.__all__ + RR.__all__)
+    assert sorted(R.__all__) == sorted(sum((list(m.__all__) for m in modules), []))
+    assert callable(R.chance_overlap) and callable(R.chance_corrected)
 
 
 def test_evaluation_modules_import_only_lower_layers():
@@ -447,7 +453,7 @@ def test_evaluation_modules_import_only_lower_layers():
     from xattr_lab.evaluation import robustness as metrics
 
     allowed = {"core", "methods", "results", "errors", "graphs", "evaluation"}
-    for module in (metrics, P, RR):
+    for module in (metrics, P, RR, RC, RS, RE, RSt):
         package = module.__name__.split(".")[:-1]
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.Import):
@@ -461,3 +467,278 @@ def test_evaluation_modules_import_only_lower_layers():
                 parts = name.split(".")
                 if parts[0] == "xattr_lab":
                     assert len(parts) > 1 and parts[1] in allowed, (module.__name__, name)
+
+
+# ---------------------------------------------------------------------------- chance levels
+def _exact_chance_by_enumeration(n, k, w):
+    """E|N_w(A) ∩ B| / k over all pairs of k-subsets A, B of range(n) (brute force)."""
+    subsets = list(itertools.combinations(range(n), k))
+    total = 0.0
+    for a in subsets:
+        around = set().union(*(naive_window(i, (n,), w) for i in a))
+        total += sum(len(around & set(b)) for b in subsets)
+    return total / (len(subsets) ** 2 * k)
+
+
+@pytest.mark.parametrize("n, k, w", [(6, 2, 1), (6, 2, 3), (7, 3, 5), (5, 1, 3), (8, 4, 3)])
+def test_chance_overlap_is_exact_against_enumeration(n, k, w):
+    assert R.chance_overlap(n, k, w) == pytest.approx(_exact_chance_by_enumeration(n, k, w), abs=1e-12)
+
+
+def test_chance_overlap_w1_is_k_over_n_and_grows_with_w():
+    for n, k in [(10, 1), (20, 3), (37, 8)]:
+        assert R.chance_overlap(n, k) == pytest.approx(k / n)
+        assert R.chance_overlap(n, k, 1) < R.chance_overlap(n, k, 3) < R.chance_overlap(n, k, 5)
+    assert R.chance_overlap(10, 10, 1) == 1.0 and R.chance_overlap(9, 3, 17) == 1.0  # forced overlap
+
+
+@pytest.mark.parametrize("shape, k, w", [(20, 3, 3), (25, 8, 5), ((4, 5), 3, 3), ((6, 6), 4, (3, 1))])
+def test_chance_overlap_matches_simulation_of_random_rankings(shape, k, w):
+    rng = np.random.default_rng(0)
+    draws = 6000
+    shape_tuple = (shape,) if np.isscalar(shape) else shape
+    recall = [R.lens_recall(rng.random(shape_tuple), rng.random(shape_tuple), k, w) for _ in range(draws)]
+    precision = [R.lens_precision(rng.random(shape_tuple), rng.random(shape_tuple), k, w) for _ in range(draws)]
+    expected = R.chance_overlap(shape, k, w)
+    for values in (recall, precision):
+        assert abs(np.mean(values) - expected) < 4.5 * np.std(values) / np.sqrt(draws) + 1e-9
+
+
+def test_chance_div_overlap_matches_simulation_with_topk_div():
+    rng = np.random.default_rng(1)
+    draws = 3000
+    for n, k, w in [(20, 3, 3), (12, 4, 5)]:
+        inter = [R.topk_div_intersection(rng.random(n), rng.random(n), k, w, fill=True) for _ in range(draws)]
+        recall = [R.lens_div_recall(rng.random(n), rng.random(n), k, w, fill=True) for _ in range(draws)]
+        for values, kind in ((inter, "intersection"), (recall, "recall")):
+            expected = R.chance_div_overlap(n, k, w, kind)
+            assert abs(np.mean(values) - expected) < 4.5 * np.std(values) / np.sqrt(draws) + 0.004, (n, k, w, kind)
+    assert R.chance_div_overlap(15, 4, 1) == pytest.approx(4 / 15)
+    # diverse sets are spread out, so two random ones meet less often than two random top-k sets
+    assert R.chance_div_overlap(20, 5, 5) < R.chance_overlap(20, 5, 1) + 0.02
+
+
+def test_chance_corrected_kappa_form_difference_form_and_errors():
+    chance = R.chance_overlap(20, 3, 3)
+    assert R.chance_corrected(chance, 20, 3, 3) == pytest.approx(0.0)
+    assert R.chance_corrected(1.0, 20, 3, 3) == pytest.approx(1.0)
+    assert R.chance_corrected(0.0, 20, 3, 3) == pytest.approx(-chance / (1 - chance))
+    assert R.chance_corrected(0.5, 20, 3, 3, scaled=False) == pytest.approx(0.5 - chance)
+    values = R.chance_corrected(np.array([0.2, 0.6]), 20, 3)
+    assert values.shape == (2,) and values == pytest.approx((np.array([0.2, 0.6]) - 0.15) / 0.85)
+    assert np.isnan(R.chance_corrected(1.0, 5, 5))
+    for bad in [dict(n=0, k=1), dict(n=5, k=6), dict(n=5, k=2, w=2), dict(n=(2, 2, 2), k=1), dict(n=5, k=True)]:
+        with pytest.raises(XattrError):
+            R.chance_overlap(**bad)
+    with pytest.raises(XattrError):
+        R.chance_div_overlap((3, 3), 2, 3)
+
+
+def test_window_counts_are_clipped_window_sizes():
+    assert R.window_counts(5, 3).tolist() == [2, 3, 3, 3, 2]
+    assert R.window_counts((2, 3), 3).reshape(2, 3).tolist() == [[4, 6, 4], [4, 6, 4]]
+
+
+# ---------------------------------------------------------------------------- paired experiment arms
+def _changed_positions(ex, original, text):
+    a, b = ex.encode(original).input_ids[0].tolist(), ex.encode(text).input_ids[0].tolist()
+    assert len(a) == len(b)
+    return [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+
+
+def test_protected_positions_cover_top_tokens_and_top_words():
+    scores = [0.0, 0.1, 0.9, -0.5, 0.4, 0.3, 0.0]
+    special = [True, False, False, False, False, False, True]
+    words = [None, 0, 1, 1, 2, 3, None]  # word 1 = tokens 2, 3: sum 0.4
+    assert RS.protected_positions(scores, special, words, 1) == [2, 3]  # top token 2 -> word 1 (|0.4| ties word 2)
+    assert RS.protected_positions(scores, special, words, 2) == [2, 3, 4]
+
+
+@pytest.mark.parametrize("queries", [1, 3])
+def test_neighbour_search_respects_protection_budget_and_queries(tiny, queries):
+    ex = tiny("bert")
+    text = TEXTS[0]
+    eligible = P._Text(ex, text).eligible()
+    protect = eligible[:3]
+    scores = ex.attribute(text, method="attention").scores
+    keep = ~np.asarray(ex.encode(text).special_mask)
+    objective = RS.objective_of(scores, keep, (1, 3), 3)
+    pert = RS.neighbour_search(ex, text, "attention", budget=2, queries=queries, seed=4, protect=protect,
+                               objective=objective, neighbours=8)
+    assert 1 <= len(pert.positions) <= 2 and not set(pert.positions) & set(protect)
+    assert sorted(_changed_positions(ex, text, pert.text)) == sorted(pert.positions)
+    assert _predicted(ex, pert.text)[0] == _predicted(ex, text)[0]
+    if queries == 1:
+        assert pert.info["queries"] == 1  # unselected: only the final attribution
+    else:
+        assert len(pert.positions) <= pert.info["queries"] <= 2 * queries
+    assert np.allclose(pert.info["scores"], ex.attribute(pert.text, method="attention").scores)
+    again = RS.neighbour_search(ex, text, "attention", budget=2, queries=queries, seed=4, protect=protect,
+                                objective=objective, neighbours=8)
+    assert again.text == pert.text
+    with pytest.raises(XattrError, match="objective"):
+        RS.neighbour_search(ex, text, "attention", queries=2)
+
+
+def test_search_picks_the_candidate_the_objective_prefers(tiny):
+    """With one step, random search's pick is the best of its queries: never worse than the first."""
+    ex = tiny("bert")
+    text = TEXTS[1]
+    scores = ex.attribute(text, method="attention").scores
+    keep = ~np.asarray(ex.encode(text).special_mask)
+    objective = RS.objective_of(scores, keep, (1, 2, 3), 3)
+    first = RS.neighbour_search(ex, text, "attention", budget=1, queries=1, seed=7, neighbours=8)
+    best = RS.neighbour_search(ex, text, "attention", budget=1, queries=4, seed=7, objective=objective, neighbours=8)
+    assert objective(best.info["scores"]) <= objective(first.info["scores"])
+
+
+def test_gradient_search_keeps_prediction_and_protection(tiny):
+    ex = tiny("bert")
+    text = TEXTS[0]
+    original = ex.attribute(text, method="attention").scores
+    keep = ~np.asarray(ex.encode(text).special_mask)
+    protect = RS.protected_positions(original, ex.encode(text).special_mask, RE.word_ids(ex, text), 3)
+    pert = RS.gradient_search(ex, text, "attention", budget=2, queries=2, seed=0, protect=protect,
+                              objective=RS.objective_of(original, keep, (3,), 3), original=original, neighbours=8)
+    assert pert.kind == "attack" and 1 <= len(pert.positions) <= 2 and not set(pert.positions) & set(protect)
+    assert _predicted(ex, pert.text)[0] == _predicted(ex, text)[0]
+    assert pert.info["queries"] <= 4 and pert.info["predicted"] == RS.predicted_label(ex.attribute(text, method="attention"))
+
+
+def test_embedding_noise_has_the_asked_norm_spares_protected_rows_and_restores_weights(tiny, monkeypatch):
+    ex = tiny("bert")
+    text = TEXTS[1]
+    weight = ex.model.get_input_embeddings().weight
+    before = weight.detach().clone()
+    encoding = ex.encode(text)
+    ids = encoding.input_ids[0].tolist()
+    protect = [i for i, s in enumerate(encoding.special_mask) if not s][:2]
+    seen = {}
+    real = type(ex).attribute
+
+    def spy(self, text, method="sig", **options):
+        seen["rows"] = self.model.get_input_embeddings().weight.detach().clone()
+        return real(self, text, method=method, **options)
+
+    monkeypatch.setattr(type(ex), "attribute", spy)
+    pert = RS.embedding_noise(ex, text, "attention", norm=0.5, seed=1, protect=protect)
+    assert torch.equal(weight.detach(), before)  # restored
+    delta = seen["rows"] - before
+    per_token = delta[torch.as_tensor(ids)]
+    open_positions = [i for i, s in enumerate(encoding.special_mask) if not s and i not in protect]
+    assert float(per_token[open_positions].norm()) == pytest.approx(0.5, rel=1e-4)  # Frobenius over tokens
+    untouched = [i for i in range(len(ids)) if i not in open_positions and ids[i] not in {ids[j] for j in open_positions}]
+    assert float(per_token[untouched].abs().max()) == 0.0
+    assert pert.positions == open_positions and pert.info["queries"] == 1
+
+    def broken(self, text, method="sig", **options):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(type(ex), "attribute", broken)
+    with pytest.raises(RuntimeError):
+        RS.embedding_noise(ex, text, "attention", scale=0.3, seed=2)
+    assert torch.equal(weight.detach(), before)  # restored on error too
+
+
+def test_run_text_record_and_cache_and_shards(tiny, tmp_path):
+    ex = tiny("bert")
+    config = RE.ExperimentConfig(model="tiny-bert", methods=("attention",), ks=(1, 3), ws=(1, 3), queries=2,
+                                 neighbours=8)
+    shard0 = RE.run_experiment(ex, TEXTS, config, cache=tmp_path, shard=(0, 2), progress=False)
+    assert [r["index"] for r in shard0] == [0]
+    both = RE.run_experiment(ex, TEXTS, config, cache=tmp_path, shard=(1, 2), progress=False)
+    assert sorted(r["index"] for r in both) == [0, 1]  # shard 1 computed text 1 and read text 0
+    again = RE.run_experiment(ex, TEXTS, config, cache=tmp_path, compute=False, progress=False)
+    assert again == both or sorted(json_dump(r) for r in again) == sorted(json_dump(r) for r in both)
+    record = again[0]
+    assert set(record["arms"]) == set(RE.PERMISSIONS)
+    for permission, arms in record["arms"].items():
+        assert set(arms) == set(RE.ARMS)
+        protected = RS.protected_positions(record["original"], record["special"], record["word_ids"], 3)
+        for arm, result in arms.items():
+            if not result["kept"]:
+                assert result["reason"]
+                continue
+            assert len(result["scores"]) == len(record["original"])
+            if arm != "noise":
+                assert _predicted(ex, result["text"])[0] == _predicted(ex, record["text"])[0]
+                if permission == "kept":
+                    assert not set(result["positions"]) & set(protected)
+        assert arms["search"]["queries"] <= config.budget * config.queries
+    assert RE.ExperimentConfig(queries=3).key("m") != RE.ExperimentConfig(queries=4).key("m")
+
+
+def json_dump(record):
+    import json
+
+    return json.dumps(record, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------- experiment statistics
+def _record(index, original, arms, special=None, words=None):
+    n = len(original)
+    special = special or [False] * n
+    words = words or list(range(n))
+    return {"method": "m", "index": index, "original": list(original), "special": special, "word_ids": words,
+            "arms": {"kept": {name: ({"kept": True, "scores": list(scores), "positions": [1], "queries": 1, "seconds": 0.1}
+                                     if scores is not None else {"kept": False, "reason": "x", "positions": [],
+                                                                 "queries": 0, "seconds": 0.0})
+                              for name, scores in arms.items()}}}
+
+
+def test_metric_frame_values_and_chance_match_the_metric_functions():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=12), rng.normal(size=12)
+    frame = RSt.metric_frame([_record(0, a, {"attack": b, "search": a})], ks=(2, 3), ws=(1, 3), levels=("token",))
+    row = lambda arm, metric, k, w: frame[(frame.arm == arm) & (frame.metric == metric) & (frame.k == k) & (frame.w == w)].iloc[0]
+    assert row("attack", "topk", 3, 1).observed == pytest.approx(R.topk_intersection(np.abs(a), np.abs(b), 3))
+    assert row("attack", "lens_recall", 2, 3).observed == pytest.approx(R.lens_recall(np.abs(a), np.abs(b), 2, 3))
+    assert row("attack", "topk_div", 3, 3).chance == pytest.approx(R.chance_div_overlap(12, 3, 3))
+    assert row("attack", "lens_precision", 3, 3).chance == pytest.approx(R.chance_overlap(12, 3, 3))
+    assert row("search", "topk", 2, 1).observed == 1.0 and row("search", "kendall", 0, 0).observed == pytest.approx(1.0)
+
+
+def test_word_level_map_sums_signed_token_scores():
+    record = {"special": [True, False, False, False, True], "word_ids": [None, 0, 0, 1, None]}
+    assert RSt.level_map(record, [9, 0.5, -0.2, -1.0, 9], "word").tolist() == pytest.approx([0.3, 1.0])
+    assert RSt.level_map(record, [9, 0.5, -0.2, -1.0, 9], "token").tolist() == pytest.approx([0.5, 0.2, 1.0])
+
+
+def test_summary_is_pooled_kappa_and_gaps_are_paired():
+    rng = np.random.default_rng(5)
+    records = []
+    for i in range(30):
+        a = rng.normal(size=10)
+        records.append(_record(i, a, {"search": a + rng.normal(scale=0.1, size=10), "attack": rng.normal(size=10),
+                                      "noise": None if i % 3 == 0 else a}))
+    frame = RSt.metric_frame(records, ks=(3,), ws=(1, 3), levels=("token",))
+    summary = RSt.summarise(frame, draws=300)
+    cell = summary[(summary.arm == "attack") & (summary.metric == "topk")].iloc[0]
+    values = frame[(frame.arm == "attack") & (frame.metric == "topk")]
+    kappa = (values.observed.mean() - 0.3) / (1 - 0.3)
+    assert cell.n == 30 and cell.raw == pytest.approx(values.observed.mean()) and cell.corrected == pytest.approx(kappa)
+    assert cell.raw_lo <= cell.raw <= cell.raw_hi and cell.corrected_lo <= cell.corrected <= cell.corrected_hi
+    noise = summary[(summary.arm == "noise") & (summary.metric == "topk")].iloc[0]
+    assert noise.n == 20 and noise.raw == 1.0
+    gaps = RSt.paired_gaps(frame, pairs=(("noise", "attack"),), draws=300)
+    gap = gaps[(gaps.metric == "topk")].iloc[0]
+    both = values[values.text % 3 != 0]
+    assert gap.n == 20 and gap.gap == pytest.approx(1.0 - both.observed.mean())  # only texts where both were kept
+    assert gap.gap_corrected == pytest.approx(gap.gap / 0.7)
+    drops = RSt.drop_table(records)
+    assert drops[drops.arm == "noise"].dropped.iloc[0] == pytest.approx(10 / 30)
+
+
+def test_narrowing_is_positive_when_the_attack_only_shifts_top_tokens_by_one():
+    """An 'attack' that moves each top token to a neighbour position: top-k sees a large gap to the
+    unperturbed arm, LENS (w = 3) sees none, so LENS narrows the gap even after chance correction."""
+    rng = np.random.default_rng(2)
+    records = []
+    for i in range(25):
+        a = rng.random(20)
+        shifted = np.roll(a, 1)
+        records.append(_record(i, a, {"search": a, "attack": shifted}))
+    frame = RSt.metric_frame(records, ks=(3,), ws=(1, 3), levels=("token",))
+    table = RSt.narrowing(frame, pairs=(("search", "attack"),), metrics=("lens_precision",), draws=300)
+    row = table[(table.k == 3) & (table.w == 3)].iloc[0]
+    assert row.narrowed > 0.5 and row.narrowed_lo > 0

@@ -3,10 +3,16 @@
 - :func:`attention_entropy`: attn (L, H, n, n) -> (L, H), the mean over valid query rows of
   -Σ_j a_ij ln a_ij, in nats (0 ln 0 = 0). Uniform rows over n keys give ln n; one-hot rows 0.
 - :func:`cone_index`: X (n, d) -> ‖Σ_i x_i/‖x_i‖‖₂ in [0, n] (``normalise=True`` divides by n):
-  n when all vectors point the same way, about √n for random directions, 0 when they cancel.
-  :func:`cone_indices` does it for every layer's hidden states (L+1, n, d) -> (L+1,).
+  n when all vectors point the same way, 0 when they cancel. :func:`cone_indices` does it for every
+  layer's hidden states (L+1, n, d) -> (L+1,).
+- :func:`cone_index_floor`: the chance level, √n (normalised 1/√n): the root-mean-square cone index
+  of n independent uniformly random directions, exactly, in any dimension (E‖Σu_i‖² = n). A
+  normalised cone index of 0.25 on 16 tokens is chance level, not "a quarter aligned".
+  :func:`cone_index_above_floor` rescales (c − floor)/(1 − floor): 0 at the floor, 1 when all
+  vectors are parallel (ours).
 - :func:`pattern_scores` / :func:`classify_patterns` / :func:`head_patterns`: a rule-based head
-  taxonomy with every threshold in :data:`PATTERN_THRESHOLDS` (see :data:`PATTERNS`).
+  taxonomy of our own (:data:`TAXONOMY`; not a paper's, and not gated like one), every threshold in
+  :data:`PATTERN_THRESHOLDS` (see :data:`PATTERNS`).
 - :func:`head_stats`: all of the above for a text or a list of texts -> ``HeadStats``
   (what ``Explainer.heads`` returns).
 
@@ -21,6 +27,12 @@ import numpy as np
 
 from ..errors import InputError
 from .registry import implements
+
+#: What the head patterns are: our rule, not a published taxonomy or its gates.
+TAXONOMY = ("xattr-lab's own rule-based taxonomy (not from a paper): a head gets the positional pattern "
+            "(diagonal, previous, next, first, sink) whose mean attention mass over query rows 1..n-1 is largest, "
+            "if that mass is >= 0.5; else 'broad' if its mean normalised row entropy is >= 0.75; else 'mixed'. "
+            "Statistics are averaged over the texts before classifying.")
 
 #: pattern name -> what it means. The statistic of each positional pattern is the mean, over the
 #: query rows i = 1..n-1 (row 0 is skipped: in causal models it can only see itself), of the
@@ -107,6 +119,29 @@ def cone_index(X: Any, normalise: bool = False) -> float:
     units = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
     value = float(np.linalg.norm(units.sum(0)))
     return value / X.shape[0] if normalise else value
+
+
+def cone_index_floor(n: Any, normalise: bool = True) -> Any:
+    """Chance level of the cone index for n vectors: √n (``normalise=True``: 1/√n).
+
+    The root-mean-square cone index of n independent uniformly random unit vectors, exactly, in any
+    dimension d (E‖Σ u_i‖² = n since E⟨u_i, u_j⟩ = 0 for i ≠ j); the mean is slightly below it for
+    small d. n may be an int or an array of lengths.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    if (n < 1).any():
+        raise InputError("the cone-index floor needs n >= 1 vectors")
+    floor = 1.0 / np.sqrt(n) if normalise else np.sqrt(n)
+    return float(floor) if floor.ndim == 0 else floor
+
+
+def cone_index_above_floor(normalised: Any, n: Any) -> Any:
+    """(c − 1/√n) / (1 − 1/√n) for a normalised cone index c of n vectors (ours): 0 at the
+    random-direction floor, 1 when all are parallel, negative below the floor; NaN for n = 1."""
+    floor = np.asarray(cone_index_floor(n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(floor < 1.0, (np.asarray(normalised, dtype=np.float64) - floor) / (1.0 - floor), np.nan)
+    return float(out) if out.ndim == 0 else out
 
 
 def cone_indices(hidden_states: Any, normalise: bool = False) -> np.ndarray:
@@ -215,7 +250,9 @@ def head_stats(ex, text_or_texts: str | Sequence[str], *, max_map_tokens: int = 
                thresholds: dict[str, float] | None = None, progress: bool = False):
     """Attention geometry of a text, or the mean over a list of texts -> ``HeadStats``.
 
-    entropy (L, H) and cone indices (L+1,) are averaged over texts; patterns are classified from
+    entropy (L, H) and cone indices (L+1,) are averaged over texts; ``options["cone_index_floor"]`` is
+    the mean random-direction floor 1/√n of the texts' lengths and ``options["cone_index_above_floor"]``
+    the mean per-text (c − 1/√n)/(1 − 1/√n) per layer; patterns (ours, :data:`TAXONOMY`) are classified from
     the pattern statistics averaged over texts (kept in ``pattern_scores``). ``attentions`` holds
     the first text's maps (L, H, n, n) when n <= ``max_map_tokens`` (else None). One forward pass
     per text (``ex.capture(text, hidden_states=True)``).
@@ -231,7 +268,7 @@ def head_stats(ex, text_or_texts: str | Sequence[str], *, max_map_tokens: int = 
         from tqdm.auto import tqdm
 
         iterator = tqdm(texts, desc="heads")
-    entropy, cone, cone_normalised, first = [], [], [], None
+    entropy, cone, cone_normalised, above, lengths, first = [], [], [], [], [], None
     totals: dict[str, np.ndarray] = {}
     scored = 0
     for text in iterator:
@@ -242,6 +279,8 @@ def head_stats(ex, text_or_texts: str | Sequence[str], *, max_map_tokens: int = 
         hidden = cap.hidden_states.double().numpy()[:, mask]
         cone.append(cone_indices(hidden))
         cone_normalised.append(cone_indices(hidden, normalise=True))
+        lengths.append(int(mask.sum()))
+        above.append(cone_index_above_floor(cone_normalised[-1], lengths[-1]))
         if len(cap.tokens) >= 2:
             scores = pattern_scores(attn, cap.tokens, cap.encoding.special_mask, causal=ex.adapter.causal)
             for name, value in scores.items():
@@ -262,5 +301,8 @@ def head_stats(ex, text_or_texts: str | Sequence[str], *, max_map_tokens: int = 
         texts=texts,
         model=ex.name,
         options={"max_map_tokens": max_map_tokens, "thresholds": dict(PATTERN_THRESHOLDS, **(thresholds or {})),
-                 "pattern_scores": {name: value.tolist() for name, value in mean_scores.items()}},
+                 "pattern_scores": {name: value.tolist() for name, value in mean_scores.items()},
+                 "taxonomy": TAXONOMY, "tokens_per_text": lengths,
+                 "cone_index_floor": float(np.mean(cone_index_floor(lengths))),
+                 "cone_index_above_floor": np.mean(above, axis=0).tolist()},
     )

@@ -76,3 +76,18 @@ def test_bench_lens_recall_tokens_4096(benchmark):
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=4096), rng.normal(size=4096)
     benchmark(R.lens_recall, a, b, 400, 5)
+
+
+def test_bench_chance_overlap_224(benchmark):
+    """Exact chance level of a 224x224 map, k = 1000, w = 3: one product per entry over k terms."""
+    value = benchmark(R.chance_overlap, SHAPE, K, W)
+    assert K / (224 * 224) < value < 9 * K / (224 * 224)
+    assert benchmark.stats.stats.median < 1.0
+
+
+def test_bench_chance_div_overlap_tokens(benchmark):
+    """Top-k-div chance by simulation (20,000 random rankings), uncached: the report needs one per (n, k, w)."""
+    from xattr_lab.evaluation import robustness_chance as RC
+
+    benchmark(RC._simulate_div, 40, 8, 5, 20000, 0)
+    assert benchmark.stats.stats.median < 1.0

@@ -17,7 +17,8 @@ class HeadGrid(View):
     Statistics come from the result (HeadStats: entropy, pattern; CircuitResult: circuit node
     score, ablation effect when present) plus ``extra`` ({name: (L, H) array}). Click a cell for
     that head's attention matrix (needs ``attentions``) and, for circuits, its codes in positives
-    vs negatives; click a layer label for the layer's rollout and cone index.
+    vs negatives; click a layer label for the layer's rollout and cone index. HeadStats also get a
+    plot of the normalised cone index by layer with its random-direction floor 1/√n (dashed).
     """
 
     view_type = "heads"
@@ -155,8 +156,11 @@ class HeadGrid(View):
         self._matrix = None  # (figure, source, BokehModel) reused while n is the same
         self._extra_detail = _html("")
         detail = w.VBox([self._detail_title, self._matrix_box, self._extra_detail])
-        box = w.VBox([self._header, w.HBox([self._stat_picker]), self._legend,
-                      w.HBox([self._plot, detail])])
+        rows = [self._header, w.HBox([self._stat_picker]), self._legend, w.HBox([self._plot, detail])]
+        cone = self._cone_figure()
+        if cone is not None:
+            rows.append(_bokeh(cone))
+        box = w.VBox(rows)
         box.add_class("xattr-view")
         box.add_class("xattr-head-grid")
         return box
@@ -292,7 +296,40 @@ class HeadGrid(View):
         cone_n = getattr(r, "cone_index_normalised", None)
         if cone_n is not None and len(cone_n) > layer + 1:
             out["cone_index_out_normalised"] = float(cone_n[layer + 1])
+            floor = self.cone_floor()
+            if floor is not None:
+                out["cone_index_floor"] = floor
         return out
+
+    def cone_floor(self) -> float | None:
+        """The normalised cone index of random directions, 1/√n: from the result (mean over its
+        texts) or from its tokens; None when neither is known."""
+        floor = (getattr(self.result, "options", None) or {}).get("cone_index_floor")
+        if floor is None and self.tokens:
+            floor = 1.0 / np.sqrt(len(self.tokens))
+        return None if floor is None else float(floor)
+
+    def _cone_figure(self):
+        """Normalised cone index per layer (0 = embeddings) with the floor as a dashed line; None
+        for results without cone indices."""
+        values = getattr(self.result, "cone_index_normalised", None)
+        if values is None or not len(values):
+            return None
+        from bokeh.models import Label, Span
+        from bokeh.plotting import figure
+
+        values = np.asarray(values, dtype=np.float64)
+        layers = list(range(len(values)))
+        fig = figure(width=360, height=190, title="normalised cone index by layer", name="xattr-cone-index",
+                     toolbar_location=None, y_range=(0, 1.05), x_axis_label="layer (0 = embeddings)")
+        fig.line(layers, values.tolist(), line_width=2)
+        fig.scatter(layers, values.tolist(), size=5)
+        floor = self.cone_floor()
+        if floor is not None:
+            fig.add_layout(Span(location=floor, dimension="width", line_dash="dashed", line_color="#888888"))
+            fig.add_layout(Label(x=0, y=floor, text=f"random directions: 1/√n = {floor:.2f}", text_font_size="9px",
+                                 y_offset=2, text_color="#555555"))
+        return fig
 
     def _show_layer(self, layer: int) -> None:
         A = self.attentions
@@ -306,6 +343,8 @@ class HeadGrid(View):
                         f" (input {summary['cone_index_in']:.3f}")
             if "cone_index_out_normalised" in summary:
                 message += f"; normalised {summary['cone_index_out_normalised']:.3f}"
+            if "cone_index_floor" in summary:
+                message += f", random-direction floor 1/√n {summary['cone_index_floor']:.3f}"
             message += ")"
         with self._lock:
             self._detail_title.value = message
@@ -343,6 +382,9 @@ class HeadGrid(View):
             side, _ = matrix_figure(core.rollout(A, self.state.layer), core.pretty_tokens(self.tokens),
                                     title=f"rollout through layer {self.state.layer}")
         models.append(row(fig, side) if side is not None else fig)
+        cone = self._cone_figure()
+        if cone is not None:
+            models.append(cone)
         if l >= 0 and self.head_codes(l, h) is not None:
             models.append(Div(text=self._codes_html(l, h)))
         return models
