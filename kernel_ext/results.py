@@ -274,6 +274,13 @@ class CircuitResult(Result):
         in JSON; ``codes()`` returns ints).
     unique_codes: head index (flat, ``l*H + h``) -> codes seen only in positives.
     difference_scores: (L, H) no-SAE baseline, ``circuits.mean_difference_scores`` (or None).
+    baseline_scores: label-free baselines by name ("norm", "variance"), each (L, H) (or None).
+    metrics: with a ground truth, ``node_roc_auc``, ``paper_edge_metric`` (the paper's "edge
+        ROC-AUC", a node metric), ``edge_roc_auc`` (against an edge truth), ``baselines`` (a dict:
+        ``difference_node_roc_auc``, ``norm_roc_auc``, ``variance_roc_auc``); ``seconds``. JSON
+        written before these names existed reads back unchanged.
+    options: how it was computed (``recipe``, ``scoring``, ``examples``, ``score_examples``,
+        ``in_sample``, ...).
     """
 
     kind: ClassVar[str] = "circuit"
@@ -290,7 +297,8 @@ class CircuitResult(Result):
     negative: list[str] = field(default_factory=list)
     truth: list[list[int]] | None = None
     difference_scores: list[list[float]] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    baseline_scores: dict[str, list[list[float]]] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -1,191 +1,172 @@
-"""Measure SAE circuit discovery against mean-ablation ground truth (the numbers in the README).
+"""Regenerate the README's SAE circuits table: IOI on smollm2-135m and the toy induction model,
+paper recipe and ours (xattr), count and JSD scores, every baseline, bootstrap 95% CIs.
 
-    python scripts/circuits_report.py toy --examples 5 10 25 100 --seeds 5 [--position -1]   # toy induction
-    python scripts/circuits_report.py ioi-truth --prompts 40   # one-time ablation ground truth (cached)
-    python scripts/circuits_report.py ioi --seeds 10 --examples 10 --runs DIR [--position -1 --center-heads --l1 0.1]
-    python scripts/circuits_report.py summarise --prompts 40 --runs DIR       # ROC-AUC of the saved runs
+    python scripts/circuits_report.py truth --task ioi|toy          # the path-patching truths (cached once)
+    python scripts/circuits_report.py table --task ioi --runs 5     # measure (resumable) and print the table
+    python scripts/circuits_report.py table --task toy --runs 10
 
-Every command prints JSON lines and, with --out, appends them to a file. The ablation ground truth
-is cached under ``xattr_lab.zoo.cache_dir()/circuits/``.
+Run r trains each recipe's SAE with seed r on the first ``--examples`` prompts per class of a
+prompt sample drawn with seed r (disjoint from the truth's prompts) and scores the next
+``--score-examples`` per class. Each run's numbers are cached under
+``cache_dir()/circuits/runs/`` keyed by the code version (a hash of the circuit modules), the
+model, the task and the options, so an interrupted report resumes where it stopped. A CI is the
+percentile bootstrap interval of the mean over runs (10,000 resamples): it covers SAE seeds and
+prompt samples. Progress goes to stderr; the table (markdown) and the command to stdout.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _emit(record: dict, out: str | None) -> None:
-    line = json.dumps(record)
-    print(line, flush=True)
-    if out:
-        with open(out, "a") as handle:
-            handle.write(line + "\n")
-
-
-def _truth_path(name: str) -> Path:
-    from xattr_lab.zoo import cache_dir
-
-    folder = cache_dir() / "circuits"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.npz"
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ["kernel_ext/methods/sae.py", "kernel_ext/methods/circuit_scores.py", "kernel_ext/methods/circuits.py",
+        "kernel_ext/core/capture.py", "kernel_ext/evaluation/circuit_truth.py", "kernel_ext/evaluation/circuit_patching.py",
+        "kernel_ext/evaluation/tasks.py", "kernel_ext/core/toy.py"]
+MODEL = {"ioi": "smollm2-135m", "toy": "toy-induction"}
+RECIPES = ("paper", "xattr")
 
 
-def _ioi(ex, n: int, seed: int):
+def log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def code_version() -> str:
+    h = hashlib.sha256()
+    for name in CODE:
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def load(task: str):
+    import torch
+
+    import xattr_lab as xa
+
+    torch.set_num_threads(1)  # on a shared 2-core box, 2 threads were 20x slower than 1
+    return xa.load(MODEL[task], device="cpu")
+
+
+def truth(ex, task: str, rebuild: bool = False):
+    from xattr_lab.evaluation.circuit_reference import ioi_truth, toy_truth
+
+    return ioi_truth(ex, n=32, rebuild=rebuild) if task == "ioi" else toy_truth(ex, rebuild=rebuild)
+
+
+def prompts(ex, task: str, n: int, seed: int):
     from xattr_lab import tasks
 
-    return tasks.ioi_prompts(ex.tokenizer, n=n, seed=seed)
+    if task == "ioi":
+        t = tasks.ioi_prompts(ex.tokenizer, n=n, seed=seed)
+    else:
+        t = tasks.induction_task(ex.tokenizer, n=n, seed=100 + seed)
+    return t.positive, t.negative
 
 
-def ioi_truth(args) -> np.ndarray:
-    """Mean-ablation effects of every smollm2-135m head on IOI (logit difference), cached."""
-    import xattr_lab as xa
+def one_run(ex, task: str, run: int, ground, args) -> dict:
+    """Every measure of run ``run`` (both recipes, both scorings, every baseline)."""
     from xattr_lab import circuits
 
-    path = _truth_path(f"ioi-smollm2-135m-p{args.prompts}")
-    if path.exists() and not args.rebuild:
-        return np.load(path)["effects"]
-    import torch
-
-    ex = xa.load("smollm2-135m", device="cpu")
-    # ground-truth prompts use their own seed, disjoint from the SAE prompts' seed
-    task = _ioi(ex, args.prompts, seed=1000)
-    start = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    effects = circuits.head_ablation_effects(ex, task.positive, task.metric, negatives=task.negative,
-                                             batch_size=args.batch_size, progress=True, logit_positions=[-1])
-    seconds = time.perf_counter() - start
-    ids = torch.cat([ex.encode(p).input_ids for p in task.positive])
-    with torch.no_grad(), ex.restored():
-        clean = task.metric(ex.forward(input_ids=ids).logits, torch.arange(len(task.positive)))
-    np.savez(path, effects=effects, seconds=seconds, clean_logit_diff=clean.numpy())
-    _emit({"kind": "ioi-truth", "prompts": args.prompts, "seconds": round(seconds, 1),
-           "clean_logit_diff_mean": float(clean.mean()), "clean_correct_frac": float((clean > 0).float().mean()),
-           "top_heads": _top_heads(effects, 12)}, args.out)
-    return effects
+    pos, neg = prompts(ex, task, args.examples + args.score_examples, run)
+    record: dict = {}
+    nodes = ground.nodes
+    for recipe in RECIPES:
+        r = ex.circuit(pos, neg, recipe=recipe, examples=args.examples, score_examples=args.score_examples,
+                       seed=run, truth=ground, progress=False)
+        c_pos, c_neg = r.codes
+        jsd = circuits.jsd_scores(c_pos, c_neg)
+        m = r.metrics
+        record[recipe] = {"count": m["node_roc_auc"], "jsd": circuits.roc_auc(jsd, nodes),
+                          "paper_edge_metric": m["paper_edge_metric"], "edge_roc_auc": m.get("edge_roc_auc"),
+                          "seconds": m["seconds"], "position": r.options["position"], **m["baselines"]}
+    scored = pos[args.examples : args.examples + args.entropy_prompts] + neg[args.examples : args.examples + args.entropy_prompts]
+    record["entropy_roc_auc"] = circuits.roc_auc(-circuits.attention_entropy(ex, scored), nodes)
+    return record
 
 
-def _top_heads(effects: np.ndarray, k: int) -> list[str]:
-    H = effects.shape[1]
-    order = np.argsort(-np.abs(effects).ravel())[:k]
-    return [f"{i // H}.{i % H}:{effects.ravel()[i]:+.3f}" for i in order]
+def ci(values: list[float]) -> tuple[float, float, float]:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if not v.size:
+        return float("nan"), float("nan"), float("nan")
+    means = v[np.random.default_rng(0).integers(0, v.size, (10_000, v.size))].mean(axis=1)
+    return float(v.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def _sae_options(args) -> dict:
-    return {"epochs": args.epochs, "position": args.position, "center_heads": args.center_heads, "l1": args.l1}
+def fmt(values: list[float]) -> str:
+    mean, lo, hi = ci(values)
+    return "–" if np.isnan(mean) else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def ioi(args) -> None:
-    """SAE runs on IOI; each run's scores are saved (--runs) so ROC-AUC can be computed later."""
-    import torch
+def table(args) -> None:
+    ex = load(args.task)
+    ground = truth(ex, args.task)
+    version = code_version()
+    folder = Path(args.cache or "") if args.cache else None
+    if folder is None:
+        from xattr_lab.zoo import cache_dir
 
-    import xattr_lab as xa
-
-    torch.set_num_threads(args.threads)
-    ex = xa.load("smollm2-135m", device="cpu")
-    task = _ioi(ex, max(args.examples), seed=0)
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    for examples in args.examples:
-        for seed in range(args.seeds):
-            # the whole pipeline: head-output cache + SAE + codes + scores (no ground truth)
-            r = ex.circuit(task.positive, task.negative, examples=examples, seed=seed, progress=False,
-                           **_sae_options(args))
-            np.savez(runs / f"ioi-e{examples}-s{seed}.npz", node=r.node_scores, edge=r.edge_scores,
-                     difference=np.asarray(r.difference_scores), seconds=r.metrics["seconds"], epochs=args.epochs,
-                     options=json.dumps(r.options))
-            _emit({"kind": "ioi-run", "examples": examples, "seed": seed, **r.options,
-                   "seconds": round(r.metrics["seconds"], 1)}, args.out)
-
-
-def summarise(args) -> None:
-    """Node/edge ROC-AUC of saved IOI runs against the cached ablation ground truth."""
-    from xattr_lab import circuits
-
-    effects = ioi_truth(args)
-    truth = circuits.truth_mask(effects, fraction=args.fraction)
-    by_examples: dict[int, list[dict]] = {}
-    for path in sorted(Path(args.runs).glob("ioi-e*-s*.npz")):
-        data = np.load(path)
-        examples = int(path.stem.split("-")[1][1:])
-        by_examples.setdefault(examples, []).append({
-            "node_roc_auc": circuits.roc_auc(data["node"], truth),
-            "edge_roc_auc": circuits.edge_roc_auc(data["edge"], truth),
-            # the no-SAE baseline (runs saved before it existed have none)
-            "difference_node_roc_auc": circuits.roc_auc(data["difference"], truth) if "difference" in data else None,
-            "seconds": float(data["seconds"]),
-            "options": json.loads(str(data["options"])) if "options" in data else {"epochs": int(data["epochs"])}})
-    for examples, runs in sorted(by_examples.items()):
-        summary = {"kind": "ioi-summary", "examples": examples, "seeds": len(runs), "options": runs[0]["options"],
-                   "truth_heads": int(truth.sum()), "fraction": args.fraction, "truth_prompts": args.prompts}
-        for key in ("node_roc_auc", "edge_roc_auc", "difference_node_roc_auc", "seconds"):
-            values = [m[key] for m in runs if m[key] is not None]
-            if not values:
-                continue
-            summary[key] = round(statistics.mean(values), 4)
-            summary[key + "_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
-        _emit(summary, args.out)
-
-
-def toy(args) -> None:
-    import xattr_lab as xa  # noqa: F401
-    from xattr_lab import circuits
-    from xattr_lab.toy import induction_metric, induction_prompts, load_toy
-    from xattr_lab.zoo import manifest
-
-    ex = load_toy(progress=True)
-    pos, neg = induction_prompts(n=args.prompts, length=10, seed=1)
-    effects = circuits.head_ablation_effects(ex, pos, induction_metric(pos, ex.tokenizer, 10), negatives=neg, progress=False)
-    truth = circuits.truth_mask(effects, fraction=args.fraction)
-    _emit({"kind": "toy-truth", "effects": np.round(effects, 3).tolist(), "truth": truth.astype(int).tolist(),
-           "manifest": manifest("toy-induction")}, args.out)
-    sae_pos, sae_neg = induction_prompts(n=max(args.examples), length=10, seed=2)
-    for examples in args.examples:
-        aucs = []
-        for seed in range(args.seeds):
-            r = ex.circuit(sae_pos, sae_neg, examples=examples, seed=seed, truth=truth, progress=False,
-                           **_sae_options(args))
-            aucs.append(r.metrics)
-            _emit({"kind": "toy-run", "examples": examples, "seed": seed,
-                   "node_scores": r.node_scores.tolist(), **{k: round(v, 4) for k, v in r.metrics.items()}}, args.out)
-        node = [m["node_roc_auc"] for m in aucs]
-        _emit({"kind": "toy-summary", "examples": examples, "seeds": args.seeds, **_sae_options(args),
-               "difference_node_roc_auc": round(statistics.mean(m["difference_node_roc_auc"] for m in aucs), 4),
-               "node_roc_auc": round(statistics.mean(node), 4),
-               "node_roc_auc_std": round(statistics.stdev(node), 4) if len(node) > 1 else 0.0}, args.out)
+        folder = cache_dir() / "circuits" / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for run in range(args.runs):
+        key = {"code": version, "model": ex.name, "task": args.task, "run": run, "examples": args.examples,
+               "score_examples": args.score_examples, "entropy_prompts": args.entropy_prompts,
+               "truth": ground.info.get("key")}
+        path = folder / f"{args.task}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.json"
+        if path.exists():
+            records.append(json.loads(path.read_text()))
+            log(f"run {run + 1}/{args.runs}: cached")
+            continue
+        start = time.perf_counter()
+        record = one_run(ex, args.task, run, ground, args)
+        path.write_text(json.dumps(record))
+        records.append(record)
+        log(f"run {run + 1}/{args.runs}: {time.perf_counter() - start:.0f} s "
+            f"(paper count {record['paper']['count']:.2f}, xattr jsd {record['xattr']['jsd']:.2f})")
+    name = {"ioi": "IOI `smollm2-135m`", "toy": "toy induction"}[args.task]
+    heads = int(ground.nodes.sum())
+    print(f"{name}: truth {heads} of {ground.nodes.size} heads, {int(ground.edges.sum())} edges; {args.runs} runs "
+          f"(SAE seed and prompt sample), {args.examples} training + {args.score_examples} held-out prompts per class; "
+          f"mean [bootstrap 95% CI]\n")
+    print("| recipe (position) | node ROC-AUC, count | node ROC-AUC, JSD | paper_edge_metric | edge_roc_auc | "
+          "class-mean difference | output norm | output variance | s / run |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for recipe in RECIPES:
+        rows = [r[recipe] for r in records]
+        col = lambda k: fmt([r[k] for r in rows])  # noqa: E731
+        seconds = np.mean([r["seconds"] for r in rows])
+        print(f"| {recipe} ({rows[0]['position']}) | {col('count')} | {col('jsd')} | {col('paper_edge_metric')} | "
+              f"{col('edge_roc_auc')} | {col('difference_node_roc_auc')} | {col('norm_roc_auc')} | "
+              f"{col('variance_roc_auc')} | {seconds:.0f} |")
+    print(f"\nattention entropy (label-free, focused = circuit): {fmt([r['entropy_roc_auc'] for r in records])}")
+    print(f"\ncommand: python scripts/circuits_report.py table --task {args.task} --runs {args.runs} "
+          f"--examples {args.examples} --score-examples {args.score_examples}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["toy", "ioi-truth", "ioi", "summarise"])
-    parser.add_argument("--prompts", type=int, default=40, help="ablation ground-truth prompts")
-    parser.add_argument("--examples", type=int, nargs="+", default=[10], help="SAE training examples per class")
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--fraction", type=float, default=0.1, help="truth: |effect| >= fraction * max |effect|")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--position", default="mean", type=lambda v: v if v == "mean" else int(v),
-                        help="'mean' or a token index for the head outputs")
-    parser.add_argument("--center-heads", action="store_true", help="centre each head's outputs before the SAE")
-    parser.add_argument("--l1", type=float, default=0.02, help="SAE L1 penalty")
-    parser.add_argument("--epochs", type=int, default=500, help="SAE epochs")
-    parser.add_argument("--runs", default="/tmp/xattr-circuit-runs", help="folder for saved IOI runs")
-    parser.add_argument("--rebuild", action="store_true")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("command", choices=["truth", "table"])
+    parser.add_argument("--task", choices=["ioi", "toy"], default="ioi")
+    parser.add_argument("--runs", type=int, default=5, help="SAE seeds x prompt samples")
+    parser.add_argument("--examples", type=int, default=10, help="training prompts per class")
+    parser.add_argument("--score-examples", type=int, default=250, help="held-out prompts per class")
+    parser.add_argument("--entropy-prompts", type=int, default=50, help="held-out prompts per class for the entropy baseline")
+    parser.add_argument("--cache", default=None, help="folder for cached runs (default cache_dir()/circuits/runs)")
+    parser.add_argument("--rebuild", action="store_true", help="truth: recompute even when cached")
     args = parser.parse_args(argv)
-    if args.command == "toy":
-        toy(args)
-    elif args.command == "ioi-truth":
-        ioi_truth(args)
-    elif args.command == "ioi":
-        ioi(args)
+    if args.command == "truth":
+        ex = load(args.task)
+        t = truth(ex, args.task, rebuild=args.rebuild)
+        H = t.nodes.shape[1]
+        print(json.dumps({name: [f"{h // H}.{h % H}" for h in heads] for name, heads in t.classes.items()}))
+        print(json.dumps({k: v for k, v in t.info.items() if k != "key"}))
     else:
-        summarise(args)
+        table(args)
 
 
 if __name__ == "__main__":

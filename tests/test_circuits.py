@@ -1,5 +1,7 @@
-"""SAE circuits: head-output cache, SAE, codes, node/edge scores, ROC-AUC, ablation ground truth."""
+"""SAE circuits: head-output cache, SAEs (paper, ours, SAELens), codes, scores, path patching, truths."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -78,7 +80,7 @@ def _blobs(seed=0, n=60, d=16):
 
 def test_sae_decoder_unit_norm_and_learns():
     X = _blobs()
-    sae = circuits.train_sae(X, features=20, l1=0.01, epochs=200, seed=0)
+    sae = circuits.train_sae(X, features=20, l1=0.01, epochs=200, seed=0, recipe="xattr")
     norms = sae.decoder.norm(dim=0)
     torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
     recon, z = sae(X)
@@ -90,8 +92,8 @@ def test_sae_decoder_unit_norm_and_learns():
 
 def test_codes_deterministic_for_a_seed():
     X = _blobs().reshape(6, 10, -1)  # (examples, heads, d)
-    a = circuits.codes(circuits.train_sae(X, features=20, epochs=50, seed=3), X)
-    b = circuits.codes(circuits.train_sae(X, features=20, epochs=50, seed=3), X)
+    a = circuits.codes(circuits.train_sae(X, features=20, epochs=50, seed=3, recipe="xattr"), X)
+    b = circuits.codes(circuits.train_sae(X, features=20, epochs=50, seed=3, recipe="xattr"), X)
     assert a.shape == (6, 10) and a.dtype == np.int64
     np.testing.assert_array_equal(a, b)
     # blob members share codes: the 5 centres get at most 5 distinct codes... and at least 2
@@ -111,7 +113,7 @@ def _moving_head(n=8, heads=4, d=12, seed=0):
 def test_center_heads_codes_how_a_head_moves():
     pos, neg = _moving_head()
     X = torch.cat([pos, neg])
-    sae = circuits.train_sae(X, features=16, l1=0.1, epochs=300, seed=0, center_heads=True)
+    sae = circuits.train_sae(X, features=16, l1=0.1, epochs=300, seed=0, center_heads=True, recipe="xattr")
     assert sae.head_bias.shape == (4, 12)
     torch.testing.assert_close(sae.head_bias * sae.scale, X.mean(dim=0))
     norms = sae.decoder.norm(dim=0)
@@ -124,10 +126,10 @@ def test_center_heads_codes_how_a_head_moves():
     nodes = circuits.node_scores(c_pos, c_neg)
     assert nodes[2] >= 1
     assert set(c_pos[:, 2]).isdisjoint(set(c_neg[:, 2]))
-    assert circuits.train_sae(X, features=16, l1=0.1, epochs=2, seed=0).head_bias is None
+    assert circuits.train_sae(X, features=16, l1=0.1, epochs=2, seed=0, recipe="xattr").head_bias is None
     recon, _ = sae(X)
     assert float((recon - X).pow(2).mean()) < 0.1 * float((X - X.mean((0, 1))).pow(2).mean())
-    again = circuits.train_sae(X, features=16, l1=0.1, epochs=300, seed=0, center_heads=True)
+    again = circuits.train_sae(X, features=16, l1=0.1, epochs=300, seed=0, center_heads=True, recipe="xattr")
     np.testing.assert_array_equal(circuits.codes(again, pos), c_pos)
 
 
@@ -148,8 +150,10 @@ def test_silent_vectors_get_their_own_code():
 def test_center_heads_needs_head_shaped_input():
     pos, neg = _moving_head()
     with pytest.raises(XattrError, match="center_heads needs head outputs"):
-        circuits.train_sae(torch.cat([pos, neg]).reshape(-1, 12), center_heads=True, epochs=2)
-    sae = circuits.train_sae(torch.cat([pos, neg]), features=4, epochs=2, center_heads=True)
+        circuits.train_sae(torch.cat([pos, neg]).reshape(-1, 12), center_heads=True, epochs=2, recipe="xattr")
+    sae = circuits.train_sae(torch.cat([pos, neg]), features=4, epochs=2, center_heads=True, recipe="xattr")
+    with pytest.raises(XattrError, match="option of recipe='xattr'"):
+        circuits.train_sae(torch.cat([pos, neg]), features=4, epochs=2, center_heads=True)
     with pytest.raises(XattrError, match="centres each head"):
         circuits.codes(sae, pos.reshape(-1, 12))
     with pytest.raises(XattrError, match="centres each head"):
@@ -253,6 +257,222 @@ def test_edge_truth_and_truth_mask():
         circuits.truth_mask(np.zeros((2, 2)))
 
 
+# ---------------------------------------------------------------------------- paper recipe, point by point
+def test_paper_sae_follows_the_authors_code():
+    """charlieoneill11/sae-circuits src/sae.py: zero tied bias, row-normalised weights every forward,
+    encoder bias in ±1/sqrt(d), gradients orthogonal to each row, raw inputs, argmax codes."""
+    d, F = 6, 10
+    torch.manual_seed(0)
+    sae = circuits.PaperSparseAutoencoder(d, F)
+    assert torch.count_nonzero(sae.tied_bias) == 0
+    assert float(sae.encoder.bias.abs().max()) <= 1 / d ** 0.5
+    for w in (sae.encoder.weight, sae.decoder):  # (F, d) and (d, F): each ROW unit norm (dim -1)
+        torch.testing.assert_close(w.norm(dim=-1), torch.ones(w.shape[0]))
+    assert not torch.allclose(sae.decoder.norm(dim=0), torch.ones(F))  # not the dictionary columns
+    x = torch.randn(5, d) * 7
+    recon, z = sae(x)
+    torch.testing.assert_close(z, torch.relu((x - sae.tied_bias) @ sae.encoder.weight.t() + sae.encoder.bias))
+    torch.testing.assert_close(recon, z @ sae.decoder.t() + sae.tied_bias)
+    # the backward hook keeps only the part of each row's gradient orthogonal to the row
+    loss = (recon - x).pow(2).mean() + 0.02 * z.abs().sum(1).mean()
+    loss.backward()
+    for w in (sae.encoder.weight, sae.decoder):
+        assert float((w.grad * w).sum(-1).abs().max()) < 1e-5
+    with torch.no_grad():  # rows that drifted are renormalised by the next forward
+        sae.decoder.mul_(3.0)
+    sae.encode(x)
+    torch.testing.assert_close(sae.decoder.norm(dim=-1), torch.ones(d))
+    # a vector on which nothing fires gets code 0, as np.argmax gives it
+    silent = circuits.PaperSparseAutoencoder(2, 3)
+    with torch.no_grad():
+        silent.encoder.bias.fill_(-100.0)
+    np.testing.assert_array_equal(circuits.codes(silent, torch.zeros(1, 2, 2)), [[0, 0]])
+
+
+def test_paper_training_loss_and_seed():
+    X = _blobs(n=40, d=8)
+    a = circuits.train_sae(X, features=12, epochs=150, seed=2)  # recipe="paper" is the default
+    assert isinstance(a, circuits.PaperSparseAutoencoder) and not any(p.requires_grad for p in a.parameters())
+    b = circuits.train_sae(X, features=12, epochs=150, seed=2)
+    np.testing.assert_array_equal(circuits.codes(a, X[None]), circuits.codes(b, X[None]))
+    untrained = circuits.train_sae(X, features=12, epochs=0, seed=2)
+    err = lambda s: float((s(X)[0] - X).pow(2).mean())  # noqa: E731
+    assert err(a) < 0.5 * err(untrained)
+    with pytest.raises(XattrError, match="recipe must be one of"):
+        circuits.train_sae(X, recipe="best")
+
+
+# ---------------------------------------------------------------------------- scores: JSD, the paper's edge metric
+def test_jsd_scores_hand_computed():
+    pos = np.array([[0, 1], [0, 1], [0, 2], [0, 2]])
+    neg = np.array([[0, 3], [0, 3], [0, 3], [0, 3]])
+    # head 0: same histogram -> 0; head 1: disjoint supports -> 1 bit
+    np.testing.assert_allclose(circuits.jsd_scores(pos, neg), [0.0, 1.0], atol=1e-12)
+    # half overlap: p = (1/2, 1/2, 0), q = (1/2, 0, 1/2): JSD = 1/2 bit
+    np.testing.assert_allclose(circuits.jsd_scores([[0], [1]], [[0], [2]]), [0.5], atol=1e-12)
+    # counting sees one code only in positives either way; JSD sees how often it occurs
+    rare, common = np.array([[5]] + [[0]] * 9), np.array([[5]] * 9 + [[0]])
+    neg0 = np.array([[0]] * 10)
+    assert circuits.node_scores(rare, neg0)[0] == circuits.node_scores(common, neg0)[0] == 1
+    assert circuits.jsd_scores(common, neg0)[0] > 3 * circuits.jsd_scores(rare, neg0)[0]
+    with pytest.raises(XattrError, match="scoring"):
+        circuits.node_scores_by("kl", pos, neg)
+
+
+def _paper_edge_loop(edge, k):
+    """src/edge.py lines 120-139 as written: sorted pairs, both heads of each, first k counted."""
+    order = np.argsort(edge.flatten())[::-1]
+    rows, cols = np.unravel_index(order, edge.shape)
+    components = []
+    for h1, h2 in zip(rows, cols):
+        components += [h1, h2]
+    y = np.zeros(edge.shape[0])
+    for h in components[:k]:
+        y[h] += 1
+    return y
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_paper_edge_metric_matches_the_authors_loop(seed):
+    rng = np.random.default_rng(seed)
+    heads = int(rng.integers(3, 12))
+    codes_pos, codes_neg = rng.integers(0, 4, (6, heads)), rng.integers(0, 4, (6, heads))
+    E = circuits.edge_scores(codes_pos, codes_neg)
+    np.testing.assert_array_equal(circuits.paper_edge_node_scores(E), _paper_edge_loop(E, heads ** 2 // 2))
+
+
+def test_label_free_baselines_hand_computed():
+    X = np.array([[[3.0, 4.0], [1.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]]])  # 2 examples, 2 heads
+    np.testing.assert_allclose(circuits.norm_scores(X), [2.5, 1.0])
+    np.testing.assert_allclose(circuits.variance_scores(X), [6.25, 0.0])  # mean of ||x - mean||^2
+    truth = np.zeros((3, 3), bool)
+    truth[0, 1] = True
+    E = np.zeros((3, 3))
+    E[0, 1] = E[1, 0] = 2.0
+    assert circuits.edge_pairs_roc_auc(E, truth) == 1.0
+    assert circuits.edge_pairs_roc_auc(E, truth.T) == 1.0  # direction does not matter for symmetric scores
+
+
+# ---------------------------------------------------------------------------- held-out scoring and recipes
+def test_discover_scores_held_out_prompts_and_recipes(tiny):
+    ex = tiny("gpt2")
+    pos = [f"the cat sat on mat {i}" for i in range(7)]
+    neg = [f"one two three four {i}" for i in range(7)]
+    r = ex.circuit(pos, neg, examples=3, score_examples=2, features=8, epochs=5, progress=False)
+    assert r.positive == pos[3:5] and r.negative == neg[3:5]
+    assert r.codes_positive.shape == (2, 8) and r.options["scored"] == [2, 2]
+    assert (r.options["position"], r.options["center_heads"], r.options["l1"]) == ("mean", False, 0.02)
+    x = ex.circuit(pos, neg, recipe="xattr", scoring="jsd", examples=3, features=8, epochs=5, progress=False,
+                   truth={"nodes": np.eye(2, 4, dtype=bool), "edges": np.eye(8, k=4, dtype=bool)})
+    assert (x.options["position"], x.options["center_heads"], x.options["l1"]) == (-1, True, 0.1)
+    assert x.options["scored"] == [4, 4] and np.all((x.node_scores >= 0) & (x.node_scores <= 1))
+    np.testing.assert_allclose(x.node_scores.ravel(), circuits.jsd_scores(*x.codes))
+    assert {"node_roc_auc", "paper_edge_metric", "edge_roc_auc", "baselines"} <= set(x.metrics)
+    assert set(x.baseline_scores) == {"norm", "variance"}
+    with pytest.warns(circuits.InSampleWarning, match="IN-SAMPLE"):
+        s = ex.circuit(pos, neg, examples=7, features=8, epochs=5, progress=False)
+    assert s.options["in_sample"] and s.positive == pos
+    with pytest.raises(XattrError, match="recipe must be"):
+        ex.circuit(pos, neg, recipe="best", progress=False)
+    with pytest.raises(XattrError, match="scoring must be"):
+        ex.circuit(pos, neg, scoring="kl", progress=False)
+
+
+def test_old_circuit_json_reads_back():
+    old = ('{"schema": "xattr.v1", "kind": "circuit", "node_scores": [[1.0]], "edge_scores": [[0.0]], '
+           '"codes_positive": [[1.0]], "codes_negative": [[2.0]], "n_layers": 1, "n_heads": 1, '
+           '"metrics": {"node_roc_auc": 0.5, "difference_node_roc_auc": 0.7}, "options": {"examples": 10}}')
+    r = xa.CircuitResult.from_json(old)
+    assert r.baseline_scores is None and r.metrics["difference_node_roc_auc"] == 0.7
+
+
+# ---------------------------------------------------------------------------- SAELens-format SAEs
+def _saelens_dir(path, d_in, d_sae, hook="blocks.0.attn.hook_result", seed=0, **cfg):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    weights = {"W_enc": torch.randn(d_in, d_sae, generator=g), "b_enc": torch.randn(d_sae, generator=g) * 0.1,
+               "W_dec": torch.randn(d_sae, d_in, generator=g), "b_dec": torch.randn(d_in, generator=g) * 0.1}
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(path / "sae_weights.safetensors"))
+    (path / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": d_in, "d_sae": d_sae,
+                                               "hook_name": hook, "apply_b_dec_to_input": True,
+                                               "normalize_activations": "none", "dtype": "float32", **cfg}))
+    return weights
+
+
+def test_saelens_sae_codes_the_heads(tiny, tmp_path):
+    ex = tiny("gpt2")
+    d = ex.adapter.d_model
+    w = _saelens_dir(tmp_path / "sae", d, 12)
+    pos, neg = ["the cat sat on", "a dog ran to", "my hat is red"], ["one two three four", "five six seven", "ten"]
+    r = ex.circuit(pos, neg, examples=1, sae=str(tmp_path / "sae"), progress=False)
+    X = circuits.head_outputs(ex, pos[1:], progress=False)
+    z = torch.relu((X - w["b_dec"]) @ w["W_enc"] + w["b_enc"])
+    expected = torch.where(z.max(-1).values > 0, z.argmax(-1), torch.tensor(12)).numpy()
+    np.testing.assert_array_equal(r.codes_positive, expected)
+    assert r.options["sae"] == str(tmp_path / "sae")
+    _saelens_dir(tmp_path / "z", d, 12, hook="blocks.0.attn.hook_z")
+    with pytest.raises(XattrError, match="per-head output hook"):
+        ex.circuit(pos, neg, examples=1, sae=str(tmp_path / "z"), progress=False)
+    _saelens_dir(tmp_path / "wide", d + 1, 12)
+    with pytest.raises(XattrError, match="does not fit"):
+        ex.circuit(pos, neg, examples=1, sae=str(tmp_path / "wide"), progress=False)
+    with pytest.raises(XattrError, match="not a SAELens SAE directory"):
+        ex.circuit(pos, neg, examples=1, sae=str(tmp_path), progress=False)
+
+
+# ---------------------------------------------------------------------------- path patching
+def _ioi_like(ex):
+    pos = ["the cat sat on the", "a dog ran to the", "my hat is on the"]
+    neg = ["the cow sat on the", "a pig ran to the", "my cap is on the"]
+    metric = lambda logits, index: logits[:, -1, 5] - logits[:, -1, 7]  # noqa: E731
+    return circuits.prepare_runs(ex, pos, neg, metric)
+
+
+def test_path_patching_last_token_equals_full_and_hand_computed(tiny):
+    ex = tiny("llama")  # keeps a key/value cache: mode "last" runs one token on the clean prefix
+    runs = _ioi_like(ex)
+    assert runs.prefix is not None
+    H, k = ex.n_heads, ex.adapter.head_dim
+    senders = list(range(ex.n_layers * H))
+    last = circuits.path_patch(ex, runs, senders, None, progress=False, batch_size=5)
+    full = circuits.path_patch(ex, runs, senders, None, mode_a="full", mode_b="full", progress=False)
+    np.testing.assert_allclose(last, full, atol=1e-4)
+    assert np.abs(full).max() > 1e-4
+    # by hand: every head frozen at its clean z, the sender's from the corrupted run (independent hooks)
+    s = 5
+    with torch.no_grad(), ex.restored():
+        for layer, proj in enumerate(ex.adapter.out_projections):
+            def freeze(m, a, layer=layer):
+                z = runs.z_clean[layer].clone()
+                if layer == s // H:
+                    z[..., (s % H) * k : (s % H + 1) * k] = runs.z_corrupt[layer][..., (s % H) * k : (s % H + 1) * k]
+                return (z,)
+            ex.add_hook(proj, freeze, pre=True)
+        patched = runs.metric(ex.forward(input_ids=runs.ids, attention_mask=runs.mask).logits, None)
+    with torch.no_grad(), ex.restored():
+        clean = runs.metric(ex.forward(input_ids=runs.ids, attention_mask=runs.mask).logits, None)
+    np.testing.assert_allclose(full[s], (patched - clean).numpy(), atol=1e-4)
+    # a sender cannot reach a receiver in its own or an earlier layer
+    assert np.abs(circuits.path_patch(ex, runs, [H], [0, H + 1], mode_a="full", mode_b="full", progress=False)).max() < 1e-5
+    assert _no_hooks(ex.model)
+
+
+def test_bootstrap_selection_and_truth_json():
+    effects = np.array([[1.0, 1.1, 0.9, 1.0], [0.5, -0.5, 0.6, -0.6], [0.01, 0.01, 0.01, 0.01]])
+    chosen = circuits.select_heads([3, 4, 5], effects, fraction=0.1)
+    assert chosen["heads"] == [3]  # 4: CI spans zero; 5: below 10% of the largest
+    ci = circuits.bootstrap_ci(effects)
+    assert ci[0, 0] > 0 and ci[1, 0] < 0 < ci[1, 1]
+    t = circuits.CircuitTruth(np.eye(2, 3, dtype=bool), np.eye(6, k=1, dtype=bool), {"a": [0]}, [{"heads": [0]}])
+    again = circuits.CircuitTruth.from_json(t.to_json())
+    np.testing.assert_array_equal(again.nodes, t.nodes)
+    np.testing.assert_array_equal(again.edges, t.edges)
+    assert again.classes == {"a": [0]}
+
+
 # ---------------------------------------------------------------------------- ablation ground truth
 def _last_logit_metric(logits, index):
     return logits[:, -1, 5] - logits[:, -1, 7]
@@ -317,22 +537,24 @@ def test_discover_end_to_end(tiny):
         neg = ["one two three", "four five six seven", "eight nine", "ten eleven twelve"]
         truth = np.zeros((2, 4), dtype=bool)
         truth[1, [0, 2]] = True
-        r = ex.circuit(pos, neg, features=16, epochs=30, examples=3, seed=1, truth=truth, progress=False)
+        r = ex.circuit(pos, neg, features=16, epochs=30, examples=2, seed=1, truth=truth, progress=False)
         assert ex.model.training
     finally:
         ex.model.eval()
     assert isinstance(r, xa.CircuitResult)
     assert r.node_scores.shape == (2, 4) and r.edge_scores.shape == (8, 8)
-    assert r.codes_positive.shape == (3, 8) and r.codes_negative.shape == (3, 8)
+    assert r.codes_positive.shape == (2, 8) and r.codes_negative.shape == (2, 8)  # the held-out prompts
+    assert r.options["in_sample"] is False and r.options["scored"] == [2, 2] and r.options["recipe"] == "paper"
     np.testing.assert_array_equal(r.edge_scores, r.edge_scores.T)
     c_pos, c_neg = r.codes
     np.testing.assert_array_equal(r.node_scores.ravel(), circuits.node_scores(c_pos, c_neg))
     for head, codes in r.unique_codes.items():
         assert set(codes) == set(c_pos[:, int(head)]) - set(c_neg[:, int(head)])
-    assert 0.0 <= r.metrics["node_roc_auc"] <= 1.0 and "edge_roc_auc" in r.metrics
-    assert r.positive == pos[:3]
-    # the no-SAE baseline comes from the same head outputs
-    X_pos, X_neg = (circuits.head_outputs(ex, p[:3], progress=False) for p in (pos, neg))
+    assert 0.0 <= r.metrics["node_roc_auc"] <= 1.0 and "edge_roc_auc" not in r.metrics  # no edge truth given
+    assert set(r.metrics["baselines"]) == {"difference_node_roc_auc", "norm_roc_auc", "variance_roc_auc"}
+    assert r.positive == pos[2:]  # scored: never trained on
+    # the no-SAE baseline comes from the same (scored) head outputs
+    X_pos, X_neg = (circuits.head_outputs(ex, p[2:], progress=False) for p in (pos, neg))
     np.testing.assert_allclose(np.ravel(r.difference_scores), circuits.mean_difference_scores(X_pos, X_neg), rtol=1e-6)
     assert r.metrics["difference_node_roc_auc"] == circuits.roc_auc(np.asarray(r.difference_scores), truth)
     again = xa.CircuitResult.from_json(r.to_json())
@@ -340,7 +562,7 @@ def test_discover_end_to_end(tiny):
     assert again.difference_scores == r.difference_scores
     assert again.unique_codes == r.unique_codes and again.truth == truth.astype(int).tolist()
     # seeded: the same call gives the same codes
-    r2 = circuits.discover(ex, pos, neg, features=16, epochs=30, examples=3, seed=1, progress=False)
+    r2 = circuits.discover(ex, pos, neg, features=16, epochs=30, examples=2, seed=1, progress=False)
     np.testing.assert_array_equal(r2.codes_positive, r.codes_positive)
     assert _no_hooks(ex.model)
     assert [p.requires_grad for p in ex.model.parameters()] == grads_before

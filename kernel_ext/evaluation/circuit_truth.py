@@ -1,4 +1,8 @@
-"""Ground truth for circuits without a published circuit: single-head mean-ablation effects.
+"""Ground truth for circuits without a published circuit: path patching, and mean-ablation effects.
+
+:func:`patching_truth` finds a circuit by rounds of path patching (Wang et al. 2022) with bootstrap
+intervals (:mod:`.circuit_patching`; the IOI and toy truths, cached, are in :mod:`.circuit_reference`);
+:func:`attention_entropy` is a label-free baseline.
 
 :func:`head_ablation_effects` measures the drop in a task metric when one head is mean-ablated
 (its ``z`` slice replaced by the mean over negatives at each position); :func:`truth_mask`
@@ -6,6 +10,9 @@ thresholds it. Flat head index everywhere: ``l * H + h``.
 """
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -162,4 +169,95 @@ def truth_mask(effects: Any, fraction: float = 0.1, top: int | None = None, abso
     return v >= fraction * v.max()
 
 
-# ---------------------------------------------------------------------------- entry point
+
+
+# ---------------------------------------------------------------------------- path-patching truth
+TRUTH_VERSION = 1
+IOI_ROUNDS = ("name movers (-> logits)", "S-inhibition (-> name movers)", "induction / duplicate-token (-> S-inhibition)")
+#: (pass A, pass B) modes per round for IOI (xattr_lab.evaluation.circuit_patching): the name
+#: movers and S-inhibition heads act at the last token; induction and duplicate-token heads act at
+#: S2, so their round patches every position.
+IOI_MODES = (("last", "last"), ("last", "last"), ("full", "last"))
+
+
+@dataclass
+class CircuitTruth:
+    """A ground-truth circuit: ``nodes`` (L, H) bool, ``edges`` (L*H, L*H) bool (sender -> receiver),
+    the heads of each round (``classes``), and each round's effects and bootstrap intervals."""
+
+    nodes: np.ndarray
+    edges: np.ndarray
+    classes: dict[str, list[int]] = field(default_factory=dict)
+    rounds: list[dict] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        L, H = self.nodes.shape
+        return json.dumps({"shape": [L, H], "nodes": np.flatnonzero(self.nodes).tolist(),
+                           "edges": np.argwhere(self.edges).tolist(), "classes": self.classes,
+                           "rounds": self.rounds, "info": self.info})
+
+    @classmethod
+    def from_json(cls, text: str) -> "CircuitTruth":
+        d = json.loads(text)
+        L, H = d["shape"]
+        nodes = np.zeros(L * H, bool)
+        nodes[d["nodes"]] = True
+        edges = np.zeros((L * H, L * H), bool)
+        for a, b in d["edges"]:
+            edges[a, b] = True
+        return cls(nodes.reshape(L, H), edges, d["classes"], d["rounds"], d["info"])
+
+
+def patching_truth(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence[str], metric: Any,
+                   names: Sequence[str] = IOI_ROUNDS, modes: Sequence[tuple[str, str]] = IOI_MODES,
+                   fraction: float = 0.1, n_boot: int = 2000, batch_size: int = 64, progress: bool = True) -> CircuitTruth:
+    """Rounds of path patching (Wang et al. 2022): round 1 patches every head into the logits; round
+    r + 1 patches every earlier head not yet found into the heads found in round r. A round keeps a
+    head when its mean effect is >= ``fraction`` of the round's largest and its bootstrap 95% CI over
+    prompts excludes zero (:func:`~xattr_lab.evaluation.circuit_patching.select_heads`). Edges: a
+    head found in round r + 1 -> each head of round r in a later layer."""
+    from .circuit_patching import path_patch, prepare_runs, select_heads
+
+    start = time.perf_counter()
+    runs = prepare_runs(ex, prompts, corrupted, _as_metric(metric), batch_size)
+    L, H = ex.n_layers, ex.n_heads
+    nodes, edges = np.zeros(L * H, bool), np.zeros((L * H, L * H), bool)
+    classes, rounds, receivers = {}, [], None
+    for name, (mode_a, mode_b) in zip(names, modes):
+        senders = list(range(L * H)) if receivers is None else [
+            h for h in range(L * H) if h // H < max(r // H for r in receivers) and not nodes[h]]
+        if not senders:
+            break
+        effects = path_patch(ex, runs, senders, receivers, mode_a, mode_b, batch_size, progress)
+        chosen = select_heads(senders, effects, fraction, n_boot)
+        chosen.update(name=name, receivers=receivers, modes=[mode_a, mode_b])
+        rounds.append(chosen)
+        classes[name] = chosen["heads"]
+        for s in chosen["heads"]:
+            nodes[s] = True
+            for r in receivers or []:
+                edges[s, r] = s // H < r // H
+        if not chosen["heads"]:
+            break
+        receivers = chosen["heads"]
+    return CircuitTruth(nodes.reshape(L, H), edges, classes, rounds,
+                        {"prompts": len(prompts), "fraction": fraction, "seconds": time.perf_counter() - start})
+
+
+def attention_entropy(ex: ModelSession, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """Label-free baseline: mean attention entropy (nats) of each head over the valid query rows after the
+    first, over ``prompts``: (L, H) float64."""
+    prompts = _check_prompts(prompts, "entropy", 1)
+    total, count = None, 0.0
+    with ex.restored(), torch.no_grad():
+        for s in range(0, len(prompts), batch_size):
+            ids, mask = _encode_batch(ex, prompts[s : s + batch_size])
+            attn = torch.stack(ex.forward(input_ids=ids, attention_mask=mask, output_attentions=True).attentions, 1)
+            ent = -(attn.float().clamp_min(1e-12).log() * attn.float()).sum(-1)  # (B, L, H, n)
+            rows = mask.float().clone()
+            rows[:, 0] = 0
+            part = (ent * rows[:, None, None, :]).sum(dim=(0, 3))
+            total = part if total is None else total + part
+            count += float(rows.sum())
+    return (total / count).double().cpu().numpy()

@@ -197,3 +197,16 @@ def probability_difference(correct: list[list[int]], incorrect: list[list[int]],
         return (torch.softmax(row.float(), dim=-1) * w).sum(dim=-1)
 
     return metric
+
+
+def induction_task(tokenizer, n: int = 260, seed: int = 0, length: int = 10) -> TaskPrompts:
+    """The toy's task (:mod:`xattr_lab.core.toy`): ``n`` "x x" prompts (a random segment repeated) and
+    their "x y" negatives (the second half fresh tokens); metric: mean log-probability of the copied
+    tokens over the second half. ``n`` can be anything, so the SAE can train on some and be scored
+    on others."""
+    from ..core.toy import induction_metric, induction_prompts
+
+    vocab = sum(1 for t in tokenizer.get_vocab() if t.startswith("t") and t[1:].isdigit())
+    positive, negative = induction_prompts(n=n, length=length, seed=seed, vocab_tokens=vocab)
+    return TaskPrompts("induction", positive, negative, [], [], induction_metric(positive, tokenizer, length),
+                       n_tokens=1 + 2 * length, info={"seed": seed, "length": length})

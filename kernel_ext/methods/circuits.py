@@ -1,23 +1,22 @@
-"""SAE circuit discovery over attention heads (O'Neill & Bui 2024): scores and the pipeline.
+"""SAE circuit discovery over attention heads (O'Neill & Bui 2024): the pipeline.
 
 Pipeline (docs/ARCHITECTURE.md, section "SAE circuits"):
 
-1. :func:`head_outputs` caches each head's output into the residual stream — its slice of the
-   attention-output-projection input ``z`` times that head's rows of W_O — averaged over the valid
-   token positions (or read at one position): ``(examples, L*H, d_model)``.
-2. :func:`train_sae` fits one :class:`SparseAutoencoder` shared by all heads on every
-   (example, head) vector of the positives and negatives.
-3. :func:`codes` turns each (example, head) vector into one discrete code, the argmax feature (``features`` when none fires).
-4. :func:`node_scores` / :func:`edge_scores` count codes (pairs of codes) seen only in positives.
-5. :func:`roc_auc` compares scores with a ground truth, such as the mean-ablation effects of
-   :mod:`xattr_lab.evaluation.circuit_truth`.
+1. :func:`head_outputs` caches each head's output into the residual stream, averaged over the
+   valid token positions (or read at one position): ``(examples, L*H, d_model)``.
+2. The first ``examples`` prompts of each list train one autoencoder shared by all heads
+   (:func:`xattr_lab.methods.sae.train_sae`, or a pretrained SAELens SAE).
+3. The next ``score_examples`` prompts of each list, never trained on, get one code per
+   (example, head) (:func:`codes`) and are scored (:mod:`xattr_lab.methods.circuit_scores`).
+4. With a ground truth, ``metrics`` compares the scores, the paper's edge metric, and the
+   baselines with it.
 
-:func:`discover` runs 1-4 and is what :meth:`xattr_lab.Explainer.circuit` calls. Flat head index
-everywhere: ``l * H + h``.
+:func:`discover` is what :meth:`xattr_lab.Explainer.circuit` calls. Flat head index: ``l * H + h``.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,200 +25,160 @@ import torch
 from ..core.capture import check_prompts as _check_prompts, head_outputs
 from ..core.session import ModelSession
 from ..errors import InputError
+from .circuit_scores import (  # noqa: F401  (re-exported: the scores used to live here)
+    SCORINGS, _codes_pair, edge_pairs_roc_auc, edge_roc_auc, edge_scores, edge_truth, jsd_scores,
+    mean_difference_scores, node_scores, node_scores_by, norm_scores, paper_edge_node_scores, roc_auc,
+    threshold_circuit, unique_codes, variance_scores,
+)
 from .registry import implements
-from .sae import _float_tensor, codes, train_sae
+from .sae import RECIPES, PretrainedSAE, codes, train_sae
+
+#: What each recipe sets when the option is left at None. "paper": the authors' code
+#: (charlieoneill11/sae-circuits: ``src/configs/config.yaml`` lambda_ 0.02; ``data/data_utils.py``
+#: lines 52-56, position "mean"); "xattr": what ranked the IOI and toy truths best here (README, Results).
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {"l1": 0.02, "position": "mean", "center_heads": False},
+    "xattr": {"l1": 0.1, "position": -1, "center_heads": True},
+}
 
 
-def _codes_pair(codes_pos: Any, codes_neg: Any) -> tuple[np.ndarray, np.ndarray]:
-    pos = np.asarray(codes_pos.cpu() if torch.is_tensor(codes_pos) else codes_pos)
-    neg = np.asarray(codes_neg.cpu() if torch.is_tensor(codes_neg) else codes_neg)
-    if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1]:
-        raise InputError(f"codes must be (examples, heads) with the same heads; got {pos.shape} and {neg.shape}")
-    if (pos.size and pos.min() < 0) or (neg.size and neg.min() < 0):
-        raise InputError("codes must be non-negative integers")
-    return pos.astype(np.int64), neg.astype(np.int64)
+class InSampleWarning(UserWarning):
+    """Scores computed on the prompts the SAE was trained on (too few prompts to hold any out)."""
 
 
-def unique_codes(codes_pos: Any, codes_neg: Any) -> list[list[int]]:
-    """For each head, the sorted codes seen in positives and never in negatives."""
-    pos, neg = _codes_pair(codes_pos, codes_neg)
-    return [sorted(set(pos[:, h].tolist()) - set(neg[:, h].tolist())) for h in range(pos.shape[1])]
+def _truth_masks(truth: Any, L: int, H: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(node mask (L, H), edge mask (L*H, L*H) or None) from a mask, a dict or an object with ``nodes``/``edges``."""
+    if truth is None:
+        return None, None
+    nodes = truth.get("nodes") if isinstance(truth, dict) else getattr(truth, "nodes", truth)
+    edges = truth.get("edges") if isinstance(truth, dict) else getattr(truth, "edges", None)
+    t = np.asarray(nodes).astype(bool)
+    if t.size != L * H:
+        raise InputError(f"truth must be an ({L}, {H}) mask, got shape {t.shape}")
+    e = None
+    if edges is not None:
+        e = np.asarray(edges).astype(bool)
+        if e.shape != (L * H, L * H):
+            raise InputError(f"edge truth must be ({L * H}, {L * H}), got {e.shape}")
+    return t.reshape(L, H), e
 
 
-def node_scores(codes_pos: Any, codes_neg: Any) -> np.ndarray:
-    """(heads,) float64: the number of distinct codes of each head seen only in positives.
-
-    codes_pos (examples_pos, heads), codes_neg (examples_neg, heads): integer codes.
-    """
-    return np.asarray([len(u) for u in unique_codes(codes_pos, codes_neg)], dtype=np.float64)
+def _split(prompts: list[str], examples: int | None, score_examples: int) -> tuple[list[str], list[str]]:
+    if examples is None:
+        return prompts, []
+    return prompts[:examples], prompts[examples : examples + score_examples]
 
 
-def _sorted_unique(keys: np.ndarray) -> np.ndarray:
-    keys = np.sort(keys)
-    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
+def _load_sae(sae: Any, d_model: int) -> torch.nn.Module:
+    if isinstance(sae, torch.nn.Module):
+        return sae
+    from ..core.saelens import read_saelens
+
+    weights, cfg = read_saelens(sae)
+    if cfg["d_in"] != d_model:
+        raise InputError(f"the SAE at {sae} reads {cfg['d_in']}-wide activations, but this model's head outputs "
+                         f"are {d_model} wide; it does not fit")
+    return PretrainedSAE(weights, cfg)
 
 
-def edge_scores(codes_pos: Any, codes_neg: Any) -> np.ndarray:
-    """(heads, heads) float64, symmetric, zero diagonal.
-
-    Entry (h1, h2): the number of distinct code pairs (c1, c2) that co-occur in one positive
-    example (c1 at h1, c2 at h2) and in no negative example.
-    """
-    pos, neg = _codes_pair(codes_pos, codes_neg)
-    heads = pos.shape[1]
-    K = int(max(pos.max(initial=0), neg.max(initial=0))) + 1
-    h1, h2 = np.triu_indices(heads, k=1)
-    pair_index = np.arange(h1.size, dtype=np.int64)
-
-    def keys(c: np.ndarray) -> np.ndarray:  # one int64 key per (example, head pair): pair, c1, c2
-        return ((pair_index[None, :] * K + c[:, h1]) * K + c[:, h2]).ravel()
-
-    # sort + searchsorted: numpy 2.4's np.unique/np.isin took 7-8 s here on 363k keys (270 heads)
-    pos_keys = _sorted_unique(keys(pos))
-    neg_keys = _sorted_unique(keys(neg))
-    where = np.searchsorted(neg_keys, pos_keys).clip(max=max(neg_keys.size - 1, 0))
-    only_pos = pos_keys[neg_keys[where] != pos_keys] if neg_keys.size else pos_keys
-    counts = np.bincount(only_pos // (K * K), minlength=h1.size).astype(np.float64)
-    out = np.zeros((heads, heads))
-    out[h1, h2] = counts
-    out[h2, h1] = counts
-    return out
-
-
-def threshold_circuit(node: Any, edge: Any | None = None, node_threshold: float = 1.0,
-                      edge_threshold: float = 1.0, n_heads: int | None = None) -> dict[str, list]:
-    """The heads with node score >= ``node_threshold`` and edges with score >= ``edge_threshold``.
-
-    node: (L, H) or flat (heads,) scores; edge: (heads, heads) or None. Returns
-    ``{"nodes": [(layer, head), ...], "edges": [((l1, h1), (l2, h2)), ...]}`` (edges with i < j).
-    """
-    node = np.asarray(node, dtype=np.float64)
-    H = node.shape[1] if node.ndim == 2 else (n_heads or node.size)
-    flat = node.ravel()
-    nodes = [(int(i // H), int(i % H)) for i in np.flatnonzero(flat >= node_threshold)]
-    edges = []
-    if edge is not None:
-        edge = np.asarray(edge, dtype=np.float64)
-        i, j = np.nonzero(np.triu(edge >= edge_threshold, k=1))
-        edges = [((int(a // H), int(a % H)), (int(b // H), int(b % H))) for a, b in zip(i, j)]
-    return {"nodes": nodes, "edges": edges}
-
-
-def mean_difference_scores(X_pos: Any, X_neg: Any) -> np.ndarray:
-    """A baseline without the SAE: ‖mean over positives − mean over negatives‖₂ of each head's output.
-
-    X_pos (examples_pos, heads, d_model), X_neg (examples_neg, heads, d_model), as
-    :func:`head_outputs` returns them -> (heads,) float64, in the units of the head outputs.
-    It uses the labels directly, so it says how much signal the head outputs carry; the SAE codes
-    are worth their cost where they rank the truth no worse than this does.
-    """
-    pos, neg = _float_tensor(X_pos, torch.float64), _float_tensor(X_neg, torch.float64)
-    if pos.dim() != 3 or neg.dim() != 3 or pos.shape[1:] != neg.shape[1:] or not len(pos) or not len(neg):
-        raise InputError(f"head outputs must be (examples, heads, d_model) with the same heads and width; "
-                         f"got {tuple(pos.shape)} and {tuple(neg.shape)}")
-    return (pos.mean(dim=0) - neg.mean(dim=0)).norm(dim=-1).numpy()
-
-
-def roc_auc(scores: Any, truth_mask: Any) -> float:
-    """Area under the ROC curve of ``scores`` against a boolean ``truth_mask`` (same shape).
-
-    The Mann-Whitney form: the probability that a random true element scores above a random
-    false one, ties counted one half (equal to ``sklearn.metrics.roc_auc_score``).
-    """
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores.cpu() if torch.is_tensor(scores) else scores, dtype=np.float64).ravel()
-    t = np.asarray(truth_mask.cpu() if torch.is_tensor(truth_mask) else truth_mask).ravel().astype(bool)
-    if s.shape != t.shape:
-        raise InputError(f"scores ({s.size}) and truth mask ({t.size}) must have the same number of elements")
-    if not np.all(np.isfinite(s)):
-        raise InputError("scores must be finite for ROC-AUC")
-    n_true = int(t.sum())
-    n_false = t.size - n_true
-    if n_true == 0 or n_false == 0:
-        raise InputError("ROC-AUC needs both true and false elements in the truth mask")
-    ranks = rankdata(s)  # average ranks for ties
-    return float((ranks[t].sum() - n_true * (n_true + 1) / 2) / (n_true * n_false))
-
-
-def edge_truth(node_truth: Any) -> np.ndarray:
-    """(heads, heads) bool: an edge is in the circuit when both its heads are; diagonal False."""
-    t = np.asarray(node_truth).ravel().astype(bool)
-    out = np.outer(t, t)
-    np.fill_diagonal(out, False)
-    return out
-
-
-def edge_roc_auc(edge: Any, node_truth: Any) -> float:
-    """ROC-AUC of edge scores over the head pairs i < j against :func:`edge_truth`."""
-    edge = np.asarray(edge, dtype=np.float64)
-    i, j = np.triu_indices(edge.shape[0], k=1)
-    return roc_auc(edge[i, j], edge_truth(node_truth)[i, j])
-
-
-# ---------------------------------------------------------------------------- ablation ground truth
 @implements("circuit")
 def discover(
     ex: ModelSession,
     positive: Sequence[str],
     negative: Sequence[str],
     features: int = 200,
-    l1: float = 0.02,
+    l1: float | None = None,
     epochs: int = 500,
     examples: int | None = 10,
+    score_examples: int = 250,
     lr: float = 1e-3,
     seed: int = 0,
-    position: str | int = "mean",
+    position: str | int | None = None,
+    recipe: str = "paper",
+    scoring: str = "count",
     truth: Any = None,
     progress: bool = True,
     device: Any = None,
     batch_size: int = 32,
-    center_heads: bool = False,
+    center_heads: bool | None = None,
+    sae: Any = None,
 ):
     """SAE circuit codes for positive vs negative prompts -> :class:`xattr_lab.results.CircuitResult`.
 
-    Uses the first ``examples`` positives and negatives (all when None). ``truth``: optional (L, H)
-    boolean ground-truth mask (e.g. :func:`truth_mask` of :func:`head_ablation_effects`); when given,
-    ``metrics`` holds node and edge ROC-AUC, and ``difference_node_roc_auc`` of the no-SAE baseline
-    :func:`mean_difference_scores` (kept in ``difference_scores``). ``device``: where the SAE trains (default: the
-    model's). ``metrics["seconds"]`` is the wall time of the whole call.
+    The first ``examples`` prompts of each list train the SAE; the next ``score_examples`` of each
+    list (never trained on) are coded and scored. With no prompt left over, the training prompts are
+    scored and an :class:`InSampleWarning` says so (``options["in_sample"]``).
 
-    Beyond the paper's recipe (the defaults): ``position=-1`` reads every head at the last token
-    (prompts of equal token length) and ``center_heads=True`` subtracts each head's mean output
-    before the SAE (see :func:`train_sae`); with ``l1=0.1`` these took IOI on smollm2-135m from
-    node ROC-AUC 0.47 to 0.82 (README, Results).
+    ``recipe``: "paper" (the authors' SAE and scores point by point, see
+    :class:`~xattr_lab.methods.sae.PaperSparseAutoencoder`) or "xattr" (ours); ``l1``, ``position``
+    and ``center_heads`` left at None take the recipe's values (:data:`RECIPE_DEFAULTS`).
+    ``scoring``: "count" (the paper's: codes seen only in positives) or "jsd" (Jensen-Shannon
+    divergence of the code histograms). ``sae``: a SAELens-format directory (or a trained module)
+    to code with instead of training one; its width must be the model's d_model.
+
+    ``truth``: an (L, H) mask, or ``{"nodes": (L, H), "edges": (L*H, L*H)}`` (such as
+    :func:`xattr_lab.evaluation.circuit_patching.ioi_truth`). ``metrics`` then holds
+    ``node_roc_auc``, ``paper_edge_metric`` (the paper's "edge ROC-AUC", a node metric),
+    ``edge_roc_auc`` (edge scores against the edge truth, when given) and ``baselines``
+    (``difference_node_roc_auc``: class-mean difference; label-free ``norm_roc_auc``,
+    ``variance_roc_auc``), all on the scored prompts. ``metrics["seconds"]``: wall time.
     """
     from ..results import CircuitResult
 
     start = time.perf_counter()
+    if recipe not in RECIPES:
+        raise InputError(f"recipe must be one of {RECIPES}, not {recipe!r}")
+    if scoring not in SCORINGS:
+        raise InputError(f"scoring must be one of {SCORINGS}, not {scoring!r}")
+    chosen = {"l1": l1, "position": position, "center_heads": center_heads}
+    l1, position, center_heads = (RECIPE_DEFAULTS[recipe][k] if v is None else v for k, v in chosen.items())
     positive = _check_prompts(positive, "positive", 2)
     negative = _check_prompts(negative, "negative", 2)
-    if examples is not None:
-        if examples < 2:
-            raise InputError("examples must be at least 2")
-        positive, negative = positive[:examples], negative[:examples]
+    if examples is not None and examples < 1:
+        raise InputError("examples must be at least 1")
+    if score_examples < 1:
+        raise InputError("score_examples must be at least 1")
+    train_pos, score_pos = _split(positive, examples, score_examples)
+    train_neg, score_neg = _split(negative, examples, score_examples)
+    in_sample = not score_pos or not score_neg
+    if in_sample:
+        warnings.warn(
+            f"IN-SAMPLE SCORES: no prompt is left to score after the {len(train_pos)} positive and {len(train_neg)} "
+            f"negative training prompts, so the scores are on the prompts the SAE was trained on; give more than "
+            f"examples={examples} prompts per class (the task builders make any number)", InSampleWarning, stacklevel=3)
+        score_pos, score_neg = train_pos, train_neg
     L, H = ex.n_layers, ex.n_heads
-    X_pos = head_outputs(ex, positive, position=position, batch_size=batch_size, progress=progress)
-    X_neg = head_outputs(ex, negative, position=position, batch_size=batch_size, progress=progress)
-    sae = train_sae(torch.cat([X_pos, X_neg]), features=features, l1=l1, epochs=epochs, lr=lr, seed=seed,
-                    device=ex.device if device is None else device, progress=progress, center_heads=center_heads)
-    c_pos, c_neg = codes(sae, X_pos), codes(sae, X_neg)
-    nodes = node_scores(c_pos, c_neg)
+
+    def outputs(train: list[str], score: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        X = head_outputs(ex, train + ([] if in_sample else score), position=position, batch_size=batch_size,
+                         progress=progress)
+        return X[: len(train)], (X if in_sample else X[len(train) :])
+
+    T_pos, X_pos = outputs(train_pos, score_pos)
+    T_neg, X_neg = outputs(train_neg, score_neg)
+    if sae is None:
+        model = train_sae(torch.cat([T_pos, T_neg]), features=features, l1=l1, epochs=epochs, lr=lr, seed=seed,
+                          device=ex.device if device is None else device, progress=progress,
+                          center_heads=center_heads, recipe=recipe)
+    else:
+        model = _load_sae(sae, int(X_pos.shape[-1]))
+    c_pos, c_neg = codes(model, X_pos), codes(model, X_neg)
+    nodes = node_scores_by(scoring, c_pos, c_neg)
     edges = edge_scores(c_pos, c_neg)
-    difference = mean_difference_scores(X_pos, X_neg)
+    X_all = torch.cat([X_pos, X_neg])
+    baseline_scores = {"difference": mean_difference_scores(X_pos, X_neg), "norm": norm_scores(X_all),
+                       "variance": variance_scores(X_all)}
     unique = {str(h): u for h, u in enumerate(unique_codes(c_pos, c_neg)) if u}
-    metrics: dict[str, float] = {}
-    truth_list = None
-    if truth is not None:
-        t = np.asarray(truth).astype(bool)
-        if t.size != L * H:
-            raise InputError(f"truth must be an ({L}, {H}) mask, got shape {t.shape}")
-        t = t.reshape(L, H)
-        truth_list = t.astype(int).tolist()
-        metrics["node_roc_auc"] = roc_auc(nodes, t)
-        metrics["difference_node_roc_auc"] = roc_auc(difference, t)
-        if t.sum() >= 2:
-            metrics["edge_roc_auc"] = edge_roc_auc(edges, t)
+    metrics: dict[str, Any] = {}
+    node_truth, edge_truth_mask = _truth_masks(truth, L, H)
+    if node_truth is not None:
+        metrics["node_roc_auc"] = roc_auc(nodes, node_truth)
+        metrics["paper_edge_metric"] = roc_auc(paper_edge_node_scores(edges), node_truth)
+        if edge_truth_mask is not None and edge_truth_mask.any():
+            metrics["edge_roc_auc"] = edge_pairs_roc_auc(edges, edge_truth_mask)
+        metrics["baselines"] = {f"{k}_roc_auc" if k != "difference" else "difference_node_roc_auc": roc_auc(v, node_truth)
+                                for k, v in baseline_scores.items()}
+        metrics["difference_node_roc_auc"] = metrics["baselines"]["difference_node_roc_auc"]  # old readers
     metrics["seconds"] = time.perf_counter() - start
     return CircuitResult(
         node_scores=nodes.reshape(L, H),
@@ -229,12 +188,15 @@ def discover(
         n_layers=L,
         n_heads=H,
         unique_codes=unique,
-        positive=positive,
-        negative=negative,
-        truth=truth_list,
-        difference_scores=difference.reshape(L, H).tolist(),
+        positive=score_pos,
+        negative=score_neg,
+        truth=None if node_truth is None else node_truth.astype(int).tolist(),
+        difference_scores=baseline_scores["difference"].reshape(L, H).tolist(),
+        baseline_scores={k: v.reshape(L, H).tolist() for k, v in baseline_scores.items() if k != "difference"},
         metrics=metrics,
         model=ex.name,
-        options={"features": features, "l1": l1, "epochs": epochs, "examples": examples, "lr": lr,
-                 "seed": seed, "position": position, "center_heads": center_heads},
+        options={"recipe": recipe, "scoring": scoring, "features": features, "l1": l1, "epochs": epochs,
+                 "examples": examples, "score_examples": score_examples, "scored": [len(score_pos), len(score_neg)],
+                 "in_sample": in_sample, "lr": lr, "seed": seed, "position": position, "center_heads": center_heads,
+                 "sae": None if sae is None else str(sae) if not isinstance(sae, torch.nn.Module) else type(sae).__name__},
     )

@@ -83,10 +83,16 @@ SPECS: tuple[MethodSpec, ...] = (
                 _TRUNCATE)),
     MethodSpec("circuit", "circuit", "xattr_lab.methods.circuits",
                "SAE circuit codes over per-head outputs of positive and negative prompts", "O'Neill & Bui (2024)",
-               (Option("features", 200, "SAE features"), Option("l1", 0.02, "SAE L1 penalty"),
-                Option("epochs", 500, "SAE training epochs"), Option("examples", 10, "prompts per class"),
+               (Option("recipe", "paper", "'paper': the authors' SAE and scores; 'xattr': ours (l1 0.1, last token, "
+                       "centred heads unless given)", ("paper", "xattr")),
+                Option("scoring", "count", "node score: 'count' of codes only in positives (paper) or 'jsd' of the "
+                       "code histograms", ("count", "jsd")),
+                Option("features", 200, "SAE features"), Option("l1", 0.02, "SAE L1 penalty"),
+                Option("epochs", 500, "SAE training epochs"),
+                Option("examples", 10, "prompts per class that train the SAE (the first ones)"),
+                Option("score_examples", 250, "prompts per class scored after those, never trained on"),
                 Option("position", "mean", "'mean' over tokens or one token index"),
-                Option("center_heads", False, "subtract each head's mean output before the SAE"),
+                Option("center_heads", False, "subtract each head's mean output before the SAE (xattr)"),
                 Option("seed", 0, "random seed"))),
 )
 

@@ -1,15 +1,25 @@
-"""The sparse autoencoder of SAE circuit discovery, and the discrete code of each vector.
+"""The sparse autoencoders of SAE circuit discovery, and the discrete code of each vector.
 
-One :class:`SparseAutoencoder` is shared by all heads; :func:`codes` turns each (example, head)
-vector into one code, its argmax feature (``features`` when none fires).
+One autoencoder is shared by all heads; :func:`codes` turns each (example, head) vector into one
+code, its argmax feature. Three kinds (docs/ARCHITECTURE.md, section "SAE circuits"):
+
+- :class:`PaperSparseAutoencoder` (``recipe="paper"``): the authors' SAE point by point
+  (charlieoneill11/sae-circuits, ``src/sae.py``, ``src/train.py``); a vector on which no feature
+  fires gets code 0, as their ``np.argmax`` gives it;
+- :class:`SparseAutoencoder` (``recipe="xattr"``): unit-norm decoder *columns* (dictionary
+  vectors), inputs scaled to unit RMS, optional per-head centring; "silent" is a code of its own;
+- :class:`PretrainedSAE`: a SAELens-format SAE read from disk (:mod:`xattr_lab.core.saelens`).
 """
 from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as nnf
 
 from ..core.capture import progress_bar as _progress
 from ..errors import InputError
@@ -34,6 +44,7 @@ class SparseAutoencoder(nn.Module):
     """
 
     def __init__(self, d_model: int, features: int = 200, scale: float = 1.0, head_bias: torch.Tensor | None = None):
+        """``silent_code``: a vector on which no feature fires gets code ``features``."""
         super().__init__()
         self.pre_bias = nn.Parameter(torch.zeros(d_model))
         self.encoder = nn.Linear(d_model, features)
@@ -48,6 +59,10 @@ class SparseAutoencoder(nn.Module):
     @property
     def features(self) -> int:
         return self.decoder.shape[1]
+
+    @property
+    def silent_code(self) -> int:
+        return self.features
 
     def _centre(self, x: torch.Tensor) -> torch.Tensor:
         x = x / self.scale
@@ -77,6 +92,103 @@ class SparseAutoencoder(nn.Module):
         self.decoder.div_(self.decoder.norm(dim=0, keepdim=True).clamp_min(1e-12))
 
 
+class PaperSparseAutoencoder(nn.Module):
+    """The SAE of O'Neill & Bui's code (charlieoneill11/sae-circuits, ``src/sae.py``), point by point.
+
+    - one tied bias, subtracted before the encoder and added after the decoder (``TiedBias``,
+      lines 22-74), initialised to zero: the experiments pass ``geometric_median_dataset=None``
+      (``experiments/main_results.py`` line 118; ``src/sae.py`` lines 349-357, 394);
+    - encoder: weight (F, d) with bias, ReLU; decoder: weight (d, F), no bias (lines 361-370);
+    - both weights drawn N(0, 1), then each *row* scaled to unit norm (``DIMENSION_CONSTRAIN_UNIT_NORM
+      = -1``, lines 120, 179-187): for the decoder that is each of the d rows over the F features,
+      not each dictionary vector; the encoder bias is uniform in ±1/sqrt(d) (lines 189-194);
+    - every forward re-normalises those rows first (line 290), and the gradient of each weight
+      loses its component along each row (backward hook, lines 162, 196-248);
+    - no input scaling: head outputs go in raw (``normalise: False`` in ``src/configs/config.yaml``
+      concerns the scores, not the inputs).
+    """
+
+    silent_code = 0  # their codes are np.argmax: an all-zero code vector gives feature 0
+
+    def __init__(self, d_model: int, features: int = 200):
+        super().__init__()
+        self.tied_bias = nn.Parameter(torch.zeros(d_model))
+        self.encoder = nn.Linear(d_model, features)
+        self.decoder = nn.Parameter(torch.empty(d_model, features))
+        with torch.no_grad():
+            for w in (self.encoder.weight, self.decoder):
+                w.normal_(0.0, 1.0)
+                w.div_(w.norm(dim=-1, keepdim=True))
+            bound = 1 / math.sqrt(d_model)
+            self.encoder.bias.uniform_(-bound, bound)
+        for w in (self.encoder.weight, self.decoder):
+            w.register_hook(lambda grad, w=w: grad - (grad * w).sum(-1, keepdim=True) * w / w.norm(dim=-1, keepdim=True))
+
+    @property
+    def features(self) -> int:
+        return self.decoder.shape[1]
+
+    @torch.no_grad()
+    def _unit_rows(self) -> None:
+        for w in (self.encoder.weight, self.decoder):
+            w.div_(w.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._unit_rows()
+        return torch.relu(nnf.linear(x - self.tied_bias, self.encoder.weight, self.encoder.bias))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return nnf.linear(z, self.decoder) + self.tied_bias
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x)
+        return self.decode(z), z
+
+
+class PretrainedSAE(nn.Module):
+    """A SAELens SAE for inference: ``encode(x) = act((norm(x) - b_dec·apply_b_dec) @ W_enc + b_enc)``.
+
+    ``weights``: W_enc (d_in, d_sae), b_enc (d_sae), W_dec (d_sae, d_in), b_dec (d_in), and
+    ``threshold`` (d_sae) for JumpReLU; ``cfg`` as :func:`xattr_lab.core.saelens.read_saelens`
+    returns it. Codes give "silent" its own code, as :class:`SparseAutoencoder` does.
+    """
+
+    def __init__(self, weights: dict[str, torch.Tensor], cfg: dict[str, Any]):
+        super().__init__()
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            self.register_buffer(name, weights[name].detach().float().clone())
+        threshold = weights.get("threshold")
+        self.register_buffer("threshold", None if threshold is None else threshold.detach().float().clone())
+        self.cfg = dict(cfg)
+
+    @property
+    def features(self) -> int:
+        return self.W_enc.shape[1]
+
+    @property
+    def silent_code(self) -> int:
+        return self.features
+
+    @property
+    def decoder(self) -> torch.Tensor:
+        return self.W_dec.t()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.get("normalize_activations") == "constant_norm_rescale":
+            x = x * (self.W_enc.shape[0] ** 0.5) / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        pre = (x - self.b_dec * float(self.cfg.get("apply_b_dec_to_input", True))) @ self.W_enc + self.b_enc
+        if self.cfg.get("architecture") == "jumprelu":
+            return pre * (pre > self.threshold)
+        if self.cfg.get("activation_fn") == "topk":
+            k = int(self.cfg.get("activation_fn_kwargs", {}).get("k", 1))
+            top = pre.topk(k, dim=-1)
+            return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+        return torch.relu(pre)
+
+
+RECIPES = ("paper", "xattr")
+
+
 def train_sae(
     X: Any,
     features: int = 200,
@@ -87,19 +199,25 @@ def train_sae(
     device: Any = "cpu",
     progress: bool = False,
     center_heads: bool = False,
-) -> SparseAutoencoder:
-    """Fit a :class:`SparseAutoencoder` on rows of X (N, d_model) (or (…, d_model), flattened).
+    recipe: str = "paper",
+) -> nn.Module:
+    """Fit one autoencoder on every row of X (N, d_model) (or (…, d_model), flattened); seeded.
 
-    Loss, in units of the scaled input: mean squared error + ``l1`` · mean over rows of ‖z‖₁.
-    Full-batch Adam for ``epochs`` steps; decoder columns renormalised after every step. The
-    scale is the RMS distance of the rows from their mean (one scalar); the pre-bias starts at the
-    scaled mean. Seeded: the same X and seed give the same SAE on the same device.
+    ``recipe="paper"`` (:class:`PaperSparseAutoencoder`), as ``src/train.py`` of the authors'
+    code: loss ``F.mse_loss`` (mean over all entries) + ``l1`` · mean over rows of ‖z‖₁
+    (lines 7-29); full-batch Adam, one step per epoch (lines 47-55); inputs raw.
 
-    ``center_heads``: X must be (examples, heads, d_model); each head's mean over the examples is
-    subtracted first (kept fixed as the SAE's ``head_bias``), so the SAE codes how a head's output
-    *moves* between examples rather than which head it is, and heads that barely move fall below
-    the L1 threshold (no feature fires -> the silent code, see :func:`codes`). Uses no labels.
+    ``recipe="xattr"`` (:class:`SparseAutoencoder`): the same loss on inputs divided by their RMS
+    distance from the mean (one scalar, so ``l1`` means the same on every model), the pre-bias
+    starting at the scaled mean, decoder columns renormalised after every step.
+    ``center_heads`` (xattr only): X must be (examples, heads, d_model); each head's mean over the
+    examples is subtracted first (kept as the SAE's ``head_bias``), so the SAE codes how a head's
+    output *moves* between examples rather than which head it is. Uses no labels.
     """
+    if recipe not in RECIPES:
+        raise InputError(f"recipe must be one of {RECIPES}, not {recipe!r}")
+    if recipe == "paper" and center_heads:
+        raise InputError("center_heads is an option of recipe='xattr'; the paper's SAE takes the head outputs raw")
     X = _float_tensor(X)
     head_mean = None
     if center_heads:
@@ -118,20 +236,28 @@ def train_sae(
         raise InputError("all head outputs are identical: there is nothing for the SAE to separate")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        sae = SparseAutoencoder(X.shape[1], features, scale,
-                                None if head_mean is None else head_mean / scale).to(device)
-    with torch.no_grad():
-        sae.pre_bias.copy_(mean / scale)
+        if recipe == "paper":
+            sae = PaperSparseAutoencoder(X.shape[1], features).to(device)
+            scale = 1.0
+        else:
+            sae = SparseAutoencoder(X.shape[1], features, scale,
+                                    None if head_mean is None else head_mean / scale).to(device)
+            with torch.no_grad():
+                sae.pre_bias.copy_(mean / scale)
     optimiser = torch.optim.Adam(sae.parameters(), lr=lr)
     Xs = X / scale
-    for _ in _progress(range(epochs), epochs, "SAE", progress):
-        z = torch.relu(sae.encoder(Xs - sae.pre_bias))
-        recon = z @ sae.decoder.t() + sae.pre_bias
+    for _ in _progress(range(epochs), epochs, f"SAE ({recipe})", progress):
+        if recipe == "paper":
+            recon, z = sae(Xs)
+        else:
+            z = torch.relu(sae.encoder(Xs - sae.pre_bias))
+            recon = z @ sae.decoder.t() + sae.pre_bias
         loss = (recon - Xs).pow(2).mean() + l1 * z.abs().sum(dim=1).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        sae.normalise_decoder()
+        if recipe == "xattr":
+            sae.normalise_decoder()
     sae.eval()
     for p in sae.parameters():
         p.requires_grad_(False)
@@ -139,18 +265,24 @@ def train_sae(
 
 
 @torch.no_grad()
-def codes(sae: SparseAutoencoder, X: Any) -> np.ndarray:
+def codes(sae: nn.Module, X: Any, batch: int = 65536) -> np.ndarray:
     """Argmax SAE feature of each vector: X (examples, heads, d_model) -> int64 (examples, heads).
 
-    A vector on which no feature fires (all zero after the ReLU) gets the code ``sae.features``
-    (one past the last feature), not 0: with ``center_heads`` most heads are silent, and an argmax
-    of 0 would merge "silent" with feature 0 firing.
+    A vector on which no feature fires (all zero after the activation) gets ``sae.silent_code``:
+    ``features`` (one past the last feature) for :class:`SparseAutoencoder` and
+    :class:`PretrainedSAE`, 0 for :class:`PaperSparseAutoencoder` (the authors' ``np.argmax``,
+    ``src/main.py`` lines 152-153, which merges "silent" with feature 0).
     """
     X = _float_tensor(X)
-    z = sae.encode(X.to(sae.decoder.device))
-    best = z.max(dim=-1)
-    silent = torch.full_like(best.indices, sae.features)
-    return torch.where(best.values > 0, best.indices, silent).cpu().numpy().astype(np.int64)
+    device = sae.decoder.device
+    chunk = max(1, batch // max(1, math.prod(X.shape[1:-1])))  # whole examples at a time
+    out = []
+    for start in range(0, X.shape[0], chunk):
+        z = sae.encode(X[start : start + chunk].to(device))
+        best = z.max(dim=-1)
+        silent = torch.full_like(best.indices, int(sae.silent_code))
+        out.append(torch.where(best.values > 0, best.indices, silent).cpu())
+    return torch.cat(out).reshape(X.shape[:-1]).numpy().astype(np.int64)
 
 
 # ---------------------------------------------------------------------------- scores
