@@ -722,22 +722,46 @@ def test_toy_sae_scores_at_the_induction_position():
     ex, _, _, _, effects = _toy_setup()
     truth = circuits.truth_mask(effects)
     sae_pos, sae_neg = toy.induction_prompts(n=10, length=10, seed=2)
-    runs = [ex.circuit(sae_pos, sae_neg, examples=10, seed=s, position=-1, truth=truth, progress=False).metrics
-            for s in range(3)]
+    # the SAE of before recipes existed: recipe="xattr" without centring, l1 0.02; scored in-sample as then
+    with pytest.warns(circuits.InSampleWarning):
+        runs = [ex.circuit(sae_pos, sae_neg, examples=10, seed=s, position=-1, recipe="xattr", center_heads=False,
+                           l1=0.02, truth=truth, progress=False).metrics for s in range(3)]
     assert np.mean([m["node_roc_auc"] for m in runs]) >= 0.7  # measured 0.81 (0.875, 0.812, 0.75); chance is 0.5
     # the signal is in the head outputs: the labelled class-mean difference ranks the circuit perfectly
     assert all(m["difference_node_roc_auc"] == 1.0 for m in runs)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured node ROC-AUC 0.53 ± 0.25 (5 seeds) with position='mean' on the toy; at position=-1 0.85 with 10 examples, 0.94 ± 0.08 with 50 (issue goal 0.95)")
-def test_toy_sae_reaches_goal_with_defaults():
+@pytest.fixture(scope="module")
+def toy_scored():
+    """The toy's path-patching truth and one held-out run of each recipe (JSD), as in the README."""
     from xattr_lab import toy
 
-    ex, _, _, _, effects = _toy_setup()
-    sae_pos, sae_neg = toy.induction_prompts(n=10, length=10, seed=2)
-    r = ex.circuit(sae_pos, sae_neg, examples=10, truth=circuits.truth_mask(effects), progress=False)
-    assert r.metrics["node_roc_auc"] >= 0.95
+    ex = toy.load_toy(progress=False)
+    truth = circuits.toy_truth(ex)
+    task = tasks.induction_task(ex.tokenizer, n=260, seed=100)
+    runs = {recipe: ex.circuit(task.positive, task.negative, recipe=recipe, scoring="jsd", examples=10,
+                               score_examples=250, truth=truth, seed=0, progress=False) for recipe in ("paper", "xattr")}
+    return ex, truth, runs
+
+
+@pytest.mark.slow
+def test_toy_truth_and_xattr_recipe(toy_scored):
+    ex, truth, runs = toy_scored
+    assert truth.classes["direct (-> logits)"] == [4, 5, 6, 7]  # the four layer-1 heads; round 2 keeps none
+    assert not truth.classes["previous-token (-> direct heads)"]  # measured effects <= 0.003 vs 0.57
+    x = runs["xattr"]
+    assert x.options["scored"] == [250, 250] and not x.options["in_sample"]
+    assert x.metrics["node_roc_auc"] >= 0.95  # measured 1.00 (JSD at the last token)
+    assert runs["paper"].metrics["node_roc_auc"] <= 0.2  # measured 0.00: averaged over tokens the codes favour layer 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the toy's truth is its 4 layer-1 heads and output norm and variance rank them "
+                   "perfectly (measured 1.00); two redesigned training mixtures did not give separable decoy heads (README)")
+def test_toy_label_free_baselines_at_most_070(toy_scored):
+    _, _, runs = toy_scored
+    baselines = runs["xattr"].metrics["baselines"]
+    assert max(baselines["norm_roc_auc"], baselines["variance_roc_auc"]) <= 0.70
 
 
 @pytest.mark.slow
@@ -762,11 +786,12 @@ def test_ioi_sae_finds_the_ablation_circuit_on_smollm(smollm):
     truth = circuits.truth_mask(effects)
     assert 8 <= truth.sum() <= 30  # measured 15 heads (13 of them in the 40-prompt truth)
     task = tasks.ioi_prompts(smollm.tokenizer, n=10, seed=0)
-    best = smollm.circuit(task.positive, task.negative, examples=10, seed=0, features=100, position=-1,
-                          center_heads=True, l1=0.1, truth=truth, progress=False)
-    paper = smollm.circuit(task.positive, task.negative, examples=10, seed=0, features=100, truth=truth,
-                           progress=False)
-    # measured: node 0.785 / edge 0.890 with the options, node 0.565 / edge 0.636 with the paper recipe
-    assert best.metrics["node_roc_auc"] >= 0.7 and best.metrics["edge_roc_auc"] >= 0.8
-    assert best.metrics["node_roc_auc"] >= paper.metrics["node_roc_auc"] + 0.1
+    with pytest.warns(circuits.InSampleWarning):  # 10 prompts, all trained on: the measurement of before
+        best = smollm.circuit(task.positive, task.negative, examples=10, seed=0, features=100, recipe="xattr",
+                              position=-1, center_heads=True, l1=0.1, truth=truth, progress=False)
+        plain = smollm.circuit(task.positive, task.negative, examples=10, seed=0, features=100, recipe="xattr",
+                               position="mean", center_heads=False, l1=0.02, truth=truth, progress=False)
+    # measured: node 0.785 / both-heads-in-truth pairs 0.890 with the options, 0.565 / 0.636 without
+    assert best.metrics["node_roc_auc"] >= 0.7 and circuits.edge_roc_auc(best.edge_scores, truth) >= 0.8
+    assert best.metrics["node_roc_auc"] >= plain.metrics["node_roc_auc"] + 0.1
     assert _no_hooks(smollm.model)

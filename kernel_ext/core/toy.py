@@ -264,6 +264,11 @@ def _build(out: Path, progress: bool = True) -> dict:
 
 
 def _load(folder: Path):
+    from .cache import read_manifest
+
+    built = (read_manifest(folder) or {}).get("recipe")
+    if built != TOY_RECIPE:  # a build from another recipe (an experiment, an older release): rebuild
+        raise ValueError(f"it was built with another recipe ({built}), not {TOY_RECIPE}")
     config = ToyConfig(**json.loads((folder / "config.json").read_text()))
     model = AttentionOnlyForCausalLM(config)
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))

@@ -196,11 +196,13 @@ def bootstrap_ci(effects: np.ndarray, n_boot: int = 2000, seed: int = 0, level: 
 
 
 def select_heads(senders: Sequence[int], effects: np.ndarray, fraction: float = 0.1, n_boot: int = 2000,
-                 seed: int = 0) -> dict[str, Any]:
-    """Heads whose |mean effect| >= fraction * max and whose bootstrap 95% CI excludes zero."""
+                 seed: int = 0, scale: float | None = None) -> dict[str, Any]:
+    """Heads whose |mean effect| >= fraction * ``scale`` (default: the largest |mean effect| here) and
+    whose bootstrap 95% CI excludes zero."""
     mean = effects.mean(axis=1)
     ci = bootstrap_ci(effects, n_boot, seed)
-    big = np.abs(mean) >= fraction * np.abs(mean).max() if np.abs(mean).max() > 0 else np.zeros(len(mean), bool)
+    scale = float(np.abs(mean).max()) if scale is None else float(scale)
+    big = np.abs(mean) >= fraction * scale if scale > 0 else np.zeros(len(mean), bool)
     keep = big & ((ci[:, 0] > 0) | (ci[:, 1] < 0))
     return {"heads": [int(s) for s, kept in zip(senders, keep) if kept], "senders": [int(s) for s in senders],
             "mean": mean.tolist(), "ci": ci.tolist()}

@@ -172,7 +172,7 @@ def truth_mask(effects: Any, fraction: float = 0.1, top: int | None = None, abso
 
 
 # ---------------------------------------------------------------------------- path-patching truth
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2
 IOI_ROUNDS = ("name movers (-> logits)", "S-inhibition (-> name movers)", "induction / duplicate-token (-> S-inhibition)")
 #: (pass A, pass B) modes per round for IOI (xattr_lab.evaluation.circuit_patching): the name
 #: movers and S-inhibition heads act at the last token; induction and duplicate-token heads act at
@@ -214,7 +214,8 @@ def patching_truth(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence
                    fraction: float = 0.1, n_boot: int = 2000, batch_size: int = 64, progress: bool = True) -> CircuitTruth:
     """Rounds of path patching (Wang et al. 2022): round 1 patches every head into the logits; round
     r + 1 patches every earlier head not yet found into the heads found in round r. A round keeps a
-    head when its mean effect is >= ``fraction`` of the round's largest and its bootstrap 95% CI over
+    head when its |mean effect| is >= ``fraction`` of the largest in round 1 (every round is measured
+    on the same metric, so a round of tiny effects keeps nothing) and its bootstrap 95% CI over
     prompts excludes zero (:func:`~xattr_lab.evaluation.circuit_patching.select_heads`). Edges: a
     head found in round r + 1 -> each head of round r in a later layer."""
     from .circuit_patching import path_patch, prepare_runs, select_heads
@@ -223,14 +224,15 @@ def patching_truth(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence
     runs = prepare_runs(ex, prompts, corrupted, _as_metric(metric), batch_size)
     L, H = ex.n_layers, ex.n_heads
     nodes, edges = np.zeros(L * H, bool), np.zeros((L * H, L * H), bool)
-    classes, rounds, receivers = {}, [], None
+    classes, rounds, receivers, scale = {}, [], None, None
     for name, (mode_a, mode_b) in zip(names, modes):
         senders = list(range(L * H)) if receivers is None else [
             h for h in range(L * H) if h // H < max(r // H for r in receivers) and not nodes[h]]
         if not senders:
             break
         effects = path_patch(ex, runs, senders, receivers, mode_a, mode_b, batch_size, progress)
-        chosen = select_heads(senders, effects, fraction, n_boot)
+        chosen = select_heads(senders, effects, fraction, n_boot, scale=scale)
+        scale = scale if scale is not None else float(np.abs(chosen["mean"]).max())
         chosen.update(name=name, receivers=receivers, modes=[mode_a, mode_b])
         rounds.append(chosen)
         classes[name] = chosen["heads"]

@@ -4,7 +4,8 @@ Side by side in one process, on random codes shaped like smollm2-135m IOI runs (
 F = 200 codes, 10 positive and 10 negative examples):
 - ``edge_scores`` (one vectorised set difference over int64 keys) against the direct Python
   loop over head pairs with ``set`` differences (the definition);
-- ``roc_auc`` (ranks, Mann-Whitney) against ``sklearn.metrics.roc_auc_score``.
+- ``roc_auc`` (ranks, Mann-Whitney) against ``sklearn.metrics.roc_auc_score``;
+- ``paper_edge_node_scores`` against the paper's Python loop; ``jsd_scores`` on 250 prompts per class.
 Ratios go to ``extra_info`` (``--benchmark-json``) and are printed (run with ``-s``).
 """
 from __future__ import annotations
@@ -62,3 +63,35 @@ def test_bench_roc_auc(benchmark):
     ratio = sk_s / benchmark.stats.stats.mean
     benchmark.extra_info.update({"sklearn_s": sk_s, "speedup_vs_sklearn": ratio})
     print(f"\nroc_auc 36k edges: {benchmark.stats.stats.mean * 1e3:.2f} ms vs sklearn {sk_s * 1e3:.2f} ms (x{ratio:.2f})")
+
+
+def _paper_edge_loop(edge):
+    """The paper's edge evaluation as written (src/edge.py lines 120-139): a Python list of endpoints."""
+    heads = edge.shape[0]
+    order = np.argsort(edge.flatten())[::-1]
+    rows, cols = np.unravel_index(order, edge.shape)
+    components = []
+    for h1, h2 in zip(rows, cols):
+        components += [h1, h2]
+    y = np.zeros(heads)
+    for h in components[: heads ** 2 // 2]:
+        y[h] += 1
+    return y
+
+
+def test_bench_paper_edge_metric(benchmark):
+    E = circuits.edge_scores(_codes(0), _codes(1))
+    start = time.perf_counter()
+    reference = _paper_edge_loop(E)
+    loop_s = time.perf_counter() - start
+    result = benchmark(circuits.paper_edge_node_scores, E)
+    np.testing.assert_array_equal(result, reference)
+    ratio = loop_s / benchmark.stats.stats.mean
+    benchmark.extra_info.update({"python_loop_s": loop_s, "speedup_vs_loop": ratio})
+    print(f"\npaper edge metric 270 heads: {benchmark.stats.stats.mean * 1e3:.1f} ms vs loop {loop_s * 1e3:.0f} ms (x{ratio:.1f})")
+
+
+def test_bench_jsd_scores(benchmark):
+    pos, neg = _codes(0, examples=250), _codes(1, examples=250)
+    result = benchmark(circuits.jsd_scores, pos, neg)
+    assert result.shape == (270,) and np.all((result >= 0) & (result <= 1))
