@@ -22,21 +22,23 @@ Notation: x (n, d) word embeddings of the text, x' (n, d) the baseline, F the ta
   raw_i ~= F(x) - F(x with token i at the baseline). ``scores`` = raw / ||raw||_2.
 - grad x input: raw_j = sum_d x_jd dF/dx_jd at x (one backward pass); special tokens score 0.
 
-Speed (SIG costs positions x nodes forward+backward passes): all (position, node) pairs are
-batched together in memory-bounded chunks; ``steps="auto"`` picks the number of Gauss-Legendre
-nodes per token (from 4, grown by the observed error's convergence) until its completeness
-error is under ``tol``;
-for causal models the key/value cache of the unchanged prefix before the moving token is computed
-once per chunk and reused (the prefix's activations do not depend on a later token).
+``steps``: an int is the paper's fixed rule with that many nodes (default 50). ``"auto"`` (IG and
+SIG) starts from one panel of ``min_steps`` nodes and halves panels whose own completeness check
+fails (:func:`integration.integrate_panels`) until the relative completeness error is under
+``convergence_tol`` or ``max_steps`` nodes (per path: the text for IG, each token for SIG) are
+used. ``"exact"`` (SIG only) is the limit, F(x) - F(x_i -> x'_i), from forward passes.
 
-Completeness error (what ``tol`` bounds and ``options["completeness_error"]`` reports, per token):
-|raw_i - (F(x) - F(x_i -> x'_i))| / scale, scale = max(|F(x) - F(x')|, max_i |F(x) - F(x_i -> x'_i)|).
-The second term only matters when the whole-text difference is near zero.
+Every IG and SIG result says whether it converged (``options["relative_completeness_error"]``,
+``["converged"]``, ``["convergence_tol"]``; see :mod:`.integration`) and warns when it did not.
+``options["completeness_error"]`` keeps its older meaning: IG's unguarded relative error; SIG's
+per-token error over scale = max(|F(x) - F(x')|, max_i |F(x) - F(x_i -> x'_i)|).
+
+Speed: all (position, node) rows are batched in memory-bounded chunks; for causal models the
+key/value cache of the unchanged prefix before SIG's moving token is computed once per chunk and
+reused (the prefix's activations do not depend on a later token).
 """
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -47,10 +49,27 @@ from ..core.session import ModelSession
 from ..errors import InputError
 from ..results import Attribution
 from .integration import (  # noqa: F401  (public names of xattr_lab.gradients)
-    BASELINES, PROGRESS_MIN_ROWS, QUADRATURES, _forward_scores, _prefix_cache, _prepare, _Problem, _progress_bar,
-    _reads_last_token, _scores_and_grads, _target_scores, baseline_token, normalise, quadrature,
+    BASELINES, CHANGE_FLOOR, CONVERGENCE_TOL, PROGRESS_MIN_ROWS, QUADRATURES, Panels, _forward_scores, _prefix_cache,
+    _prepare, _Problem, _progress_bar, _reads_last_token, _scores_and_grads, _target_scores, baseline_token,
+    change_floor, check_tol, convergence_options, integrate_panels, normalise, percent, quadrature, relative_errors,
+    warn_not_converged,
 )
 from .registry import implements
+
+
+def _check_steps(steps: Any, method: str, allowed: tuple[str, ...], min_steps: int, max_steps: int) -> None:
+    if isinstance(steps, str):
+        if steps not in allowed:
+            extra = " (steps='exact' is SIG's limit; IG has none)" if steps == "exact" else ""
+            raise InputError(f"steps must be a positive integer or one of {list(allowed)}, not {steps!r}{extra}")
+        if method not in QUADRATURES:
+            raise InputError(f"unknown quadrature {method!r}; choose one of {list(QUADRATURES)}")
+        if steps == "auto":
+            quadrature(min_steps, method)
+            if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < min_steps:
+                raise InputError(f"max_steps must be an integer >= min_steps ({min_steps}), not {max_steps!r}")
+    else:
+        quadrature(steps, method)  # validates steps and method
 
 
 # ---------------------------------------------------------------------------- IG
@@ -58,48 +77,85 @@ def integrated_gradients(
     ex: ModelSession,
     text: str,
     target: Any = None,
-    steps: int = 50,
+    steps: Any = 50,
     baseline: str = "pad",
     method: str = "gausslegendre",
     *,
     batch_size: Any = "auto",
     progress: Any = None,
     truncate: bool = False,
+    convergence_tol: float = CONVERGENCE_TOL,
+    min_steps: int = 8,
+    max_steps: int = 512,
 ) -> Attribution:
     """Integrated Gradients on the word embeddings -> Attribution (scores = raw, logit units).
 
-    steps: quadrature nodes (int >= 1); method: "gausslegendre" or "riemann_trapezoid";
-    baseline: "pad" | "mask" | "zero" (special tokens keep their embeddings).
-    options record f_x = F(x), f_baseline = F(x'), completeness_error = |sum raw - (F(x) - F(x'))|
-    / |F(x) - F(x')|.
+    steps: quadrature nodes (int >= 1, default 50 as in the paper) or "auto" (panels of
+    ``min_steps`` nodes halved where their completeness check fails, until the relative
+    completeness error is under ``convergence_tol`` or ``max_steps`` nodes are in use);
+    method: "gausslegendre" or "riemann_trapezoid"; baseline: "pad" | "mask" | "zero".
+    options record f_x = F(x), f_baseline = F(x'), nodes, gradient_rows, completeness_error, and
+    the convergence entries (module docstring); not converged -> RuntimeWarning.
     """
-    alphas, weights = quadrature(steps, method)
+    _check_steps(steps, method, ("auto",), min_steps, max_steps)
+    tol = check_tol(convergence_tol)
+    adaptive = steps == "auto"
     with ex.restored():
         problem = _prepare(ex, text, target, baseline, truncate)
         n = problem.encoding.n
         size = resolve_batch_size(ex, n, batch_size)
         delta = problem.x - problem.x_base
-        total = torch.zeros(n, delta.shape[-1], dtype=torch.float64, device=ex.device)
-        alpha_t = torch.tensor(alphas, dtype=torch.float32, device=ex.device)
-        weight_t = torch.tensor(weights, dtype=torch.float64, device=ex.device)
-
-        def work(start: int, stop: int) -> None:
-            nonlocal total
-            embeds = problem.x_base + alpha_t[start:stop, None, None] * delta
-            _, grads = _scores_and_grads(ex, problem, embeds)
-            total = total + (weight_t[start:stop, None, None] * grads.double()).sum(0)
-
-        with _progress_bar(len(alphas), progress, "IG") as bar:
-            used = run_chunked(len(alphas), size, work, bar=bar)
-        raw = (delta[0].double() * total).sum(-1)
         f_base = float(_forward_scores(ex, problem, problem.x_base)[0])
-    raw_np = raw.cpu().numpy()
-    expected = problem.f_x - f_base
-    error = abs(float(raw_np.sum()) - expected) / max(abs(expected), 1e-12)
-    return _attribution(ex, problem, "ig", raw_np, raw_np, {
-        "steps": int(steps), "quadrature": method, "baseline": baseline, "baseline_token": problem.baseline_token,
-        "f_x": problem.f_x, "f_baseline": f_base, "completeness_error": error, "batch_size": used,
-    })
+        expected = problem.f_x - f_base
+        floor = change_floor(problem.f_x, f_base)
+        used = [size]
+
+        def path(alphas: np.ndarray) -> torch.Tensor:
+            return problem.x_base + torch.tensor(alphas, dtype=torch.float32, device=ex.device)[:, None, None] * delta
+
+        def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+            out = torch.zeros(len(alphas), n, dtype=torch.float64, device=ex.device)
+
+            def work(start: int, stop: int) -> None:
+                _, grads = _scores_and_grads(ex, problem, path(alphas[start:stop]))
+                out[start:stop] = (grads.double() * delta.double()).sum(-1)
+
+            used[0] = run_chunked(len(alphas), used[0], work, bar=bar)
+            return out.cpu().numpy()
+
+        def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(alphas))
+
+            def work(start: int, stop: int) -> None:
+                out[start:stop] = _forward_scores(ex, problem, path(alphas[start:stop])).double().cpu().numpy()
+
+            run_chunked(len(alphas), used[0], work)
+            return out
+
+        nodes = min_steps if adaptive else int(steps)
+        tol_abs = np.array([tol * max(abs(expected), floor)]) if adaptive else None
+        with _progress_bar(nodes, progress, "IG") as bar:
+            result = integrate_panels(np.array([f_base]), np.array([problem.f_x]), nodes, method, gradients, values,
+                                      tol_abs=tol_abs, max_nodes=max_steps, bar=bar)
+    raw_np = result.integral[0]
+    total = float(raw_np.sum())
+    errors = relative_errors([total], [expected], floor)
+    options = {
+        "steps": "auto" if adaptive else int(steps), "quadrature": method, "baseline": baseline,
+        "baseline_token": problem.baseline_token, "f_x": problem.f_x, "f_baseline": f_base,
+        "completeness_error": abs(total - expected) / max(abs(expected), 1e-12), "batch_size": used[0],
+        "nodes": int(result.nodes[0]), "gradient_rows": result.rows, "max_steps": max_steps if adaptive else None,
+        **convergence_options(errors, tol, floor, per_token=False),
+    }
+    if not options["converged"]:
+        if adaptive:
+            fix = (f"steps='auto' stopped at {int(result.nodes[0])} nodes (max_steps={max_steps}); raise max_steps "
+                   f"or convergence_tol.")
+        else:
+            fix = f"Use steps='auto' (nodes until the error is under convergence_tol) or more steps than {int(steps)}."
+        warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
+                           f"(scores sum to {total:.4g}, output change F(x) - F(x') = {expected:.4g})", fix)
+    return _attribution(ex, problem, "ig", raw_np, raw_np, options)
 
 
 # ---------------------------------------------------------------------------- SIG
@@ -111,9 +167,10 @@ def sequential_integrated_gradients(
     baseline: str = "mask",
     method: str = "gausslegendre",
     batch_size: Any = "auto",
-    tol: float = 0.01,
+    tol: float | None = None,
     progress: Any = None,
     *,
+    convergence_tol: float = CONVERGENCE_TOL,
     min_steps: int = 4,
     max_steps: int = 128,
     prefix_reuse: bool = True,
@@ -124,11 +181,13 @@ def sequential_integrated_gradients(
 ) -> Attribution:
     """Sequential Integrated Gradients -> Attribution (scores = raw / ||raw||_2, raw in logit units).
 
-    steps: an int = exactly that many quadrature nodes for every token; "auto" = per token, start
-    at ``min_steps`` nodes and add nodes (see :func:`next_node_count`, at most ``max_steps``)
-    until its completeness error is under ``tol``; "exact" = the limit of the quadrature, which
-    for the token-level score is F(x) - F(x with token i at the baseline) by the fundamental
-    theorem of calculus along the one-token path (forward passes only, no gradients).
+    steps: an int = exactly that many quadrature nodes for every token (default 50, the paper's);
+    "auto" = per token, panels of ``min_steps`` nodes halved where their completeness check fails,
+    until the token's relative completeness error is under ``convergence_tol`` or it uses
+    ``max_steps`` nodes; "exact" = the limit of the quadrature, which for the token-level score is
+    F(x) - F(x with token i at the baseline) by the fundamental theorem of calculus along the
+    one-token path (forward passes only, no gradients).
+    tol: older name of ``convergence_tol`` (when given, it wins).
     batch_size: rows per forward+backward chunk, or "auto" (from free memory).
     prefix_reuse: for causal LMs, reuse the key/value cache of the tokens before the moving one.
     positions: attribute only these (non-special) token positions; the others get 0.
@@ -138,19 +197,12 @@ def sequential_integrated_gradients(
     :class:`Cancelled`. Per-token results are the same as without a callback.
     options: steps, nodes (per token, 0 for special tokens), completeness_error (per token, see
     the module docstring), f_x, f_baseline, f_without (F with token i at the baseline; F(x) for
-    tokens not attributed), gradient_rows (forward+backward rows run).
+    tokens not attributed), gradient_rows (forward+backward rows run), and the convergence
+    entries (per token, reported as the maximum); not converged -> RuntimeWarning.
     """
-    adaptive = steps == "auto"
-    exact = steps == "exact"
-    if not (adaptive or exact):
-        quadrature(steps, method)  # validates steps and method
-    elif method not in QUADRATURES:
-        raise InputError(f"unknown quadrature {method!r}; choose one of {list(QUADRATURES)}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise InputError(f"tol must be a positive number, not {tol!r}")
-    if adaptive:
-        quadrature(min_steps)
-        quadrature(max_steps)
+    _check_steps(steps, method, ("auto", "exact"), min_steps, max_steps)
+    tol = check_tol(convergence_tol if tol is None else tol, "convergence_tol" if tol is None else "tol")
+    adaptive, exact = steps == "auto", steps == "exact"
     with ex.restored():
         problem = _prepare(ex, text, target, baseline, truncate)
         n = problem.encoding.n
@@ -162,151 +214,118 @@ def sequential_integrated_gradients(
             problem.moving = chosen
         size = resolve_batch_size(ex, n, batch_size)
         reuse = prefix_reuse and _reads_last_token(ex, problem)
-        f_without = _sig_endpoints(ex, problem, size)
+        moving = list(problem.moving)
+        f_without = _sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size)
         f_base = float(_forward_scores(ex, problem, problem.x_base)[0])
         expected = problem.f_x - f_without  # (P,)
         scale = max(abs(problem.f_x - f_base), float(np.abs(expected).max()), 1e-12)
+        floor = change_floor(problem.f_x, f_base)
 
-        raw = np.zeros(n)
-        nodes = np.zeros(n, dtype=int)
-        errors = np.zeros(n)
+        raw, nodes, rel = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n)
         rows = 0
-        unconverged: list[int] = []
-        moving = list(problem.moving)
+        limited: list[int] = []
         group_size = len(moving) if callback is None else max(1, int(stream_every))
         for start in range(0, len(moving), group_size):
             group = moving[start:start + group_size]
+            change = expected[start:start + group_size]
             if exact:
-                raw[group] = expected[start:start + group_size]
+                raw[group] = change
             else:
-                problem.moving = group  # each token's quadrature is independent of the others
-                g_raw, g_nodes, g_errors, g_rows, g_unconverged = _sig_quadrature(
-                    ex, problem, expected[start:start + group_size], scale, steps, method, size, tol,
-                    progress, min_steps, max_steps, reuse)
-                problem.moving = moving
-                raw[group], nodes[group], errors[group] = g_raw[group], g_nodes[group], g_errors[group]
-                rows += g_rows
-                unconverged += g_unconverged
+                result = _sig_quadrature(ex, problem, np.array(group), change, steps, method, size, reuse, progress,
+                                         tol * np.maximum(np.abs(change), floor) if adaptive else None,
+                                         min_steps, max_steps)
+                raw[group], nodes[group] = result.integral[:, 0], result.nodes
+                rows += result.rows
+                limited += [group[j] for j in result.limited]
+            rel[group] = relative_errors(raw[group], change, floor)
             if callback is not None:
                 done = moving[:start + len(group)]
-                partial = _attribution(ex, problem, "sig", normalise(raw), raw.copy(),
-                                       {"steps": steps, "partial": True, "positions_done": done,
-                                        "positions_total": len(moving)})
+                partial = _attribution(ex, problem, "sig", normalise(raw), raw.copy(), {
+                    "steps": steps, "partial": True, "positions_done": done, "positions_total": len(moving),
+                    **convergence_options(rel[done], tol, floor, per_token=False)})
                 if callback(partial) is False:
                     raise Cancelled(f"SIG cancelled after {len(done)} of {len(moving)} tokens")
-        if unconverged:
-            warnings.warn(
-                f"SIG: {len(unconverged)} token(s) still above tol={tol} at {max_steps} nodes "
-                f"(max error {errors[unconverged].max():.3g}); raise max_steps or tol", RuntimeWarning, stacklevel=2,
-            )
     f_without_full = np.full(n, problem.f_x)
-    f_without_full[problem.moving] = f_without
-    return _attribution(ex, problem, "sig", normalise(raw), raw, {
+    f_without_full[moving] = f_without
+    completeness = np.zeros(n)
+    completeness[moving] = np.abs(raw[moving] - expected) / scale
+    options = {
         "steps": steps if (adaptive or exact) else int(steps), "quadrature": None if exact else method,
         "baseline": baseline, "baseline_token": problem.baseline_token, "tol": tol if adaptive else None,
-        "nodes": nodes.tolist(), "completeness_error": errors.tolist(),
+        "nodes": nodes.tolist(), "completeness_error": completeness.tolist(),
         "f_x": problem.f_x, "f_baseline": f_base, "f_without": f_without_full.tolist(),
         "gradient_rows": rows, "prefix_reuse": reuse and not exact, "batch_size": size,
-    })
+        "max_steps": max_steps if adaptive else None,
+        **convergence_options(rel, tol, floor, per_token=True),
+    }
+    if not options["converged"]:
+        worst = int(np.argmax(rel))
+        detail = (f"on token {worst} {problem.encoding.tokens[worst]!r} (score {raw[worst]:.4g}, its exact limit "
+                  f"F(x) - F(x with it at the baseline) = {problem.f_x - f_without_full[worst]:.4g})")
+        over = int(np.sum(rel > tol))
+        if adaptive:
+            fix = (f"{over} token(s) stopped at max_steps={max_steps} nodes; use steps='exact' (the limit, forward "
+                   f"passes only), or raise max_steps or convergence_tol.")
+        else:
+            fix = (f"{over} token(s) above it with {int(steps)} nodes; use steps='exact' (the limit, forward passes "
+                   f"only), steps='auto', or more steps.")
+        warn_not_converged(f"SIG ({options['steps']} steps)", options["relative_completeness_error"], tol, detail, fix)
+    return _attribution(ex, problem, "sig", normalise(raw), raw, options)
 
 
-def next_node_count(nodes: int, error: float, tol: float, max_steps: int, previous: tuple[int, float] | None = None) -> int:
-    """Nodes to try after ``nodes`` left a relative ``error`` > ``tol``.
+def _sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, progress, tol_abs, min_steps, max_steps):
+    """Each token's one-token path integral (``Panels``; integral (P, 1)), adaptive when ``tol_abs`` is given."""
+    nodes = min_steps if tol_abs is not None else int(steps)
+    f_end = np.full(len(positions), problem.f_x)
 
-    Gauss-Legendre error on a smooth integrand falls about geometrically in the node count. With
-    a ``previous`` (nodes, error) of the same token the rate is measured from the two levels;
-    otherwise error(m) ~ error ** (m / nodes) is assumed. Aims at tol/4 for a margin and grows
-    by 1.5x to 4x per level, at most ``max_steps``.
-    """
-    goal = math.log(tol / 4)
-    if not 0 < error < 1:
-        wanted = 4 * nodes
-    elif previous is not None and 0 < error < previous[1] and nodes > previous[0]:
-        slope = (math.log(error) - math.log(previous[1])) / (nodes - previous[0])  # < 0
-        wanted = nodes + math.ceil((goal - math.log(error)) / slope)
-    else:
-        wanted = math.ceil(nodes * goal / math.log(error))
-    return int(min(max_steps, max(math.ceil(1.5 * nodes), min(wanted, 4 * nodes))))
+    def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        return _sig_rows(ex, problem, positions[paths], alphas, size, reuse, bar)
+
+    def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        return _sig_values(ex, problem, positions[paths], alphas, size)
+
+    with _progress_bar(len(positions) * nodes, progress, "SIG") as bar:
+        return integrate_panels(f_end - change, f_end, nodes, method, gradients, values,
+                                tol_abs=tol_abs, max_nodes=max_steps, bar=bar)
 
 
-def _sig_quadrature(ex, problem, expected, scale, steps, method, size, tol, progress, min_steps, max_steps, reuse):
-    """Quadrature for every moving token; adaptive when steps == "auto".
-
-    Returns raw (n,), nodes (n,), errors (n,), gradient rows used, positions left above tol.
-    """
-    n = problem.encoding.n
-    adaptive = steps == "auto"
-    raw, nodes, errors = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n)
-    index = {p: j for j, p in enumerate(problem.moving)}
-    lowest = 2 if method == "riemann_trapezoid" else 1
-    start_nodes = max(lowest, min(min_steps, max_steps)) if adaptive else int(steps)
-    plan = {p: start_nodes for p in problem.moving}  # position -> nodes to use next
-    history: dict[int, tuple[int, float]] = {}  # position -> (nodes, error) of its last level
-    rows = 0
-    unconverged: list[int] = []
-    with _progress_bar(len(plan) * start_nodes, progress, "SIG") as bar:
-        while plan:
-            groups: dict[int, list[int]] = {}
-            for p, m in plan.items():
-                groups.setdefault(m, []).append(p)
-            extra = sum(m * len(ps) for m, ps in groups.items()) - (bar.total - bar.n)
-            if extra > 0:
-                bar.total += extra
-                bar.refresh()
-            plan = {}
-            for m, positions in sorted(groups.items()):
-                values = _sig_integrals(ex, problem, positions, m, method, size, reuse, bar)
-                rows += len(positions) * m
-                err = np.abs(values - expected[[index[p] for p in positions]]) / scale
-                raw[positions], nodes[positions], errors[positions] = values, m, err
-                if not adaptive:
-                    continue
-                for p, e in zip(positions, err):
-                    if e < tol:
-                        continue
-                    if m >= max_steps:
-                        unconverged.append(p)
-                    else:
-                        plan[p] = next_node_count(m, float(e), tol, max_steps, history.get(p))
-                        history[p] = (m, float(e))
-    return raw, nodes, errors, rows, unconverged
-
-
-def _sig_endpoints(ex: ModelSession, problem: _Problem, size: int) -> np.ndarray:
-    """F(x with token i at the baseline) for every moving position i -> (P,)."""
-    moving = problem.moving
-    out = np.zeros(len(moving))
+def _sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int) -> np.ndarray:
+    """F(x with token pos[r] at x'_p + alphas[r] (x_p - x'_p)) for each row r -> (R,) (forward only)."""
+    out = np.zeros(len(pos))
+    delta = (problem.x - problem.x_base)[0]
 
     def work(start: int, stop: int) -> None:
         embeds = problem.x.expand(stop - start, -1, -1).clone()
         rows = torch.arange(stop - start, device=ex.device)
-        cols = torch.tensor(moving[start:stop], device=ex.device)
-        embeds[rows, cols] = problem.x_base[0, cols]
+        cols = torch.tensor(pos[start:stop], device=ex.device)
+        a = torch.tensor(alphas[start:stop], dtype=torch.float32, device=ex.device)[:, None]
+        embeds[rows, cols] = problem.x_base[0, cols] + a * delta[cols]
         out[start:stop] = _forward_scores(ex, problem, embeds).double().cpu().numpy()
 
-    run_chunked(len(moving), size, work)
+    run_chunked(len(pos), size, work)
     return out
 
 
-def _sig_integrals(
-    ex: ModelSession, problem: _Problem, positions: Sequence[int], steps: int, method: str, size: int, reuse: bool, bar=None,
-) -> np.ndarray:
-    """raw_i for each position with ``steps`` nodes, all (position, node) rows batched -> (len(positions),)."""
-    alphas, weights = quadrature(steps, method)
+def _sig_rows(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int, reuse: bool,
+              bar=None) -> np.ndarray:
+    """<dF/dx_p, x_p - x'_p> with token pos[r] at alphas[r] along its path, every row batched -> (R,).
+
+    Rows are run sorted by position, so with ``reuse`` each chunk starts after a cached prefix.
+    """
     device = ex.device
-    pos_rows = torch.tensor(np.repeat(positions, steps), device=device)  # sorted by position
-    alpha_rows = torch.tensor(np.tile(alphas, len(positions)), dtype=torch.float32, device=device)
-    weight_rows = torch.tensor(np.tile(weights, len(positions)), dtype=torch.float64, device=device)
+    order = np.argsort(pos, kind="stable")
+    pos_rows = torch.tensor(pos[order], device=device)
+    alpha_rows = torch.tensor(alphas[order], dtype=torch.float32, device=device)
     delta = (problem.x - problem.x_base)[0]  # (n, d)
-    contributions = torch.zeros(len(pos_rows), dtype=torch.float64, device=device)
+    along = torch.zeros(len(pos_rows), dtype=torch.float64, device=device)
     prefixes: dict[int, Any] = {}
 
     def work(start: int, stop: int) -> None:
-        pos = pos_rows[start:stop]
+        p = pos_rows[start:stop]
         rows = torch.arange(stop - start, device=device)
-        first = int(pos.min()) if reuse else 0
+        first = int(p.min()) if reuse else 0
         embeds = problem.x[:, first:].expand(stop - start, -1, -1).clone()
-        embeds[rows, pos - first] = problem.x_base[0, pos] + alpha_rows[start:stop, None] * delta[pos]
+        embeds[rows, p - first] = problem.x_base[0, p] + alpha_rows[start:stop, None] * delta[p]
         prefix = None
         if first > 0:
             if first not in prefixes:
@@ -314,11 +333,12 @@ def _sig_integrals(
                 prefixes[first] = _prefix_cache(ex, problem, first)
             prefix = prefixes[first]
         _, grads = _scores_and_grads(ex, problem, embeds, prefix)
-        along = (grads[rows, pos - first].double() * delta[pos].double()).sum(-1)
-        contributions[start:stop] = weight_rows[start:stop] * along
+        along[start:stop] = (grads[rows, p - first].double() * delta[p].double()).sum(-1)
 
     run_chunked(len(pos_rows), size, work, bar=bar)
-    return contributions.reshape(len(positions), steps).sum(1).cpu().numpy()
+    out = np.empty(len(pos))
+    out[order] = along.cpu().numpy()
+    return out
 
 
 # ---------------------------------------------------------------------------- grad x input

@@ -1,13 +1,27 @@
 """What IG and SIG share: quadrature rules, baseline tokens, one text prepared for attribution,
-and the target score (and its gradient) along an interpolation path.
+the target score (and its gradient) along an interpolation path, composite quadrature over
+panels (adaptive for ``steps="auto"``), and the convergence check every result carries.
 
 docs/ARCHITECTURE.md, section "Gradients".
+
+Convergence (``Attribution.options``):
+
+- ``relative_completeness_error`` = |sum of raw - (F(x) - F(x'))| / max(|F(x) - F(x')|, floor)
+  for IG; for SIG the same per token, |raw_i - (F(x) - F(x_i -> x'_i))| / max(|...|, floor), kept
+  per token in ``relative_completeness_error_per_token`` and reported as its maximum.
+- Guard for an output change of ~0: ``floor`` = ``CHANGE_FLOOR`` (1 %) of max(1, |F(x)|, |F(x')|),
+  recorded as ``completeness_floor``. A change smaller than that counts as ~0 and the error is
+  measured against the floor instead (so zero change with zero scores reads 0, not 0/0).
+- ``converged`` = ``relative_completeness_error <= convergence_tol`` (default ``CONVERGENCE_TOL``,
+  5 %). When False a ``RuntimeWarning`` names the error and the fix; the views draw a badge.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,6 +34,12 @@ BASELINES = ("pad", "mask", "zero")
 QUADRATURES = ("gausslegendre", "riemann_trapezoid")
 #: show a progress bar by default when a call needs more gradient rows than this
 PROGRESS_MIN_ROWS = 512
+#: default tolerance on the relative completeness error (``converged``, and what ``steps="auto"`` aims at)
+CONVERGENCE_TOL = 0.05
+#: an output change below this fraction of max(1, |F(x)|, |F(x')|) counts as ~0 (the guard)
+CHANGE_FLOOR = 0.01
+#: panels narrower than this are not split again (float32 interpolation cannot resolve them)
+MIN_PANEL_WIDTH = 2.0 ** -20
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -31,7 +51,7 @@ def quadrature(steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, n
     including both ends, trapezoid weights (sum to 1).
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise InputError(f"steps must be a positive integer (or 'auto' for SIG), not {steps!r}")
+        raise InputError(f"steps must be a positive integer or 'auto' ('exact' for SIG), not {steps!r}")
     steps = int(steps)
     if steps < 1:
         raise InputError(f"steps must be at least 1, not {steps}")
@@ -78,6 +98,128 @@ def _progress_bar(total: int, progress: Any, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="row", disable=not show, leave=False)
+
+
+# ---------------------------------------------------------------------------- convergence
+def check_tol(value: Any, name: str = "convergence_tol") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not value > 0:
+        raise InputError(f"{name} must be a positive number (a fraction: 0.05 = 5 %), not {value!r}")
+    return float(value)
+
+
+def change_floor(f_x: float, f_baseline: float) -> float:
+    """The guard: output changes below this count as ~0 (see the module docstring)."""
+    return CHANGE_FLOOR * max(1.0, abs(float(f_x)), abs(float(f_baseline)))
+
+
+def relative_errors(approx, change, floor: float) -> np.ndarray:
+    """|approx - change| / max(|change|, floor), elementwise."""
+    approx, change = np.asarray(approx, dtype=np.float64), np.asarray(change, dtype=np.float64)
+    return np.abs(approx - change) / np.maximum(np.abs(change), floor)
+
+
+def percent(error: float) -> str:
+    """A relative error for people: '54%', '0.31%', '3,930%'."""
+    if not np.isfinite(error):
+        return "n/a"
+    return f"{100 * error:,.0f}%" if error >= 0.01 else f"{100 * error:.2g}%"
+
+
+def convergence_options(errors: np.ndarray, tol: float, floor: float, per_token: bool) -> dict:
+    """The convergence entries of ``Attribution.options`` (module docstring)."""
+    worst = float(np.max(errors)) if len(errors) else 0.0
+    options = {"relative_completeness_error": worst, "converged": bool(worst <= tol),
+               "convergence_tol": tol, "completeness_floor": floor}
+    if per_token:
+        options["relative_completeness_error_per_token"] = np.asarray(errors, dtype=np.float64).tolist()
+    return options
+
+
+def warn_not_converged(what: str, error: float, tol: float, detail: str, fix: str, stacklevel: int = 3) -> None:
+    warnings.warn(
+        f"{what} has not converged: relative completeness error {percent(error)} {detail} is above "
+        f"convergence_tol={percent(tol)}. {fix}", RuntimeWarning, stacklevel=stacklevel,
+    )
+
+
+# ---------------------------------------------------------------------------- panels
+@dataclass
+class Panels:
+    """Composite quadrature of several paths: ``integral`` (P, k), active ``nodes`` (P,),
+    gradient ``rows`` run, ``limited`` = paths left above tolerance by the node cap or panel width."""
+
+    integral: np.ndarray
+    nodes: np.ndarray
+    rows: int
+    limited: list[int]
+
+
+def integrate_panels(
+    f_start: np.ndarray, f_end: np.ndarray, nodes: int, method: str,
+    gradients: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    values: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *, tol_abs: np.ndarray | None = None, max_nodes: int = 0, bar=None,
+) -> Panels:
+    """Integrate each path p's integrand over alpha in [0, 1] with ``nodes``-point panels.
+
+    gradients(paths (R,), alphas (R,)) -> (R, k): the integrand <dF/dx, x - x'> at those points,
+    split into k parts (per token for IG, k = 1 for SIG). values(paths, alphas) -> (R,): F there.
+    f_start / f_end: F at alpha = 0 and 1 of each path (P,).
+
+    Without ``tol_abs``: one panel, i.e. plain ``quadrature(nodes, method)``. With it: every
+    panel [a, b] has a completeness check of its own, e = |integral over [a, b] - (F(b) - F(a))|
+    (the fundamental theorem of calculus on that piece). While a path's summed e exceeds its
+    ``tol_abs``, its worst panels are halved (F at the midpoint from a forward pass), worst first
+    until the e of the panels left alone sums to at most tol_abs / 2, as long as the path keeps at
+    most ``max_nodes`` nodes and panels stay wider than ``MIN_PANEL_WIDTH``. The summed e bounds
+    the reported error.
+    """
+    t, w = quadrature(nodes, method)
+    done: list[list[list]] = [[] for _ in range(len(f_start))]  # per path: [a, b, fa, fb, integral, error]
+    todo = [(p, 0.0, 1.0, float(f_start[p]), float(f_end[p])) for p in range(len(f_start))]
+    rows, limited = 0, set()
+    while todo:
+        paths = np.repeat([p for p, *_ in todo], nodes)
+        starts = np.repeat([a for _, a, *_ in todo], nodes)
+        widths = np.repeat([b - a for _, a, b, *_ in todo], nodes)
+        alphas, weights = starts + widths * np.tile(t, len(todo)), widths * np.tile(w, len(todo))
+        if bar is not None and bar.n + len(alphas) > bar.total:
+            bar.total = bar.n + len(alphas)
+            bar.refresh()
+        g = np.asarray(gradients(paths, alphas), dtype=np.float64).reshape(len(alphas), -1)
+        rows += len(alphas)
+        pieces = (weights[:, None] * g).reshape(len(todo), nodes, -1).sum(1)
+        for (p, a, b, fa, fb), piece in zip(todo, pieces):
+            done[p].append([a, b, fa, fb, piece, abs(float(piece.sum()) - (fb - fa))])
+        todo = []
+        if tol_abs is None:
+            break
+        splits = []
+        for p, panels in enumerate(done):
+            if sum(q[5] for q in panels) <= tol_abs[p]:
+                continue
+            active, chosen, left = len(panels) * nodes, [], sum(q[5] for q in panels)
+            for j in sorted(range(len(panels)), key=lambda j: -panels[j][5]):
+                if left <= tol_abs[p] / 2:
+                    break
+                if (panels[j][1] - panels[j][0]) / 2 >= MIN_PANEL_WIDTH and active + nodes <= max_nodes:
+                    chosen.append(j)
+                    active += nodes
+                    left -= panels[j][5]
+            if not chosen:
+                limited.add(p)
+            splits += [(p, j) for j in chosen]
+        if not splits:
+            break
+        mids = np.array([(done[p][j][0] + done[p][j][1]) / 2 for p, j in splits])
+        f_mid = np.asarray(values(np.array([p for p, _ in splits]), mids), dtype=np.float64)
+        for (p, j), m, fm in zip(splits, mids, f_mid):
+            a, b, fa, fb = done[p][j][:4]
+            todo += [(p, a, float(m), fa, float(fm)), (p, float(m), b, float(fm), fb)]
+        for p, j in sorted(splits, key=lambda s: -s[1]):
+            del done[p][j]
+    integral = np.stack([np.sum([q[4] for q in panels], axis=0) for panels in done])
+    return Panels(integral, np.array([len(panels) * nodes for panels in done]), rows, sorted(limited))
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -131,6 +273,22 @@ def _reads_last_token(ex: ModelSession, problem: _Problem) -> bool:
     return ex.head == CAUSAL_LM and problem.target.position == problem.encoding.n - 1
 
 
+def _cache_keyword(model) -> str:
+    """The forward keyword that takes a key/value cache: ``cache`` (transformers >= 5.2x, where
+    ``past_key_values`` is deprecated for removal in 5.40) or ``past_key_values`` (older)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic wrappers
+        return "cache"
+    return "cache" if "cache" in parameters or "past_key_values" not in parameters else "past_key_values"
+
+
+def _output_cache(out):
+    """The cache of a model output, read without the deprecated ``past_key_values`` attribute."""
+    keys = out.keys()
+    return out["cache"] if "cache" in keys else out["past_key_values"]
+
+
 def _target_scores(ex: ModelSession, problem: _Problem, embeds: torch.Tensor, prefix=None) -> torch.Tensor:
     """F for each row of ``embeds`` (B, m, d) -> (B,).
 
@@ -147,7 +305,7 @@ def _target_scores(ex: ModelSession, problem: _Problem, embeds: torch.Tensor, pr
         if prefix is not None:
             from transformers import DynamicCache
 
-            kwargs["past_key_values"] = DynamicCache(
+            kwargs[_cache_keyword(ex.model)] = DynamicCache(
                 ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix]
             )
             kwargs["use_cache"] = True
@@ -169,7 +327,7 @@ def _prefix_cache(ex: ModelSession, problem: _Problem, length: int):
             use_cache=True,
             logits_to_keep=1,
         )
-    cache = out.past_key_values
+    cache = _output_cache(out)
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
     return [(k, v) for k, v in cache]  # pragma: no cover - legacy tuple caches

@@ -20,6 +20,9 @@ from . import core
 __all__ = ["html_document", "write_html", "draw_strip", "draw_flow", "draw_grid", "png_bytes", "write_png",
            "plain_text"]
 
+#: background of the "not converged" badge (white text), as in the widget's header
+BADGE_COLOUR = "#b2182b"
+
 _PAGE_CSS = (
     "body{font-family:system-ui,sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px}"
     "td,th{border:1px solid #ddd;padding:2px 6px;text-align:left} code{background:#f3f3f3;padding:0 3px}"
@@ -65,8 +68,9 @@ def plain_text(markup: str, limit: int = 160) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", markup))[:limit]
 
 
-def draw_strip(tokens: Sequence[str], scores: np.ndarray, *, selected: int = -1, header: str = ""):
-    """Token strip: tokens coloured by signed score, wrapped into rows; ``selected`` outlined."""
+def draw_strip(tokens: Sequence[str], scores: np.ndarray, *, selected: int = -1, header: str = "", badge: str = ""):
+    """Token strip: tokens coloured by signed score, wrapped into rows; ``selected`` outlined;
+    ``badge`` (e.g. "not converged: ...") drawn as white text on red in the top right corner."""
     from matplotlib.patches import Rectangle
 
     labels = core.pretty_tokens(tokens)
@@ -89,6 +93,9 @@ def draw_strip(tokens: Sequence[str], scores: np.ndarray, *, selected: int = -1,
         _text(ax, x[i], -rows[i], labels[i], ha="center", va="center", fontsize=8, family="monospace",
               color=text_colours[i])
     fig.text(0.01, 0.03, plain_text(header), fontsize=8, parse_math=False)
+    if badge:
+        fig.text(0.99, 0.97, badge[:120], fontsize=9, ha="right", va="top", color="#ffffff", weight="bold",
+                 parse_math=False, bbox={"facecolor": BADGE_COLOUR, "edgecolor": "none", "pad": 3})
     return fig
 
 

@@ -172,9 +172,46 @@ export function tokenStrip(
   return strip;
 }
 
+/**
+ * "not converged: completeness error 54%" when a gradient result says `options.converged === false`
+ * (its `options.relative_completeness_error` is |sum of scores - output change| / |output change|);
+ * null otherwise. Same text as the Python views.
+ */
+export function convergenceBadge(options: unknown): string | null {
+  const o = options && typeof options === 'object' ? (options as Record<string, unknown>) : {};
+  if (o.converged !== false) {
+    return null;
+  }
+  const error = o.relative_completeness_error;
+  if (typeof error !== 'number' || !Number.isFinite(error)) {
+    return 'not converged';
+  }
+  const shown = error >= 0.01
+    ? `${Math.round(100 * error).toLocaleString('en-US')}%`
+    : `${Number((100 * error).toPrecision(2))}%`;
+  return `not converged: completeness error ${shown}`;
+}
+
+function badge(doc: Doc, options: unknown): HTMLElement | null {
+  const text = convergenceBadge(options);
+  if (text === null) {
+    return null;
+  }
+  const box = el(doc, 'span', 'xattr-lab-badge xattr-lab-not-converged', text);
+  box.setAttribute('role', 'status');
+  box.title = "The scores do not add up to the output change; rerun with steps='auto' or more steps (SIG: steps='exact').";
+  Object.assign(box.style, { background: '#b2182b', color: '#ffffff', fontWeight: 'bold', padding: '1px 6px', borderRadius: '3px' });
+  return box;
+}
+
 function renderAttribution(doc: Doc, p: AttributionPayload, palette: readonly string[]): HTMLElement {
   const root = el(doc, 'div', 'xattr-lab-view xattr-lab-attribution');
-  root.appendChild(header(doc, p, 'Token attribution'));
+  const head = header(doc, p, 'Token attribution');
+  const warning = badge(doc, p.options);
+  if (warning) {
+    head.appendChild(warning);
+  }
+  root.appendChild(head);
   const readout = el(doc, 'div', 'xattr-lab-readout', 'Hover a token for its score; click to select it.');
   const scores = finite(p.scores);
   const raw = finite(p.raw ?? p.scores);

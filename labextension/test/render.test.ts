@@ -4,7 +4,7 @@ import { DIVERGING, colourFor, diverging } from '../src/colours';
 import { BASE_EXPORT_CSS, payloadJson, resultHtml } from '../src/exporting';
 import { explainCode, pythonString, settingsCode } from '../src/kernelcode';
 import { checkPayload } from '../src/payload';
-import { MAX_FLOW_EDGES, fmt, nodeThroughput, pathsThrough, renderResult, shorten, topEdges } from '../src/render';
+import { MAX_FLOW_EDGES, convergenceBadge, fmt, nodeThroughput, pathsThrough, renderResult, shorten, topEdges } from '../src/render';
 
 const HOSTILE = ['<img src=x onerror=alert(1)>', '</script><script>alert(2)</script>', '"\'&amp;'];
 
@@ -111,6 +111,40 @@ describe('attribution view', () => {
     expect(tokens[1].classList.contains('xattr-lab-selected')).toBe(false);
     expect(tokens[2].classList.contains('xattr-lab-selected')).toBe(true);
     expect(view.querySelector('.xattr-lab-prediction')!.textContent).toBe('prediction: POSITIVE 0.930, NEGATIVE 0.070');
+  });
+});
+
+describe('convergence badge', () => {
+  it('shows the completeness error of a result that did not converge', () => {
+    const options = { converged: false, relative_completeness_error: 0.5412, convergence_tol: 0.05 };
+    const view = mount(renderResult({ ...attribution(), method: 'ig', options }));
+    const badge = view.querySelector<HTMLElement>('.xattr-lab-not-converged');
+    expect(badge).not.toBeNull();
+    expect(badge!.textContent).toBe('not converged: completeness error 54%');
+    expect(badge!.closest('.xattr-lab-header')).not.toBeNull();
+    expect(badge!.style.backgroundColor).toBe('rgb(178, 24, 43)');
+    expect(convergenceBadge({ converged: false, relative_completeness_error: 1012.7 })).toBe(
+      'not converged: completeness error 101,270%');
+    expect(convergenceBadge({ converged: false, relative_completeness_error: null })).toBe('not converged');
+    const saved = resultHtml({ ...attribution(), options });  // "save as HTML" draws the same view
+    expect(saved).toContain('not converged: completeness error 54%');
+  });
+
+  it('stays away when the result converged or says nothing', () => {
+    for (const options of [{ converged: true, relative_completeness_error: 0.01 }, {}, null, 'x']) {
+      const view = mount(renderResult({ ...attribution(), options }));
+      expect(view.querySelector('.xattr-lab-not-converged')).toBeNull();
+      expect(view.textContent).not.toContain('not converged');
+    }
+    expect(convergenceBadge({ converged: 'false', relative_completeness_error: 3 })).toBeNull();
+  });
+
+  it('keeps hostile text out of the markup', () => {
+    const options = { converged: false, relative_completeness_error: HOSTILE[0] };
+    const view = mount(renderResult({ ...attribution(), model: HOSTILE[1], options }));
+    expect(view.querySelector('img')).toBeNull();
+    expect(view.querySelector('script')).toBeNull();
+    expect(view.querySelector('.xattr-lab-not-converged')!.textContent).toBe('not converged');
   });
 });
 

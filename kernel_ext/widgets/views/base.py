@@ -19,7 +19,7 @@ import traitlets
 
 from .. import bundle, core, export
 
-__all__ = ["LinkedState", "View"]
+__all__ = ["LinkedState", "View", "convergence_badge", "badge_html"]
 
 
 class LinkedState(traitlets.HasTraits):
@@ -162,3 +162,39 @@ class View:
 def _prediction_html(prediction: dict) -> str:
     items = sorted(prediction.items(), key=lambda kv: -kv[1])[:5]
     return ", ".join(f"{core.escape(k)} {v:.3f}" for k, v in items)
+
+
+#: How the "not converged" badge looks in HTML (widget header, HTML export).
+BADGE_STYLE = ("background:#b2182b;color:#ffffff;font-weight:bold;padding:1px 6px;border-radius:3px;"
+               "white-space:nowrap")
+
+
+def convergence_badge(result) -> str:
+    """"not converged: completeness error 54%" for a gradient result whose
+    ``options["converged"]`` is False (see ``xattr_lab.methods.integration``); "" otherwise."""
+    options = getattr(result, "options", None) or {}
+    if options.get("converged") is not False:
+        return ""
+    error = options.get("relative_completeness_error")
+    try:
+        error = float(error)
+    except (TypeError, ValueError):
+        return "not converged"
+    if error != error or error in (float("inf"), float("-inf")):
+        return "not converged"
+    shown = f"{100 * error:,.0f}%" if error >= 0.01 else f"{100 * error:.2g}%"
+    return f"not converged: completeness error {shown}"
+
+
+def badge_html(result) -> str:
+    """The badge as an escaped HTML span ("" when the result converged or says nothing)."""
+    text = convergence_badge(result)
+    if not text:
+        return ""
+    tol = (getattr(result, "options", None) or {}).get("convergence_tol")
+    tip = "scores do not add up to the output change"
+    if isinstance(tol, (int, float)):
+        tip += f" within convergence_tol={tol:g}"
+    tip += "; rerun with steps='auto' or more steps (SIG: steps='exact')"
+    return (f'<span class="xattr-badge xattr-not-converged" style="{BADGE_STYLE}" title="{core.escape(tip)}">'
+            f"{core.escape(text)}</span>")

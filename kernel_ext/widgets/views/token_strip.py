@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import core, export
-from .base import LinkedState, View, _bokeh, _html, _prediction_html
+from .base import LinkedState, View, _bokeh, _html, _prediction_html, badge_html, convergence_badge
 
 __all__ = ["TokenStrip"]
 
@@ -63,7 +63,8 @@ class TokenStrip(View):
         return token_strip_figure(labels, self.scores[rows.start:rows.stop], self.raw[rows.start:rows.stop],
                                   list(rows), scale=core.symmetric_scale(self.scores), width=self.width)
 
-    def header_html(self) -> str:
+    def header_html(self, badge: bool = True) -> str:
+        """Method, target, model, prediction and (``badge``) the "not converged" badge, as HTML."""
         r = self.result
         target = getattr(r, "target_label", "") or getattr(r, "target", "")
         parts = [f"<b>{core.escape(getattr(r, 'method', '') or 'scores')}</b>"]
@@ -73,7 +74,8 @@ class TokenStrip(View):
             parts.append(f"model <code>{core.escape(r.model)}</code>")
         if getattr(r, "prediction", None):
             parts.append(f"prediction: {_prediction_html(r.prediction)}")
-        return " &middot; ".join(parts)
+        shown = badge_html(r) if badge else ""
+        return " &middot; ".join(parts) + (f" {shown}" if shown else "")
 
     def _build(self):
         import ipywidgets as w
@@ -156,7 +158,8 @@ class TokenStrip(View):
         self._set_selected(self._source, [i - rows.start] if i in rows else [])
 
     def png_figure(self):
-        return export.draw_strip(self.tokens, self.scores, selected=self.state.token, header=self.header_html())
+        return export.draw_strip(self.tokens, self.scores, selected=self.state.token, header=self.header_html(badge=False),
+                                 badge=convergence_badge(self.result))
 
     def export_models(self) -> list:
         from bokeh.models import Div
