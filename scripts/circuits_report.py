@@ -76,8 +76,9 @@ def one_run(ex, task: str, run: int, ground, args) -> dict:
     record: dict = {}
     nodes = ground.nodes
     for recipe in RECIPES:
+        log(f"  run {run + 1}: recipe {recipe} ...")
         r = ex.circuit(pos, neg, recipe=recipe, examples=args.examples, score_examples=args.score_examples,
-                       seed=run, truth=ground, progress=False)
+                       seed=run, truth=ground, progress=args.progress)
         c_pos, c_neg = r.codes
         jsd = circuits.jsd_scores(c_pos, c_neg)
         m = r.metrics
@@ -158,6 +159,7 @@ def main(argv=None) -> None:
     parser.add_argument("--entropy-prompts", type=int, default=50, help="held-out prompts per class for the entropy baseline")
     parser.add_argument("--cache", default=None, help="folder for cached runs (default cache_dir()/circuits/runs)")
     parser.add_argument("--rebuild", action="store_true", help="truth: recompute even when cached")
+    parser.add_argument("--progress", action="store_true", help="progress bars inside each run (head outputs, SAE epochs)")
     args = parser.parse_args(argv)
     if args.command == "truth":
         ex = load(args.task)
