@@ -109,7 +109,7 @@ def _record_arm(pert, started: float, label: str | None) -> dict[str, Any]:
 def run_text(ex, text: str, method: str, config: ExperimentConfig, index: int = 0) -> dict[str, Any]:
     """All arms and permissions for one text and method -> a JSON-able record."""
     options = dict(config.method_options.get(method, {}))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     original = ex.attribute(text, method=method, **options)
     encoding = ex.encode(text)
     scores = np.asarray(original.scores, dtype=np.float64)
@@ -150,6 +150,7 @@ def run_text(ex, text: str, method: str, config: ExperimentConfig, index: int = 
             arms["noise"] = _record_arm(pert, t, label)
         record["arms"][permission] = arms
     record["seconds"] = time.perf_counter() - started
+    record["cpu_seconds"] = time.process_time() - cpu
     return record
 
 

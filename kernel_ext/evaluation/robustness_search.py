@@ -83,6 +83,18 @@ def objective_of(original: np.ndarray, keep: np.ndarray, ks: Sequence[int], surr
     return objective
 
 
+def _nearest(words: _Words, table, token_id: int, count: int) -> np.ndarray:
+    """``words.nearest`` for a vocabulary token, memoised on the vocabulary object (clean embeddings)."""
+    import torch
+
+    cache = words.__dict__.setdefault("_nearest_cache", {})
+    key = (int(token_id), int(count))
+    if key not in cache:
+        with torch.no_grad():
+            cache[key] = words.nearest(token_id, table[token_id], count)
+    return cache[key]
+
+
 def _valid(ex, state: _Text, pairs: Iterable[tuple[int, int]], words: _Words, keep: int) -> list[tuple[int, _Text]]:
     """The (position, new state) of each proposed (position, vocabulary id) that re-tokenises cleanly
     (same length, same ids elsewhere, a new id at the position) and keeps the prediction; in order."""
@@ -166,9 +178,8 @@ def neighbour_search(ex, text: str, method: str, budget: int = 2, queries: int =
     table = ex.model.get_input_embeddings().weight
 
     def propose(state, open_positions, rng, words):
-        with torch.no_grad():  # the candidate set the attack ranks, in a uniformly random order
-            pairs = [(p, int(v)) for p in open_positions for v in words.nearest(state.ids[p], table[state.ids[p]],
-                                                                                neighbours)]
+        # the candidate set the attack ranks, in a uniformly random order
+        pairs = [(p, int(v)) for p in open_positions for v in _nearest(words, table, state.ids[p], neighbours)]
         order = rng.permutation(len(pairs))
         for start in range(0, len(pairs), queries + 2):  # label checks in small batches: most candidates pass
             yield [pairs[i] for i in order[start:start + queries + 2]]
@@ -199,7 +210,7 @@ def gradient_search(ex, text: str, method: str, budget: int = 2, queries: int = 
         guide = _surrogate_gradient(ex, state.ids, state.encoding, resolved, top, keep_mask)
         ranked = []
         for p in open_positions:
-            near = words.nearest(state.ids[p], table[state.ids[p]], neighbours)
+            near = _nearest(words, table, state.ids[p], neighbours)
             change = ((table[torch.as_tensor(near)] - table[state.ids[p]]) @ guide[p]).numpy()
             ranked.extend(zip(change, rng.random(len(near)), [p] * len(near), near))
         ranked.sort(key=lambda item: (item[0], item[1]))
