@@ -41,12 +41,14 @@ def chunk_stats(ex, texts: list[str], folder: Path | None) -> dict:
     path = None if folder is None else folder / f"{key}.json"
     if path is not None and path.exists():
         return json.loads(path.read_text())
+    started = time.process_time()
     stats = geometry.head_stats(ex, texts)
     lengths = stats.options["tokens_per_text"]
     out = {"texts": len(texts), "entropy": stats.entropy.tolist(), "cone": stats.cone_index.tolist(),
            "cone_normalised": stats.cone_index_normalised.tolist(),
            "above_floor": stats.options["cone_index_above_floor"], "floor": stats.options["cone_index_floor"],
-           "log_n": float(np.mean([_ceiling(n, ex.adapter.causal) for n in lengths])), "lengths": lengths, "pattern_scores": stats.options["pattern_scores"]}
+           "log_n": float(np.mean([_ceiling(n, ex.adapter.causal) for n in lengths])), "lengths": lengths, "pattern_scores": stats.options["pattern_scores"],
+           "cpu_seconds": time.process_time() - started}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out))
@@ -64,7 +66,6 @@ def model_geometry(name: str, texts: list[str]) -> dict:
     digest = hashlib.sha256(inspect.getsource(geometry).encode() + Path(__file__).read_bytes() + name.encode())
     digest.update(params[len(params) // 2].detach().float().reshape(-1)[:4096].numpy().tobytes())
     folder = cache_dir() / "geometry" / digest.hexdigest()[:16]
-    started = time.perf_counter()
     chunks = [chunk_stats(ex, texts[i:i + CHUNK], folder)
               for i in tqdm(range(0, len(texts), CHUNK), desc=f"geometry {name}", unit="chunk")]
     weights = np.array([c["texts"] for c in chunks], dtype=np.float64)
@@ -82,7 +83,7 @@ def model_geometry(name: str, texts: list[str]) -> dict:
             "cone_normalised": mean("cone_normalised").tolist(), "floor": float(mean("floor")),
             "above_floor": mean("above_floor").tolist(), "entropy_per_layer": mean("entropy").mean(1).tolist(),
             "log_n": float(mean("log_n")), "patterns": patterns, "counts": geometry.pattern_counts(patterns),
-            "taxonomy": geometry.TAXONOMY, "seconds": time.perf_counter() - started}
+            "taxonomy": geometry.TAXONOMY, "cpu_seconds": sum(c["cpu_seconds"] for c in chunks)}
 
 
 def layer_table(g: dict) -> str:
@@ -141,7 +142,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     texts = [t for t, _ in xa.zoo.rotten_tomatoes("test")[: args.texts]]
     results = [model_geometry(name, texts) for name in args.models]
-    parts = [layer_table(g) + f"\n\n({g['seconds']:.0f} s)" for g in results]
+    parts = [layer_table(g) + f"\n\n(CPU {g['cpu_seconds']:.0f} s, forward passes of the first time; cached after)"
+             for g in results]
     parts.append("Head patterns — " + results[0]["taxonomy"] + "\n\n" + pattern_table(results))
     text = "\n\n".join(parts)
     print(text)
