@@ -89,15 +89,17 @@ def test_bad_input(case, tiny):
 
 
 def test_evaluate_table_and_cache(tiny, tmp_path, monkeypatch):
+    from xattr_lab.evaluation import faithfulness_harness as H
+
     ex = tiny("bert")
     texts = ["a fine film .", ("a dull , slow film .", 0), "great acting but a weak plot ."]
     options = {"ig[mask]": {"steps": 4}}
     table, per_text = F.evaluate(ex, texts, ("ig[mask]", "grad_x_input", "random"), method_options=options,
-                                 cache=tmp_path, progress=False, return_per_text=True)
+                                 cache=tmp_path, progress=False, return_per_text=True, replicates=500)
     assert list(table.columns[:7]) == ["method", "metric", "mean", "ci_low", "ci_high", "std", "n"]
     assert len(table) == 9 and set(table["n"]) == {3}
-    assert np.all(table["ci_low"] <= table["mean"]) and np.all(table["mean"] <= table["ci_high"])
-    assert len(per_text) == 9
+    assert np.all(table["ci_low"] <= table["mean"] + 1e-12) and np.all(table["mean"] <= table["ci_high"] + 1e-12)
+    assert len(per_text) == 9 and set(per_text["top"]) == {1} and list(per_text["m"][:3]) == [4, 4, 4]
     row = per_text[(per_text.method == "grad_x_input") & (per_text.text == texts[0])].iloc[0]
     assert row["comprehensiveness"] == pytest.approx(
         F.comprehensiveness(ex, texts[0], ex.attribute(texts[0], method="grad_x_input")), abs=1e-9)
@@ -108,16 +110,92 @@ def test_evaluate_table_and_cache(tiny, tmp_path, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("a cached rerun must not attribute again")
 
-    monkeypatch.setattr(F, "_attribute", no_work)
+    monkeypatch.setattr(H, "text_record", no_work)
     again = F.evaluate(ex, texts, ("ig[mask]", "grad_x_input", "random"), method_options=options,
-                       cache=tmp_path, progress=False)
+                       cache=tmp_path, progress=False, replicates=500)
     np.testing.assert_allclose(again["mean"], table["mean"])
-    with pytest.raises(AssertionError, match="cached rerun"):  # other options = other key
+    with pytest.raises(AssertionError, match="cached rerun"):  # another option value = another key
         F.evaluate(ex, texts, ("ig[mask]",), method_options={"ig[mask]": {"steps": 5}}, cache=tmp_path, progress=False)
+    with pytest.raises(AssertionError, match="cached rerun"):  # an option that is the default still counts
+        F.evaluate(ex, texts, ("ig[mask]",), method_options={"ig[mask]": {"steps": 4, "quadrature": "gausslegendre"}},
+                   cache=tmp_path, progress=False)
+    with pytest.raises(AssertionError, match="cached rerun"):  # another k
+        F.evaluate(ex, texts, ("random",), k=0.3, cache=tmp_path, progress=False)
+    real = H.provenance.code_version
+    monkeypatch.setattr(H.provenance, "code_version", lambda modules: real(modules) + "-edited")
+    with pytest.raises(AssertionError, match="cached rerun"):  # another code version
+        F.evaluate(ex, texts, ("random",), cache=tmp_path, progress=False)
+    monkeypatch.setattr(H.provenance, "code_version", real)
+    monkeypatch.setattr(H.provenance, "model_fingerprint", lambda ex: "other weights")
+    with pytest.raises(AssertionError, match="cached rerun"):  # another model
+        F.evaluate(ex, texts, ("random",), cache=tmp_path, progress=False)
     with pytest.raises(ValueError, match="not in `methods`"):
         F.evaluate(ex, texts, ("random",), method_options={"sig": {}}, cache=False, progress=False)
     wide = F.wide_table(table)
-    assert wide.shape == (3, 3) and "±" in wide.iloc[0, 0]
+    assert wide.shape == (3, 3) and "[" in wide.iloc[0, 0]
+
+
+def test_cache_key_parts():
+    spec = {"method": "ig", "baseline": "pad", "steps": 50}
+    key = F.spec_key(spec, "model-a", 0.2, code="c1")
+    assert key == F.spec_key(dict(reversed(list(spec.items()))), "model-a", 0.2, code="c1")  # order-free
+    for other in (F.spec_key({**spec, "steps": 16}, "model-a", 0.2, code="c1"),
+                  F.spec_key({**spec, "baseline": "mask"}, "model-a", 0.2, code="c1"),
+                  F.spec_key(spec, "model-b", 0.2, code="c1"), F.spec_key(spec, "model-a", 0.3, code="c1"),
+                  F.spec_key(spec, "model-a", 0.2, code="c2")):
+        assert other != key
+
+
+def test_code_version_follows_the_imports(tmp_path):
+    from xattr_lab.evaluation import provenance as P
+
+    root = tmp_path / "pkg"
+    (root / "sub").mkdir(parents=True)
+    (root / "__init__.py").write_text("def __getattr__(name):\n    from . import lazy\n")
+    (root / "sub" / "__init__.py").write_text("")
+    (root / "sub" / "a.py").write_text("from ..b import f\n\ndef g():\n    from xattr_lab.sub import c\n")
+    (root / "b.py").write_text("import numpy\nf = 1\n")
+    (root / "sub" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .. import d\n")
+    (root / "d.py").write_text("x = 1\n")
+    (root / "lazy.py").write_text("x = 1\n")
+    names = {str(p.relative_to(root)) for p in P.closure(["xattr_lab.sub.a"], root)}
+    assert names == {"__init__.py", "sub/__init__.py", "sub/a.py", "b.py", "sub/c.py"}  # not d (type only), not lazy
+    before = P.code_version(["xattr_lab.sub.a"], root)
+    (root / "d.py").write_text("x = 2\n")  # not a dependency
+    assert P.code_version(["xattr_lab.sub.a"], root) == before
+    (root / "b.py").write_text("import numpy\nf = 2\n")  # a dependency
+    assert P.code_version(["xattr_lab.sub.a"], root) != before
+    with pytest.raises(ValueError, match="no source file"):
+        P.closure(["xattr_lab.missing"], root)
+
+
+def test_real_code_versions_separate_method_families():
+    from xattr_lab.evaluation import faithfulness_harness as H
+    from xattr_lab.evaluation import provenance as P
+
+    flows = {p.name for p in P.closure(["xattr_lab.methods.flows"])}
+    assert "flows.py" in flows and "gradients.py" not in flows and "explorer.py" not in flows
+    assert H.spec_code_version({"method": "gaf"}) != H.spec_code_version({"method": "ig"})
+    assert H.spec_code_version({"method": "random"}) == P.code_version([H.METRICS_MODULE])
+
+
+def test_paired_bootstrap_and_holm():
+    rng = np.random.default_rng(1)
+    hard = rng.normal(size=200)  # per-text difficulty shared by both methods
+    a, b = hard + 0.05 + 0.01 * rng.normal(size=200), hard + 0.01 * rng.normal(size=200)
+    (ia, ib) = F.mean_intervals(np.stack([a, b]), replicates=2000)
+    assert ia["ci_low"] < a.mean() < ia["ci_high"] and ia["ci_low"] < ib["ci_high"]  # separate CIs overlap
+    (pair,) = F.pairwise(np.stack([a, b]), ["a", "b"], replicates=2000)
+    assert pair["difference"] == pytest.approx(a.mean() - b.mean())
+    assert 0 < pair["ci_low"] < pair["ci_high"] and pair["significant"]  # paired: clearly different
+    assert pair["p"] == pytest.approx(2 / 2001)
+    (same,) = F.pairwise(np.stack([hard, hard]), ["x", "y"], replicates=200)
+    assert same["p"] == 1.0 and not same["significant"]
+    np.testing.assert_allclose(F.holm([0.01, 0.04, 0.03, 0.5]), [0.04, 0.09, 0.09, 0.5])
+    table = F.compare(__import__("pandas").DataFrame(
+        [{"method": m, "item": i, "log_odds": v} for m, vals in (("a", a), ("b", b)) for i, v in enumerate(vals)]),
+        metrics=("log_odds",), replicates=500)
+    assert table.iloc[0]["better"] == "b"  # lower log-odds is better
 
 
 @pytest.mark.slow

@@ -1,0 +1,239 @@
+"""The faithfulness harness: many methods over many texts, cached, with paired bootstrap intervals.
+
+:func:`evaluate` scores every (method, text) with :func:`faithfulness_metrics.text_record` and
+returns a tidy table: per method and metric the mean over texts and its 95% paired-bootstrap
+interval (:mod:`xattr_lab.evaluation.bootstrap`). :func:`compare` gives every pair of methods'
+paired difference with its interval, p-value and Holm-adjusted p-value.
+
+Cache: one JSON file per (method spec, k) holding one record per text, under
+``cache_dir()/eval`` by default. Its name is :func:`provenance.cache_key` of
+
+- ``code``: the code version of the method's module and of the metrics module, i.e. a hash of
+  their source and of every ``xattr_lab`` module they import (:func:`provenance.code_version`);
+- ``model``: the model fingerprint (class, config, every parameter value);
+- ``spec``: the method and its options exactly as passed (defaults of the method are covered by
+  the code version); ``k``.
+
+Changing any of them writes a new file; nothing stale is read. Texts are keyed by their sha256.
+Records are saved every few texts, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import bootstrap, provenance
+from .faithfulness_metrics import BETTER, METRICS, text_record
+
+#: labels with options: the SIG paper's comparison (both baselines for IG and SIG), the GAF
+#: paper's information tensors, and the floor
+PAPER_METHODS: dict[str, dict[str, Any]] = {
+    "ig[pad]": {"method": "ig", "baseline": "pad"},
+    "ig[mask]": {"method": "ig", "baseline": "mask"},
+    "sig[pad]": {"method": "sig", "baseline": "pad"},
+    "sig[mask]": {"method": "sig", "baseline": "mask"},
+    "gaf[af]": {"method": "gaf", "info": "af"},
+    "gaf[gf]": {"method": "gaf", "info": "gf"},
+    "gaf[agf]": {"method": "gaf", "info": "agf"},
+    "grad_x_input": {"method": "grad_x_input"},
+    "random": {"method": "random"},
+}
+DEFAULT_METHODS = ("ig[pad]", "ig[mask]", "sig[mask]", "grad_x_input")
+METRICS_MODULE = "xattr_lab.evaluation.faithfulness_metrics"
+SAVE_EVERY = 5
+
+
+def _error(message: str):
+    from ..errors import InputError
+
+    return InputError(message)
+
+
+def method_specs(methods: Sequence[str], method_options: Mapping[str, Mapping[str, Any]] | None = None):
+    """label -> {"method": name, **options}: ``PAPER_METHODS`` entries, overridden by ``method_options``."""
+    method_options = dict(method_options or {})
+    specs: dict[str, dict[str, Any]] = {}
+    for label in methods:
+        spec = dict(PAPER_METHODS.get(label, {}))
+        spec.update(method_options.get(label, {}))
+        spec.setdefault("method", label)
+        specs[label] = spec
+    unknown = set(method_options) - set(specs)
+    if unknown:
+        raise _error(f"method_options names methods not in `methods`: {sorted(unknown)}")
+    return specs
+
+
+def spec_code_version(spec: Mapping[str, Any]) -> str:
+    """Code version of one spec's records: its method's module, the metrics module, their imports."""
+    return provenance.code_version((*provenance.method_modules(spec["method"]), METRICS_MODULE))
+
+
+def spec_key(spec: Mapping[str, Any], fingerprint: str, k: float, code: str | None = None) -> str:
+    """The cache file name (without .json) of one spec's records."""
+    return provenance.cache_key(code=code if code is not None else spec_code_version(spec), model=fingerprint,
+                                spec=dict(spec), k=k)
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _load(path: Path) -> dict[str, dict]:
+    try:
+        return json.loads(path.read_text())["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _save(path: Path, records: dict, about: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"about": about, "records": records}, handle)
+    os.replace(tmp, path)
+
+
+def cache_folder(cache: bool | str | Path) -> Path | None:
+    if not cache:
+        return None
+    if cache is True:
+        from ..core.cache import cache_dir
+
+        return cache_dir() / "eval"
+    return Path(cache)
+
+
+def evaluate(
+    ex,
+    texts: Iterable[str | tuple[str, Any]],
+    methods: Sequence[str] = DEFAULT_METHODS,
+    k: float = 0.2,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    cache: bool | str | Path = True,
+    progress: bool = True,
+    metrics: Sequence[str] = ("log_odds", "comprehensiveness", "sufficiency"),
+    return_per_text: bool = False,
+    replicates: int = bootstrap.REPLICATES,
+    seed: int = bootstrap.SEED,
+):
+    """Faithfulness of several attribution methods over many texts -> tidy pandas DataFrame.
+
+    texts: strings, or (text, label) pairs (labels are ignored: metrics use the predicted class).
+    methods: labels; a label in ``PAPER_METHODS`` ("ig[pad]", "sig[mask]", "gaf[gf]", "random",
+        ...) carries its options, any other label is a method name for ``ex.attribute``.
+    method_options: label -> options for ``ex.attribute`` (may override "method"), e.g.
+        ``{"sig[mask]": {"steps": "exact"}}``.
+    cache: True (``cache_dir()/eval``), a folder, or False; see the module docstring for the key.
+    metrics: subset of ``METRICS`` reported (every record holds all four).
+    replicates, seed: of the paired bootstrap.
+
+    Returns columns method, metric, mean, ci_low, ci_high (95% percentile interval of the paired
+    bootstrap over texts), std, n, better ("higher"/"lower"), seconds (mean attribution seconds
+    per text, as first computed). With ``return_per_text=True`` returns ``(table, per_text)``,
+    per_text holding one row per (method, text): method, item (the text's position), text, seconds,
+    cpu_seconds, m, top, every metric.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise _error(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    texts = [t[0] if isinstance(t, (tuple, list)) else t for t in texts]
+    if not texts:
+        raise _error("evaluate needs at least one text")
+    specs = method_specs(methods, method_options)
+    folder = cache_folder(cache)
+    fingerprint = provenance.model_fingerprint(ex) if folder else ""
+    paths, stored, about = {}, {}, {}
+    for label, spec in specs.items():
+        code = spec_code_version(spec) if folder else ""
+        about[label] = {"code": code, "model": fingerprint, "model_name": ex.name, "spec": spec, "k": k}
+        paths[label] = folder / f"{spec_key(spec, fingerprint, k, code)}.json" if folder else None
+        stored[label] = _load(paths[label]) if folder else {}
+    dirty = dict.fromkeys(specs, 0)
+    rows = []
+    # texts outside, methods inside: an interrupted run leaves every method with the same texts done
+    with tqdm(total=len(texts) * len(specs), desc="faithfulness", disable=not progress, smoothing=0.05) as bar:
+        for count, text in enumerate(texts, 1):
+            key = text_key(text)
+            for label, spec in specs.items():
+                record = stored[label].get(key)
+                if record is None:
+                    record = stored[label][key] = text_record(ex, text, spec, k)
+                    dirty[label] += 1
+                rows.append({"method": label, "item": count - 1, "text": text, "seconds": record.get("seconds"),
+                             "cpu_seconds": record.get("cpu_seconds"), "m": record.get("m"),
+                             "top": record.get("top"), **{m: record[m] for m in METRICS}})
+                bar.update(1)
+            if count % SAVE_EVERY == 0 or count == len(texts):
+                for label, path in paths.items():
+                    if path and dirty[label]:
+                        _save(path, stored[label], about[label])
+                        dirty[label] = 0
+
+    per_text = pd.DataFrame(rows)
+    table = summarise(per_text, list(specs), metrics, replicates, seed)
+    return (table, per_text) if return_per_text else table
+
+
+def _matrix(per_text, labels: Sequence[str], metric: str) -> np.ndarray:
+    """(methods, texts) values of one metric (columns: the texts' positions, "item")."""
+    frame = per_text.pivot(index="method", columns="item", values=metric)
+    values = frame.reindex(index=list(labels)).to_numpy(dtype=np.float64)
+    if np.isnan(values).any():
+        raise _error(f"every method needs a {metric} value on every text to be compared paired")
+    return values
+
+
+def summarise(per_text, labels: Sequence[str], metrics: Sequence[str], replicates: int = bootstrap.REPLICATES,
+              seed: int = bootstrap.SEED):
+    """Tidy table of means and paired-bootstrap intervals from per-text rows."""
+    import pandas as pd
+
+    summary = []
+    for metric in metrics:
+        values = _matrix(per_text, labels, metric)
+        for label, row, stats in zip(labels, values, bootstrap.mean_intervals(values, replicates, seed)):
+            part = per_text[per_text["method"] == label]
+            summary.append({"method": label, "metric": metric, "mean": stats["mean"], "ci_low": stats["ci_low"],
+                            "ci_high": stats["ci_high"], "std": float(np.std(row, ddof=1)) if row.size > 1 else
+                            float("nan"), "n": stats["n"], "better": "higher" if BETTER[metric] > 0 else "lower",
+                            "seconds": float(part["seconds"].astype(float).mean())})
+    order = {label: i for i, label in enumerate(labels)}
+    table = pd.DataFrame(summary)
+    return table.sort_values("method", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def compare(per_text, labels: Sequence[str] | None = None, metrics: Sequence[str] = METRICS,
+            replicates: int = bootstrap.REPLICATES, seed: int = bootstrap.SEED, alpha: float = 0.05):
+    """Every pair of methods on every metric -> DataFrame: metric, a, b, difference (mean a − mean b),
+    ci_low, ci_high (paired bootstrap), p, p_holm (Holm over the pairs of that metric), significant,
+    better ("a", "b" or "" when not significant; by the metric's direction), n."""
+    import pandas as pd
+
+    labels = list(dict.fromkeys(per_text["method"])) if labels is None else list(labels)
+    rows = []
+    for metric in metrics:
+        for row in bootstrap.pairwise(_matrix(per_text, labels, metric), labels, replicates, seed, alpha=alpha):
+            winner = ("a" if row["difference"] * BETTER[metric] > 0 else "b") if row["significant"] else ""
+            rows.append({"metric": metric, **row, "better": winner})
+    return pd.DataFrame(rows)
+
+
+def wide_table(table, digits: int = 3):
+    """The tidy table as method x metric cells "mean [low, high]" (for READMEs and notes)."""
+    def cell(m, lo, hi):
+        return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    cells = table.assign(cell=[cell(m, lo, hi) for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"])])
+    wide = cells.pivot(index="method", columns="metric", values="cell")
+    return wide.reindex(index=list(dict.fromkeys(table["method"])),
+                        columns=[m for m in METRICS if m in set(table["metric"])])

@@ -1,0 +1,210 @@
+"""Reproduce every table of the README's Results section: one command, resumable (``make results``).
+
+    python scripts/results.py                    # every step, outputs under results/
+    python scripts/results.py --list             # the command of every step (what the README cites)
+    python scripts/results.py --only faithfulness geometry
+    python scripts/results.py --group bench      # the opt-in steps: benchmarks, notebook latency
+
+Each step runs one of the per-area scripts (scripts/eval_faithfulness.py, robustness_report.py,
+circuits_report.py, convergence_report.py, geometry_report.py) exactly as the README cites it; its
+standard output goes to ``OUT/<step>.log`` and, for every step, ``OUT/results.md`` collects the
+command and its output. A progress bar counts the steps; the scripts draw their own bars.
+
+Resuming works on two levels. Each script caches its own work (per text, per run) under keys of
+code version, model fingerprint, method and options, so an interrupted step continues where it
+stopped. And a step that finished is skipped while its key is unchanged: a hash of its command, the
+script's source, the source of the whole ``xattr_lab`` package (the code version) and the manifests of
+the models it uses (the model fingerprint: a rebuilt model has a new manifest). ``--force`` reruns.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = "python"  # shown in --list; replaced by sys.executable when a step runs
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command that reproduces one README table (or a part of it)."""
+
+    name: str
+    table: str  # the README table it feeds
+    argv: tuple[str, ...]  # after "python"; "{out}" is the output folder
+    models: tuple[str, ...] = ()
+    group: str = "main"  # "main" runs by default, "bench" only when asked for
+    outputs: tuple[str, ...] = field(default=())  # files under {out} that must exist for a skip
+
+    def command(self, out: str | Path = "results", python: str = PY) -> list[str]:
+        return [python] + [a.replace("{out}", str(out)) for a in self.argv]
+
+
+#: the owners of the per-area scripts keep these commands equal to the ones the README cites
+STEPS: tuple[Step, ...] = (
+    Step("demo-classifier", "Demo classifier (accuracy, build time, from the build manifest)",
+         ("-c", 'import xattr_lab as xa, json; xa.load("minilm-rt"); '
+                'print(json.dumps(xa.zoo.manifest("minilm-rt"), indent=1))'), models=("minilm-rt",)),
+    Step("faithfulness", "Faithfulness on minilm-rt (every method, paired bootstrap)",
+         ("scripts/eval_faithfulness.py", "--n", "300", "--out", "{out}/faithfulness"), models=("minilm-rt",),
+         outputs=("faithfulness/table.md",)),
+    Step("robustness", "Robustness on minilm-rt",
+         ("scripts/robustness_report.py", "--out", "{out}/robustness"), models=("minilm-rt",),
+         outputs=("robustness/tables.md",)),
+    Step("geometry", "Attention geometry",
+         ("scripts/geometry_report.py", "--texts", "200", "--models", "minilm-rt", "smollm2-135m", "--out",
+          "{out}/geometry"), models=("minilm-rt", "smollm2-135m"), outputs=("geometry/tables.md",)),
+    Step("convergence", "Gradient convergence on smollm2-135m (IG, SIG)",
+         ("scripts/convergence_report.py", "--json", "{out}/convergence/rows.json"), models=("smollm2-135m",),
+         outputs=("convergence/rows.json",)),
+    Step("circuits-truth-ioi", "SAE circuits: path-patching truth, IOI (cached once)",
+         ("scripts/circuits_report.py", "truth", "--task", "ioi"), models=("smollm2-135m",)),
+    Step("circuits-truth-toy", "SAE circuits: path-patching truth, toy induction model (cached once)",
+         ("scripts/circuits_report.py", "truth", "--task", "toy"), models=("toy-induction",)),
+    Step("circuits-ioi", "SAE circuits: IOI on smollm2-135m",
+         ("scripts/circuits_report.py", "table", "--task", "ioi", "--runs", "5"), models=("smollm2-135m",)),
+    Step("circuits-toy", "SAE circuits: toy induction model",
+         ("scripts/circuits_report.py", "table", "--task", "toy", "--runs", "10"), models=("toy-induction",)),
+    Step("bench", "GAF solver speed, SIG speed (benchmarks)",
+         ("-m", "pytest", "tests/benchmarks", "--benchmark-only", "-p", "no:cacheprovider", "-o", "addopts="),
+         group="bench"),
+    Step("latency", "Notebook latency (JupyterLab + Chromium)",
+         ("-m", "pytest", "tests/browser", "-m", "browser", "-p", "no:cacheprovider"), group="bench"),
+)
+
+
+# ---------------------------------------------------------------------------- keys
+def package_version(root: Path = ROOT / "kernel_ext") -> str:
+    """sha256 (16 hex digits) of every .py file of the package: the code version of a step."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def model_manifests(models) -> dict:
+    """Each embedded model's build manifest (None while it is not built): what identifies its weights."""
+    try:
+        from xattr_lab.core.cache import manifest
+    except ImportError:  # pragma: no cover - run outside the project's environment
+        return {}
+    return {name: manifest(name) for name in models}
+
+
+def step_key(step: Step, out: Path, code: str | None = None, models: dict | None = None) -> str:
+    script = next((ROOT / a for a in step.argv if a.endswith(".py")), None)
+    parts = {"command": step.command(out), "script": script.read_text() if script and script.exists() else "",
+             "code": package_version() if code is None else code,
+             "models": model_manifests(step.models) if models is None else models}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _marker(out: Path, step: Step) -> Path:
+    return out / ".steps" / f"{step.name}.json"
+
+
+def is_done(step: Step, out: Path, key: str) -> bool:
+    try:
+        stored = json.loads(_marker(out, step).read_text())
+    except (OSError, ValueError):
+        return False
+    return stored.get("key") == key and all((out / o).exists() for o in step.outputs)
+
+
+# ---------------------------------------------------------------------------- running
+def run_step(step: Step, out: Path, python: str = sys.executable) -> tuple[int, float]:
+    """Run one step from the repository root; stdout to the console and ``out/<name>.log``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for argument in step.command(out, python):  # folders named in the command (a file's parent)
+        if argument.startswith(str(out)):
+            path = Path(argument)
+            (path.parent if path.suffix else path).mkdir(parents=True, exist_ok=True)
+    log = out / f"{step.name}.log"
+    started = time.perf_counter()
+    with open(log, "w") as handle:
+        handle.write(f"$ {shlex.join(step.command(out))}\n")
+        process = subprocess.Popen(step.command(out, python), cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1)
+        for line in process.stdout:
+            sys.stdout.write(line)
+            handle.write(line)
+        code = process.wait()
+    return code, time.perf_counter() - started
+
+
+def collect(steps, out: Path) -> Path:
+    """``out/results.md``: for every step, its table, its command, and what it printed."""
+    parts = ["# Results (generated by scripts/results.py)"]
+    for step in steps:
+        log = out / f"{step.name}.log"
+        marker = _marker(out, step)
+        seconds = json.loads(marker.read_text()).get("seconds") if marker.exists() else None
+        body = log.read_text() if log.exists() else "(not run)\n"
+        took = f", {seconds:.0f} s" if seconds is not None else ""
+        parts.append(f"## {step.table}\n\n`{shlex.join(step.command(out))}`{took}\n\n```\n{body.rstrip()}\n```")
+    path = out / "results.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
+def select(names=None, groups=("main",)) -> list[Step]:
+    known = {s.name for s in STEPS}
+    unknown = sorted(set(names or ()) - known)
+    if unknown:
+        raise SystemExit(f"unknown step(s) {unknown}; choose from {sorted(known)}")
+    return [s for s in STEPS if (s.name in names if names else s.group in groups)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="STEP", help="these steps only")
+    parser.add_argument("--group", nargs="+", default=["main"], choices=["main", "bench"])
+    parser.add_argument("--list", action="store_true", help="print every step's command and exit")
+    parser.add_argument("--force", action="store_true", help="rerun steps that finished with the same key")
+    parser.add_argument("--keep-going", action="store_true", help="run the other steps when one fails")
+    args = parser.parse_args(argv)
+    steps = select(args.only, args.group)
+    if args.list:
+        for step in steps:
+            print(f"{step.name:<28} {shlex.join(step.command(args.out))}")
+        return 0
+    from tqdm.auto import tqdm
+
+    out = args.out.resolve() if not args.out.is_absolute() else args.out
+    failed = []
+    code_version = package_version()
+    with tqdm(steps, desc="results", unit="step", file=sys.stderr) as bar:
+        for step in bar:
+            bar.set_postfix_str(step.name)
+            if not args.force and is_done(step, out, step_key(step, out, code_version)):
+                tqdm.write(f"[results] {step.name}: unchanged since it last finished, skipped", file=sys.stderr)
+                continue
+            tqdm.write(f"[results] {step.name}: {shlex.join(step.command(out))}", file=sys.stderr)
+            code, seconds = run_step(step, out)
+            if code != 0:
+                failed.append(step.name)
+                tqdm.write(f"[results] {step.name} failed (exit {code}); log: {out / (step.name + '.log')}",
+                           file=sys.stderr)
+                if not args.keep_going:
+                    break
+                continue
+            marker = _marker(out, step)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            # the key after the run: a model built by this step is part of it
+            marker.write_text(json.dumps({"key": step_key(step, out, code_version), "seconds": seconds,
+                                          "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    print(f"[results] {collect(steps, out)}", file=sys.stderr)
+    if failed:
+        print(f"[results] failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""scripts/results.py: every Results table from one command, resumable, keyed by code and models."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("results_script", ROOT / "scripts" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_every_step_names_a_script_and_flags_it_accepts(results):
+    helps: dict[str, str] = {}
+    for step in results.STEPS:
+        script = next((a for a in step.argv if a.endswith(".py")), None)
+        if script is None:
+            continue
+        assert (ROOT / script).is_file(), step
+        if script not in helps:
+            done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, done.stderr
+            helps[script] = done.stdout
+        for flag in (a for a in step.argv if a.startswith("--")):
+            assert flag in helps[script], f"{step.name}: {script} has no {flag}"
+    names = [s.name for s in results.STEPS]
+    assert len(names) == len(set(names))
+    listed = subprocess.run([sys.executable, "scripts/results.py", "--list"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0 and "scripts/eval_faithfulness.py --n 300" in listed.stdout
+
+
+def test_every_script_the_readme_results_cite_is_a_step(results):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Results", 1)[1].split("\n## ", 1)[0]
+    cited = set(re.findall(r"scripts/(\w+\.py)", section))
+    stepped = {Path(a).name for s in results.STEPS for a in s.argv if a.endswith(".py")}
+    assert cited <= stepped | {"results.py"}, cited - stepped
+
+
+def test_steps_resume_and_rerun_when_code_command_or_model_change(results, tmp_path, monkeypatch):
+    calls = tmp_path / "calls.txt"
+    script = f"open({str(calls)!r}, 'a').write('x'); print('| table |')"
+    step = results.Step("fake", "A fake table", ("-c", script), models=("tiny-bert",))
+    monkeypatch.setattr(results, "STEPS", (step,))
+    monkeypatch.setattr(results, "model_manifests", lambda models: {"tiny-bert": {"built": 1}})
+    out = tmp_path / "out"
+    assert results.main(["--out", str(out)]) == 0
+    assert calls.read_text() == "x" and "| table |" in (out / "results.md").read_text()
+    assert results.main(["--out", str(out)]) == 0  # unchanged: skipped
+    assert calls.read_text() == "x"
+    monkeypatch.setattr(results, "package_version", lambda: "edited")  # code version changed
+    assert results.main(["--out", str(out)]) == 0
+    assert calls.read_text() == "xx"
+    monkeypatch.setattr(results, "model_manifests", lambda models: {"tiny-bert": {"built": 2}})  # model rebuilt
+    assert results.main(["--out", str(out)]) == 0
+    assert calls.read_text() == "xxx"
+    assert results.main(["--out", str(out), "--force"]) == 0
+    assert calls.read_text() == "xxxx"
+    other = results.Step("fake", "A fake table", ("-c", script + "; print(1)"), models=("tiny-bert",))
+    assert results.step_key(other, out, "c", {}) != results.step_key(step, out, "c", {})  # command changed
+
+
+def test_a_failing_step_is_not_marked_done(results, tmp_path, monkeypatch):
+    bad = results.Step("bad", "fails", ("-c", "raise SystemExit(3)"))
+    good = results.Step("good", "runs", ("-c", "print('ok')"))
+    monkeypatch.setattr(results, "STEPS", (bad, good))
+    out = tmp_path / "out"
+    assert results.main(["--out", str(out)]) == 1
+    assert not (out / ".steps" / "bad.json").exists() and not (out / "good.log").exists()  # stopped at the failure
+    assert results.main(["--out", str(out), "--keep-going"]) == 1
+    assert (out / ".steps" / "good.json").exists()
+    with pytest.raises(SystemExit, match="unknown step"):
+        results.main(["--only", "nope"])
