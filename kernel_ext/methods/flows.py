@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..graphs.attention_flow import attention_flow
-from ..graphs.barrier import barrier_max_flow
+from ..graphs.barrier import barrier_max_flow, cpu_threads
 from ..graphs.information import INFO_KINDS, information_tensor
 from ..graphs.rollout import mix_residual_capacity, rollout
 from ..results import Attribution, FlowResult
@@ -108,8 +108,10 @@ def explain_flow(
     sources: see :func:`_pick_sources` (default: all tokens for encoder classifiers, the
     predicting position for LMs). mu: barrier weight in capacity units, or None to choose it so
     ``value`` is certified within 1e-6 (relative) of the exact max-flow value by a cut.
-    options: ``truncate`` (bool), ``rtol`` (for mu=None), ``tol``, ``max_iter``, ``threads``, ``device``
-    (default: the model's device). Padding positions are left out of the graph and get 0.
+    options: ``truncate`` (bool), ``rtol`` (for mu=None), ``tol``, ``max_iter``, ``device``
+    (default: the model's device), ``threads`` (torch CPU threads for the capture and the
+    solver, default 1: :class:`~xattr_lab.graphs.barrier.cpu_threads`). Padding positions are
+    left out of the graph and get 0.
     """
     options.pop("method", None)  # the registry passes its name ("flow"); the result says "gaf"
     truncate = bool(options.pop("truncate", False))
@@ -118,11 +120,14 @@ def explain_flow(
         raise InputError(f"unknown flow option(s) {sorted(options)}; known: truncate, rtol, tol, max_iter, device, threads")
     if info not in INFO_KINDS:
         raise InputError(f"unknown information kind {info!r}; choose one of {list(INFO_KINDS)}")
-    cap = ex.capture(text, target, attention_grads=(info != "af"), truncate=truncate)
-    encoding = cap.encoding
-    valid = _valid_positions(encoding)
-    picked = _pick_sources(ex, encoding, sources, valid)
-    C = mix_residual_capacity(_capacities(ex, cap, info, valid), residual)
+    # one torch thread on CPU for the capture too (option ``threads``): under load, OpenMP's
+    # spinning threads made the small backward pass 10× slower (see graphs.barrier.cpu_threads)
+    with cpu_threads(solver_options.get("threads"), ex.device):
+        cap = ex.capture(text, target, attention_grads=(info != "af"), truncate=truncate)
+        encoding = cap.encoding
+        valid = _valid_positions(encoding)
+        picked = _pick_sources(ex, encoding, sources, valid)
+        C = mix_residual_capacity(_capacities(ex, cap, info, valid), residual)
     device = solver_options.pop("device", ex.device)
     sol = barrier_max_flow(C, mu, picked, device=device, **solver_options)
     n = encoding.n
