@@ -46,6 +46,8 @@ INFO_KINDS = ("agf", "af", "gf")
 _TRUNCATE = Option("truncate", False, "keep the first tokens of a text longer than the model takes (warns)")
 _RESIDUAL = Option("residual", 0.5, "weight of the identity added to each attention layer (0.5: the paper's)")
 _SOURCES = Option("sources", None, "rows to explain: None = the readout token ([CLS]/first, or the predicting position); 'all'; positions")
+_GAF_SOURCES = Option("sources", None, "rows to explain: None = every token for encoder classifiers (the GAF paper), "
+                      "the predicting position for LMs; 'cls'/'readout'; 'all'; positions")
 _STEPS = Option("steps", 50, "quadrature nodes (int); 'auto' grows them to the tolerance; 'exact' (sig) the limit")
 
 SPECS: tuple[MethodSpec, ...] = (
@@ -62,7 +64,8 @@ SPECS: tuple[MethodSpec, ...] = (
                "Generalized Attention Flow: barrier max-flow over an information tensor", "Azarkhalili & Libbrecht (2025)",
                (Option("info", "agf", "information tensor: af (attention), gf (attention gradient) or agf (both)", INFO_KINDS),
                 Option("residual", None, "None: no residual edges (the paper); r in [0, 1] mixes them in"),
-                _SOURCES, Option("mu", None, "barrier weight; None chooses it automatically"), _TRUNCATE)),
+                _GAF_SOURCES, Option("mu", None, "barrier weight; None lowers it until a cut certifies the value"),
+                _TRUNCATE)),
     MethodSpec("ig", "attribution", "xattr_lab.methods.gradients",
                "Integrated Gradients from a baseline token", "Sundararajan et al. (2017)",
                (_STEPS, Option("baseline", "pad", "baseline token: pad, mask or zero"),
@@ -76,7 +79,7 @@ SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("flow", "flow", "xattr_lab.methods.flows",
                "the whole flow graph of GAF (capacities, edge flows, certificate)", "Azarkhalili & Libbrecht (2025)",
                (Option("info", "agf", "information tensor: af, gf or agf", INFO_KINDS),
-                Option("residual", None, "None: no residual edges; r in [0, 1] mixes them in"), _SOURCES, _TRUNCATE)),
+                Option("residual", None, "None: no residual edges; r in [0, 1] mixes them in"), _GAF_SOURCES, _TRUNCATE)),
     MethodSpec("heads", "heads", "xattr_lab.methods.geometry",
                "attention geometry of every head: entropy, cone index, patterns", "",
                (Option("max_map_tokens", 128, "keep the attention maps when the text has at most this many tokens"),
