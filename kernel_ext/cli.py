@@ -17,6 +17,7 @@ import argparse
 import html
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -153,11 +154,14 @@ def quickstart_notebook() -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def lab_command(notebook: Path, port: int, token: str, open_browser: bool) -> list[str]:
-    """The JupyterLab command line: bound to 127.0.0.1, rooted at the notebook's folder."""
+def lab_command(notebook: Path, port: int, open_browser: bool) -> list[str]:
+    """The JupyterLab command line: bound to 127.0.0.1, rooted at the notebook's folder.
+
+    It holds no token: the process list is visible to every user of the machine. The token goes
+    in the server's environment (``JUPYTER_TOKEN``, see :func:`run_lab`), readable only by its owner.
+    """
     cmd = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={notebook.parent}", str(notebook)]
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={notebook.parent}", str(notebook)]
     if not open_browser:
         cmd.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -175,18 +179,49 @@ def run_lab(args) -> int:
     port = args.port or _free_port()
     token = secrets.token_hex(24)
     url = f"http://127.0.0.1:{port}/lab/tree/{notebook.name}?token={token}"
-    cmd = lab_command(notebook, port, token, open_browser=not args.no_browser)
+    cmd = lab_command(notebook, port, open_browser=not args.no_browser)
     if args.no_browser or args.dry_run:
         print(f"JupyterLab: {url}", flush=True)
     if args.dry_run:
         print(" ".join(cmd))
         return 0
-    process = subprocess.Popen(cmd)
+    return supervise(cmd, dict(os.environ, JUPYTER_TOKEN=token))
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP reached ``xattr lab``: stop the server, then exit."""
+
+
+def supervise(cmd: list[str], env: dict) -> int:
+    """Run the server and wait for it. Ctrl-C, SIGTERM and SIGHUP stop it (by its PID) before
+    ``xattr lab`` exits, so no server is left running without its parent."""
+
+    stopping: list[int] = []
+
+    def stop(signum, frame):
+        if not stopping:  # a second signal while the server stops does not cut the stopping short
+            stopping.append(signum)
+            raise _Stopped(signum)
+
+    signals = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, stop) for s in signals}
+    process = None
     try:
+        process = subprocess.Popen(cmd, env=env)
         return process.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped) as reason:
+        if process is None:
+            return 130 if isinstance(reason, KeyboardInterrupt) else 128 + int(reason.args[0])
         process.terminate()
-        return process.wait()
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        return code if isinstance(reason, KeyboardInterrupt) else 128 + int(reason.args[0])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

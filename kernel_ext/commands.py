@@ -1,33 +1,37 @@
 """One parser and one dispatcher for ``%xattr`` and the ``xattr`` command (docs/ARCHITECTURE.md, section "Commands").
 
 Both front ends parse with :func:`build_parser` and run with :func:`run`: the same verbs (explain, flow,
-heads, circuit, evaluate), the same options, the same errors. They differ only where they must:
-
-- inputs: ``%xattr`` reads a NAME (a list in the namespace) or the ``%%xattr`` cell body
-  (:class:`NamespaceInputs`); ``xattr`` reads a FILE, one text or prompt per line (:class:`FileInputs`);
-- outputs: ``%xattr`` returns the result for display and ``--out NAME`` stores it; ``xattr`` prints a table
-  and writes ``--html`` by default. Both write ``--html/--png/--json`` (evaluate: ``--csv/--json``);
-- verbs: ``xattr`` adds ``lab``.
-
-Method names and option help come from :mod:`xattr_lab.methods.registry`. This module imports neither
-torch, numpy nor the widgets; the explainer and the widgets load when a command runs.
+heads, circuit, evaluate), options and errors. They differ only where they must. Inputs: ``%xattr`` reads
+a NAME (a list in the namespace) or the ``%%xattr`` cell body (:class:`NamespaceInputs`); ``xattr`` a FILE,
+one text or prompt per line (:class:`FileInputs`); texts are checked (:func:`core.budget.check_text`)
+before any model loads. Outputs: ``%xattr`` returns the result (``--out NAME`` stores it); ``xattr``
+prints a table and writes ``--html`` by default; both write ``--html/--png/--json`` (evaluate:
+``--csv/--json``). ``xattr`` adds the verb ``lab``. Method names and option help come from
+:mod:`xattr_lab.methods.registry`. This module imports neither torch, numpy nor the widgets.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .constants import DEFAULT_MODEL
-from .errors import UsageError
+from .core.budget import check_text
+from .core.cache import LRUCache
+from .errors import ArgumentsError, HelpRequested, UsageError  # noqa: F401  (commands.* names)
 from .methods import registry
 from .target_spec import parse_target, token_position
 
 #: Defaults of ``%xattr`` (the JupyterLab settings update this dict); ``xattr`` uses the same.
 DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "method": "attention", "colour_map": "RdBu", "device": "auto"}
-#: The explainers loaded in this process, by (model, device): loaded once per kernel.
-EXPLAINERS: dict[tuple[str, str], Any] = {}
+#: The explainers loaded in this process, by (model, device): loaded once per kernel, the least
+#: recently used dropped first once their weights pass ``$XATTR_LAB_EXPLAINER_CACHE`` bytes (4 GiB).
+EXPLAINERS = LRUCache(int(float(os.environ.get("XATTR_LAB_EXPLAINER_CACHE", 4 << 30))),
+                      sizeof=lambda ex: sum(t.numel() * t.element_size() for t in ex.model.state_dict().values()))
 #: The verbs both front ends share (the CLI adds ``lab``).
 VERBS = ("explain", "flow", "heads", "circuit", "evaluate")
 COMMANDS = VERBS
@@ -40,9 +44,8 @@ _FRONT_ENDS: dict[str, dict[str, Any]] = {
         "prog": "%xattr", "description": "Explain a Transformer prediction inline (xattr-lab).",
         "epilog": "With %%xattr the cell body is the text. Defaults: xattr_lab.magic.DEFAULTS.",
         "source": "NAME", "text": "the text (or use %%%%xattr with the text as the cell body)",
-        "prompts": "name of a list of {} prompts in the namespace",
+        "prompts": "name of a list of {} prompts in the namespace", "html": None,
         "texts": "name of a list of texts in the namespace (or one per line in a %%%%xattr evaluate cell)",
-        "html": None,
     },
     "cli": {
         "prog": "xattr", "description": "Explain Transformer predictions (xattr-lab).", "epilog": None,
@@ -53,22 +56,6 @@ _FRONT_ENDS: dict[str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------------- errors
-class ArgumentsError(UsageError):
-    """argparse rejected the arguments: ``str()`` is its message (the same from both front ends)."""
-
-    def __init__(self, message: str, prog: str = "", usage: str = ""):
-        super().__init__(message)
-        self.prog, self.usage = prog, usage
-
-
-class HelpRequested(UsageError):
-    """``-h`` (status 0) or no command at all (status 2): ``str()`` is the help text."""
-
-    def __init__(self, text: str, status: int = 0):
-        super().__init__(text)
-        self.status = status
-
-
 def describe(error: Exception, prog: str) -> str:
     """What a front end prints for ``error``: the help as is, else ``prog: error: message`` (and the usage)."""
     if isinstance(error, HelpRequested):
@@ -140,7 +127,8 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
         if isinstance(option.default, bool):
             p.add_argument(flag, action="store_true", help=option.help)
         else:
-            kind = token_position if option.name == "position" else type(option.default)
+            kind = token_position if option.name == "position" else number if isinstance(option.default, float) \
+                else type(option.default)
             p.add_argument(flag, type=kind, default=option.default, help=f"{option.help} (default {option.default})")
     _outputs(p, "circuit", front_end)
 
@@ -151,7 +139,7 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
     p.add_argument("--methods", default=None,
                    help=f"comma-separated: {', '.join(registry.ATTRIBUTION_METHODS)} or the paper's labels "
                         "(faithfulness.PAPER_METHODS, e.g. ig[pad]); default: the paper's set")
-    p.add_argument("--k", type=float, default=0.2, help="top-k fraction (default 0.2)")
+    p.add_argument("--k", type=number, default=0.2, help="top-k fraction (default 0.2)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or store per-text results")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the table as CSV here")
     p.add_argument("--json", default=None, metavar="FILE", help="write the table as JSON (records) here")
@@ -161,6 +149,11 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
         extra(sub)
     parser.verbs = dict(sub.choices)
     return parser
+
+
+def number(text: str) -> float:
+    """A finite float (argparse type: NaN and infinity are usage errors)."""
+    return float(text) if math.isfinite(float(text)) else float("invalid")
 
 
 def _option(method: str, name: str) -> registry.Option:
@@ -194,10 +187,8 @@ def _namespace_output(p, front_end: str) -> None:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str], cell: str | None = None) -> argparse.Namespace:
-    """Parse ``argv``; a first word that is no verb means ``explain`` (``%xattr "text"``, ``xattr "text"``).
-
-    No arguments (and no cell body) asks for the help. Raises :class:`UsageError`.
-    """
+    """Parse ``argv``; a first word that is no verb means ``explain`` (``%xattr "text"``, ``xattr "text"``);
+    no arguments (and no cell body) asks for the help. Raises :class:`UsageError`."""
     argv = list(argv)
     if not argv and cell is None:
         raise HelpRequested(parser.format_help(), status=2)
@@ -214,13 +205,10 @@ def steps_option(method: str, value) -> dict:
     """{"steps": int | 'auto' | 'exact'} for the methods that take steps; a usage error otherwise."""
     if value is None:
         return {}
-    if value in ("auto", "exact"):
-        steps = value
-    else:
-        try:
-            steps = int(value)
-        except ValueError:
-            raise UsageError(f"--steps takes an integer, 'auto' or 'exact' (sig), not {value!r}") from None
+    try:
+        steps = value if value in ("auto", "exact") else int(value)
+    except ValueError:
+        raise UsageError(f"--steps takes an integer, 'auto' or 'exact' (sig), not {value!r}") from None
     if method not in STEPPED_METHODS:
         raise UsageError(f"--steps applies to the {' and '.join(STEPPED_METHODS)} methods, not {method!r}")
     return {"steps": steps}
@@ -244,6 +232,8 @@ def options(args) -> dict:
     if verb == "circuit":
         return circuit_kwargs(args)
     if verb == "evaluate":
+        if not 0 < args.k <= 1:
+            raise UsageError(f"--k is a fraction of the tokens, in (0, 1], not {args.k}")
         kwargs: dict[str, Any] = {"k": args.k}
         if args.no_cache:
             kwargs["cache"] = False
@@ -254,17 +244,23 @@ def options(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- inputs
+_LINE_BREAKS = re.compile("\r\n|[\r\u0085\u2028\u2029]")
+
+
+def normalise(text: str) -> str:
+    """Line breaks as \\n: \\r\\n, \\r, U+0085 NEXT LINE and the line/paragraph separators."""
+    return _LINE_BREAKS.sub("\n", text)
+
+
 def _lines(text: str | None) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+    """Non-blank lines, split at line breaks only (not at \\v, \\f, \\x1c-\\x1e as ``str.splitlines``)."""
+    return [line.strip() for line in normalise(text or "").split("\n") if line.strip()]
 
 
 class Inputs:
     """Where a front end finds texts and prompts; subclasses say how a ``NAME``/``FILE`` is read."""
 
-    source = "NAME"
-    text_hint = ""
-    texts_hint = ""
-    prompts_hint = ""
+    source, text_hint, texts_hint, prompts_hint = "NAME", "", "", ""
 
     def __init__(self, cell: str | None = None):
         self.cell = cell
@@ -273,7 +269,7 @@ class Inputs:
         raise NotImplementedError
 
     def text(self, args) -> str:
-        text = " ".join(args.text) or (self.cell or "").strip()
+        text = normalise(" ".join(args.text) or (self.cell or "").strip())
         if not text:
             raise UsageError(f"{args.command}: give a text{self.text_hint}")
         return text
@@ -290,7 +286,7 @@ class Inputs:
             if not (args.positive and args.negative):
                 raise UsageError(f"circuit: give both --positive {src} and --negative {src}")
             return self.read(args.positive, "positive prompts"), self.read(args.negative, "negative prompts")
-        lines = [line.strip() for line in (self.cell or "").splitlines()]
+        lines = [line.strip() for line in normalise(self.cell or "").split("\n")]
         if "---" not in lines:
             raise UsageError(f"circuit: give --positive {src} --negative {src}{self.prompts_hint}")
         split = lines.index("---")
@@ -301,8 +297,7 @@ class NamespaceInputs(Inputs):
     """``%xattr``: a NAME is a variable of the user namespace; the ``%%xattr`` cell body is text."""
 
     text_hint = ", or use %%xattr with the text as the cell body"
-    texts_hint = ("name a list of texts (e.g. %xattr evaluate TEXTS) or put one per line in a "
-                  "%%xattr evaluate cell")
+    texts_hint = "name a list of texts (e.g. %xattr evaluate TEXTS) or put one per line in a %%xattr evaluate cell"
     prompts_hint = ", or a %%xattr circuit cell with positives, a line '---', then negatives"
 
     def __init__(self, cell: str | None = None, namespace: dict | None = None):
@@ -313,7 +308,10 @@ class NamespaceInputs(Inputs):
         if name not in self.namespace:
             raise UsageError(f"no variable {name!r} in the namespace (it should hold the {what})")
         value = self.namespace[name]
-        return [value] if isinstance(value, str) else list(value)
+        texts = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+        if texts is None or not all(isinstance(t, str) for t in texts):
+            raise UsageError(f"{name!r} should hold the {what} as a list of strings, not {type(value).__name__}")
+        return [normalise(t) for t in texts]
 
 
 class FileInputs(Inputs):
@@ -364,6 +362,8 @@ def run(args, inputs: Inputs, cache: bool = True):
         data = (inputs.texts(args),)
     else:
         data = (inputs.text(args),)
+    for text in (t for group in data for t in ([group] if isinstance(group, str) else group)):
+        check_text(text)  # before any model loads
     ex = explainer(args.model, args.device, cache=cache)
     if verb == "evaluate":
         from .evaluation import faithfulness

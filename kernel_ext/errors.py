@@ -31,7 +31,28 @@ class UsageError(XattrError):
     """Bad command-line or ``%xattr`` arguments: print the message and the usage, not a traceback."""
 
 
+class ArgumentsError(UsageError):
+    """argparse rejected the arguments: ``str()`` is its message (the same from both front ends)."""
+
+    def __init__(self, message: str, prog: str = "", usage: str = ""):
+        super().__init__(message)
+        self.prog, self.usage = prog, usage
+
+
+class HelpRequested(UsageError):
+    """``-h`` (status 0) or no command at all (status 2): ``str()`` is the help text."""
+
+    def __init__(self, text: str, status: int = 0):
+        super().__init__(text)
+        self.status = status
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type (a number where a text goes, ...); also a ``TypeError``."""
+
+
 #: The flow solver's error under its first name (kept for user code that catches it).
 FlowSolverError = SolverError
 
-__all__ = ["XattrError", "ModelError", "InputError", "SolverError", "BudgetError", "UsageError", "FlowSolverError"]
+__all__ = ["XattrError", "ModelError", "InputError", "SolverError", "BudgetError", "UsageError", "FlowSolverError",
+           "InputTypeError", "ArgumentsError", "HelpRequested"]

@@ -2,16 +2,28 @@
 
 Every verb looks its method up in :mod:`xattr_lab.methods.registry`; nothing below this module
 imports it (docs/ARCHITECTURE.md, section "Layers").
+
+Every verb checks its request first (texts, option values, the target's type), estimates the
+computation's peak memory and refuses it with a :class:`~xattr_lab.errors.BudgetError` when it
+would not fit (:mod:`xattr_lab.core.budget`), then runs inside ``restored()``: one Explainer
+serialises its verbs across threads, and the model, hooks and torch's global state are put back
+afterwards, also on error or interrupt.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+import numbers
+import re
+from typing import Any, Callable, Sequence
 
 from .constants import DEFAULT_MODEL
-from .core import loading
+from .core import budget, loading
+from .core.encoding import Encoding
 from .core.session import ModelSession
-from .errors import InputError
+from .errors import InputError, InputTypeError
 from .methods import registry
+
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
 
 
 class Explainer(ModelSession):
@@ -25,21 +37,89 @@ class Explainer(ModelSession):
 
         method: one of ``xattr_lab.METHODS`` (see ``xattr_lab.methods.registry``); options go to the method.
         """
-        if method not in registry.ATTRIBUTION_METHODS:
+        if not isinstance(method, str) or method not in registry.ATTRIBUTION_METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")
-        return registry.function(method)(self, text, method=method, target=target, **options)
+        return self._verb(method, [text], target, options,
+                          lambda: registry.function(method)(self, text, method=method, target=target, **options))
 
     def flow(self, text: str, info: str = "agf", target: Any = None, residual: float | None = None, **options: Any):
         """Generalized Attention Flow -> :class:`xattr_lab.results.FlowResult`."""
-        return registry.function("flow")(self, text, info=info, target=target, residual=residual, **options)
+        checked = {"info": info, "residual": residual, **options}
+        return self._verb("flow", [text], target, checked, lambda: registry.function("flow")(
+            self, text, info=info, target=target, residual=residual, **options))
 
     def heads(self, text: str | Sequence[str], **options: Any):
         """Attention geometry -> :class:`xattr_lab.results.HeadStats` (mean over a list of texts)."""
-        return registry.function("heads")(self, text, **options)
+        texts = [text] if isinstance(text, (str, Encoding)) else _text_list(text, "heads")
+        return self._verb("heads", texts, None, options, lambda: registry.function("heads")(self, text, **options))
 
     def circuit(self, positive: Sequence[str], negative: Sequence[str], **options: Any):
         """SAE circuit codes -> :class:`xattr_lab.results.CircuitResult`."""
-        return registry.function("circuit")(self, positive, negative, **options)
+        texts = _text_list(positive, "positive") + _text_list(negative, "negative")
+        return self._verb("circuit", texts, None, options,
+                          lambda: registry.function("circuit")(self, positive, negative, **options))
+
+    # ------------------------------------------------------------------ checks
+    def _verb(self, method: str, texts: list, target: Any, options: dict, call: Callable[[], Any]):
+        """Check the request, check its memory budget, then run ``call`` inside ``restored()``."""
+        _check_values(options)
+        _check_target(target)
+        with self.restored():
+            self._check_budget(method, texts, options)
+            try:
+                return call()
+            except TypeError as error:  # an option the method does not take: say which ones it does
+                match = _UNEXPECTED.search(str(error))
+                if match is None or match.group(1) not in options:
+                    raise
+                known = ", ".join(o.name for o in registry.spec(method).options)
+                raise InputError(f"unknown option {match.group(1)!r} for {method}; its options are: {known}") from None
+
+    def _check_budget(self, method: str, texts: list, options: dict) -> None:
+        truncate = bool(options.get("truncate", False))
+        n = max(t.n if isinstance(t, Encoding) else self.encode(t, truncate=truncate).n for t in texts)
+        if method == "circuit":
+            features = options.get("features", 200)
+            if not isinstance(features, numbers.Integral):
+                return  # the method says what is wrong with it
+            estimate = budget.circuit_estimate(budget.shape_of(self), len(texts), n, int(features), self.name)
+            budget.check(estimate, self.device)
+            return
+        budget.check_method(self, method, n, options)
+
+
+def _text_list(value: Any, what: str) -> list:
+    if isinstance(value, str) or not isinstance(value, Sequence) and not hasattr(value, "__iter__"):
+        kind = "one string" if isinstance(value, str) else type(value).__name__
+        raise InputTypeError(f"{what} must be a list of texts, not {kind}")
+    texts = list(value)
+    if not texts:
+        raise InputError(f"{what}: give at least one text")
+    return texts
+
+
+def _check_values(options: dict) -> None:
+    """NaN or infinite numbers where numbers go: an :class:`InputError` naming the option."""
+    for name, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if isinstance(item, numbers.Real) and not isinstance(item, numbers.Integral) and not math.isfinite(float(item)):
+                raise InputError(f"{name}={value!r}: give a finite number")
+
+
+def _check_target(target: Any) -> None:
+    """A target is None, a class index or label, a token or vocabulary index, or a pair of those."""
+    items = list(target) if isinstance(target, (list, tuple)) else [target]
+    for item in items:
+        if item is None and len(items) == 1 or isinstance(item, str):
+            continue
+        if isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            continue
+        if isinstance(item, numbers.Real) and not isinstance(item, bool):
+            raise InputError(f"target={target!r}: a class or token index is a whole number" +
+                             ("" if math.isfinite(float(item)) else ", not NaN or infinity"))
+        raise InputTypeError(f"target must be None, a class index or label, a token or vocabulary index, or a pair "
+                             f"(a, b); not {type(item).__name__}")
 
 
 def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto", **kwargs: Any) -> Explainer:

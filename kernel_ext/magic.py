@@ -10,7 +10,9 @@
     The cell body is the text.
 
 In ``%%xattr circuit`` the body holds positives, a line ``---``, then negatives (one per line);
-in ``%%xattr evaluate`` one text per line. The parser and the dispatcher are those of the ``xattr``
+in ``%%xattr evaluate`` one text per line. The line is taken as typed: IPython does not expand
+``{expr}`` or ``$name`` in it (a text may hold braces and dollars), except that an argument that is
+exactly ``$name`` reads the text held by the variable ``name``. The parser and the dispatcher are those of the ``xattr``
 command (:mod:`xattr_lab.commands`; docs/ARCHITECTURE.md, section "Commands"): this module reads
 the line, the cell body and the namespace, and returns the result for IPython to display.
 Explainers are cached per kernel (``EXPLAINERS``); ``DEFAULTS`` holds the default model, method and
@@ -19,6 +21,7 @@ colour map (the JupyterLab settings may set it). Neither torch nor the widgets l
 from __future__ import annotations
 
 import keyword
+import re
 import shlex
 
 from . import commands
@@ -46,7 +49,7 @@ def run(line: str, cell: str | None = None, namespace: dict | None = None):
     except ValueError as error:
         raise commands.ArgumentsError(f"cannot parse the line ({error})", prog=parser.prog,
                                       usage=parser.format_usage()) from None
-    args = commands.parse_args(parser, argv, cell)
+    args = commands.parse_args(parser, _variables(argv, namespace), cell)
     if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
         raise UsageError(f"--out needs a Python name, not {args.out!r}")
     _apply_colour_map()
@@ -55,6 +58,27 @@ def run(line: str, cell: str | None = None, namespace: dict | None = None):
     if args.out:
         namespace[args.out] = result
     return result
+
+
+_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _variables(argv: list[str], namespace: dict) -> list[str]:
+    """An argument that is exactly ``$name`` becomes the text in the variable ``name``."""
+    out = []
+    for arg in argv:
+        match = _VARIABLE.fullmatch(arg)
+        if match is None:
+            out.append(arg)
+            continue
+        name = match.group(1)
+        if name not in namespace:
+            raise UsageError(f"no variable {name!r} in the namespace for {arg}; to explain {arg!r} as it is, "
+                             "put it in a %%xattr cell body")
+        if not isinstance(namespace[name], str):
+            raise UsageError(f"{arg} holds a {type(namespace[name]).__name__}, not a text")
+        out.append(namespace[name])
+    return out
 
 
 def _apply_colour_map() -> None:
@@ -66,14 +90,15 @@ def _apply_colour_map() -> None:
 
 
 def _make_magics_class():
-    from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope
+    from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
 
     @magics_class
     class XattrMagics(Magics):
         """``%xattr`` and ``%%xattr`` (see :mod:`xattr_lab.magic`)."""
 
-        @needs_local_scope
         @line_cell_magic
+        @needs_local_scope
+        @no_var_expand  # the text is the user's: "{1+1}" and "$x" stay as typed (see _variables)
         def xattr(self, line, cell=None, local_ns=None):
             namespace = self.shell.user_ns
             lookup = dict(namespace)

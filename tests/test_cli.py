@@ -68,7 +68,7 @@ def test_circuit_reads_prompt_files(tmp_path, capsys):
     assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
     code = cli.main(["circuit", "--model", "tiny-bert", "--positive", str(tmp_path / "pos.txt"),
                      "--negative", str(tmp_path / "neg.txt"), "--epochs", "5", "--features", "8", "--examples", "2",
-                     "--position", "-1", "--center-heads", "--l1", "0.1", "--seed", "3", "--html", "",
+                     "--recipe", "xattr", "--position", "-1", "--center-heads", "--l1", "0.1", "--seed", "3", "--html", "",
                      "--json", str(tmp_path / "c.json")])
     assert code == 0
     options = json.loads((tmp_path / "c.json").read_text())["options"]
@@ -157,7 +157,7 @@ def test_magic_and_cli_share_one_parser():
     (["heads", "x", "--target", "1"], "unrecognized arguments: --target 1"),
     (["circuit", "--position", "last"], "argument --position: invalid token_position value: 'last'"),
     (["flow", "x", "--info", "zz"], "argument --info: invalid choice: 'zz'"),
-    (["evaluate", "--k", "many"], "argument --k: invalid float value: 'many'"),
+    (["evaluate", "--k", "many"], "argument --k: invalid number value: 'many'"),
 ])
 def test_magic_and_cli_give_the_same_usage_error(argv, expected, capsys):
     import shlex

@@ -123,7 +123,7 @@ def test_circuit_cell_magic_reads_prompts_from_the_body(ip):
     assert c.node_scores.shape == (2, 4) and c.codes_positive.shape[0] == 2
     # the reading position, per-head centring and L1 reach the SAE
     body = "a good film\na great film\n---\na bad film\na poor film\n"
-    result = ip.run_cell("%%xattr circuit --epochs 5 --features 8 --examples 2 --position -1 --center-heads "
+    result = ip.run_cell("%%xattr circuit --recipe xattr --epochs 5 --features 8 --examples 2 --position -1 --center-heads "
                          "--l1 0.1 --out c2\n" + body)
     assert result.error_in_exec is None
     options = ip.user_ns["c2"].options

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from ..errors import InputError, ModelError
+from . import budget
 from .encoding import Encoding
 from .targets import Target
 
@@ -91,8 +92,18 @@ def capture(
     head_outputs: bool = False,
     truncate: bool = False,
 ) -> Capture:
-    """One forward pass (and a backward pass when ``attention_grads``) over one text."""
+    """One forward pass (and a backward pass when ``attention_grads``) over one text.
+
+    Refused with a :class:`~xattr_lab.errors.BudgetError` before it runs when its estimated peak
+    memory (:func:`xattr_lab.core.budget.capture_parts`) is over the limit.
+    """
     encoding = text if isinstance(text, Encoding) else session.encode(text, truncate=truncate)
+    flags = {"attention_grads": attention_grads, "hidden_states": hidden_states, "head_outputs": head_outputs}
+    shape = budget.shape_of(session)
+    budget.check(budget.Estimate(f"capturing attention on {session.name} at {encoding.n:,} tokens",
+                                 budget.capture_parts(shape, encoding.n, **flags)), session.device,
+                 tokens_that_fit=lambda limit: budget.largest(
+                     lambda n: sum(budget.capture_parts(shape, n, **flags).values()) <= limit, encoding.n))
     position = session.readout_position(encoding)
     recorded: dict[int, torch.Tensor] = {}
     with session.restored():
@@ -205,7 +216,8 @@ def head_outputs(
     averaged over the valid (non-padding) positions when ``position="mean"``, or read at token
     ``position`` (negative counts from the end; prompts must then have equal token length).
     The position reduction happens before the projection (it is linear), so the cache costs one
-    forward pass per batch and no (n, d_model) tensor per head.
+    forward pass per batch and no (n, d_model) tensor per head. Batches are made smaller than
+    ``batch_size`` when that many prompts would not fit in memory (:mod:`xattr_lab.core.budget`).
     """
     prompts = check_prompts(prompts, "head_outputs")
     if not (position == "mean" or (isinstance(position, int) and not isinstance(position, bool))):
@@ -225,6 +237,7 @@ def head_outputs(
             return (z * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
         return z[:, position]
 
+    batch_size = _rows_that_fit(session, ids.shape[1], check_batch_size(batch_size))
     out = []
     starts = range(0, len(prompts), batch_size)
     with session.restored(), torch.no_grad():
@@ -241,3 +254,24 @@ def head_outputs(
             per_layer = [adapter.split_heads(l, reduced[l]) for l in range(adapter.n_layers)]  # each (B, H, d)
             out.append(torch.cat(per_layer, dim=1).float().cpu())
     return torch.cat(out, dim=0)
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
+    return batch_size
+
+
+def _rows_that_fit(session: "ModelSession", n: int, batch_size: int) -> int:
+    """At most ``batch_size`` prompts of n tokens per forward pass, fewer if they would not fit;
+    a :class:`~xattr_lab.errors.BudgetError` when not even one does."""
+    shape = budget.shape_of(session)
+    limit, _ = budget.memory_limit(session.device)
+    if limit is None:
+        return batch_size
+    rows = budget.largest(lambda r: budget.forward_bytes(shape, n, r, grad=False) <= limit, batch_size)
+    if rows < 1:
+        budget.check(budget.Estimate(f"head outputs of {session.name} for prompts of {n:,} tokens",
+                                     {"one prompt's forward pass": budget.forward_bytes(shape, n, grad=False)},
+                                     "use shorter prompts"), session.device, limit=limit)
+    return rows

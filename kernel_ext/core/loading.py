@@ -8,9 +8,11 @@ import os
 import socket
 from typing import Any
 
+from torch import nn
+
 from ..constants import DEFAULT_MODEL
-from ..errors import InputError, ModelError
-from .session import ModelSession
+from ..errors import InputError, InputTypeError, ModelError
+from .session import ModelSession, resolve_device
 from .zoo import ALIASES, load_alias, unknown_model_error
 
 _AUTO_CLASSES = (
@@ -72,20 +74,37 @@ def from_pretrained(name_or_path: str, device: Any = "auto", session_class: type
     return session_class(model, tokenizer, device=device, name=os.path.basename(os.path.normpath(name_or_path)))
 
 
+def _check_name(name: str) -> None:
+    """A model name is a printable alias, directory or hub id of reasonable length."""
+    if not name.strip() or len(name) > 1024 or not name.isprintable():
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        why = "empty" if not name.strip() else "too long" if len(name) > 1024 else "it holds control or invisible characters"
+        raise unknown_model_error(shown, ValueError(f"not a model name: {why}"))
+
+
 def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto", session_class: type = ModelSession,
          **kwargs: Any):
     """A ``session_class`` for an embedded alias, a local directory, a hub id, or a (model, tokenizer)."""
     if isinstance(model, session_class):
         return model
+    resolve_device(device)  # an unknown device is reported before any model loads
     if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
         model, tokenizer = model
     if isinstance(model, str):
         if tokenizer is not None:
             raise InputError("pass a tokenizer only together with a model object, not with a name")
+        _check_name(model)
         if model in ALIASES:
+            unknown = sorted(set(kwargs) - {"rebuild", "progress"})
+            if unknown:
+                raise InputError(f"unexpected options {unknown} for the embedded model {model!r}; "
+                                 "it takes rebuild= and progress=")
             return load_alias(model, device, session_class=session_class, **kwargs)
         return from_pretrained(model, device, session_class=session_class, **kwargs)
-    if tokenizer is None:
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise InputTypeError(f"model must be an alias, a directory, a hub id or a transformers model, not "
+                             f"{type(model).__name__}")
+    if tokenizer is None or not callable(tokenizer):
         raise InputError("a model object needs its tokenizer: xattr_lab.load(model, tokenizer)")
     name = kwargs.pop("name", "")
     if kwargs:

@@ -3,15 +3,20 @@
 The methods layer works on a ``ModelSession``; the public :class:`xattr_lab.Explainer` (in
 ``xattr_lab.explainer``) is a ``ModelSession`` with the user-facing verbs on top.
 
-Everything the model is changed for (eval mode, ``requires_grad`` off, forward hooks) is undone
-when a call returns, raises, or is interrupted (:meth:`ModelSession.restored`).
-One :meth:`ModelSession.capture` call runs one forward (and optional backward) pass; see
-:mod:`xattr_lab.core.capture`.
+Everything the model is changed for (eval mode, ``requires_grad`` off, forward hooks, torch's
+grad mode and thread count) is undone when a call returns, raises, or is interrupted, also inside
+the clean-up (:meth:`ModelSession.restored`). One :meth:`ModelSession.capture` call runs one
+forward (and optional backward) pass (:mod:`xattr_lab.core.capture`). One session serialises its
+work: a re-entrant lock is held by every ``restored()`` block, ``forward`` and ``encode``, so
+widget callbacks, the magic and user code may share one Explainer; each block sees only its hooks.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -19,7 +24,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError, ModelError
+from . import budget
 from .adapters import detect_adapter, head_kind
+from .locking import complete
 from .encoding import Encoding
 from .targets import CAUSAL_LM, CLASSIFIER, Target, resolve_target
 
@@ -31,7 +38,10 @@ def resolve_device(device: Any = "auto") -> torch.device:
     """"auto" -> cuda when available, else cpu; also accepts "cpu", "cuda", "cuda:1", torch.device."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError("device='cuda' was asked for, but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     return device
@@ -52,9 +62,34 @@ def ensure_eager_attention(model: nn.Module) -> None:
 
 @dataclass
 class _SavedState:
-    training: bool
+    """What one ``restored()`` block changed, to be put back (each step safe to repeat)."""
+
+    training: list[tuple[nn.Module, bool]]
     requires_grad: list[tuple[nn.Parameter, bool]]
+    grad_enabled: bool
+    threads: int  # torch's thread count: per thread (OpenMP), like grad mode
+    thread: int
+    entry: Any  # the frame that opened the block: blocks opened below it are nested in it
     hooks: list[Any] = field(default_factory=list)
+    generator: Any = None  # weak reference to the block's generator, to close it if it is left suspended
+    done: bool = False
+
+
+def _remove_hooks(state: _SavedState, keep: int) -> None:
+    """Remove the hooks of ``state`` added after the first ``keep`` (repeatable)."""
+    while len(state.hooks) > keep:
+        state.hooks[-1].remove()
+        state.hooks.pop()
+
+
+def _on_stack(frame) -> bool:
+    """Whether ``frame`` is executing in the current thread (is the caller or one of its callers)."""
+    current = sys._getframe(1)
+    while current is not None:
+        if current is frame:
+            return True
+        current = current.f_back
+    return False
 
 
 class ModelSession:
@@ -73,6 +108,7 @@ class ModelSession:
         self.head = head_kind(model)
         self.adapter = detect_adapter(model)
         self._state: _SavedState | None = None
+        self._lock = threading.RLock()
         self.max_length = self._max_positions()
 
     # ------------------------------------------------------------------ basics
@@ -111,54 +147,128 @@ class ModelSession:
         return None
 
     # ------------------------------------------------------------------ state
-    @contextlib.contextmanager
-    def restored(self) -> Iterator[_SavedState]:
+    @property
+    def lock(self) -> threading.RLock:
+        """The session's re-entrant lock (held by ``restored()``, ``forward`` and ``encode``)."""
+        return self._lock
+
+    def restored(self) -> contextlib.AbstractContextManager[_SavedState]:
         """Run a block with the model in eval mode and no parameter gradients, then restore.
 
-        Restores train/eval, each parameter's ``requires_grad``, and removes every hook added
-        through :meth:`add_hook` — also when the block raises or is interrupted. Re-entrant.
+        Holds the session's lock for the whole block. On exit, also on error or interrupt, every
+        module's train/eval mode, each parameter's ``requires_grad``, torch's grad mode and thread
+        count are put back and every hook added through :meth:`add_hook` is removed. An interrupt
+        inside that clean-up restarts it and is raised when it is done; a block left without its
+        clean-up (an interrupt between the ``with`` and it) is cleaned up by the session's next
+        block. Re-entrant: a block opened inside another one (same thread) is part of it, and removes
+        the hooks it added when it exits.
         """
-        if self._state is not None:  # nested call: the outer block restores
-            yield self._state
+        holder: list = []
+        manager = self._restored(holder)
+        holder.append(weakref.ref(manager.gen))
+        return manager
+
+    @contextlib.contextmanager
+    def _restored(self, holder: list) -> Iterator[_SavedState]:
+        outer = self._state
+        if outer is not None and not outer.done and outer.thread == threading.get_ident() and _on_stack(outer.entry):
+            mark = len(outer.hooks)  # nested: the outer block restores the rest; this one removes its hooks
+            try:
+                try:
+                    yield outer
+                finally:
+                    complete(lambda: _remove_hooks(outer, mark))
+            except KeyboardInterrupt:  # it landed before the clean-up's own retries began: finish it
+                complete(lambda: _remove_hooks(outer, mark))
+                raise
             return
-        params = list(self.model.parameters())
-        state = _SavedState(self.model.training, [(p, p.requires_grad) for p in params])
-        self._state = state
-        try:
-            self.model.eval()
-            for p in params:
-                p.requires_grad_(False)
-            yield state
-        finally:
-            for handle in state.hooks:
-                handle.remove()
-            for p, flag in state.requires_grad:
+        with self._lock:
+            self._heal()
+            state = _SavedState(
+                training=[(m, m.training) for m in self.model.modules()],
+                requires_grad=[(p, p.requires_grad) for p in self.model.parameters()],
+                grad_enabled=torch.is_grad_enabled(), threads=torch.get_num_threads(), thread=threading.get_ident(),
+                entry=sys._getframe(2), generator=holder[0] if holder else None)
+            try:
+                try:
+                    self._state = state
+                    self.model.eval()
+                    for p, _ in state.requires_grad:
+                        p.requires_grad_(False)
+                    self.add_hook(self.model, lambda module, args, kwargs: budget.check_forward(self, args, kwargs),
+                                  pre=True, with_kwargs=True)  # refuses a pass that would not fit in memory
+                    yield state
+                finally:
+                    complete(lambda: self._give_back(state))
+            except KeyboardInterrupt:  # it landed before the clean-up's own retries began: finish it
+                complete(lambda: self._give_back(state))
+                raise
+
+    def _give_back(self, state: _SavedState) -> None:
+        """Undo what ``state``'s block changed. Every step can be repeated (see ``locking.complete``)."""
+        if state.done:
+            return
+        _remove_hooks(state, 0)
+        for p, flag in state.requires_grad:
+            if p.requires_grad != flag:
                 p.requires_grad_(flag)
-            self.model.train(state.training)
+        for module, flag in state.training:
+            module.training = flag
+        if state.thread == threading.get_ident():  # grad mode and torch's thread count are per thread
+            torch.set_grad_enabled(state.grad_enabled)
+            if torch.get_num_threads() != state.threads:
+                torch.set_num_threads(state.threads)
+        if self._state is state:
             self._state = None
+        state.done = True
+
+    def _heal(self) -> None:
+        """Clean up a block that ended without its clean-up (its generator left suspended)."""
+        stale = self._state
+        if stale is None or stale.done:
+            self._state = None
+            return
+        complete(lambda: self._give_back(stale))
+        generator = stale.generator() if stale.generator is not None else None
+        if generator is not None and stale.thread == threading.get_ident():
+            try:
+                generator.close()  # ends its `with self._lock`, so other threads are not locked out
+            except (RuntimeError, ValueError):  # pragma: no cover - already running or closed
+                pass
 
     def add_hook(self, module: nn.Module, fn, *, pre: bool = False, with_kwargs: bool = False):
         """Register a forward (pre-)hook that :meth:`restored` removes on exit."""
-        if self._state is None:
+        state = self._state
+        if state is None or state.done or state.thread != threading.get_ident():
             raise RuntimeError("add_hook must be called inside `with explainer.restored():`")
         if pre:
             handle = module.register_forward_pre_hook(fn, with_kwargs=with_kwargs)
         else:
             handle = module.register_forward_hook(fn, with_kwargs=with_kwargs)
-        self._state.hooks.append(handle)
+        state.hooks.append(handle)
         return handle
+
+    def fingerprint(self) -> str:
+        """Identifies this model and its current weights (changes when a parameter is modified in
+        place): a key for caches of results."""
+        params = list(self.model.parameters())
+        versions = sum(int(p._version) for p in params)  # bumped by every in-place change
+        storage = sum(p.data_ptr() for p in params) % (1 << 61)  # changed when .data is replaced
+        return f"{self.name}:{type(self.model).__name__}:{id(self.model):x}:{len(params)}:{versions}:{storage:x}"
 
     # ------------------------------------------------------------------ text
     def encode(self, text: str, *, truncate: bool = False) -> Encoding:
         """Tokenise one text (special tokens added as the model expects).
 
-        Raises on empty text. Text longer than the model's maximum positions raises unless
-        ``truncate=True``, which keeps the first tokens and warns how many were dropped.
+        Raises on empty text and on control or bidi characters (:func:`budget.check_text`). Text
+        longer than the model's maximum positions raises unless ``truncate=True``, which keeps the
+        first tokens and warns how many were dropped.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, not {type(text).__name__}")
-        if not text.strip():
-            raise InputError("the text is empty: give at least one word to explain")
+        budget.check_text(text)
+        with self._lock:  # fast tokenizers are not thread-safe ("Already borrowed")
+            return self._encode(text, truncate)
+
+    def _encode(self, text: str, truncate: bool) -> Encoding:
         full = self.tokenizer(text, return_tensors="pt", truncation=False, return_special_tokens_mask=True)
         input_ids = full["input_ids"]
         truncated = 0
@@ -173,7 +283,7 @@ class ModelSession:
             full = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=limit,
                                   return_special_tokens_mask=True)
             input_ids = full["input_ids"]
-            warnings.warn(f"text truncated to {limit} tokens: the last {truncated} tokens were dropped", stacklevel=2)
+            warnings.warn(f"text truncated to {limit} tokens: the last {truncated} tokens were dropped", stacklevel=3)
         ids = input_ids[0].tolist()
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
         # Special = added by the tokenizer ([CLS], [SEP], BOS...). "[MASK]" or "[UNK]" typed inside the
@@ -231,7 +341,8 @@ class ModelSession:
             kwargs["output_hidden_states"] = True
         if self.adapter.causal or self.head != CLASSIFIER:
             kwargs["use_cache"] = False
-        return self.model(**kwargs)
+        with self._lock:
+            return self.model(**kwargs)
 
     def target_logits(self, logits: torch.Tensor, position: int | None) -> torch.Tensor:
         """Logits of the first row that the target reads: (C,) or (V,) at ``position``."""
@@ -248,7 +359,8 @@ class ModelSession:
         if self.head == CLASSIFIER:
             return {label: float(p) for label, p in zip(self.labels, probs.tolist())}
         values, indices = torch.topk(probs, min(top, probs.numel()))
-        return {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, indices)}
+        with self._lock:
+            return {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, indices)}
 
     def capture(self, text: "str | Encoding", target: Any = None, **options: Any) -> "Capture":
         """One forward pass (and a backward pass when ``attention_grads``) over one text.

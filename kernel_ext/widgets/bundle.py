@@ -11,17 +11,21 @@ one: the caller passes the view (``xattr_lab.widgets.mime_bundle`` picks it with
 from __future__ import annotations
 
 import base64
+import json
 import os
 import threading
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Callable, Hashable
+
+from . import export
 
 from xattr_lab.constants import MIME_TYPE, WIDGET_MIME
 
 #: The xattr result MIME type (an alias of ``xattr_lab.constants.MIME_TYPE``).
 XATTR_MIME = MIME_TYPE
 
-__all__ = ["mime_bundle", "widget_entry", "in_kernel", "ensure_bokeh_loaded", "WIDGET_MIME", "XATTR_MIME",
-           "MIME_TYPE"]
+__all__ = ["mime_bundle", "widget_entry", "in_kernel", "ensure_bokeh_loaded", "main_loop_scheduler", "LinkedViews",
+           "ResultCache", "WIDGET_MIME", "XATTR_MIME", "MIME_TYPE"]
 
 _loaded_sessions: set[str] = set()
 _bokeh_lock = threading.Lock()
@@ -108,3 +112,115 @@ def mime_bundle(result, view, *, widget: bool | None = None, png: bytes | None =
     except Exception as error:  # never lose the other representations to a drawing problem
         bundle["text/plain"] += f"\n(PNG rendering failed: {error})"
     return bundle
+
+
+def main_loop_scheduler() -> Callable[[Callable[[], Any]], Any] | None:
+    """In a kernel, a thread-safe way to run a callable on its main thread (the shell's event loop,
+    where comm messages change the views too); None outside a kernel. Bokeh documents and widget
+    trees are changed only there, never from worker threads."""
+    if not in_kernel():
+        return None
+    from IPython import get_ipython
+
+    loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+    return None if loop is None else loop.add_callback
+
+
+class LinkedViews:
+    """Display and export of a group of linked views (the Explorer): the bundle is the live widget
+    plus the first view's result; HTML holds every view, PNG what ``png_figure()`` draws.
+
+    Subclasses give ``widget``, ``show()``, ``_active_views()``, ``to_dict()``, ``png_figure()``
+    and a ``_shown_at`` attribute.
+    """
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        self.show()
+        out: dict = {"text/plain": repr(self)}
+        model_id = None
+        if in_kernel():
+            entry = widget_entry(self.widget)
+            model_id = entry["model_id"]
+            out[WIDGET_MIME] = entry
+        views = self._active_views()
+        if views:
+            payload = views[0].result.to_dict()
+            payload["model_id"] = model_id
+            out[MIME_TYPE] = payload
+        return out
+
+    def _ipython_display_(self):
+        from IPython import get_ipython
+        from IPython.display import display
+
+        count = getattr(get_ipython(), "execution_count", None)
+        if count is not None and self._shown_at == count:
+            return
+        self._shown_at = count
+        display(self._repr_mimebundle_(), raw=True)
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
+
+    def export_models(self) -> list:
+        return [model for view in self._active_views() for model in view.export_models()]
+
+    def to_html(self, path) -> str:
+        return export.write_html(self.export_models(), path)
+
+    def to_png(self, path) -> str:
+        return export.write_png(self.png_figure(), path)
+
+
+def result_bytes(result: Any) -> int:
+    """What a result holds: its arrays' bytes plus its text fields (an estimate)."""
+    fields = vars(result) if hasattr(result, "__dict__") else {}
+    total = 256
+    for value in fields.values():
+        nbytes = getattr(value, "nbytes", None)
+        total += nbytes if isinstance(nbytes, int) else len(value) if isinstance(value, str) else \
+            64 * len(value) if isinstance(value, (list, tuple, dict)) else 16
+    return total
+
+
+class ResultCache:
+    """Results by key, bounded by a byte budget: the least recently used go first (thread-safe).
+    A result bigger than the budget is not kept. (``xattr_lab.core.cache.LRUCache`` is the same for
+    the compute side; the front end reads no ``core`` module.)"""
+
+    def __init__(self, max_bytes: int, sizeof: Callable[[Any], int] = result_bytes):
+        self.max_bytes, self.sizeof, self.total_bytes = int(max_bytes), sizeof, 0
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, key) -> Any:
+        with self._lock:
+            self._items.move_to_end(key)
+            return self._items[key][0]
+
+    def __setitem__(self, key, value) -> None:
+        size = int(self.sizeof(value))
+        with self._lock:
+            if key in self._items:
+                self.total_bytes -= self._items.pop(key)[1]
+            if size > self.max_bytes:
+                return
+            self._items[key] = (value, size)
+            self.total_bytes += size
+            while self.total_bytes > self.max_bytes:
+                self.total_bytes -= self._items.popitem(last=False)[1][1]
+
+    def items(self) -> list:
+        with self._lock:
+            return [(key, value) for key, (value, _) in self._items.items()]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.total_bytes = 0

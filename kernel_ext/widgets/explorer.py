@@ -1,27 +1,31 @@
 """Explorer: model, method, target and text controls plus linked views of one text.
 
 Changing a control recomputes on a worker thread (the comm thread stays free), with a progress
-bar; a job counter drops results that a newer request has made stale, and results are cached per
-(model, text, kind, method, target, options), so going back to an earlier setting is instant.
+bar. Each request is a snapshot of the controls taken when it starts (:class:`_Request`), so a
+text changed while a model loads never lands in another text's result. A generation counter
+drops results a newer request made stale; results are cached (LRU, ``cache_bytes``) by code
+version, model fingerprint, text, method, target and options, so going back is instant. In a
+kernel, views are changed on the kernel's main thread only (Bokeh documents are not
+thread-safe): the worker hands results over (``bundle.main_loop_scheduler``).
 """
 from __future__ import annotations
 
+import collections
 import importlib
-import json
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from xattr_lab.constants import DEFAULT_MODEL, SCHEMA
-
-#: Where ``load(name)`` comes from when the Explorer is given a model name and no loader.
-COMPUTE_PACKAGE = "xattr_lab"
 from xattr_lab.methods.registry import ATTRIBUTION_METHODS  # pure data, no torch
 from xattr_lab.target_spec import parse_target, target_text  # pure strings, no torch
 
-from . import bundle, core, export
+from . import bundle, core
 from .views import FlowView, HeadGrid, LinkedState, TokenStrip
 from .views.base import _html
+
+#: Where ``load(name)`` comes from when the Explorer is given a model name and no loader.
+COMPUTE_PACKAGE = "xattr_lab"
 
 __all__ = ["Explorer", "METHODS", "target_text"]
 
@@ -29,13 +33,28 @@ __all__ = ["Explorer", "METHODS", "target_text"]
 METHODS = ATTRIBUTION_METHODS
 
 
-class Explorer:
+class _Request(NamedTuple):
+    """The controls when a request started: what it computes, whatever changes meanwhile."""
+
+    model: str
+    text: str
+    target: Any
+    options: dict
+
+
+def _code_version() -> str:
+    return str(getattr(importlib.import_module(COMPUTE_PACKAGE), "__version__", "?"))
+
+
+class Explorer(bundle.LinkedViews):
     """Controls + linked token strip, flow view and head grid for one text.
 
     ex: an Explainer or a model name (``xattr_lab.load`` runs on first use); text: the text.
     views: which linked views to show, from ("strip", "flow", "heads").
     background: compute on a worker thread (True in notebooks; False runs inline, for scripts/tests).
     options: extra keyword options for ``ex.attribute`` (e.g. {"steps": 16}).
+    cache_bytes: the result cache's budget. schedule: runs a callable on the thread that owns the
+    views (default: the kernel's main loop in a kernel, else the calling thread).
     """
 
     view_type = "explorer"
@@ -43,7 +62,8 @@ class Explorer:
     def __init__(self, ex: Any = None, text: str = "", *, method: str = "attention", target: Any = None,
                  views: tuple[str, ...] = ("strip", "flow", "heads"), background: bool = True,
                  options: dict | None = None, models: tuple[str, ...] | None = None,
-                 loader: Callable[[str], Any] | None = None):
+                 loader: Callable[[str], Any] | None = None, cache_bytes: int = 256 << 20,
+                 schedule: Callable[[Callable[[], None]], Any] | None = None):
         self.explainers: dict[str, Any] = {}
         self._loader = loader
         if ex is None or isinstance(ex, str):
@@ -51,134 +71,156 @@ class Explorer:
         else:
             self.model_name = getattr(ex, "name", "model")
             self.explainers[self.model_name] = ex
-        self.text = text
-        self.method = method
-        self.target = target
-        self.options = dict(options or {})
-        self.views = tuple(views)
-        self.background = background
+        self.text, self.method, self.target = text, method, target
+        self.options, self.views, self.background = dict(options or {}), tuple(views), background
         self.models = tuple(models) if models else (self.model_name,)
         self.state = LinkedState()
-        self.cache: dict[tuple, Any] = {}
+        self.cache = bundle.ResultCache(cache_bytes)
         self.strip: TokenStrip | None = None
         self.flow: FlowView | None = None
         self.heads: HeadGrid | None = None
-        self.errors: list[str] = []
-        self.timings: list[dict] = []
+        self.errors, self.timings = [], []
         self._job = 0  # overall request counter (progress/status)
         self._generation: dict[str, int] = {"attribution": 0, "flow": 0, "heads": 0}  # per view kind
         self._thread: threading.Thread | None = None
-        self._lock = threading.RLock()
-        self._widget = None
-        self._shown_at: Any = None
+        self._threads: list[threading.Thread] = []
+        self._lock, self._load_lock = threading.RLock(), threading.Lock()
+        self._schedule, self._pending = schedule, collections.deque()
+        self._widget, self._shown_at = None, None
 
     # ------------------------------------------------------------------ model
     @property
     def explainer(self):
-        if self.model_name not in self.explainers:
-            if self._loader is not None:
-                self.explainers[self.model_name] = self._loader(self.model_name)
-            else:  # the compute package, bound at run time: the front end never imports it (nor torch)
-                load = importlib.import_module(COMPUTE_PACKAGE).load
-                self.explainers[self.model_name] = load(self.model_name)
-        return self.explainers[self.model_name]
+        return self._load(self.model_name)
 
-    def _key(self, kind: str, method: str | None = None, extra: dict | None = None) -> tuple:
-        return (self.model_name, self.text, kind, method or "", repr(self.target), core.freeze(self.options),
-                core.freeze(extra or {}))
+    def _load(self, model: str):
+        with self._load_lock:  # two requests for one model load it once
+            if model not in self.explainers:
+                if self._loader is not None:
+                    self.explainers[model] = self._loader(model)
+                else:  # the compute package, bound at run time: the front end never imports it (nor torch)
+                    self.explainers[model] = importlib.import_module(COMPUTE_PACKAGE).load(model)
+            return self.explainers[model]
+
+    def _request(self) -> _Request:
+        return _Request(self.model_name, self.text, self.target, dict(self.options))
+
+    def _key(self, request: _Request, kind: str, method: str | None = None, extra: dict | None = None):
+        """The cache key, or None while the request's model is not loaded (nothing cached for it yet)."""
+        ex = self.explainers.get(request.model)
+        if ex is None:
+            return None
+        fingerprint = getattr(ex, "fingerprint", None)
+        model = fingerprint() if callable(fingerprint) else f"{type(ex).__name__}:{id(ex):x}"
+        return (_code_version(), model, request.model, request.text, kind, method or "", repr(request.target),
+                core.freeze(request.options), core.freeze(extra or {}))
 
     # ------------------------------------------------------------------ compute
-    def _compute(self, kind: str, method: str | None = None, extra: dict | None = None,
+    def _compute(self, request: _Request, kind: str, method: str | None = None, extra: dict | None = None,
                  generation: int | None = None):
-        """One result, from the cache or computed (this may take long: call it off the comm thread).
-
-        With a ``generation`` (worker thread), SIG streams: partial token scores reach the strip as
-        positions finish, and a newer request or ``cancel()`` stops the computation itself.
-        """
-        key = self._key(kind, method, extra)
+        """One result of ``request``, cached or computed (may take long: off the comm thread). With a
+        ``generation``, SIG streams partial scores to the strip; a newer request or ``cancel()`` stops it."""
+        ex = self._load(request.model)
+        key = self._key(request, kind, method, extra)
         if key in self.cache:
             return self.cache[key]
-        ex = self.explainer
         if kind == "attribution":
-            options = dict(self.options)
+            options = dict(request.options)
             if method == "sig" and generation is not None:
                 options["callback"] = lambda partial: self._stream(generation, partial)
-            result = ex.attribute(self.text, method=method, target=self.target, **options)
+            result = ex.attribute(request.text, method=method, target=request.target, **options)
         elif kind == "flow":
-            result = ex.flow(self.text, target=self.target, **(extra or {}))
+            result = ex.flow(request.text, target=request.target, **(extra or {}))
         elif kind == "heads":
-            result = ex.heads(self.text)
+            result = ex.heads(request.text)
         else:  # pragma: no cover
             raise ValueError(kind)
         self.cache[key] = result
         return result
 
     def _plan(self) -> list[tuple[str, str | None, dict | None]]:
-        plan: list[tuple[str, str | None, dict | None]] = []
-        if "strip" in self.views:
-            plan.append(("attribution", self.method, None))
-        if "flow" in self.views:
-            extra = {"sources": [self.state.output]} if self.state.output >= 0 else None
-            plan.append(("flow", None, extra))
-        if "heads" in self.views:
-            plan.append(("heads", None, None))
-        return plan
+        flow = {"sources": [self.state.output]} if self.state.output >= 0 else None
+        plan = {"strip": ("attribution", self.method, None), "flow": ("flow", None, flow),
+                "heads": ("heads", None, None)}
+        return [plan[name] for name in ("strip", "flow", "heads") if name in self.views]
 
     def refresh(self, reason: str = "refresh") -> int:
-        """Recompute every view for the current controls; returns the job number.
-
-        Cached results are applied at once on the calling thread; the rest runs on a worker
-        thread (``background=True``) and is applied only if no newer job started meanwhile.
-        """
+        """Recompute every view for the current controls; returns the job number. Cached results are
+        applied at once; the rest runs on a worker thread (``background=True``), applied only if no
+        newer job started meanwhile."""
         return self._run(self._plan(), reason)
 
     def _run(self, plan, reason: str) -> int:
         with self._lock:
             self._job += 1
-            job = self._job
+            job, request = self._job, self._request()
             plan = [(kind, method, extra, self._bump(kind)) for kind, method, extra in plan]
         started = time.perf_counter()
         self.errors = []
-        if all(self._key(kind, method, extra) in self.cache for kind, method, extra, _ in plan):
-            for kind, method, extra, generation in plan:
-                self._apply(generation, kind, self.cache[self._key(kind, method, extra)])
+        keys = [self._key(request, kind, method, extra) for kind, method, extra, _ in plan]
+        if all(key is not None and key in self.cache for key in keys):
+            for (kind, _, _, generation), key in zip(plan, keys):
+                self._apply(generation, kind, self.cache[key])
             self._finish(job, reason, started, cached=True)
             return job
         self._set_progress(0, len(plan), f"computing ({reason})...")
         if self.background:
-            self._thread = threading.Thread(target=self._work, args=(job, plan, reason, started), daemon=True,
-                                            name=f"xattr-explorer-{job}")
+            self._thread = threading.Thread(target=self._work, args=(job, request, plan, reason, started),
+                                            daemon=True, name=f"xattr-explorer-{job}")
+            self._threads = [t for t in self._threads if t.is_alive()] + [self._thread]
             self._thread.start()
         else:
-            self._work(job, plan, reason, started)
+            self._work(job, request, plan, reason, started)
         return job
 
     def _stream(self, generation: int, partial) -> bool:
         """SIG callback: show the partial strip; False (stop) once the request is stale."""
         if generation != self._generation["attribution"]:
             return False
-        self._apply(generation, "attribution", partial)
         done, total = len(partial.options["positions_done"]), partial.options["positions_total"]
-        self._set_progress(done, total, f"sig: {done} of {total} tokens...")
+        self._on_main(lambda: (self._apply(generation, "attribution", partial),
+                               self._set_progress(done, total, f"sig: {done} of {total} tokens...")))
         return True
 
     def _bump(self, kind: str) -> int:
         self._generation[kind] += 1
         return self._generation[kind]
 
-    def _work(self, job: int, plan, reason: str, started: float) -> None:
-        for done, (kind, method, extra, generation) in enumerate(plan):
-            if generation != self._generation[kind]:
-                continue  # stale: a newer request for this view took over
-            self._set_progress(done, len(plan), f"computing {method or kind}...")
-            try:
-                result = self._compute(kind, method, extra, generation)
-            except Exception as error:  # shown to the user, never raised on the worker thread
-                if generation == self._generation[kind]:
-                    self.errors.append(f"{kind}: {error}")
-                continue
-            self._apply(generation, kind, result)
-        self._finish(job, reason, started, cached=False)
+    def _work(self, job: int, request: _Request, plan, reason: str, started: float) -> None:
+        """Compute ``plan`` for ``request``; whatever happens, the job is finished (progress hidden)."""
+        try:
+            for done, (kind, method, extra, generation) in enumerate(plan):
+                if generation != self._generation[kind]:
+                    continue  # stale: a newer request for this view took over
+                self._on_main(lambda d=done, m=method or kind: self._set_progress(d, len(plan), f"computing {m}..."))
+                try:
+                    result = self._compute(request, kind, method, extra, generation)
+                except Exception as error:  # shown to the user, never raised on the worker thread
+                    if generation == self._generation[kind]:
+                        self.errors.append(f"{kind}: {error}")
+                    continue
+                self._on_main(lambda g=generation, k=kind, r=result: self._apply(g, k, r))
+        except BaseException:  # an interrupt (inline): shown, then raised
+            self.errors.append("interrupted")
+            raise
+        finally:
+            self._on_main(lambda: self._finish(job, reason, started, cached=False))
+
+    def _on_main(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` (a change to the views) on the thread that owns them: now when called from the
+        main thread or outside a kernel, else handed to the kernel's main loop."""
+        schedule = self._schedule or bundle.main_loop_scheduler()
+        if schedule is None or threading.current_thread() is threading.main_thread():
+            self._drain()
+            fn()
+            return
+        self._pending.append(fn)
+        schedule(self._drain)
+
+    def _drain(self) -> None:
+        """Run the view changes handed over by workers (main thread), in order."""
+        while self._pending:  # only the main thread drains: no other consumer
+            self._pending.popleft()()
 
     def _finish(self, job: int, reason: str, started: float, cached: bool) -> None:
         if job != self._job:
@@ -193,35 +235,37 @@ class Explorer:
             self._set_status(f"{'cached' if cached else 'computed'} in {1000 * elapsed:.0f} ms")
 
     def _apply(self, generation: int, kind: str, result) -> None:
+        """Show ``result`` unless a newer request made it stale; a view that fails says so in ``errors``."""
         with self._lock:
             if generation != self._generation[kind]:
                 return
-            if kind == "attribution":
-                if self.strip is None:
-                    self.strip = TokenStrip(result, state=self.state)
-                    self._mount("strip", self.strip)
-                else:
-                    self.strip.update(result)
-            elif kind == "flow":
-                if self.flow is None or len(self.flow.tokens) != len(result.tokens):
-                    if self.flow is not None:
-                        self.flow.close()
-                    self.flow = FlowView(result, state=self.state, retarget=self.retarget)
-                    self._mount("flow", self.flow)
-                else:
-                    self.flow.update(result)
-            elif kind == "heads":
-                if self.heads is not None:
-                    self.heads.close()
-                self.heads = HeadGrid(result, state=self.state)
-                self._mount("heads", self.heads)
+            try:
+                self._show(kind, result)
+            except Exception as error:  # noqa: BLE001 - reported like a failed computation
+                self.errors.append(f"{kind}: {error}")
+
+    def _show(self, kind: str, result) -> None:
+        if kind == "attribution" and self.strip is not None:
+            self.strip.update(result)
+        elif kind == "attribution":
+            self.strip = TokenStrip(result, state=self.state)
+            self._mount("strip", self.strip)
+        elif kind == "flow" and self.flow is not None and self.flow.fits(result):
+            self.flow.update(result)
+        elif kind == "flow":  # first, or other layers or tokens (another model): a new graph
+            if self.flow is not None:
+                self.flow.close()
+            self.flow = FlowView(result, state=self.state, retarget=self.retarget)
+            self._mount("flow", self.flow)
+        elif kind == "heads":
+            if self.heads is not None:
+                self.heads.close()
+            self.heads = HeadGrid(result, state=self.state)
+            self._mount("heads", self.heads)
 
     def cancel(self) -> None:
-        """Drop every running request: its results are discarded when they arrive.
-
-        A streaming SIG computation stops at its next group of tokens; other methods finish on
-        their worker thread and are discarded.
-        """
+        """Drop every running request: a streaming SIG computation stops at its next group of tokens;
+        other methods finish on their worker thread and their results are discarded."""
         with self._lock:
             for kind in self._generation:
                 self._bump(kind)
@@ -230,10 +274,11 @@ class Explorer:
         self._set_status("cancelled")
 
     def wait(self, timeout: float | None = 60) -> None:
-        """Block until the current worker (if any) is done."""
-        thread = self._thread
-        if thread is not None:
+        """Block until the workers (if any) are done, then show what they handed over."""
+        for thread in list(self._threads):
             thread.join(timeout)
+        if threading.current_thread() is threading.main_thread():
+            self._drain()
 
     # ------------------------------------------------------------------ user actions
     def set(self, *, text: str | None = None, method: str | None = None, target: Any = "__keep__",
@@ -241,17 +286,13 @@ class Explorer:
         """Change controls (as the widgets do) and recompute. Returns the job number."""
         if text is not None:
             if text != self.text:
-                self.state.token = -1
-                self.state.output = -1
+                self.state.token = self.state.output = -1
             self.text = text
-        if method is not None:
-            self.method = method
+        self.method = self.method if method is None else method
+        self.model_name = self.model_name if model is None else model
+        self.options = self.options if options is None else dict(options)
         if target != "__keep__":
             self.target = parse_target(target) if isinstance(target, str) else target
-        if model is not None:
-            self.model_name = model
-        if options is not None:
-            self.options = dict(options)
         self._sync_controls()
         return self.refresh("controls")
 
@@ -298,22 +339,16 @@ class Explorer:
     def _control(self, name: str, value: Any) -> None:
         if getattr(self, "_syncing_controls", False):
             return
-        if name == "method" and value != self.method:
-            self.set(method=value)
-        elif name == "model" and value and value != self.model_name:
-            self.set(model=value)
-        elif name == "target":
-            self.set(target=value)
-        elif name == "text" and value != self.text:
-            self.set(text=value)
+        current = {"method": self.method, "model": self.model_name, "text": self.text}.get(name)
+        if name == "target" or (value != current and (value or name == "text")):
+            self.set(**{name: value})
 
     def _sync_controls(self) -> None:
         if self._widget is None:
             return
         self._syncing_controls = True
         try:
-            self._method_box.value = self.method
-            self._model_box.value = self.model_name
+            self._method_box.value, self._model_box.value = self.method, self.model_name
             self._text_box.value = self.text
         finally:
             self._syncing_controls = False
@@ -335,37 +370,13 @@ class Explorer:
         if self._widget is not None:
             self._status.value = message_html
 
-    # ------------------------------------------------------------------ display / export
+    # ------------------------------------------------------------------ display / export (bundle.LinkedViews)
     def show(self):
         """Build the widget and start the first computation; returns self."""
         self.widget
         if self.strip is None and self.text:
             self.refresh("start")
         return self
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        self.show()
-        out: dict = {"text/plain": repr(self)}
-        model_id = None
-        if bundle.in_kernel():
-            entry = bundle.widget_entry(self.widget)
-            model_id = entry["model_id"]
-            out[bundle.WIDGET_MIME] = entry
-        if self.strip is not None:
-            payload = self.strip.result.to_dict()
-            payload["model_id"] = model_id
-            out[bundle.MIME_TYPE] = payload
-        return out
-
-    def _ipython_display_(self):
-        from IPython import get_ipython
-        from IPython.display import display
-
-        count = getattr(get_ipython(), "execution_count", None)
-        if count is not None and self._shown_at == count:
-            return
-        self._shown_at = count
-        display(self._repr_mimebundle_(), raw=True)
 
     def _active_views(self):
         return [v for v in (self.strip, self.flow, self.heads) if v is not None]
@@ -375,26 +386,11 @@ class Explorer:
                 "method": self.method, "target": self.target if not isinstance(self.target, tuple) else list(self.target),
                 "views": {v.view_type: v.to_dict() for v in self._active_views()}}
 
-    def to_json(self, **kwargs) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
-
-    def export_models(self) -> list:
-        models = []
-        for view in self._active_views():
-            models.extend(view.export_models())
-        return models
-
     def png_figure(self):
         """The token strip's PNG figure (what ``to_png`` writes)."""
         if self.strip is None:
             raise ValueError("nothing computed yet: call refresh() (and wait()) first")
         return self.strip.png_figure()
-
-    def to_html(self, path) -> str:
-        return export.write_html(self.export_models(), path)
-
-    def to_png(self, path) -> str:
-        return export.write_png(self.png_figure(), path)
 
     def __repr__(self) -> str:
         return f"Explorer(model={self.model_name!r}, method={self.method!r}, text={self.text[:40]!r})"

@@ -17,7 +17,8 @@ class FlowView(View):
     Click an input token (left column) to highlight the paths that carry its flow and to plot the
     throughput of its position per layer; click an output token (right column) to re-target: with
     ``retarget`` (a callable position -> FlowResult, as the Explorer provides) the flow is
-    recomputed, otherwise the paths leaving that position are highlighted.
+    recomputed, otherwise the paths leaving that position are highlighted. :meth:`update` redraws
+    in place; a result with other layer or token counts (another model) gets a new graph.
     """
 
     view_type = "flow"
@@ -82,6 +83,7 @@ class FlowView(View):
         import ipywidgets as w
 
         fig, self._nodes, self._edges, self._highlight, tfig, self._throughput = self._figures()
+        self._figure = fig
         self._on_tap(self._nodes, self._tapped_node)
         self._header = _html(self.header_html())
         self._info = _html("<i>click an input token (left) for its paths, an output token (right) to re-target</i>")
@@ -175,10 +177,20 @@ class FlowView(View):
                 layer = 0 if kind == "input" else self.n_layers
                 self._set_selected(self._nodes, [layer * len(self.tokens) + position])
 
+    def fits(self, result) -> bool:
+        """Whether ``result`` has this view's layers and tokens, so :meth:`update` redraws in place."""
+        return np.shape(result.edge_flow) == self.edge_flow.shape and len(result.tokens) == len(self.tokens)
+
     def update(self, result) -> None:
-        """Show a new FlowResult in place (e.g. after re-targeting)."""
+        """Show a new FlowResult (e.g. after re-targeting); the graph is rebuilt when its shape changed."""
         from ..figures import flow_edge_data, flow_node_data
 
+        if not self.fits(result):
+            with self._lock:
+                self.result = result
+                if self._widget is not None:  # same widget (where it is shown), new figures inside
+                    self._widget.children = self._build().children
+            return
         with self._lock:
             self.result = result
             if self._nodes is None:
