@@ -86,7 +86,7 @@ def integrated_gradients(
     truncate: bool = False,
     convergence_tol: float = CONVERGENCE_TOL,
     min_steps: int = 8,
-    max_steps: int = 512,
+    max_steps: int = 1024,
 ) -> Attribution:
     """Integrated Gradients on the word embeddings -> Attribution (scores = raw, logit units).
 
