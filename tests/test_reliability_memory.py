@@ -17,18 +17,20 @@ TEXT = " ".join(["word"] * 100)
 
 
 class Forwards:
-    """Counts forward passes of a model (a pre-hook, removed on exit)."""
+    """Counts forward passes of a model and their rows: started ones, or ``completed`` ones only
+    (a hook, removed on exit)."""
 
-    def __init__(self, model):
-        self.model, self.count, self.rows = model, 0, []
+    def __init__(self, model, completed: bool = False):
+        self.model, self.completed, self.count, self.rows = model, completed, 0, []
 
     def __enter__(self):
-        def hook(module, args, kwargs):
+        def hook(module, args, kwargs, *output):
             self.count += 1
             x = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
             self.rows.append(int(x.shape[0]))
 
-        self.handle = self.model.register_forward_pre_hook(hook, with_kwargs=True)
+        register = self.model.register_forward_hook if self.completed else self.model.register_forward_pre_hook
+        self.handle = register(hook, with_kwargs=True)
         return self
 
     def __exit__(self, *exc):
@@ -73,10 +75,20 @@ def test_capture_refuses_and_head_outputs_chunk(tiny, monkeypatch):
 def test_a_batch_too_big_for_memory_is_refused_by_the_forward_guard(tiny, monkeypatch):
     ex = tiny("bert")
     one_row = budget.forward_bytes(budget.shape_of(ex), 102, 1, grad=True)
-    monkeypatch.setenv(budget.ENV, str(4 * one_row))
-    with pytest.raises(BudgetError, match=r"a forward and backward pass over 64 row\(s\) of 102 tokens.*lower batch_size"):
-        ex.attribute(TEXT, method="ig", steps=64, batch_size=64)
-    assert ex.attribute(TEXT, method="ig", steps=4, batch_size=2).scores.shape == (102,)
+    monkeypatch.setenv(budget.ENV, str(4 * one_row))  # four rows of 102 tokens fit
+    embeds = ex.embed(ex.encode(TEXT).input_ids).detach()
+    with ex.restored(), torch.enable_grad():  # even a direct call of the model is guarded there
+        with pytest.raises(BudgetError, match=r"a forward and backward pass over 64 row\(s\) of 102 tokens.*lower batch_size"):
+            ex.model(inputs_embeds=embeds.expand(64, -1, -1).clone().requires_grad_(True))
+    reference = ex.attribute(TEXT, method="ig", steps=8, batch_size=1).scores
+    with Forwards(ex.model, completed=True) as forwards:
+        try:  # the chunked caller halves a refused chunk (core/batching.run_chunked) or says what to lower
+            scores = ex.attribute(TEXT, method="ig", steps=8, batch_size=8).scores
+        except BudgetError as error:
+            assert "lower batch_size" in str(error)
+        else:
+            np.testing.assert_allclose(scores, reference, rtol=1e-5, atol=1e-7)
+    assert forwards.rows and max(forwards.rows) <= 4  # no pass over what fits ran
 
 
 def test_the_sae_is_part_of_the_circuit_budget(tiny, monkeypatch):
