@@ -135,7 +135,7 @@ def test_kernel_code_passes_text_verbatim_to_the_magic(built, tmp_path):
     from xattr_lab import magic
 
     marker = tmp_path / "pwned"
-    text = ('He said "hi" \\ \'q\' {__import__("pathlib").Path(%r).touch()} $HOME\nsecond line \u2028 é 🤖'
+    text = ('He said "hi" \\ \'q\' {__import__("pathlib").Path(%r).touch()} $HOME\nsecond line \u2028 é \u0085 🤖'
             % str(marker))
     code = _kernel_code(built, text, {"model": "tiny-bert", "method": "sig", "colour_map": "PiYG"})
     shell = InteractiveShell.instance()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import BudgetError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import ModelSession
@@ -79,7 +79,8 @@ def run_chunked(total: int, batch_size: int, work: Callable[[int, int], None], *
         try:
             work(start, stop)
         except Exception as error:  # noqa: BLE001 - only memory errors are handled
-            if not is_out_of_memory(error) or batch_size == 1:
+            # a chunk the memory guard refused (ModelSession.restored's forward pre-hook) is halved too
+            if not (is_out_of_memory(error) or isinstance(error, BudgetError)) or batch_size == 1:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -146,6 +146,10 @@ def evaluate(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise _error(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+        from ..errors import InputTypeError
+
+        raise InputTypeError(f"texts must be a list of texts (or (text, label) pairs), not {type(texts).__name__}")
     texts = [t[0] if isinstance(t, (tuple, list)) else t for t in texts]
     if not texts:
         raise _error("evaluate needs at least one text")

@@ -7,6 +7,7 @@ a sweep-cut certificate (:mod:`.cut`) of the value. torch float64, CPU or GPU.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -121,15 +122,33 @@ class cpu_threads:
     def __init__(self, count: int | None, device: Any):
         self.count = 1 if count is None else int(count)
         self.active = torch.device(device).type == "cpu"
-        self.saved = torch.get_num_threads()
+        self.saved: int | None = None
+        self.owned = False
 
     def __enter__(self):
-        if self.active:
-            torch.set_num_threads(self.count)
+        # One solve at a time changes the count (issue #20: two threads solving at once put back each
+        # other's count, and MKL's count is process-wide). Another thread's solve already running on
+        # `count` threads: run as it is rather than wait (no lock-order deadlock with session locks).
+        if self.active and _COUNT_LOCK.acquire(blocking=False):
+            self.owned = True
+            self.saved = torch.get_num_threads()
+            if self.saved != self.count:
+                torch.set_num_threads(self.count)
+        return self
 
     def __exit__(self, *exc):
-        if self.active:
-            torch.set_num_threads(self.saved)
+        if not self.owned:
+            return
+        try:
+            if torch.get_num_threads() != self.saved:
+                torch.set_num_threads(self.saved)
+        finally:
+            self.owned = False
+            _COUNT_LOCK.release()
+
+
+#: held by the cpu_threads block that changed torch's thread count (re-entrant: nested blocks)
+_COUNT_LOCK = threading.RLock()
 
 
 _threads = cpu_threads

@@ -11,7 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
+from ..core import budget
+from ..core.encoding import Encoding
 from ..errors import InputError
 from ..graphs.attention_flow import attention_flow
 from ..graphs.barrier import barrier_max_flow, cpu_threads
@@ -74,10 +77,14 @@ def _edge_mask(ex: "ModelSession", valid: np.ndarray) -> np.ndarray:
 
 
 def _capacities(ex: "ModelSession", cap, info: str, valid: np.ndarray) -> np.ndarray:
-    attn = cap.attentions.double().numpy()[:, :, valid][:, :, :, valid]
-    grad = None
-    if cap.attention_grads is not None:
-        grad = cap.attention_grads.double().numpy()[:, :, valid][:, :, :, valid]
+    def pick(maps):  # (L, H, n, n) float32 -> valid rows and columns, float64: one float64 copy, not three
+        if len(valid) < maps.shape[-1]:
+            index = torch.as_tensor(valid)
+            maps = maps.index_select(2, index).index_select(3, index)
+        return maps.double().numpy()
+
+    attn = pick(cap.attentions)
+    grad = None if cap.attention_grads is None else pick(cap.attention_grads)
     return information_tensor(attn, grad, info, mask=_edge_mask(ex, valid))
 
 
@@ -123,7 +130,9 @@ def explain_flow(
     # one torch thread on CPU for the capture too (option ``threads``): under load, OpenMP's
     # spinning threads made the small backward pass 10× slower (see graphs.barrier.cpu_threads)
     with cpu_threads(solver_options.get("threads"), ex.device):
-        cap = ex.capture(text, target, attention_grads=(info != "af"), truncate=truncate)
+        encoding = text if isinstance(text, Encoding) else ex.encode(text, truncate=truncate)
+        budget.check_method(ex, "gaf", encoding.n, {"info": info})  # maps, gradients and ~32 L·n² float64 arrays
+        cap = ex.capture(encoding, target, attention_grads=(info != "af"))
         encoding = cap.encoding
         valid = _valid_positions(encoding)
         picked = _pick_sources(ex, encoding, sources, valid)
@@ -188,7 +197,9 @@ def attribute(ex: "ModelSession", text: str, *, method: str, target: Any = None,
     truncate = bool(options.pop("truncate", False))
     if options:
         raise InputError(f"unknown {method} option(s) {sorted(options)}; known: residual, sources, truncate")
-    cap = ex.capture(text, target, truncate=truncate)
+    encoding = text if isinstance(text, Encoding) else ex.encode(text, truncate=truncate)
+    budget.check_method(ex, method, encoding.n)  # the maps and their float64 copies
+    cap = ex.capture(encoding, target)
     encoding = cap.encoding
     valid = _valid_positions(encoding)
     # the paper explains one row, the readout token's ([CLS] or the predicting position)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..core import budget
 from ..core.session import Encoding, ModelSession
 from ..core.targets import CAUSAL_LM, Target
 from ..errors import InputError
@@ -243,6 +244,7 @@ def _prepare(ex: ModelSession, text: str | Encoding, target: Any, baseline: str,
     if baseline not in BASELINES:
         raise InputError(f"unknown baseline {baseline!r}; choose one of {list(BASELINES)}")
     encoding = text if isinstance(text, Encoding) else ex.encode(text, truncate=truncate)
+    budget.check_method(ex, "ig", encoding.n)  # one forward+backward row: the least IG/SIG/grad x input run with
     moving = [i for i, special in enumerate(encoding.special_mask) if not special]
     if not moving:
         raise InputError(

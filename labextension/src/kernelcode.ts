@@ -13,7 +13,8 @@ export interface MagicDefaults {
 
 /** A Python string literal holding `text` exactly (JSON string syntax is a subset of Python's). */
 export function pythonString(text: string): string {
-  return JSON.stringify(text).replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  // U+0085, U+2028 and U+2029 end a line for str.splitlines, which IPython splits a cell with
+  return JSON.stringify(text).replace(/[\u0085\u2028\u2029]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
 }
 
 /** The cell the "Explain selected text" command inserts and runs: `%%xattr explain` on `text`. */

@@ -267,7 +267,7 @@ describe('hostile strings', () => {
 
 describe('kernel code', () => {
   it('embeds the selection as a JSON string literal in a cell-magic body', () => {
-    const text = 'He said "hi" {__import__("os").system("x")} $HOME \\ \n next\u2028line';
+    const text = 'He said "hi" {__import__("os").system("x")} $HOME \\ \n next\u2028line\u0085end';
     const code = explainCode(text);
     const literal = code.split('\n')[2].match(/run_cell_magic\("xattr", "explain", (.*)\)$/)![1];
     expect(literal).toBe(pythonString(text));
