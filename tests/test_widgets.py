@@ -78,7 +78,8 @@ def test_front_end_never_imports_torch():
 #: also each other), and from the rest of xattr_lab only the torch-free pure modules below.
 LAYERS = ["core", "figures", "export", "bundle", "views", "select", "explorer"]
 PURE = {"xattr_lab", "xattr_lab.constants", "xattr_lab.target_spec", "xattr_lab.methods", "xattr_lab.methods.registry",
-        "xattr_lab.graphs", "xattr_lab.graphs.rollout"}  # graphs.rollout: numpy only (the one rollout)
+        "xattr_lab.graphs", "xattr_lab.graphs.rollout", "xattr_lab.core", "xattr_lab.core.cache",
+        "xattr_lab.core.locking"}  # stdlib/numpy only  # graphs.rollout: numpy only (the one rollout)
 
 
 def _imports(path: Path, package: str) -> list[str]:

@@ -14,12 +14,12 @@ import base64
 import json
 import os
 import threading
-from collections import OrderedDict
-from typing import Any, Callable, Hashable
-
-from . import export
+from typing import Any, Callable
 
 from xattr_lab.constants import MIME_TYPE, WIDGET_MIME
+from xattr_lab.core.cache import LRUCache  # stdlib only: no torch
+
+from . import export
 
 #: The xattr result MIME type (an alias of ``xattr_lab.constants.MIME_TYPE``).
 XATTR_MIME = MIME_TYPE
@@ -183,44 +183,9 @@ def result_bytes(result: Any) -> int:
     return total
 
 
-class ResultCache:
-    """Results by key, bounded by a byte budget: the least recently used go first (thread-safe).
-    A result bigger than the budget is not kept. (``xattr_lab.core.cache.LRUCache`` is the same for
-    the compute side; the front end reads no ``core`` module.)"""
+class ResultCache(LRUCache):
+    """Results by key, bounded by a byte budget (sized by :func:`result_bytes`); the least
+    recently used go first. The compute side's :class:`xattr_lab.core.cache.LRUCache` (stdlib only)."""
 
     def __init__(self, max_bytes: int, sizeof: Callable[[Any], int] = result_bytes):
-        self.max_bytes, self.sizeof, self.total_bytes = int(max_bytes), sizeof, 0
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._lock = threading.RLock()
-
-    def __contains__(self, key) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, key) -> Any:
-        with self._lock:
-            self._items.move_to_end(key)
-            return self._items[key][0]
-
-    def __setitem__(self, key, value) -> None:
-        size = int(self.sizeof(value))
-        with self._lock:
-            if key in self._items:
-                self.total_bytes -= self._items.pop(key)[1]
-            if size > self.max_bytes:
-                return
-            self._items[key] = (value, size)
-            self.total_bytes += size
-            while self.total_bytes > self.max_bytes:
-                self.total_bytes -= self._items.popitem(last=False)[1][1]
-
-    def items(self) -> list:
-        with self._lock:
-            return [(key, value) for key, (value, _) in self._items.items()]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.total_bytes = 0
+        super().__init__(int(max_bytes), sizeof)
