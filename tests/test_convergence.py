@@ -218,3 +218,21 @@ def test_no_deprecated_transformers_api(tiny, arch, monkeypatch):
     assert reused.options["prefix_reuse"] and not plain.options["prefix_reuse"]
     np.testing.assert_allclose(reused.raw, plain.raw, rtol=1e-5, atol=1e-6 * np.abs(plain.raw).max())
     assert I._cache_keyword(ex.model) == "cache"
+
+
+# ---------------------------------------------------------------------------- a real model (slow)
+@pytest.mark.slow
+def test_smollm_ig_at_50_steps_warns_and_auto_converges(smollm):
+    """The issue's case: on SmolLM2 the paper's 50 nodes leave IG far from completeness."""
+    from xattr_lab.tasks import ioi_prompts
+
+    text = ioi_prompts(smollm.tokenizer, n=2, seed=0).positive[1]
+    with pytest.warns(RuntimeWarning, match="IG \\(50 steps\\) has not converged"):
+        fixed = smollm.attribute(text, method="ig", baseline="mask", steps=50)
+    assert fixed.options["relative_completeness_error"] > 0.05 and not fixed.options["converged"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        auto = smollm.attribute(text, method="ig", baseline="mask", steps="auto")
+    assert auto.options["converged"] and auto.options["relative_completeness_error"] <= 0.05
+    exact = smollm.attribute(text, method="sig", steps="exact")
+    assert exact.options["converged"] and exact.options["relative_completeness_error"] == 0.0
