@@ -117,19 +117,19 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
     _model(p)
     _outputs(p, "heads", front_end)
 
-    circuit = registry.spec("circuit")
+    circuit, _FLAGS, _KINDS = registry.spec("circuit"), {"center_heads"}, {"position": token_position, "l1": number}
     p = sub.add_parser("circuit", help="SAE circuit codes over attention heads", description=circuit.summary)
     _model(p)
     for side in ("positive", "negative"):
         p.add_argument(f"--{side}", default=None, metavar=fe["source"], help=fe["prompts"].format(side))
     for option in circuit.options:
         flag = "--" + option.name.replace("_", "-")
-        if isinstance(option.default, bool):
-            p.add_argument(flag, action="store_true", help=option.help)
+        if option.name in _FLAGS:
+            p.add_argument(flag, action="store_true", default=option.default, help=option.help)
         else:
-            kind = token_position if option.name == "position" else number if isinstance(option.default, float) \
-                else type(option.default)
-            p.add_argument(flag, type=kind, default=option.default, help=f"{option.help} (default {option.default})")
+            kind = _KINDS.get(option.name) or (number if isinstance(option.default, float) else type(option.default))
+            p.add_argument(flag, type=kind, default=option.default, choices=option.choices,
+                           help=f"{option.help} (default {option.default})")
     _outputs(p, "circuit", front_end)
 
     p = sub.add_parser("evaluate", help="faithfulness of attribution methods over texts",
@@ -215,8 +215,9 @@ def steps_option(method: str, value) -> dict:
 
 
 def circuit_kwargs(args) -> dict:
-    """The circuit options of ``args``, by their registry names."""
-    return {o.name: getattr(args, o.name) for o in registry.spec("circuit").options}
+    """The circuit options the user gave, by their registry names (None: the recipe decides)."""
+    given = {o.name: getattr(args, o.name) for o in registry.spec("circuit").options}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def options(args) -> dict:

@@ -149,7 +149,12 @@ def test_magic_and_cli_share_one_parser():
     assert all(name in explain_help for name in registry.ATTRIBUTION_METHODS)
     defaults = registry.spec("circuit").option_defaults()
     args = commands.parse_args(cli.build_parser(), ["circuit"])
-    assert commands.circuit_kwargs(args) == defaults
+    assert commands.circuit_kwargs(args) == {name: value for name, value in defaults.items() if value is not None}
+    # options left to the recipe are not passed: --recipe xattr gets xattr's l1/position/centring
+    chosen = commands.circuit_kwargs(commands.parse_args(cli.build_parser(), ["circuit", "--recipe", "xattr"]))
+    assert chosen["recipe"] == "xattr" and not {"l1", "position", "center_heads"} & set(chosen)
+    given = commands.circuit_kwargs(commands.parse_args(cli.build_parser(), ["circuit", "--l1", "0.5", "--center-heads"]))
+    assert given["l1"] == 0.5 and given["center_heads"] is True
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -90,12 +90,14 @@ SPECS: tuple[MethodSpec, ...] = (
                        "centred heads unless given)", ("paper", "xattr")),
                 Option("scoring", "count", "node score: 'count' of codes only in positives (paper) or 'jsd' of the "
                        "code histograms", ("count", "jsd")),
-                Option("features", 200, "SAE features"), Option("l1", 0.02, "SAE L1 penalty"),
+                Option("features", 200, "SAE features"),
+                Option("l1", None, "SAE L1 penalty (None: the recipe's, 0.02 paper / 0.1 xattr)"),
                 Option("epochs", 500, "SAE training epochs"),
                 Option("examples", 10, "prompts per class that train the SAE (the first ones)"),
                 Option("score_examples", 250, "prompts per class scored after those, never trained on"),
-                Option("position", "mean", "'mean' over tokens or one token index"),
-                Option("center_heads", False, "subtract each head's mean output before the SAE (xattr)"),
+                Option("position", None, "'mean' over tokens or one token index (None: the recipe's, mean / -1)"),
+                Option("center_heads", None, "subtract each head's mean output before the SAE (None: the recipe's, "
+                       "off / on)"),
                 Option("seed", 0, "random seed"))),
 )
 
