@@ -172,9 +172,13 @@ class Attribution(Result):
     def __repr__(self) -> str:
         top = np.argsort(-np.abs(np.nan_to_num(self.scores)), kind="stable")[:5]
         best = ", ".join(f"{self.tokens[i]!r}:{self.scores[i]:+.3f}" for i in top)
+        badge = ""
+        if (self.options or {}).get("converged") is False:
+            error = self.options.get("relative_completeness_error")
+            badge = f", NOT CONVERGED: completeness error {error:.0%}" if isinstance(error, (int, float)) else ", NOT CONVERGED"
         return (
             f"Attribution(method={self.method!r}, target={self.target_label or self.target!r}, "
-            f"n={len(self.tokens)}, top=[{best}])"
+            f"n={len(self.tokens)}, top=[{best}]{badge})"
         )
 
 

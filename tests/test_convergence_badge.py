@@ -74,3 +74,16 @@ def test_saved_json_carries_what_the_renderer_reads():
     again = json.loads(json.dumps(payload, allow_nan=False))
     assert again["options"]["converged"] is False
     assert again["options"]["relative_completeness_error"] == pytest.approx(0.5412)
+
+
+def test_text_repr_says_not_converged():
+    """The text/plain part of a result's bundle carries the badge too."""
+    import numpy as np
+
+    from xattr_lab.results import Attribution
+
+    base = dict(tokens=["a", "b"], scores=np.array([0.5, -0.5]), raw=np.array([1.0, -1.0]), target=0, method="ig")
+    bad = Attribution(**base, options={"converged": False, "relative_completeness_error": 0.54})
+    good = Attribution(**base, options={"converged": True, "relative_completeness_error": 0.01})
+    assert "NOT CONVERGED: completeness error 54%" in repr(bad)
+    assert "CONVERGED" not in repr(good)

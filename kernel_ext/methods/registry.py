@@ -48,6 +48,8 @@ _RESIDUAL = Option("residual", 0.5, "weight of the identity added to each attent
 _SOURCES = Option("sources", None, "rows to explain: None = the readout token ([CLS]/first, or the predicting position); 'all'; positions")
 _GAF_SOURCES = Option("sources", None, "rows to explain: None = every token for encoder classifiers (the GAF paper), "
                       "the predicting position for LMs; 'cls'/'readout'; 'all'; positions")
+_CONVERGENCE_TOL = Option("convergence_tol", 0.05, "relative completeness error under which a result counts as "
+                          "converged (and steps='auto' stops)")
 _STEPS = Option("steps", 50, "quadrature nodes (int); 'auto' grows them to the tolerance; 'exact' (sig) the limit")
 
 SPECS: tuple[MethodSpec, ...] = (
@@ -69,11 +71,13 @@ SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("ig", "attribution", "xattr_lab.methods.gradients",
                "Integrated Gradients from a baseline token", "Sundararajan et al. (2017)",
                (_STEPS, Option("baseline", "pad", "baseline token: pad, mask or zero"),
-                Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _TRUNCATE)),
+                Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _CONVERGENCE_TOL,
+                Option("max_steps", 1024, "cap on the nodes steps='auto' may use"), _TRUNCATE)),
     MethodSpec("sig", "attribution", "xattr_lab.methods.gradients",
                "Sequential Integrated Gradients: each word moved alone from [MASK]", "Enguehard (2023)",
                (_STEPS, Option("baseline", "mask", "baseline token: mask, pad or zero"),
-                Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _TRUNCATE)),
+                Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _CONVERGENCE_TOL,
+                Option("max_steps", 128, "cap on the nodes per token steps='auto' may use"), _TRUNCATE)),
     MethodSpec("grad_x_input", "attribution", "xattr_lab.methods.gradients",
                "gradient times input embedding (one backward pass)", "", (_TRUNCATE,)),
     MethodSpec("flow", "flow", "xattr_lab.methods.flows",
