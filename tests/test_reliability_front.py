@@ -162,10 +162,11 @@ def test_line_breaks_and_bidi_controls_in_explained_text(ip, tiny_defaults, caps
     assert ip.user_ns["r"].text == "a fine\nfilm\nindeed" and "film" in ip.user_ns["r"].tokens
     assert commands._lines("one\u0085two\u2029three\r\nfour\x0cstill four") == ["one", "two", "three",
                                                                                 "four\x0cstill four"]
-    ip.run_cell_magic("xattr", "explain --out r2", "a \u202egood\u202c film")
+    ip.user_ns.pop("r_bidi", None)  # the shell is shared by the test session
+    ip.run_cell_magic("xattr", "explain --out r_bidi", "a \u202egood\u202c film")
     out = capsys.readouterr().out
     assert "U+202E (RIGHT-TO-LEFT OVERRIDE) at character 2" in out and "Traceback" not in out
-    assert "r2" not in ip.user_ns
+    assert "r_bidi" not in ip.user_ns
 
 
 # ---------------------------------------------------------------------------- xattr lab
