@@ -2,7 +2,7 @@
 SENTENCE ?= A gripping, beautifully acted film that never lets go.
 PY := .venv/bin/python
 
-.PHONY: setup setup-dev demo test test-fast bench clean
+.PHONY: setup setup-dev demo test test-fast bench results clean
 
 setup:
 	bash scripts/setup.sh
@@ -30,6 +30,10 @@ test-fast:
 ## benchmarks (opt-in), side-by-side ratios against reference implementations
 bench:
 	$(PY) -m pytest tests/benchmarks --benchmark-only -p no:cacheprovider -o addopts=""
+
+## every table of the README's Results section (resumable; outputs under results/)
+results: setup
+	$(PY) scripts/results.py
 
 clean:
 	rm -rf build *.egg-info labextension/dist labextension/lib .pytest_cache
