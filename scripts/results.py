@@ -44,6 +44,10 @@ class Step:
     outputs: tuple[str, ...] = field(default=())  # files under {out} that must exist for a skip
 
     def command(self, out: str | Path = "results", python: str = PY) -> list[str]:
+        """The command line, run from the repository root (``out`` shown relative to it when inside)."""
+        out = Path(out)
+        if out.is_absolute() and out.is_relative_to(ROOT):
+            out = out.relative_to(ROOT)
         return [python] + [a.replace("{out}", str(out)) for a in self.argv]
 
 
@@ -66,12 +70,12 @@ STEPS: tuple[Step, ...] = (
          outputs=("convergence/rows.json",)),
     Step("circuits-truth-ioi", "SAE circuits: path-patching truth, IOI (cached once)",
          ("scripts/circuits_report.py", "truth", "--task", "ioi"), models=("smollm2-135m",)),
-    Step("circuits-truth-toy", "SAE circuits: path-patching truth, toy induction model (cached once)",
-         ("scripts/circuits_report.py", "truth", "--task", "toy"), models=("toy-induction",)),
     Step("circuits-ioi", "SAE circuits: IOI on smollm2-135m",
-         ("scripts/circuits_report.py", "table", "--task", "ioi", "--runs", "5"), models=("smollm2-135m",)),
+         ("scripts/circuits_report.py", "table", "--task", "ioi", "--runs", "5", "--examples", "10",
+          "--score-examples", "250"), models=("smollm2-135m",)),
     Step("circuits-toy", "SAE circuits: toy induction model",
-         ("scripts/circuits_report.py", "table", "--task", "toy", "--runs", "10"), models=("toy-induction",)),
+         ("scripts/circuits_report.py", "table", "--task", "toy", "--runs", "10", "--examples", "10",
+          "--score-examples", "250"), models=("toy-induction",)),
     Step("bench", "GAF solver speed, SIG speed (benchmarks)",
          ("-m", "pytest", "tests/benchmarks", "--benchmark-only", "-p", "no:cacheprovider", "-o", "addopts="),
          group="bench"),
@@ -123,8 +127,8 @@ def run_step(step: Step, out: Path, python: str = sys.executable) -> tuple[int, 
     """Run one step from the repository root; stdout to the console and ``out/<name>.log``."""
     out.mkdir(parents=True, exist_ok=True)
     for argument in step.command(out, python):  # folders named in the command (a file's parent)
-        if argument.startswith(str(out)):
-            path = Path(argument)
+        path = ROOT / argument  # an absolute argument stays itself
+        if path.resolve().is_relative_to(out):
             (path.parent if path.suffix else path).mkdir(parents=True, exist_ok=True)
     log = out / f"{step.name}.log"
     started = time.perf_counter()
@@ -163,7 +167,8 @@ def select(names=None, groups=("main",)) -> list[Step]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="output folder, relative to the repository root (default results/)")
     parser.add_argument("--only", nargs="+", default=None, metavar="STEP", help="these steps only")
     parser.add_argument("--group", nargs="+", default=["main"], choices=["main", "bench"])
     parser.add_argument("--list", action="store_true", help="print every step's command and exit")
@@ -177,7 +182,7 @@ def main(argv=None) -> int:
         return 0
     from tqdm.auto import tqdm
 
-    out = args.out.resolve() if not args.out.is_absolute() else args.out
+    out = (ROOT / args.out).resolve()  # a relative --out is under the repository root, where steps run
     failed = []
     code_version = package_version()
     with tqdm(steps, desc="results", unit="step", file=sys.stderr) as bar:
