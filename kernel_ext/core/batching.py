@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import BudgetError, InputError
+from .budget import available_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import ModelSession
@@ -26,19 +27,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def available_memory(device: torch.device) -> int:
     """Free bytes on ``device`` (CUDA: free device memory; CPU: the OS's available memory)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil ships with jupyter
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    return 2 << 30  # pragma: no cover
+    return available_bytes(device)
 
 
 def auto_batch_size(ex: "ModelSession", n: int, *, cap: int = 256) -> int:
