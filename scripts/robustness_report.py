@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shard", default="0/1", help="i/n: compute texts with index %% n == i")
     parser.add_argument("--collect", action="store_true", help="only read the cache and print tables")
+    parser.add_argument("--cache", type=Path, help="read/write records in this folder instead of the keyed one "
+                        "(e.g. to tabulate a finished run after the method code changed)")
     parser.add_argument("--draws", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path)
@@ -132,7 +134,9 @@ def main(argv=None) -> int:
     limits = {m: int(n) for m, n in (item.split("=") for item in args.limit)}
     shard = tuple(int(x) for x in args.shard.split("/"))
     started = time.perf_counter()
-    records = E.run_experiment(ex, texts, config, limits=limits, shard=shard, compute=not args.collect)
+    records = E.run_experiment(ex, texts, config, limits=limits, shard=shard, compute=not args.collect,
+                               cache=args.cache or True)
+    print(f"cache: {args.cache or 'cache_dir()/robustness/' + config.key(E._fingerprint(ex))}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     expected = sum(min(limits.get(m, len(texts)), len(texts)) for m in config.methods)
     print(f"{args.model}: {len(records)} of {expected} (method, text) records, {elapsed:.0f} s this run; "
