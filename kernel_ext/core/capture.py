@@ -76,6 +76,25 @@ def record_projection_inputs(
         session.add_hook(proj, hook, pre=True)
 
 
+def projection_inputs_by_batch(session: "ModelSession", ids: torch.Tensor, mask: torch.Tensor, batch_size: int,
+                               reduce: Callable[[torch.Tensor], torch.Tensor]):
+    """Yield, batch by batch, ``{layer: reduce(z)}`` for every attention output projection's input z.
+
+    One forward per batch of ``ids``/``mask`` (N, n), stopped after the last projection; hooks and
+    modes are restored when the generator finishes (run it to the end, or close it).
+    """
+    with session.restored(), torch.no_grad():
+        store: dict[int, torch.Tensor] = {}
+        record_projection_inputs(session, store, reduce, stop_after_last=True)
+        for start in range(0, ids.shape[0], batch_size):
+            store.clear()
+            try:
+                session.forward(input_ids=ids[start : start + batch_size], attention_mask=mask[start : start + batch_size])
+            except _StopForward:
+                pass
+            yield dict(store)
+
+
 def _check_recorded(session: "ModelSession", recorded: dict[int, torch.Tensor]) -> None:
     L = session.adapter.n_layers
     if len(recorded) != L:

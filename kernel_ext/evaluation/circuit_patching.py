@@ -28,7 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.capture import _StopForward, encode_batch, equal_lengths, progress_bar, record_projection_inputs
+from ..core.capture import _StopForward, encode_batch, equal_lengths, progress_bar
+from ..core.capture import projection_inputs_by_batch
 from ..core.session import ModelSession
 from ..errors import InputError
 
@@ -50,17 +51,9 @@ class PatchRuns:
 
 def _record_z(ex: ModelSession, ids: torch.Tensor, mask: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     parts: dict[int, list[torch.Tensor]] = {l: [] for l in range(ex.adapter.n_layers)}
-    with ex.restored(), torch.no_grad():
-        store: dict[int, torch.Tensor] = {}
-        record_projection_inputs(ex, store, lambda z: z.detach().float().cpu(), stop_after_last=True)
-        for s in range(0, ids.shape[0], batch_size):
-            store.clear()
-            try:
-                ex.forward(input_ids=ids[s : s + batch_size], attention_mask=mask[s : s + batch_size])
-            except _StopForward:
-                pass
-            for layer, z in store.items():
-                parts[layer].append(z)
+    for batch in projection_inputs_by_batch(ex, ids, mask, batch_size, lambda z: z.detach().float().cpu()):
+        for layer, z in batch.items():
+            parts[layer].append(z)
     return [torch.cat(parts[l]) for l in range(ex.adapter.n_layers)]
 
 

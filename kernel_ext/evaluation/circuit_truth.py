@@ -18,8 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.capture import _StopForward, check_prompts as _check_prompts, encode_batch as _encode_batch
-from ..core.capture import equal_lengths as _equal_lengths, progress_bar as _progress, record_projection_inputs
+from ..core.capture import check_prompts as _check_prompts, encode_batch as _encode_batch
+from ..core.capture import equal_lengths as _equal_lengths, progress_bar as _progress
+from ..core.capture import projection_inputs_by_batch
 from ..core.session import ModelSession
 from ..errors import InputError
 
@@ -53,17 +54,9 @@ def _as_metric(metric: Any) -> Metric:
 def _mean_projection_inputs(ex: ModelSession, ids: torch.Tensor, mask: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Mean over prompts of each layer's output-projection input z at each position: L x (n, H*head_dim)."""
     sums: dict[int, torch.Tensor] = {}
-    with ex.restored(), torch.no_grad():
-        batch: dict[int, torch.Tensor] = {}
-        record_projection_inputs(ex, batch, lambda z: z.sum(dim=0), stop_after_last=True)
-        for start in range(0, ids.shape[0], batch_size):
-            batch.clear()
-            try:
-                ex.forward(input_ids=ids[start : start + batch_size], attention_mask=mask[start : start + batch_size])
-            except _StopForward:
-                pass
-            for layer, total in batch.items():
-                sums[layer] = total if layer not in sums else sums[layer] + total
+    for batch in projection_inputs_by_batch(ex, ids, mask, batch_size, lambda z: z.sum(dim=0)):
+        for layer, total in batch.items():
+            sums[layer] = total if layer not in sums else sums[layer] + total
     return [sums[l] / ids.shape[0] for l in range(ex.adapter.n_layers)]
 
 
