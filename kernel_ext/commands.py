@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .command_inputs import FileInputs, Inputs, NamespaceInputs, normalise  # noqa: F401  (commands.* names)
 from .constants import DEFAULT_MODEL
 from .core.budget import check_text
 from .core.cache import LRUCache
@@ -242,94 +242,6 @@ def options(args) -> dict:
             kwargs["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
         return kwargs
     return {}
-
-
-# ---------------------------------------------------------------------------- inputs
-_LINE_BREAKS = re.compile("\r\n|[\r\u0085\u2028\u2029]")
-
-
-def normalise(text: str) -> str:
-    """Line breaks as \\n: \\r\\n, \\r, U+0085 NEXT LINE and the line/paragraph separators."""
-    return _LINE_BREAKS.sub("\n", text)
-
-
-def _lines(text: str | None) -> list[str]:
-    """Non-blank lines, split at line breaks only (not at \\v, \\f, \\x1c-\\x1e as ``str.splitlines``)."""
-    return [line.strip() for line in normalise(text or "").split("\n") if line.strip()]
-
-
-class Inputs:
-    """Where a front end finds texts and prompts; subclasses say how a ``NAME``/``FILE`` is read."""
-
-    source, text_hint, texts_hint, prompts_hint = "NAME", "", "", ""
-
-    def __init__(self, cell: str | None = None):
-        self.cell = cell
-
-    def read(self, name: str, what: str) -> list[str]:
-        raise NotImplementedError
-
-    def text(self, args) -> str:
-        text = normalise(" ".join(args.text) or (self.cell or "").strip())
-        if not text:
-            raise UsageError(f"{args.command}: give a text{self.text_hint}")
-        return text
-
-    def texts(self, args) -> list[str]:
-        texts = self.read(args.texts, "texts") if args.texts else _lines(self.cell)
-        if not texts:
-            raise UsageError(f"evaluate: {self.texts_hint}")
-        return texts
-
-    def prompts(self, args) -> tuple[list[str], list[str]]:
-        src = self.source
-        if args.positive or args.negative:
-            if not (args.positive and args.negative):
-                raise UsageError(f"circuit: give both --positive {src} and --negative {src}")
-            return self.read(args.positive, "positive prompts"), self.read(args.negative, "negative prompts")
-        lines = [line.strip() for line in normalise(self.cell or "").split("\n")]
-        if "---" not in lines:
-            raise UsageError(f"circuit: give --positive {src} --negative {src}{self.prompts_hint}")
-        split = lines.index("---")
-        return _lines("\n".join(lines[:split])), _lines("\n".join(lines[split + 1:]))
-
-
-class NamespaceInputs(Inputs):
-    """``%xattr``: a NAME is a variable of the user namespace; the ``%%xattr`` cell body is text."""
-
-    text_hint = ", or use %%xattr with the text as the cell body"
-    texts_hint = "name a list of texts (e.g. %xattr evaluate TEXTS) or put one per line in a %%xattr evaluate cell"
-    prompts_hint = ", or a %%xattr circuit cell with positives, a line '---', then negatives"
-
-    def __init__(self, cell: str | None = None, namespace: dict | None = None):
-        super().__init__(cell)
-        self.namespace = {} if namespace is None else namespace
-
-    def read(self, name: str, what: str) -> list[str]:
-        if name not in self.namespace:
-            raise UsageError(f"no variable {name!r} in the namespace (it should hold the {what})")
-        value = self.namespace[name]
-        texts = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
-        if texts is None or not all(isinstance(t, str) for t in texts):
-            raise UsageError(f"{name!r} should hold the {what} as a list of strings, not {type(value).__name__}")
-        return [normalise(t) for t in texts]
-
-
-class FileInputs(Inputs):
-    """``xattr``: a FILE holds one text or prompt per line."""
-
-    source = "FILE"
-    texts_hint = "give a text file, one text per line (xattr evaluate FILE)"
-
-    def read(self, name: str, what: str) -> list[str]:
-        try:
-            text = Path(name).read_text(encoding="utf-8")
-        except OSError as error:
-            raise UsageError(f"cannot read {name}: {error.strerror}") from error
-        lines = _lines(text)
-        if not lines:
-            raise UsageError(f"{name} holds no {what} (one per line)")
-        return lines
 
 
 # ---------------------------------------------------------------------------- run

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from xattr_lab import cli, commands, magic, widgets
+from xattr_lab import cli, command_inputs, commands, magic, widgets
 from xattr_lab.results import Attribution, FlowResult, HeadStats
 
 
@@ -160,7 +160,7 @@ def test_line_breaks_and_bidi_controls_in_explained_text(ip, tiny_defaults, caps
     \\v, \\f and U+001C-U+001E; a bidi override reached the tokens shown."""
     ip.run_cell_magic("xattr", "explain --out r", "a fine\u0085film\u2028indeed")
     assert ip.user_ns["r"].text == "a fine\nfilm\nindeed" and "film" in ip.user_ns["r"].tokens
-    assert commands._lines("one\u0085two\u2029three\r\nfour\x0cstill four") == ["one", "two", "three",
+    assert command_inputs._lines("one\u0085two\u2029three\r\nfour\x0cstill four") == ["one", "two", "three",
                                                                                 "four\x0cstill four"]
     ip.user_ns.pop("r_bidi", None)  # the shell is shared by the test session
     ip.run_cell_magic("xattr", "explain --out r_bidi", "a \u202egood\u202c film")
