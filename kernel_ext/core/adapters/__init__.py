@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import ModelError
-from . import bert, distilbert, gpt2, llama
+from . import bert, bloom, distilbert, falcon, gpt2, gpt_neox, llama, modernbert, opt
 from .base import Adapter, Family, build_adapter, head_kind, parameter
 
 #: Tried in this order; the first family whose model types and module names match builds the adapter.
@@ -17,6 +17,11 @@ FAMILIES: list[Family] = [
     distilbert.FAMILY,
     gpt2.FAMILY,
     llama.FAMILY,
+    gpt_neox.FAMILY,
+    opt.FAMILY,
+    falcon.FAMILY,
+    bloom.FAMILY,
+    modernbert.FAMILY,
 ]
 
 
