@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import warnings
 from typing import Any, Callable, Sequence
 
 from .constants import DEFAULT_MODEL
@@ -21,7 +22,7 @@ from .core import budget, loading
 from .core.encoding import Encoding
 from .core.session import ModelSession
 from .errors import InputError, InputTypeError
-from .methods import registry
+from .methods import registry, words
 
 _UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
 
@@ -32,21 +33,57 @@ class Explainer(ModelSession):
     Build one with :func:`xattr_lab.load`. ``head`` is "classifier", "causal_lm" or "masked_lm".
     """
 
-    def attribute(self, text: str, method: str = "sig", target: Any = None, **options: Any):
+    def attribute(self, text: str, method: str = "sig", target: Any = None, granularity: str = "token", **options: Any):
         """Token attributions for ``text`` -> :class:`xattr_lab.results.Attribution`.
 
         method: one of ``xattr_lab.METHODS`` (see ``xattr_lab.methods.registry``); options go to the method.
+        granularity: "token" (subword tokens) or "word" (tokens merged into words by the tokenizer's
+        offsets, scores by the method's rule: :mod:`xattr_lab.methods.words`).
         """
         if not isinstance(method, str) or method not in registry.ATTRIBUTION_METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")
-        return self._verb(method, [text], target, options,
-                          lambda: registry.function(method)(self, text, method=method, target=target, **options))
+        words.check_granularity(granularity)
+        result = self._verb(method, [text], target, options,
+                            lambda: registry.function(method)(self, text, method=method, target=target, **options))
+        return self._words(result, text, options, granularity, words.attribution_to_words)
 
-    def flow(self, text: str, info: str = "agf", target: Any = None, residual: float | None = None, **options: Any):
-        """Generalized Attention Flow -> :class:`xattr_lab.results.FlowResult`."""
+    def flow(self, text: str, info: str = "agf", target: Any = None, residual: float | None = None,
+             granularity: str = "token", **options: Any):
+        """Generalized Attention Flow -> :class:`xattr_lab.results.FlowResult` (``granularity`` as in
+        :meth:`attribute`: "word" merges each word's nodes in every layer)."""
+        words.check_granularity(granularity)
         checked = {"info": info, "residual": residual, **options}
-        return self._verb("flow", [text], target, checked, lambda: registry.function("flow")(
+        result = self._verb("flow", [text], target, checked, lambda: registry.function("flow")(
             self, text, info=info, target=target, residual=residual, **options))
+        return self._words(result, text, options, granularity, words.flow_to_words)
+
+    def attribute_generation(self, prompt: str, max_new_tokens: int = 20, method: str = "ig", target: str | None = None,
+                             callback: Callable[[Any], Any] | None = None, **options: Any):
+        """Generate (greedy, or teacher-force ``target`` text) and attribute every generated token to
+        the prompt and the earlier tokens -> :class:`xattr_lab.results.GenerationResult`.
+
+        method: "ig", "sig", "attention", "rollout" or "gaf"; options go to it. ``callback(partial)``
+        gets the result after each row; returning False stops the run (``Cancelled``). See
+        :func:`xattr_lab.methods.generation.attribute_generation`.
+        """
+        _check_values(options)
+        if target is not None and not isinstance(target, str):
+            raise InputTypeError(f"target must be None (greedy) or a text to teacher-force, not {type(target).__name__}")
+        with self.restored():
+            return registry.function("generate")(self, prompt, max_new_tokens=max_new_tokens, method=method,
+                                                   target=target, callback=callback, **options)
+
+    def _words(self, result, text, options: dict, granularity: str, convert):
+        """The result over words when ``granularity == "word"`` (the encoding as the method saw it)."""
+        if granularity == "token":
+            return result
+        if isinstance(text, Encoding):
+            encoding = text
+        else:
+            with warnings.catch_warnings():  # the method already warned about truncation
+                warnings.simplefilter("ignore")
+                encoding = self.encode(text, truncate=bool(options.get("truncate", False)))
+        return convert(self, result, encoding.input_ids[0].tolist(), encoding.special_mask)
 
     def heads(self, text: str | Sequence[str], **options: Any):
         """Attention geometry -> :class:`xattr_lab.results.HeadStats` (mean over a list of texts)."""

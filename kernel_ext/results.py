@@ -315,3 +315,62 @@ class CircuitResult(Result):
         H = max(self.n_heads, 1)
         heads = ", ".join(f"{i // H}.{i % H}" for i in top)
         return f"CircuitResult(L={self.n_layers}, H={self.n_heads}, top heads=[{heads}])"
+
+
+@dataclass
+class GenerationResult(Result):
+    """Attributions of every generated token to the prompt and the earlier tokens.
+
+    tokens: (n,) all tokens, prompt (incl. BOS) then generated, n = prompt_length + T.
+    generated: (T,) the generated tokens as text (``tokenizer.decode([id])``); generated_ids: (T,).
+    matrix: (T, n) scores; row t explains the token at position ``prompt_length + t`` (read from the
+        logits one position earlier) over columns ``0 .. prompt_length + t - 1``; the columns from
+        ``prompt_length + t`` on are NaN (not inputs of that prediction); rows not computed yet
+        (a streaming partial result, ``options["rows_done"]``) are NaN.
+    raw: (T, n) the method's raw scores the same way (IG/SIG: logit units).
+    target: the teacher-forced text, or None for greedy generation.
+    """
+
+    kind: ClassVar[str] = "generation"
+    array_fields: ClassVar[tuple[str, ...]] = ("matrix", "raw")
+
+    tokens: list[str]
+    generated: list[str]
+    matrix: np.ndarray
+    raw: np.ndarray | None = None
+    generated_ids: list[int] = field(default_factory=list)
+    prompt_length: int = 0
+    method: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""
+    target: str | None = None
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.raw is None:
+            self.raw = self.matrix.copy()
+        n, T = len(self.tokens), len(self.generated)
+        if self.matrix.shape != (T, n) or self.raw.shape != (T, n) or self.prompt_length + T != n:
+            raise ValueError(f"matrix {self.matrix.shape} and raw {self.raw.shape} must be (T, n) = ({T}, {n}) "
+                             f"with prompt_length ({self.prompt_length}) + T = n")
+        self.prompt_length = int(self.prompt_length)
+
+    def row(self, t: int) -> Attribution:
+        """Generated token ``t``'s attribution over its inputs (``tokens[:prompt_length + t]``)."""
+        T = len(self.generated)
+        if not -T <= t < T:
+            raise IndexError(f"generated token {t} out of range 0..{T - 1}")
+        t %= T
+        m = self.prompt_length + t
+        ids = self.generated_ids[t] if t < len(self.generated_ids) else None
+        rows = self.options.get("rows") or []
+        return Attribution(tokens=self.tokens[:m], scores=self.matrix[t, :m], raw=self.raw[t, :m], target=ids,
+                           method=self.method, options={**(rows[t] if t < len(rows) else {}), "generated_index": t},
+                           text=self.prompt + "".join(self.generated[:t]), model=self.model,
+                           target_label=self.generated[t])
+
+    def __repr__(self) -> str:
+        text = "".join(self.generated)
+        return (f"GenerationResult(method={self.method!r}, prompt tokens={self.prompt_length}, "
+                f"generated={len(self.generated)} {text[:40]!r}, rows done={self.options.get('rows_done', '?')})")

@@ -9,11 +9,12 @@ it on first use. This module is pure data: no numpy, no torch (the front end rea
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 #: Result kinds and the ``Explainer`` verb that returns each.
-KINDS = {"attribution": "attribute", "flow": "flow", "heads": "heads", "circuit": "circuit"}
+KINDS = {"attribution": "attribute", "flow": "flow", "heads": "heads", "circuit": "circuit",
+         "generation": "attribute_generation"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,23 @@ SPECS: tuple[MethodSpec, ...] = (
                 Option("seed", 0, "random seed"))),
 )
 
-_BY_NAME = {spec.name: spec for spec in SPECS}
+#: Every attribution method and ``flow`` take ``granularity``; the Explainer applies it after the method
+#: (:mod:`xattr_lab.methods.words`). Not in the README's method table: one line below it says so.
+GRANULARITY = Option("granularity", "token", "token: subword tokens; word: tokens merged into whitespace-delimited "
+                     "words by the tokenizer's offsets (sum, or max-abs for attention_flow)", ("token", "word"))
+SPECS = tuple(replace(s, options=s.options + (GRANULARITY,)) if s.kind in ("attribution", "flow") else s for s in SPECS)
+#: ``ex.attribute_generation``: a verb over the attribution methods, not one of them (kept out of
+#: :data:`SPECS`, the README's method table, and :data:`ATTRIBUTION_METHODS`).
+GENERATION_METHODS = ("ig", "sig", "attention", "rollout", "gaf")
+GENERATE = MethodSpec(
+    "generate", "generation", "xattr_lab.methods.generation",
+    "attribute every generated token (greedy, or a given target text) to the prompt and the earlier tokens", "",
+    (Option("method", "ig", "attribution method run for each generated token", GENERATION_METHODS),
+     Option("max_new_tokens", 20, "tokens to generate greedily (ignored when a target text is given)"),
+     Option("target", None, "a target text to teacher-force instead of greedy generation"),
+     Option("stop_at_eos", True, "stop after the end-of-sequence token")))
+
+_BY_NAME = {spec.name: spec for spec in SPECS + (GENERATE,)}
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}
 
 
@@ -156,6 +173,6 @@ def markdown_table() -> str:
     """The README's method table, generated from :data:`SPECS`."""
     rows = ["| method | returns | what it computes | paper | options (default) |", "|---|---|---|---|---|"]
     for s in SPECS:
-        opts = ", ".join(f"`{o.name}` ({o.default!r})" for o in s.options if o.name != "truncate")
+        opts = ", ".join(f"`{o.name}` ({o.default!r})" for o in s.options if o.name not in ("truncate", "granularity"))
         rows.append(f"| `{s.name}` | {s.kind} | {s.summary} | {s.paper} | {opts} |")
     return "\n".join(rows)
