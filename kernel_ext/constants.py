@@ -8,7 +8,11 @@ DEFAULT_MODEL = "minilm-rt"
 SCHEMA = "xattr.v1"
 MIME_TYPE = "application/vnd.xattr.v1+json"
 
+#: The saved display payload, v2 (what the views draw, compact arrays; ``xattr_lab.payload``).
+SCHEMA_V2 = "xattr.v2"
+MIME_TYPE_V2 = "application/vnd.xattr.v2+json"
+
 #: ipywidgets' MIME type (a live view in a display bundle).
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
-__all__ = ["DEFAULT_MODEL", "SCHEMA", "MIME_TYPE", "WIDGET_MIME"]
+__all__ = ["DEFAULT_MODEL", "SCHEMA", "MIME_TYPE", "SCHEMA_V2", "MIME_TYPE_V2", "WIDGET_MIME"]

@@ -70,7 +70,7 @@ def test_png_draws_the_badge_only_when_not_converged(scores):
 
 
 def test_saved_json_carries_what_the_renderer_reads():
-    payload = widgets.mime_bundle(attribution(False))["application/vnd.xattr.v1+json"]
+    payload = widgets.mime_bundle(attribution(False))["application/vnd.xattr.v2+json"]
     again = json.loads(json.dumps(payload, allow_nan=False))
     assert again["options"]["converged"] is False
     assert again["options"]["relative_completeness_error"] == pytest.approx(0.5412)

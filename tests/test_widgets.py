@@ -18,7 +18,8 @@ import pytest
 from xattr_lab.results import Attribution, CircuitResult, FlowResult, HeadStats, Result
 from xattr_lab import widgets
 from xattr_lab.widgets import core
-from xattr_lab.constants import MIME_TYPE as XATTR_MIME, WIDGET_MIME
+from xattr_lab.constants import MIME_TYPE as XATTR_MIME, MIME_TYPE_V2 as XATTR_MIME_V2, WIDGET_MIME
+from xattr_lab.payload import from_payload, to_payload
 
 HOSTILE = ["[CLS]", "\u0120a", "##b", "<img src=x onerror=alert(1)>", "</script>", "$$x$$", "\"'&", "[SEP]"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -79,7 +80,7 @@ def test_front_end_never_imports_torch():
 LAYERS = ["core", "figures", "export", "bundle", "views", "select", "explorer"]
 PURE = {"xattr_lab", "xattr_lab.constants", "xattr_lab.target_spec", "xattr_lab.methods", "xattr_lab.methods.registry",
         "xattr_lab.graphs", "xattr_lab.graphs.rollout", "xattr_lab.core", "xattr_lab.core.cache",
-        "xattr_lab.core.locking"}  # stdlib/numpy only  # graphs.rollout: numpy only (the one rollout)
+        "xattr_lab.core.locking", "xattr_lab.payload"}  # stdlib/numpy only  # graphs.rollout: numpy only (the one rollout)
 
 
 def _imports(path: Path, package: str) -> list[str]:
@@ -433,12 +434,10 @@ def test_view_json_round_trips_the_result(results):
 def test_mime_bundle_without_a_kernel_is_text_png_json(results):
     a = results["attribution"]
     bundle = widgets.mime_bundle(a)
-    assert set(bundle) == {"text/plain", "image/png", XATTR_MIME}
+    assert {"text/plain", "image/png", XATTR_MIME_V2} <= set(bundle) and XATTR_MIME not in bundle
     assert base64.b64decode(bundle["image/png"]).startswith(PNG_MAGIC)
-    expected = a.to_dict()
-    expected["model_id"] = None
-    assert bundle[XATTR_MIME] == expected
-    json.dumps(bundle[XATTR_MIME], allow_nan=False)
+    assert bundle[XATTR_MIME_V2] == to_payload(a, model_id=None)  # the v2 display payload (xattr_lab.payload)
+    json.dumps(bundle[XATTR_MIME_V2], allow_nan=False)
     assert a._repr_mimebundle_().keys() == bundle.keys()
 
 
@@ -446,15 +445,16 @@ def test_mime_bundle_without_a_kernel_is_text_png_json(results):
 def test_mime_bundle_with_widget_carries_the_model_id(results, kind):
     bundle = widgets.mime_bundle(results[kind], widget=True)
     model_id = bundle[WIDGET_MIME]["model_id"]
-    assert model_id and bundle[XATTR_MIME]["model_id"] == model_id
+    assert model_id and bundle[XATTR_MIME_V2]["model_id"] == model_id
     assert bundle[WIDGET_MIME]["version_major"] == 2
-    assert bundle[XATTR_MIME]["kind"] == results[kind].kind
+    assert bundle[XATTR_MIME_V2]["kind"] == results[kind].kind
 
 
 def test_mime_bundle_nan_scores_stay_valid_json():
     a = Attribution(tokens=["a", "b"], scores=np.array([np.nan, 1.0]))
     bundle = widgets.mime_bundle(a)
-    assert bundle[XATTR_MIME]["scores"] == [None, 1.0]
+    assert np.isnan(from_payload(bundle[XATTR_MIME_V2]).scores[0])
+    assert from_payload(bundle[XATTR_MIME_V2]).scores[1] == 1.0
 
 
 # ---------------------------------------------------------------------------- Explorer

@@ -1,7 +1,7 @@
 """The MIME bundle every result displays as (docs/ARCHITECTURE.md, section "Front end").
 
     application/vnd.jupyter.widget-view+json   the live view (only in a kernel with a front end)
-    application/vnd.xattr.v1+json              result.to_dict() + {"model_id": str | None}
+    application/vnd.xattr.v2+json              xattr_lab.payload.to_payload(result), "model_id": str | None
     image/png                                  base64 PNG (matplotlib)
     text/plain                                 repr(result)
 
@@ -16,7 +16,8 @@ import os
 import threading
 from typing import Any, Callable
 
-from xattr_lab.constants import MIME_TYPE, WIDGET_MIME
+from xattr_lab.constants import MIME_TYPE, MIME_TYPE_V2, WIDGET_MIME
+from xattr_lab.payload import to_payload  # numpy only: no torch
 from xattr_lab.core.cache import LRUCache  # stdlib only: no torch
 
 from . import export
@@ -104,9 +105,7 @@ def mime_bundle(result, view, *, widget: bool | None = None, png: bytes | None =
         entry = widget_entry(view.widget)
         model_id = entry["model_id"]
         bundle[WIDGET_MIME] = entry
-    payload = result.to_dict()
-    payload["model_id"] = model_id
-    bundle[XATTR_MIME] = payload
+    bundle[MIME_TYPE_V2] = to_payload(result, model_id=model_id)  # what the views draw (xattr_lab.payload)
     try:
         bundle["image/png"] = base64.b64encode(view.png_bytes() if png is None else png).decode("ascii")
     except Exception as error:  # never lose the other representations to a drawing problem
@@ -142,11 +141,8 @@ class LinkedViews:
             entry = widget_entry(self.widget)
             model_id = entry["model_id"]
             out[WIDGET_MIME] = entry
-        views = self._active_views()
-        if views:
-            payload = views[0].result.to_dict()
-            payload["model_id"] = model_id
-            out[MIME_TYPE] = payload
+        if self._active_views():  # every linked view's result (xattr_lab.payload, kind "explorer")
+            out[MIME_TYPE_V2] = to_payload(self, model_id=model_id)
         return out
 
     def _ipython_display_(self):

@@ -386,6 +386,10 @@ class Explorer(bundle.LinkedViews):
                 "method": self.method, "target": self.target if not isinstance(self.target, tuple) else list(self.target),
                 "views": {v.view_type: v.to_dict() for v in self._active_views()}}
 
+    def view_results(self) -> dict:
+        """{"strip" | "flow" | "heads": the result each linked view shows} (what the v2 payload keeps)."""
+        return {k: v.result for k, v in (("strip", self.strip), ("flow", self.flow), ("heads", self.heads)) if v}
+
     def png_figure(self):
         """The token strip's PNG figure (what ``to_png`` writes)."""
         if self.strip is None:

@@ -1,0 +1,134 @@
+"""Bytes per saved output kind, before (v1: ``result.to_dict()``) and after (v2: ``to_payload``).
+
+    python scripts/payload_sizes.py                       # both models, every kind, the README table
+    python scripts/payload_sizes.py --cache /tmp/xsizes   # keep the computed results (v1 JSON) to rerun fast
+
+Inputs: a 128-token text on minilm-rt and a 512-token text on smollm2-135m (the issue's size
+targets: <= 1 MB and <= 3 MB per saved output). Every kind is computed on the real model:
+attribution (method "attention"), flow (GAF, AGF information), heads (with attention maps, as the
+head grid saves them), circuit (IOI prompts on smollm2; sentiment-like pairs on minilm-rt) and
+explorer (the strip, flow and heads of the same text, as a saved Explorer keeps them).
+
+Bytes are those of the JSON text a notebook stores (``json.dumps``, no indentation). The explorer's
+"before" is what a saved Explorer held until v2 (its first view's ``to_dict()``: the strip only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"minilm-rt": (128, 1_000_000), "smollm2-135m": (512, 3_000_000)}
+KINDS = ("attribution", "flow", "heads", "circuit", "explorer")
+PARAGRAPH = ("The film opens on a quiet harbour town where nothing seems to happen, and yet every scene hides a "
+             "small surprise: a letter that never arrives, a boat that leaves too early, a song that two strangers "
+             "both remember. The acting is restrained, the music sparse, and the story takes its time. ")
+
+
+def text_of_tokens(tokenizer, n: int) -> str:
+    """The longest prefix (whole words) of a repeated paragraph whose encoding has at most ``n`` tokens."""
+    words = (PARAGRAPH * (1 + 4 * n // len(PARAGRAPH.split()))).split()
+    lo, hi = 1, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer(" ".join(words[:mid]))["input_ids"]) <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
+def compute(model: str, n: int, cache: Path | None) -> dict:
+    """{kind: Result} for ``model`` (from ``cache`` when there)."""
+    from xattr_lab.results import Result
+
+    path = cache / f"{model}-{n}.json" if cache else None
+    if path is not None and path.is_file():
+        return {k: Result.from_dict(v) for k, v in json.loads(path.read_text()).items()}
+    import xattr_lab as xa
+
+    ex = xa.load(model, device="cpu")
+    text = text_of_tokens(ex.tokenizer, n)
+    out = {}
+    for kind, call in (("attribution", lambda: ex.attribute(text, method="attention")),
+                       ("flow", lambda: ex.flow(text)),
+                       ("heads", lambda: ex.heads(text)),
+                       ("circuit", lambda: circuit(ex, model))):
+        started = time.perf_counter()
+        out[kind] = call()
+        print(f"  {model} {kind}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({k: r.to_dict() for k, r in out.items()}))
+    return out
+
+
+def circuit(ex, model: str):
+    """A small SAE circuit run (as examples/05_circuits.ipynb): IOI on a causal LM, else labelled pairs."""
+    if getattr(ex, "head", "") == "causal_lm":
+        from xattr_lab import tasks
+
+        task = tasks.ioi_prompts(ex.tokenizer, n=30, seed=0)
+        positive, negative = task.positive, task.negative
+    else:
+        positive = [f"A wonderful, moving film number {i}." for i in range(20)]
+        negative = [f"A dull, tiresome film number {i}." for i in range(20)]
+    return ex.circuit(positive, negative, recipe="xattr", scoring="jsd", examples=10, score_examples=20,
+                      epochs=150, seed=0, progress=False)
+
+
+class SavedExplorer:
+    """What a saved Explorer holds: the results of its linked views (duck-typed like widgets.Explorer)."""
+
+    view_type = "explorer"
+
+    def __init__(self, results: dict, model: str):
+        self.model_name, self.method, self.target = model, "attention", None
+        self.text = results["attribution"].text
+        self._results = {"strip": results["attribution"], "flow": results["flow"], "heads": results["heads"]}
+
+    def view_results(self) -> dict:
+        return dict(self._results)
+
+    def to_dict(self) -> dict:  # the v1 bundle of an Explorer: its first view's result only
+        return self._results["strip"].to_dict()
+
+
+def sizes(results: dict, model: str, kinds: tuple[str, ...] = KINDS) -> dict[str, tuple[int, int]]:
+    """{kind: (v1 bytes, v2 bytes)} of the JSON a notebook stores (the explorer from the other results)."""
+    from xattr_lab.payload import to_payload
+
+    def nbytes(payload: dict) -> int:
+        return len(json.dumps(payload, allow_nan=False).encode())
+
+    items = dict(results)
+    items["explorer"] = SavedExplorer(results, model)
+    return {kind: (nbytes(items[kind].to_dict()), nbytes(to_payload(items[kind]))) for kind in kinds}
+
+
+def table(rows: dict[str, dict[str, tuple[int, int]]]) -> str:
+    lines = ["| model (tokens) | kind | v1 bytes | v2 bytes | ratio | target |", "|---|---|---:|---:|---:|---|"]
+    for model, by_kind in rows.items():
+        n, limit = TARGETS[model]
+        for kind, (before, after) in by_kind.items():
+            ok = "ok" if after <= limit else "OVER"
+            lines.append(f"| {model} ({n}) | {kind} | {before:,} | {after:,} | {before / after:,.{0 if before >= 10 * after else 2}f}x | "
+                         f"<= {limit // 1_000_000} MB {ok} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=None, help="keep/read computed results (v1 JSON) here")
+    parser.add_argument("--models", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    args = parser.parse_args(argv)
+    rows = {model: sizes(compute(model, TARGETS[model][0], args.cache), model) for model in args.models}
+    print(table(rows))
+    return 0 if all(a <= TARGETS[m][1] for m, r in rows.items() for _, a in r.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
