@@ -1,9 +1,10 @@
 """In-tree PEP 517 backend: build the JupyterLab extension, then delegate to setuptools.
 
-`build_wheel` and `build_editable` run `npm install --no-save` and `npm run build` in `labextension/`
-(with this interpreter's bin folder on PATH so `jupyter-builder` is found) before setuptools
-packs `labextension/dist` as data files. Set ``SKIP_LABEXTENSION_BUILD=1`` for a Python-only
-install (the TypeScript side is then simply not shipped).
+`build_wheel` and `build_editable` run `npm install --no-save`, `npm run build` and `npm run build:player`
+in `labextension/` (with this interpreter's bin folder on PATH so `jupyter-builder` is found) before
+setuptools packs `labextension/dist` as data files and `kernel_ext/widgets/static/xattr-player.js` (the
+text/html player, one esbuild IIFE) as package data. Set ``SKIP_LABEXTENSION_BUILD=1`` for a Python-only
+install (the extension is then not shipped; the committed player file is, as it was last built).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def _build_labextension() -> None:
     # for other OSes) which a registry mirror does not carry, as the one on this machine.
     subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund"], cwd=HERE, env=env, check=True)
     subprocess.run([npm, "run", "build"], cwd=HERE, env=env, check=True)
+    subprocess.run([npm, "run", "build:player"], cwd=HERE, env=env, check=True)
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):

@@ -77,10 +77,10 @@ def test_front_end_never_imports_torch():
 
 #: The front end's layers, bottom to top: a module imports only modules of lower layers (views/*
 #: also each other), and from the rest of xattr_lab only the torch-free pure modules below.
-LAYERS = ["core", "figures", "export", "bundle", "views", "select", "explorer"]
+LAYERS = ["core", "player", "figures", "export", "bundle", "views", "select", "explorer", "notebook_html"]
 PURE = {"xattr_lab", "xattr_lab.constants", "xattr_lab.target_spec", "xattr_lab.methods", "xattr_lab.methods.registry",
         "xattr_lab.graphs", "xattr_lab.graphs.rollout", "xattr_lab.core", "xattr_lab.core.cache",
-        "xattr_lab.core.locking", "xattr_lab.payload"}  # stdlib/numpy only  # graphs.rollout: numpy only (the one rollout)
+        "xattr_lab.core.locking", "xattr_lab.errors", "xattr_lab.payload"}  # stdlib/numpy only  # graphs.rollout: numpy only (the one rollout)
 
 
 def _imports(path: Path, package: str) -> list[str]:

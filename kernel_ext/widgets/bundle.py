@@ -2,7 +2,9 @@
 
     application/vnd.jupyter.widget-view+json   the live view (only in a kernel with a front end)
     application/vnd.xattr.v2+json              xattr_lab.payload.to_payload(result), "model_id": str | None
-    image/png                                  base64 PNG (matplotlib)
+    text/html                                  the same data drawn by the player (``player.html_item``):
+                                               no kernel, no network; clicks answered from the data
+    image/png                                  base64 PNG (matplotlib), for pages that strip scripts
     text/plain                                 repr(result)
 
 A result + the view that shows it -> the bundle. This module imports no view and does not choose
@@ -20,12 +22,13 @@ from xattr_lab.constants import MIME_TYPE, MIME_TYPE_V2, WIDGET_MIME
 from xattr_lab.payload import to_payload  # numpy only: no torch
 from xattr_lab.core.cache import LRUCache  # stdlib only: no torch
 
-from . import export
+from . import export, player
 
 #: The xattr result MIME type (an alias of ``xattr_lab.constants.MIME_TYPE``).
 XATTR_MIME = MIME_TYPE
 
-__all__ = ["mime_bundle", "widget_entry", "in_kernel", "ensure_bokeh_loaded", "main_loop_scheduler", "LinkedViews",
+__all__ = ["mime_bundle", "add_html_item", "widget_entry", "in_kernel", "ensure_bokeh_loaded", "main_loop_scheduler",
+           "LinkedViews",
            "ResultCache", "WIDGET_MIME", "XATTR_MIME", "MIME_TYPE"]
 
 _loaded_sessions: set[str] = set()
@@ -87,6 +90,21 @@ def widget_entry(widget: Any) -> dict:
     return {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}
 
 
+def add_html_item(bundle: dict) -> dict:
+    """Add ``text/html`` (the player drawing the bundle's xattr payload, without its session-bound
+    ``model_id``) to ``bundle`` in place; a failure is noted in ``text/plain``, nothing else is lost."""
+    payload = next((value for key, value in bundle.items() if key.startswith("application/vnd.xattr.")
+                    and isinstance(value, dict)), None)
+    if payload is None:
+        return bundle
+    try:
+        data = {key: value for key, value in payload.items() if key != "model_id"}
+        bundle["text/html"] = player.html_item(data, str(bundle.get("text/plain", "")))
+    except Exception as error:  # never lose the other representations to a missing player
+        bundle["text/plain"] = f"{bundle.get('text/plain', '')}\n(HTML rendering failed: {error})"
+    return bundle
+
+
 def mime_bundle(result, view, *, widget: bool | None = None, png: bytes | None = None) -> dict:
     """The display bundle of ``result`` (see module docstring).
 
@@ -110,7 +128,7 @@ def mime_bundle(result, view, *, widget: bool | None = None, png: bytes | None =
         bundle["image/png"] = base64.b64encode(view.png_bytes() if png is None else png).decode("ascii")
     except Exception as error:  # never lose the other representations to a drawing problem
         bundle["text/plain"] += f"\n(PNG rendering failed: {error})"
-    return bundle
+    return add_html_item(bundle)
 
 
 def main_loop_scheduler() -> Callable[[Callable[[], Any]], Any] | None:
@@ -143,7 +161,7 @@ class LinkedViews:
             out[WIDGET_MIME] = entry
         if self._active_views():  # every linked view's result (xattr_lab.payload, kind "explorer")
             out[MIME_TYPE_V2] = to_payload(self, model_id=model_id)
-        return out
+        return add_html_item(out)
 
     def _ipython_display_(self):
         from IPython import get_ipython

@@ -2,7 +2,10 @@
 
 Every string that comes from data (tokens, labels) reaches Bokeh only as glyph data, tooltip
 fields or ``PlainText`` axis labels, which Bokeh draws as text (canvas or textContent), never as
-markup; ``no_math`` also breaks TeX delimiters so a token cannot switch on math rendering.
+markup; ``no_math`` also breaks TeX delimiters so a token cannot switch on math rendering. Math
+rendering is off in every text model built here: titles, axis labels and colour-bar titles are
+``PlainText`` (:func:`plain`), Divs have ``disable_math=True`` (:func:`div`), so a token such as
+``$$\\href{javascript:alert(1)}{x}$$`` never reaches MathJax.
 """
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ import numpy as np
 from bokeh.models import (
     ColorBar,
     ColumnDataSource,
+    Div,
     FixedTicker,
     HoverTool,
     LinearColorMapper,
     PlainText,
     TapTool,
+    Title,
 )
 from bokeh.core.properties import value
 from bokeh.plotting import figure
@@ -32,6 +37,22 @@ def no_math(text: str) -> str:
     for delim in ("$$", "\\[", "\\]", "\\(", "\\)"):
         text = text.replace(delim, delim[0] + "\u200b" + delim[1:])
     return text
+
+
+def plain(text) -> PlainText:
+    """A Bokeh text value drawn as typed (no TeX), for titles, axis and colour-bar labels, Labels."""
+    return PlainText(text=str(text))
+
+
+def plain_title(text) -> Title | None:
+    """A figure title as :func:`plain` text (None for an empty one)."""
+    return Title(text=plain(text)) if text else None
+
+
+def div(markup: str, **kwargs) -> Div:
+    """A Bokeh Div of our escaped ``markup`` with math rendering off (MathJax never runs on it) and,
+    should a page typeset it anyway, TeX delimiters broken (:func:`no_math`)."""
+    return Div(text=no_math(markup), disable_math=True, **kwargs)
 
 
 def _bare(p) -> None:
@@ -58,7 +79,7 @@ def token_strip_figure(labels: Sequence[str], values: np.ndarray, raw: np.ndarra
     nrows = int(max(1, 1 - min(source.data["y"], default=0)))
     p = figure(width=width + 20, height=32 * nrows + 95, x_range=(-5, width + 5),
                y_range=(-nrows + 0.45, 0.55), tools="", toolbar_location=None,
-               title=no_math(title) or None, name="xattr-token-strip")
+               title=plain_title(title), name="xattr-token-strip")
     _bare(p)
     boxes = p.rect("x", "y", "w", 0.82, source=source, fill_color="colour", line_color="#bbbbbb",
                    selection_line_color="#000000", selection_line_width=2.5, nonselection_fill_alpha=0.55,
@@ -70,7 +91,7 @@ def token_strip_figure(labels: Sequence[str], values: np.ndarray, raw: np.ndarra
         ("token", "@token"), ("index", "@index"), ("score", "@score{+0.000000}"), ("raw", "@raw{+0.000000}")]))
     mapper = LinearColorMapper(palette=list(core.DIVERGING), low=-scale, high=scale, nan_color=core.NAN_COLOUR)
     p.add_layout(ColorBar(color_mapper=mapper, orientation="horizontal", height=10, width=min(width, 400),
-                          title="score", location=(0, 0)), "below")
+                          title=plain("score"), location=(0, 0)), "below")
     return p, source, boxes
 
 
@@ -188,11 +209,11 @@ def throughput_figure(values: np.ndarray, title: str = "") -> tuple:
     """Bar chart of one position's throughput per layer (layer 0 = input). Returns (figure, source)."""
     values = np.asarray(values, dtype=np.float64)
     source = ColumnDataSource({"layer": list(range(len(values))), "value": np.nan_to_num(values).tolist()})
-    p = figure(width=360, height=220, tools="", toolbar_location=None, title=no_math(title) or None)
+    p = figure(width=360, height=220, tools="", toolbar_location=None, title=plain_title(title))
     p.vbar(x="layer", top="value", width=0.7, source=source, fill_color="#ff7f0e", line_color=None)
     p.add_tools(HoverTool(tooltips=[("layer", "@layer"), ("throughput", "@value{0.000000}")]))
     p.xaxis.ticker = FixedTicker(ticks=list(range(len(values))))
-    p.xaxis.axis_label = "layer"
+    p.xaxis.axis_label = plain("layer")
     p.toolbar.logo = None
     return p, source
 
@@ -229,14 +250,14 @@ def head_grid_figure(values: np.ndarray, colours, texts, *, title: str = "", pal
                                "layer": list(range(L))}, name="xattr-layer-labels")
     cell_px = 46 if H <= 16 else 30
     p = figure(width=int(80 + cell_px * (H + 1)), height=int(90 + 34 * L), x_range=(-1.6, H - 0.5),
-               y_range=(-L + 0.5, 0.5), tools="", toolbar_location=None, title=no_math(title) or None,
+               y_range=(-L + 0.5, 0.5), tools="", toolbar_location=None, title=plain_title(title),
                name="xattr-head-grid")
     p.grid.visible = False
     p.yaxis.visible = False
     p.outline_line_color = None
     p.toolbar.logo = None
     p.xaxis.ticker = FixedTicker(ticks=list(range(H)))
-    p.xaxis.axis_label = "head"
+    p.xaxis.axis_label = plain("head")
     cell_renderer = p.rect("x", "y", 0.94, 0.9, source=cells, fill_color="colour", line_color="#ffffff",
                            selection_line_color="#000000", selection_line_width=3, nonselection_fill_alpha=0.75,
                            nonselection_line_color="#ffffff")
@@ -266,7 +287,7 @@ def matrix_figure(matrix: np.ndarray, labels: Sequence[str], *, title: str = "",
     labels = [no_math(label) for label in labels]
     px = max(4, min(22, int(640 / max(n, 1))))
     p = figure(width=int(140 + px * n), height=int(120 + px * n), x_range=(-0.5, n - 0.5), y_range=(n - 0.5, -0.5),
-               tools="", toolbar_location=None, title=no_math(title) or None, name="xattr-matrix")
+               tools="", toolbar_location=None, title=plain_title(title), name="xattr-matrix")
     p.grid.visible = False
     p.toolbar.logo = None
     peak = max(float(np.nanmax(M)) if M.size else 0.0, 1e-12)
@@ -295,6 +316,6 @@ def matrix_figure(matrix: np.ndarray, labels: Sequence[str], *, title: str = "",
         axis.major_label_text_font = TOKEN_FONT
         axis.major_label_text_font_size = "10px"
     p.xaxis.major_label_orientation = np.pi / 2
-    p.xaxis.axis_label = "key"
-    p.yaxis.axis_label = "query"
+    p.xaxis.axis_label = plain("key")
+    p.yaxis.axis_label = plain("query")
     return p, source

@@ -1,10 +1,13 @@
 /**
  * The renderer for `application/vnd.xattr.v1+json`.
  *
- * When the notebook's ipywidgets manager holds the result's live model (`model_id`), it mounts that
- * widget through the notebook's own widget renderer factory (full kernel interaction). Otherwise it
- * draws the result from its JSON (see render.ts) and upgrades to the live widget if the model
- * appears later (kernel started, widget state restored).
+ * When the notebook's ipywidgets manager holds the result's live model (`model_id`) with an open comm
+ * to the kernel, it mounts that widget through the notebook's own widget renderer factory (full kernel
+ * interaction). Otherwise it draws the result from its JSON (see render.ts): a model restored from
+ * widget state saved in the notebook has no kernel behind it (`comm_live` false) and would only show
+ * a disconnected copy, so it is never mounted. The view upgrades to the live widget when a live
+ * model appears (kernel started, state restored from the kernel) and goes back to the JSON drawing
+ * when the mounted model's comm closes (kernel shut down or restarted).
  */
 import type { ISessionContext } from '@jupyterlab/apputils';
 import type { IRenderMimeRegistry } from '@jupyterlab/rendermime';
@@ -30,10 +33,32 @@ export interface RendererHost {
   colourMap(): string;
 }
 
+/** The part of an ipywidgets WidgetModel used here (@jupyter-widgets/base). */
+interface WidgetModelLike {
+  /** True while the model's comm to the kernel is open (false for state restored from the notebook). */
+  comm_live?: boolean;
+  on?(event: string, callback: () => void, context?: unknown): void;
+  off?(event: string, callback: () => void, context?: unknown): void;
+}
+
 interface WidgetManagerLike {
   has_model(modelId: string): boolean;
+  get_model?(modelId: string): Promise<WidgetModelLike | undefined> | WidgetModelLike | undefined;
   /** Emitted when the manager restored widget state (from the kernel or the notebook). */
   restored?: { connect(slot: () => void, thisArg?: unknown): boolean; disconnect(slot: () => void, thisArg?: unknown): boolean };
+}
+
+/** The manager's model `modelId` if it is backed by a live kernel comm, else null. */
+export async function liveModel(manager: WidgetManagerLike, modelId: string): Promise<WidgetModelLike | null> {
+  if (!manager.has_model(modelId) || typeof manager.get_model !== 'function') {
+    return null;
+  }
+  try {
+    const model = await manager.get_model(modelId);
+    return model && model.comm_live === true ? model : null;
+  } catch {
+    return null;
+  }
 }
 
 const sleep = (ms: number) => new Promise<null>(resolve => setTimeout(() => resolve(null), ms));
@@ -99,6 +124,7 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
 
   dispose(): void {
     this._stopWatching();
+    this._liveCleanup?.();
     super.dispose();
   }
 
@@ -132,7 +158,8 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
       if (!found) {
         return false;
       }
-      if (!found.manager.has_model(this._modelId) || this.isDisposed) {
+      const live = await liveModel(found.manager, this._modelId);
+      if (!live || this.isDisposed) {
         found.renderer.dispose();
         this._followRestore(found.manager);
         return false;
@@ -160,6 +187,7 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
       layout.addWidget(found.renderer);
       this.node.dataset.xattrMode = 'live';
       this._stopWatching();
+      this._followComm(live);
       return true;
     } catch (error) {
       console.warn('xattr-lab: could not mount the live widget; showing the saved result', error);
@@ -201,12 +229,29 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
     this._cleanups.push(() => manager.restored?.disconnect(retry, this));
   }
 
+  /** Back to the JSON drawing when the mounted model loses its kernel (comm closed). */
+  private _followComm(model: WidgetModelLike): void {
+    if (typeof model.on !== 'function') {
+      return;
+    }
+    const update = () => {
+      if (model.comm_live !== true && this.mode === 'live' && !this.isDisposed) {
+        model.off?.('comm_live_update', update, this);
+        this._drawStatic(this._model?.data[MIME_TYPE]);
+        this._watch();
+      }
+    };
+    model.on('comm_live_update', update, this);
+    this._liveCleanup = () => model.off?.('comm_live_update', update, this);
+  }
+
   private _stopWatching(): void {
     this._cleanups.splice(0).forEach(cleanup => cleanup());
     this._restoreManagers.clear();
     this._watching = false;
   }
 
+  private _liveCleanup: (() => void) | null = null;
   private _restoreManagers = new Set<WidgetManagerLike>();
   private _model: IRenderMime.IMimeModel | null = null;
   private _modelId: string | null = null;

@@ -10,9 +10,25 @@ const payload = {
 };
 
 /** A stand-in for the notebook's rendermime: its widget factory renders through a fake manager. */
-function fakeRendermime(models: string[] | null) {
+/** models: ids with a live comm; saved: ids restored from the notebook's widget state (no kernel). */
+function fakeRendermime(models: string[] | null, saved: string[] = []) {
   const rendered: string[] = [];
-  const manager = { has_model: (id: string) => (models ?? []).includes(id), restored: new Signal<object, void>({}) };
+  const live = new Map<string, { comm_live: boolean; handlers: Array<() => void>; on: (e: string, f: () => void) => void; off: () => void }>();
+  const modelFor = (id: string) => {
+    if (!live.has(id)) {
+      const m = { comm_live: !saved.includes(id), handlers: [] as Array<() => void>,
+        on: (_e: string, f: () => void) => void m.handlers.push(f), off: () => undefined };
+      live.set(id, m);
+    }
+    return live.get(id)!;
+  };
+  const has = (id: string) => (models ?? []).includes(id) || saved.includes(id);
+  const manager = {
+    has_model: has,
+    get_model: async (id: string) => (has(id) ? modelFor(id) : undefined),
+    restored: new Signal<object, void>({}),
+    live: modelFor
+  };
   const rendermime = {
     getFactory(mime: string) {
       if (mime !== WIDGET_MIME_TYPE) {
@@ -83,6 +99,27 @@ describe('XattrRenderer', () => {
     await new Promise(resolve => setTimeout(resolve, 100));
     expect(renderer.mode).toBe('live');
     expect(rendered).toEqual(['m1']);
+  });
+
+  it('draws from JSON, not a disconnected widget, when the model comes from saved widget state', async () => {
+    const { rendermime, rendered } = fakeRendermime([], ['m1']);
+    const renderer = new XattrRenderer(options, host, { rendermime });
+    await renderer.renderModel(model(payload));
+    expect(renderer.mode).toBe('static');
+    expect(rendered).toEqual([]);
+    expect(renderer.node.querySelectorAll('.xattr-lab-token').length).toBe(2);
+  });
+
+  it('goes back to the JSON drawing when the live model loses its kernel', async () => {
+    const { rendermime, manager } = fakeRendermime(['m1']);
+    const renderer = new XattrRenderer(options, host, { rendermime });
+    await renderer.renderModel(model(payload));
+    expect(renderer.mode).toBe('live');
+    const m = manager.live('m1');
+    m.comm_live = false;
+    m.handlers.forEach(f => f());
+    expect(renderer.mode).toBe('static');
+    expect(renderer.node.querySelectorAll('.xattr-lab-token').length).toBe(2);
   });
 
   it('draws from JSON when there is no kernel (manager never arrives)', async () => {

@@ -48,6 +48,6 @@ class CircuitView(HeadGrid):
         return box
 
     def export_models(self) -> list:
-        from bokeh.models import Div
+        from ..figures import div
 
-        return super().export_models() + [Div(text=self.edges_html())]
+        return super().export_models() + [div(self.edges_html())]

@@ -210,7 +210,8 @@ class FlowView(View):
 
     def export_models(self) -> list:
         from bokeh.layouts import row
-        from bokeh.models import Div
+
+        from ..figures import div
 
         fig, nodes, edges, highlight, tfig, tsource = self._figures()
         j = self.state.token
@@ -220,4 +221,4 @@ class FlowView(View):
             highlight.data = flow_edge_data(core.flow_to_input(self.edge_flow, j), self.max_edges,
                                             peak=float(self.edge_flow.max()), max_width=9.0)
             tsource.data = {"layer": list(range(self.n_layers + 1)), "value": self.node_flow[:, j].tolist()}
-        return [Div(text=self.header_html()), row(fig, tfig)]
+        return [div(self.header_html()), row(fig, tfig)]

@@ -189,13 +189,13 @@ class HeadGrid(View):
     def _on_state_statistic(self, change) -> None:
         if change["new"] not in self.statistics or self._cells is None:
             return
-        from ..figures import grid_data
+        from ..figures import grid_data, plain
 
         colours, palette, low, high = self._colours(change["new"])
         stat = self.statistics[change["new"]]
         with self._lock:
             self._cells.data = grid_data(stat["values"], colours, stat["labels"])
-            self._fig.title.text = change["new"]
+            self._fig.title.text = plain(change["new"])
             self._legend.value = self._legend_html()
             if self._stat_picker.value != change["new"]:
                 self._stat_picker.value = change["new"]
@@ -247,7 +247,7 @@ class HeadGrid(View):
                 f"<th>negative</th></tr>{''.join(rows)}</table></div>")
 
     def _show_matrix(self, matrix: np.ndarray, title: str) -> None:
-        from ..figures import matrix_figure
+        from ..figures import matrix_figure, plain
 
         labels = core.pretty_tokens(self.tokens) if len(self.tokens) == matrix.shape[0] else [str(i) for i in range(matrix.shape[0])]
         if self._matrix is not None and self._matrix[3] == matrix.shape[0]:
@@ -260,7 +260,7 @@ class HeadGrid(View):
                 flat = matrix.ravel()
                 source.data = dict(source.data, value=flat.tolist(),
                                    colour=[core.colour_for(v, 0.0, peak, core.SEQUENTIAL) for v in flat])
-            fig.title.text = title
+            fig.title.text = plain(title)
             return
         fig, source = matrix_figure(matrix, labels, title=title)
         model = _bokeh(fig)
@@ -316,18 +316,20 @@ class HeadGrid(View):
         if values is None or not len(values):
             return None
         from bokeh.models import Label, Span
+
+        from ..figures import plain, plain_title
         from bokeh.plotting import figure
 
         values = np.asarray(values, dtype=np.float64)
         layers = list(range(len(values)))
-        fig = figure(width=360, height=190, title="normalised cone index by layer", name="xattr-cone-index",
-                     toolbar_location=None, y_range=(0, 1.05), x_axis_label="layer (0 = embeddings)")
+        fig = figure(width=360, height=190, title=plain_title("normalised cone index by layer"), name="xattr-cone-index",
+                     toolbar_location=None, y_range=(0, 1.05), x_axis_label=plain("layer (0 = embeddings)"))
         fig.line(layers, values.tolist(), line_width=2)
         fig.scatter(layers, values.tolist(), size=5)
         floor = self.cone_floor()
         if floor is not None:
             fig.add_layout(Span(location=floor, dimension="width", line_dash="dashed", line_color="#888888"))
-            fig.add_layout(Label(x=0, y=floor, text=f"random directions: 1/√n = {floor:.2f}", text_font_size="9px",
+            fig.add_layout(Label(x=0, y=floor, text=plain(f"random directions: 1/√n = {floor:.2f}"), text_font_size="9px",
                                  y_offset=2, text_color="#555555"))
         return fig
 
@@ -365,12 +367,10 @@ class HeadGrid(View):
 
     def export_models(self) -> list:
         from bokeh.layouts import row
-        from bokeh.models import Div
-
-        from ..figures import matrix_figure
+        from ..figures import div, matrix_figure
 
         fig, cells, layers, _, _ = self._grid_figure()
-        models = [Div(text=self.header_html()), Div(text=self._legend_html())]
+        models = [div(self.header_html()), div(self._legend_html())]
         l, h = self.state.head
         A = self.attentions
         side = None
@@ -386,7 +386,7 @@ class HeadGrid(View):
         if cone is not None:
             models.append(cone)
         if l >= 0 and self.head_codes(l, h) is not None:
-            models.append(Div(text=self._codes_html(l, h)))
+            models.append(div(self._codes_html(l, h)))
         return models
 
 

@@ -162,13 +162,11 @@ class TokenStrip(View):
                                  badge=convergence_badge(self.result))
 
     def export_models(self) -> list:
-        from bokeh.models import Div
-
-        from ..figures import token_strip_figure
+        from ..figures import div, token_strip_figure
 
         labels = core.pretty_tokens(self.tokens)
         fig, source, _ = token_strip_figure(labels, self.scores, self.raw, scale=core.symmetric_scale(self.scores),
                                             width=self.width)
         if 0 <= self.state.token < len(self.tokens):
             source.selected.indices = [self.state.token]
-        return [Div(text=self.header_html()), fig]
+        return [div(self.header_html()), fig]
