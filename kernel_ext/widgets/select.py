@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .views import CircuitView, FlowView, HeadGrid, TokenStrip, View
+from .views.image_view import ImageView, has_image
 
 __all__ = ["view_for", "VIEWS"]
 
@@ -14,6 +15,8 @@ def view_for(result, **kwargs):
     if isinstance(result, View):
         return result
     cls = VIEWS.get(getattr(result, "kind", None))
+    if cls is TokenStrip and has_image(result):  # a vision transformer's patches: the image with an overlay
+        cls = ImageView
     if cls is None:
         raise TypeError(f"no view for {type(result).__name__}; expected an xattr result (Attribution, FlowResult, "
                         "HeadStats or CircuitResult)")
