@@ -150,14 +150,15 @@ def capture(
             grads = None
             if attention_grads:
                 grads = torch.autograd.grad(score, list(attentions), allow_unused=True)
-                grads = torch.stack(
-                    [torch.zeros_like(a[0]) if g is None else g[0] for g, a in zip(grads, attentions)]
+                grads = torch.stack(  # each to cpu first: under a device map the layers live on several devices
+                    [(torch.zeros_like(a[0]) if g is None else g[0]).float().cpu() for g, a in zip(grads, attentions)]
                 )
         per_head = None
         if head_outputs:
             _check_recorded(session, recorded)
             split = session.adapter.split_heads
-            per_head = torch.stack([split(l, recorded[l][0]).transpose(0, 1) for l in range(session.n_layers)])
+            per_head = torch.stack([split(l, recorded[l][0]).transpose(0, 1).float().cpu()
+                                    for l in range(session.n_layers)])
 
     def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.detach().float().cpu()
@@ -168,9 +169,9 @@ def capture(
         target_score=float(score.detach()),
         logits=cpu(logits_row),
         prediction=session.prediction(logits_row),
-        attentions=cpu(torch.stack([a[0] for a in attentions])),
+        attentions=torch.stack([cpu(a[0]) for a in attentions]),
         attention_grads=cpu(grads),
-        hidden_states=cpu(torch.stack([h[0] for h in out.hidden_states])) if hidden_states else None,
+        hidden_states=torch.stack([cpu(h[0]) for h in out.hidden_states]) if hidden_states else None,
         head_outputs=cpu(per_head),
     )
 
@@ -252,7 +253,7 @@ def head_outputs(
 
     def reduce(z: torch.Tensor) -> torch.Tensor:
         if position == "mean":
-            m = batch_mask[0].to(z.dtype).unsqueeze(-1)
+            m = batch_mask[0].to(device=z.device, dtype=z.dtype).unsqueeze(-1)
             return (z * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
         return z[:, position]
 
@@ -271,7 +272,7 @@ def head_outputs(
                 pass
             _check_recorded(session, reduced)
             per_layer = [adapter.split_heads(l, reduced[l]) for l in range(adapter.n_layers)]  # each (B, H, d)
-            out.append(torch.cat(per_layer, dim=1).float().cpu())
+            out.append(torch.cat([p.float().cpu() for p in per_layer], dim=1))
     return torch.cat(out, dim=0)
 
 

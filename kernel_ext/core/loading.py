@@ -12,8 +12,9 @@ from torch import nn
 
 from ..constants import DEFAULT_MODEL
 from ..errors import InputError, InputTypeError, ModelError
+from .devices import check_device_map, place, resolve_dtype
 from .session import ModelSession, resolve_device
-from .zoo import ALIASES, load_alias, unknown_model_error
+from .zoo import ALIASES, load_alias, load_alias_model, unknown_model_error
 
 _AUTO_CLASSES = (
     ("ForSequenceClassification", "AutoModelForSequenceClassification"),
@@ -52,12 +53,34 @@ def _hub_resolves() -> bool:
     return True
 
 
+#: from_pretrained options that shape the model only (not its config or tokenizer).
+_MODEL_ONLY = ("device_map", "dtype", "torch_dtype", "max_memory", "offload_folder", "offload_state_dict",
+               "offload_buffers", "quantization_config", "low_cpu_mem_usage")
+
+
+def _model_options(kwargs: dict[str, Any], device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(options for the config and tokenizer, options for the model alone), checked."""
+    shared = {k: v for k, v in kwargs.items() if k not in _MODEL_ONLY}
+    model = {k: v for k, v in kwargs.items() if k in _MODEL_ONLY}
+    if "torch_dtype" in model:  # transformers' older name
+        model.setdefault("dtype", model.pop("torch_dtype"))
+    if "dtype" in model:
+        model["dtype"] = resolve_dtype(model["dtype"], allow_auto=True)
+    check_device_map(model.get("device_map"))
+    if model.get("device_map") is not None and device not in (None, "auto"):
+        raise InputError(f"pass either device={device!r} or device_map=, not both: a device map places the modules")
+    return shared, model
+
+
 def from_pretrained(name_or_path: str, device: Any = "auto", session_class: type = ModelSession, **kwargs: Any):
     """Load a local directory (offline) or a hub id with eager attention.
 
     A hub id is looked up in the local Hugging Face cache only (``local_files_only``) when the hub
-    cannot be reached, so an offline machine answers at once.
+    cannot be reached, so an offline machine answers at once. ``device_map``, ``dtype`` (also
+    "bfloat16"/"float16"), ``max_memory`` and ``offload_folder`` go to the model alone (accelerate
+    places it; :mod:`xattr_lab.core.devices`); the other options also to its config and tokenizer.
     """
+    kwargs, model_kwargs = _model_options(kwargs, device)
     from transformers import AutoConfig, AutoTokenizer
 
     local = os.path.isdir(name_or_path)
@@ -69,7 +92,7 @@ def from_pretrained(name_or_path: str, device: Any = "auto", session_class: type
         config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as error:
         raise unknown_model_error(name_or_path, error) from error
-    model = _auto_class(config).from_pretrained(name_or_path, attn_implementation="eager", **kwargs)
+    model = _auto_class(config).from_pretrained(name_or_path, attn_implementation="eager", **kwargs, **model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     return session_class(model, tokenizer, device=device, name=os.path.basename(os.path.normpath(name_or_path)))
 
@@ -95,11 +118,15 @@ def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto"
             raise InputError("pass a tokenizer only together with a model object, not with a name")
         _check_name(model)
         if model in ALIASES:
-            unknown = sorted(set(kwargs) - {"rebuild", "progress"})
+            unknown = sorted(set(kwargs) - {"rebuild", "progress", "dtype", "device_map", "offload_folder"})
             if unknown:
                 raise InputError(f"unexpected options {unknown} for the embedded model {model!r}; "
-                                 "it takes rebuild= and progress=")
-            return load_alias(model, device, session_class=session_class, **kwargs)
+                                 "it takes rebuild=, progress=, dtype=, device_map= and offload_folder=")
+            placing = {k: kwargs.pop(k) for k in ("device_map", "dtype", "offload_folder") if k in kwargs}
+            if not placing:
+                return load_alias(model, device, session_class=session_class, **kwargs)
+            pair = load_alias_model(model, **kwargs)
+            return load(pair, device=device, session_class=session_class, name=model, **placing)
         return from_pretrained(model, device, session_class=session_class, **kwargs)
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
         raise InputTypeError(f"model must be an alias, a directory, a hub id or a transformers model, not "
@@ -107,9 +134,14 @@ def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto"
     if tokenizer is None or not callable(tokenizer):
         raise InputError("a model object needs its tokenizer: xattr_lab.load(model, tokenizer)")
     name = kwargs.pop("name", "")
+    placing = {k: kwargs.pop(k) for k in ("device_map", "dtype", "offload_folder") if k in kwargs}
     if kwargs:
         raise InputError(
-            f"unexpected options {sorted(kwargs)} for a model object: from_pretrained options apply when "
-            "loading by name or directory; pass the loaded model as it is"
+            f"unexpected options {sorted(kwargs)} for a model object: it takes name=, dtype=, device_map= and "
+            "offload_folder=; other from_pretrained options apply when loading by name or directory"
         )
+    if placing.get("device_map") is not None and device not in (None, "auto"):
+        raise InputError(f"pass either device={device!r} or device_map=, not both: a device map places the modules")
+    if placing:
+        model = place(model, **placing)
     return session_class(model, tokenizer, device=device, name=name)

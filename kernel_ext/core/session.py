@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import InputError, ModelError
 from . import budget
 from .adapters import detect_adapter, head_kind
+from .devices import device_summary, input_device, is_dispatched
 from .locking import complete
 from .encoding import Encoding
 from .targets import CAUSAL_LM, CLASSIFIER, Target, resolve_target
@@ -99,9 +100,16 @@ class ModelSession:
     """
 
     def __init__(self, model: nn.Module, tokenizer, device: Any = "auto", name: str = ""):
-        self.device = resolve_device(device)
         ensure_eager_attention(model)
-        self.model = model.to(self.device)
+        if is_dispatched(model):  # a device map placed (or offloaded) its modules: never move them
+            if device not in (None, "auto"):
+                raise InputError(f"this model is spread over devices by a device map ({device_summary(model)}); "
+                                 f"device={device!r} would move it whole: leave device='auto'")
+            self.device = input_device(model)
+            self.model = model
+        else:
+            self.device = resolve_device(device)
+            self.model = model.to(self.device)
         self.model.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -115,6 +123,16 @@ class ModelSession:
     @property
     def config(self):
         return self.model.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model computes in (its input embeddings'): float32, bfloat16, float16."""
+        return self.model.get_input_embeddings().weight.dtype
+
+    def cast(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Embeddings as the model takes them (its dtype). Methods keep their paths in float32 and
+        cast at the model's input; gradients flow back through the cast in float32."""
+        return embeds if embeds.dtype == self.dtype else embeds.to(self.dtype)
 
     @property
     def n_layers(self) -> int:
@@ -332,7 +350,7 @@ class ModelSession:
         """Model forward from ids or word embeddings (B, n, d). Returns the HF output object."""
         kwargs: dict[str, Any] = {"attention_mask": attention_mask}
         if inputs_embeds is not None:
-            kwargs["inputs_embeds"] = inputs_embeds
+            kwargs["inputs_embeds"] = self.cast(inputs_embeds)
         else:
             kwargs["input_ids"] = input_ids
         if output_attentions:
@@ -342,7 +360,10 @@ class ModelSession:
         if self.adapter.causal or self.head != CLASSIFIER:
             kwargs["use_cache"] = False
         with self._lock:
-            return self.model(**kwargs)
+            out = self.model(**kwargs)
+        if out.logits.dtype != torch.float32:  # half-precision models: targets are scored in float32
+            out.logits = out.logits.float()
+        return out
 
     def target_logits(self, logits: torch.Tensor, position: int | None) -> torch.Tensor:
         """Logits of the first row that the target reads: (C,) or (V,) at ``position``."""

@@ -303,7 +303,7 @@ def _target_scores(ex: ModelSession, problem: _Problem, embeds: torch.Tensor, pr
     if _reads_last_token(ex, problem):
         # Causal LM read at the last token: ask only for that position's logits (saves the LM head
         # on every other position), optionally after a cached prefix.
-        kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "logits_to_keep": 1}
+        kwargs: dict[str, Any] = {"inputs_embeds": ex.cast(embeds), "attention_mask": mask, "logits_to_keep": 1}
         if prefix is not None:
             from transformers import DynamicCache
 
@@ -313,7 +313,7 @@ def _target_scores(ex: ModelSession, problem: _Problem, embeds: torch.Tensor, pr
             kwargs["use_cache"] = True
         else:
             kwargs["use_cache"] = False
-        logits = ex.model(**kwargs).logits
+        logits = ex.model(**kwargs).logits.float()  # half-precision models: scored in float32
         return dataclasses.replace(problem.target, position=logits.shape[1] - 1).score(logits)
     if prefix is not None:
         raise ValueError("prefix reuse needs a causal LM read at its last token")
@@ -324,7 +324,7 @@ def _prefix_cache(ex: ModelSession, problem: _Problem, length: int):
     """Per-layer (key, value) of the first ``length`` tokens of x, batch 1, no gradient."""
     with torch.no_grad():
         out = ex.model(
-            inputs_embeds=problem.x[:, :length],
+            inputs_embeds=ex.cast(problem.x[:, :length]),
             attention_mask=problem.encoding.attention_mask[:, :length],
             use_cache=True,
             logits_to_keep=1,

@@ -90,12 +90,12 @@ class Adapter:
         return weight.reshape(self.n_heads, self.head_dim, self.d_model)
 
     def split_heads(self, layer: int, z: torch.Tensor) -> torch.Tensor:
-        """Per-head outputs from the projection input z (..., H*head_dim) -> (..., H, d_model).
+        """Per-head outputs from the projection input z (..., H*head_dim) -> (..., H, d_model), float32.
 
-        Computed on z's device and in z's dtype (the weights are brought there: under a device
-        map the projection may live elsewhere, or be offloaded)."""
-        z_heads = z.reshape(*z.shape[:-1], self.n_heads, self.head_dim)
-        weights = self.head_weights(layer).to(device=z.device, dtype=z.dtype)
+        Computed on z's device (the weights are brought there: under a device map the projection
+        may live elsewhere, or be offloaded), in float32 also for half-precision models."""
+        z_heads = z.float().reshape(*z.shape[:-1], self.n_heads, self.head_dim)
+        weights = self.head_weights(layer).to(device=z.device, dtype=torch.float32)
         return torch.einsum("...hk,hkd->...hd", z_heads, weights)
 
     def projection_bias(self, layer: int) -> torch.Tensor | None:
