@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["attribute_generation", "greedy", "Cancelled"]
 
 #: per-row entries of a method's options kept in ``options["rows"]`` (the rest is per token or bulky)
-_ROW_KEYS = ("f_x", "f_baseline", "relative_completeness_error", "converged", "nodes", "value", "mu")
+_ROW_KEYS = ("f_x", "f_baseline", "baseline_token", "relative_completeness_error", "converged", "nodes", "value", "mu")
 
 
 def _eos_ids(ex: "ModelSession") -> set[int]:
