@@ -5,7 +5,9 @@
     xattr heads "A gripping film." --html heads.html
     xattr circuit --positive pos.txt --negative neg.txt --position -1 --center-heads --l1 0.1
     xattr evaluate texts.txt --methods ig,sig --k 0.2 --csv faithfulness.csv
+    xattr generate "The capital of France is" --model smollm2-135m --max-new-tokens 8 --json gen.json
     xattr lab [--no-browser]
+    xattr export notebook.ipynb --html notebook.html
 
 HTML pages are self-contained (BokehJS inlined, no CDN); PNGs are drawn with matplotlib. The parser
 and the dispatcher are those of ``%xattr`` (:mod:`xattr_lab.commands`; docs/ARCHITECTURE.md, section
@@ -76,6 +78,17 @@ def circuit_table(circuit, top: int = 10) -> str:
     return "\n".join(lines)
 
 
+def generation_table(result, top: int = 3) -> str:
+    """One line per generated token: its position, text, and the ``top`` inputs by |score|."""
+    lines = [f"{'#':>3}  {'generated':<16}  top inputs"]
+    for t, piece in enumerate(result.generated):
+        row = np.asarray(result.matrix[t, :result.prompt_length + t], dtype=np.float64)
+        order = np.argsort(-np.abs(np.nan_to_num(row)), kind="stable")[:top]
+        best = ", ".join(f"{result.tokens[i]!r} {row[i]:+.3f}" for i in order)
+        lines.append(f"{result.prompt_length + t:>3}  {piece!r:<16}  {best}")
+    return "\n".join(lines)
+
+
 def standalone_html(attribution) -> str:
     """A light static HTML page for an attribution (escaped tokens, no scripts, no CDN)."""
     scores = attribution.scores
@@ -108,9 +121,30 @@ def _lab_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the command and URL, start nothing")
 
 
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a notebook as one offline HTML file, its xattr outputs interactive",
+                       description="One HTML file per notebook: no network, no CDN, no kernel; every xattr output "
+                                   "drawn from its saved data by the embedded player (clicks work).")
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("--html", required=True, help="the HTML file to write")
+
+
+def _cli_verbs(sub) -> None:
+    _lab_parser(sub)
+    _export_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``xattr`` parser: :func:`xattr_lab.commands.build_parser` for the CLI, plus ``lab``."""
-    return commands.build_parser("cli", extra=_lab_parser)
+    """The ``xattr`` parser: :func:`xattr_lab.commands.build_parser` for the CLI, plus ``lab`` and ``export``."""
+    return commands.build_parser("cli", extra=_cli_verbs)
+
+
+def run_export(args) -> int:
+    """``xattr export NOTEBOOK --html OUT``: :func:`xattr_lab.widgets.notebook_html.export_notebook`."""
+    from .widgets.notebook_html import export_notebook
+
+    print(f"wrote {export_notebook(args.notebook, args.html)}")
+    return 0
 
 
 # ---------------------------------------------------------------------------- commands
@@ -132,6 +166,9 @@ def run_command(args) -> int:
         print(f"model {result.model}: SAE circuit over {len(result.codes_positive)} positive / "
               f"{len(result.codes_negative)} negative prompts\n")
         print(circuit_table(result))
+    elif args.command == "generate":
+        print(f"model {result.model}; {result.method} attributions of {len(result.generated)} generated tokens\n")
+        print(generation_table(result))
     else:  # evaluate
         print(result.to_string())
     commands.write_outputs(result, args)
@@ -235,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "lab":
         return run_lab(args)
     try:
-        return run_command(args)
+        return run_export(args) if args.command == "export" else run_command(args)
     except (ValueError, TypeError, KeyError) as error:  # UsageError, XattrError and friends: the message names the fix
         if isinstance(error, KeyError) and error.args:
             error = ValueError(error.args[0])

@@ -139,3 +139,46 @@ def test_a_mathjax_href_token_stays_text_in_the_exported_page(results, tmp_path)
     # Divs have MathJax off (disable_math) and, like glyph text, TeX delimiters broken ("$\u200b$")
     assert "$$\\\\href" not in page and "$$\\href" not in page
     assert "<img src=x" not in page
+
+
+# ---------------------------------------------------------------------------- xattr export (notebook -> HTML)
+def _notebook(results, tmp_path, *, widget_state=True):
+    import nbformat
+
+    outputs = []
+    for kind in ("attribution", "flow"):
+        data = widgets.mime_bundle(results[kind], widget=False)
+        data["application/vnd.jupyter.widget-view+json"] = {"version_major": 2, "version_minor": 0, "model_id": "m"}
+        outputs.append(nbformat.v4.new_output("display_data", data=data))
+    old = {"text/plain": "saved before text/html", "application/vnd.xattr.v1+json": results["attribution"].to_dict()}
+    outputs.append(nbformat.v4.new_output("display_data", data=old))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title $x$"),
+                                         nbformat.v4.new_code_cell("r", outputs=outputs)])
+    if widget_state:
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_export_writes_one_offline_page_with_the_player_once(results, tmp_path):
+    from xattr_lab import cli
+
+    source = _notebook(results, tmp_path)
+    assert cli.main(["export", str(source), "--html", str(tmp_path / "n.html")]) == 0
+    page = (tmp_path / "n.html").read_text(encoding="utf-8")
+    assert not re.search(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']?(?:https?:)?//", page)  # nothing from a CDN
+    assert "widget-state" not in page and "widget-view+json" not in page  # drawn from data, no dead widget
+    assert page.count("data-xattr-player=") == 1 and len(re.findall(r"class=\"?xattr-lab-payload", page)) == 3
+    assert "<img src=x" not in page and "</script><script>alert(2)" not in page
+
+
+def test_export_refuses_what_is_not_a_notebook(tmp_path, capsys):
+    from xattr_lab import cli
+
+    (tmp_path / "bad.ipynb").write_text("{not json")
+    assert cli.main(["export", str(tmp_path / "bad.ipynb"), "--html", str(tmp_path / "o.html")]) == 2
+    assert cli.main(["export", str(tmp_path / "none.ipynb"), "--html", str(tmp_path / "o.html")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable Jupyter notebook" in err and "no notebook at" in err
+    assert not (tmp_path / "o.html").exists()
