@@ -15,8 +15,11 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, c => ESCAPES[c]);
 }
 
+/** A URL that runs script when followed (dropped from any attribute by `serialize`). */
+const SCRIPT_URL = /^(?:java|vb)script:/i;
+
 /**
- * Markup of a view built by render.ts: elements, attributes and text only (no comments, no raw
+ * Markup of a view built by render.ts (or a rendered markdown cell): elements, attributes and text only (no comments, no raw
  * text elements), every text and attribute value escaped, so no string from the data can open a
  * tag anywhere the file is pasted.
  */
@@ -29,11 +32,11 @@ export function serialize(node: Node): string {
   }
   const element = node as Element;
   const tag = element.localName;
-  if (!/^[a-z][a-z0-9-]*$/i.test(tag) || tag === 'script' || tag === 'style') {
+  if (!/^[a-z][a-z0-9-]*$/i.test(tag) || /^(script|style|iframe|object|embed|frame|base|meta|link)$/i.test(tag)) {
     return '';
   }
   const attributes = Array.from(element.attributes)
-    .filter(a => /^[a-z][a-z0-9_:.-]*$/i.test(a.name) && !/^on/i.test(a.name))
+    .filter(a => /^[a-z][a-z0-9_:.-]*$/i.test(a.name) && !/^on/i.test(a.name) && !SCRIPT_URL.test(a.value.replace(/[\s\u0000-\u001f]+/g, '')))
     .map(a => ` ${a.name}="${escapeHtml(a.value)}"`)
     .join('');
   const children = Array.from(element.childNodes).map(serialize).join('');
@@ -142,4 +145,87 @@ export function download(filename: string, blob: Blob): void {
   anchor.click();
   anchor.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+// ---------------------------------------------------------------------------- notebook -> offline HTML
+/** The player's own `<script>` in an output's text/html (kernel_ext/widgets/player.py writes it). */
+export const PLAYER_TAG = /<script data-xattr-player="\d+">[\s\S]*?<\/script>/;
+const MOUNT = '<script>window.xattrLabPlayer&&window.xattrLabPlayer.mountAll(document);</script>';
+
+/** One cell as the notebook export reads it (index.ts builds these from the notebook panel). */
+export interface ExportCell {
+  type: string;
+  source: string;
+  /** Output bundles (mime type -> data) with their trust. */
+  outputs?: Array<{ data: Record<string, unknown>; trusted: boolean; text?: string }>;
+  /** The rendered markdown (a DOM node), serialised safely; else the source is shown as text. */
+  rendered?: Node | null;
+}
+
+/** JSON that cannot close or break out of a `<script>` element (`<`, `>`, `&`, U+2028/9 as \uXXXX). */
+export function scriptJson(value: unknown): string {
+  return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+}
+
+/** The xattr payload of an output bundle (any schema version), if it has one. */
+export function bundlePayload(data: Record<string, unknown>): Record<string, unknown> | null {
+  const key = Object.keys(data).find(k => k.startsWith('application/vnd.xattr.'));
+  const value = key ? data[key] : null;
+  return value && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+}
+
+const asText = (value: unknown) => (Array.isArray(value) ? value.join('') : typeof value === 'string' ? value : '');
+
+/**
+ * One offline HTML page of a notebook: inputs and text outputs as escaped text, PNGs as data URLs,
+ * every xattr output as a payload block drawn by the player, which is inlined once. The player is
+ * taken from a trusted output's text/html (the kernel wrote it); with none, each xattr output is
+ * drawn now and stored as static markup (no clicks), and the page says so. Saved HTML of outputs
+ * is never copied, so nothing from the data runs.
+ */
+export function notebookHtml(cells: ExportCell[], options: { title?: string; document?: Document } = {}): string {
+  const doc = options.document ?? document;
+  let player = '';
+  for (const cell of cells) {
+    for (const output of cell.outputs ?? []) {
+      const html = asText(output.data['text/html']);
+      const found = output.trusted && bundlePayload(output.data) ? PLAYER_TAG.exec(html) : null;
+      if (found && !player) {
+        player = found[0];
+      }
+    }
+  }
+  const parts: string[] = [];
+  for (const cell of cells) {
+    if (cell.type === 'markdown' && cell.rendered) {
+      parts.push(`<div class="xattr-nb-markdown">${serialize(cell.rendered)}</div>`);
+      continue;
+    }
+    parts.push(`<pre class="xattr-nb-${cell.type === 'code' ? 'input' : 'text'}">${escapeHtml(cell.source)}</pre>`);
+    for (const output of cell.outputs ?? []) {
+      const payload = bundlePayload(output.data);
+      const png = asText(output.data['image/png']).replace(/\s+/g, '');
+      if (payload) {
+        const { model_id: _unused, ...data } = payload;
+        void _unused;
+        parts.push(player
+          ? `<div class="xattr-lab-player"><script type="application/json" class="xattr-lab-payload">${scriptJson(data)}</script></div>${MOUNT}`
+          : serialize(renderResult(data, { document: doc })));
+      } else if (png && /^[A-Za-z0-9+/]+=*$/.test(png)) {
+        parts.push(`<img class="xattr-nb-png" alt="output" src="data:image/png;base64,${png}">`);
+      } else {
+        const text = output.text ?? asText(output.data['text/plain']);
+        if (text) {
+          parts.push(`<pre class="xattr-nb-output">${escapeHtml(text)}</pre>`);
+        }
+      }
+    }
+  }
+  const note = player ? '' : '<p class="xattr-nb-note">Static drawing: no trusted xattr-lab output carried the player; re-run the cells for clickable views.</p>';
+  const css = (xattrCss(doc) || BASE_EXPORT_CSS).replace(/</g, '\\3C ') +
+    '\npre.xattr-nb-input{background:#f5f5f5;padding:6px;white-space:pre-wrap}pre.xattr-nb-output{white-space:pre-wrap}';
+  return (
+    `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>${escapeHtml(options.title ?? 'xattr-lab notebook')}</title>` +
+    `<style>${css}</style>${player}</head><body class="xattr-lab-export">${note}${parts.join('\n')}</body></html>\n`
+  );
 }

@@ -9,7 +9,7 @@ import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/no
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-import { download, payloadJson, pngFromBase64, resultHtml, viewToPng, xattrCss } from './exporting';
+import { ExportCell, download, notebookHtml, payloadJson, pngFromBase64, resultHtml, viewToPng, xattrCss } from './exporting';
 import { MagicDefaults, explainCode, settingsCode } from './kernelcode';
 import { MIME_TYPE } from './payload';
 import { renderResult } from './render';
@@ -25,6 +25,7 @@ export namespace CommandIDs {
   export const exportHtml = 'xattr-lab:export-html';
   export const exportPng = 'xattr-lab:export-png';
   export const exportJson = 'xattr-lab:export-json';
+  export const exportNotebook = 'xattr-lab:export-notebook-html';
 }
 
 const DEFAULTS: MagicDefaults = { model: 'minilm-rt', method: 'attention', colour_map: 'RdBu' };
@@ -77,6 +78,28 @@ function activeResult(tracker: INotebookTracker): { payload: Record<string, unkn
     }
   }
   return null;
+}
+
+/** The cells of a notebook panel as `notebookHtml` reads them (sources, output bundles, rendered markdown). */
+function exportCells(panel: NotebookPanel): ExportCell[] {
+  type Outputs = { length: number; get(i: number): { data: Record<string, unknown>; trusted: boolean; toJSON(): Record<string, unknown> } };
+  return panel.content.widgets.map(cell => {
+    const type = cell.model.type;
+    const source = cell.model.sharedModel.getSource();
+    if (type === 'markdown') {
+      return { type, source, rendered: cell.node.querySelector('.jp-RenderedMarkdown') };
+    }
+    const outputs: ExportCell['outputs'] = [];
+    const list = type === 'code' ? (cell.model as unknown as { outputs: Outputs }).outputs : null;
+    for (let i = 0; list && i < list.length; i++) {
+      const output = list.get(i);
+      const json = output.toJSON();
+      const stream = json.output_type === 'stream' ? json.text : json.output_type === 'error' ? json.traceback : undefined;
+      const text = Array.isArray(stream) ? stream.join(json.output_type === 'error' ? '\n' : '') : typeof stream === 'string' ? stream : undefined;
+      outputs.push({ data: output.data, trusted: output.trusted, text: text?.replace(/\u001b\[[0-9;]*m/g, '') });
+    }
+    return { type, source, outputs };
+  });
 }
 
 /** Text the user selected in the notebook: the active editor's selection, else the page's. */
@@ -222,12 +245,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
           Notification.error(`xattr-lab export failed: ${String(error)}`);
         }
       };
+      app.commands.addCommand(CommandIDs.exportNotebook, {
+        label: 'Export notebook as offline HTML (xattr-lab)',
+        caption: 'One HTML file, no network: every xattr-lab output clickable, drawn from its saved data',
+        isEnabled: () => !!tracker.currentWidget,
+        execute: () => {
+          const panel = tracker.currentWidget;
+          if (!panel) {
+            return;
+          }
+          const name = panel.context.path.split('/').pop()?.replace(/\.ipynb$/i, '') || 'notebook';
+          try {
+            const html = notebookHtml(exportCells(panel), { title: name });
+            download(`${name}.html`, new Blob([html], { type: 'text/html' }));
+          } catch (error) {
+            Notification.error(`xattr-lab export failed: ${String(error)}`);
+          }
+        }
+      });
       const hasResult = () => activeResult(tracker) !== null;
       app.commands.addCommand(CommandIDs.exportHtml, { label: 'Export result as HTML', isEnabled: hasResult, execute: exporter('html') });
       app.commands.addCommand(CommandIDs.exportPng, { label: 'Export result as PNG', isEnabled: hasResult, execute: exporter('png') });
       app.commands.addCommand(CommandIDs.exportJson, { label: 'Export result as JSON', isEnabled: hasResult, execute: exporter('json') });
 
-      const all = [CommandIDs.explain, CommandIDs.exportHtml, CommandIDs.exportPng, CommandIDs.exportJson];
+      const all = [CommandIDs.explain, CommandIDs.exportHtml, CommandIDs.exportPng, CommandIDs.exportJson, CommandIDs.exportNotebook];
       all.forEach((command, i) => {
         palette?.addItem({ command, category: 'xattr-lab' });
         app.contextMenu.addItem({ command, selector: '.jp-Notebook', rank: 20 + i });
