@@ -22,7 +22,7 @@ from .core import budget, loading
 from .core.encoding import Encoding
 from .core.session import ModelSession
 from .errors import InputError, InputTypeError
-from .methods import registry, words
+from .methods import modalities, registry, words
 
 _UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
 
@@ -40,6 +40,9 @@ class Explainer(ModelSession):
         granularity: "token" (subword tokens) or "word" (tokens merged into words by the tokenizer's
         offsets, scores by the method's rule: :mod:`xattr_lab.methods.words`).
         """
+        if modalities.routed(self, text):  # an image (ViT) or an encoder-decoder (T5, BART)
+            _check_values(options)
+            return modalities.explain(self, "attribute", text, method, target, granularity, **options)
         if not isinstance(method, str) or method not in registry.ATTRIBUTION_METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")
         words.check_granularity(granularity)
@@ -51,6 +54,10 @@ class Explainer(ModelSession):
              granularity: str = "token", **options: Any):
         """Generalized Attention Flow -> :class:`xattr_lab.results.FlowResult` (``granularity`` as in
         :meth:`attribute`: "word" merges each word's nodes in every layer)."""
+        if modalities.routed(self, text):
+            _check_values(options)
+            return modalities.explain(self, "flow", text, "flow", target, granularity, info=info, residual=residual,
+                                      **options)
         words.check_granularity(granularity)
         checked = {"info": info, "residual": residual, **options}
         result = self._verb("flow", [text], target, checked, lambda: registry.function("flow")(
@@ -69,6 +76,8 @@ class Explainer(ModelSession):
         _check_values(options)
         if target is not None and not isinstance(target, str):
             raise InputTypeError(f"target must be None (greedy) or a text to teacher-force, not {type(target).__name__}")
+        if modalities.routed(self, prompt):  # an encoder-decoder's target, token by token (ViT: an error)
+            return modalities.generate(self, prompt, max_new_tokens, method, target, callback, **options)
         with self.restored():
             return registry.function("generate")(self, prompt, max_new_tokens=max_new_tokens, method=method,
                                                    target=target, callback=callback, **options)
@@ -87,11 +96,15 @@ class Explainer(ModelSession):
 
     def heads(self, text: str | Sequence[str], **options: Any):
         """Attention geometry -> :class:`xattr_lab.results.HeadStats` (mean over a list of texts)."""
+        if modalities.routed(self, text):
+            return modalities.explain(self, "heads", text, **options)
         texts = [text] if isinstance(text, (str, Encoding)) else _text_list(text, "heads")
         return self._verb("heads", texts, None, options, lambda: registry.function("heads")(self, text, **options))
 
     def circuit(self, positive: Sequence[str], negative: Sequence[str], **options: Any):
         """SAE circuit codes -> :class:`xattr_lab.results.CircuitResult`."""
+        if modalities.routed(self, positive):
+            return modalities.explain(self, "circuit", positive, "circuit", None, **options)
         texts = _text_list(positive, "positive") + _text_list(negative, "negative")
         return self._verb("circuit", texts, None, options,
                           lambda: registry.function("circuit")(self, positive, negative, **options))

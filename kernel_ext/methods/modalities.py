@@ -29,3 +29,12 @@ def explain(ex: Any, verb: str, inputs: Any, method: str = "", target: Any = Non
     from . import vision
 
     return vision.explain(ex, verb, inputs, method, target, **options)
+
+
+def generate(ex: Any, source: Any, max_new_tokens: int, method: str, target: Any, callback: Any, **options: Any):
+    """``attribute_generation`` for an encoder-decoder (:func:`.seq2seq.attribute_generation`)."""
+    if ex.head != SEQ2SEQ_LM:
+        raise InputError(f"{ex.name} classifies images and generates no text: use ex.attribute(image, ...)")
+    from . import seq2seq
+
+    return seq2seq.attribute_generation(ex, source, max_new_tokens, method, target, callback, **options)

@@ -2,7 +2,7 @@
 
 Image patches are the tokens (:mod:`.vision_input`: ``[CLS]``, ``patch(r,c)``). Every result
 carries ``options["image"]`` (grid, patch size, the pixels the model saw) for the image view.
-docs/ARCHITECTURE.md, section "Vision transformers".
+docs/ARCHITECTURE.md, sections "Rollout and attention flow" and "Gradients".
 
 - ``attention``: the head-averaged [CLS] row of one layer (default the last).
 - ``rollout`` / ``attention_flow``: Abnar & Zuidema (2020) over the patch graph, from [CLS] (the

@@ -11,8 +11,7 @@ into the model's ``pixel_values`` (1, 3, S, S) by
 
 The tokens are the model's sequence: ``[CLS]`` then one token per patch, row-major, named
 ``patch(r,c)`` (row r, column c of the patch grid, from 0). ``display`` is what the model saw, as
-uint8 (S, S, 3): the pixel values with the normalisation undone. docs/ARCHITECTURE.md, section
-"Vision transformers".
+uint8 (S, S, 3): the pixel values with the normalisation undone.
 """
 from __future__ import annotations
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import ModelError
-from . import bert, bloom, distilbert, falcon, gpt2, gpt_neox, llama, modernbert, opt
+from . import bart, bert, bloom, distilbert, falcon, gpt2, gpt_neox, llama, modernbert, opt, t5, vit
 from .base import Adapter, Family, build_adapter, head_kind, parameter
 
 #: Tried in this order; the first family whose model types and module names match builds the adapter.
 FAMILIES: list[Family] = [
+    vit.FAMILY,  # before bert: older ViTs share BERT's module names
+    t5.FAMILY,
+    bart.FAMILY,
     bert.FAMILY,
     distilbert.FAMILY,
     gpt2.FAMILY,

@@ -14,6 +14,9 @@ from torch import nn
 from ..targets import CAUSAL_LM, CLASSIFIER, MASKED_LM
 from ...errors import ModelError
 
+#: head kind of encoder-decoder LMs (T5, BART): explained by xattr_lab.methods.seq2seq
+SEQ2SEQ_LM = "seq2seq_lm"
+
 
 @dataclass(frozen=True)
 class Family:
@@ -138,6 +141,10 @@ def head_kind(model: nn.Module) -> str:
         return CAUSAL_LM
     if name.endswith("ForMaskedLM"):
         return MASKED_LM
+    if name.endswith("ForImageClassification"):  # ViT: patches as tokens (methods/vision.py)
+        return CLASSIFIER
+    if name.endswith("ForConditionalGeneration"):  # T5, BART (methods/seq2seq.py)
+        return SEQ2SEQ_LM
     raise ModelError(
         f"{name} has no head to explain: load a sequence classifier (…ForSequenceClassification), "
         "a causal LM (…ForCausalLM) or a masked LM (…ForMaskedLM)."

@@ -1,0 +1,195 @@
+"""IG, SIG and gradient × input for encoder-decoders, over the source and decoder input embeddings.
+
+The two embedding sequences are treated as one, X = [source embeddings; decoder input embeddings]
+(n, d), split again for ``inputs_embeds`` / ``decoder_inputs_embeds``. The definitions, baselines,
+quadrature and convergence checks are those of text (docs/ARCHITECTURE.md, section "Gradients"):
+IG from [PAD] (completeness Σ raw ≈ F(x) − F(x')), SIG moving one token at a time from [MASK] (or
+the tokenizer's fallback: unk, eos, pad), ``steps`` an int, "auto", or (SIG) "exact". Special
+tokens of the source and the decoder start token keep their embeddings and score 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.batching import resolve_batch_size, run_chunked
+from ..errors import InputError
+from .integration import (BASELINES, baseline_token, change_floor, check_tol, convergence_options, integrate_panels,
+                          normalise, relative_errors, warn_not_converged)
+from .integration import quadrature as quadrature_rule
+from .seq2seq_input import Seq2SeqInput, attribution, embedders, forward
+
+
+@dataclass
+class _Joint:
+    item: Seq2SeqInput
+    x: torch.Tensor  # (1, n, d)
+    x_base: torch.Tensor  # (1, n, d), fixed rows = x
+    moving: list[int]
+    target: Any
+    f_x: float
+    prediction: dict
+    baseline: str
+    baseline_token: str | None
+
+
+def _prepare(ex, item: Seq2SeqInput, target: Any, baseline: str) -> _Joint:
+    if baseline not in BASELINES:
+        raise InputError(f"unknown baseline {baseline!r}; choose one of {list(BASELINES)}")
+    moving = [i for i, special in enumerate(item.special_mask) if not special]
+    if not moving:
+        raise InputError(f"only special tokens to explain ({item.tokens}); give some words")
+    enc, dec = embedders(ex)
+    token_id = baseline_token(ex.tokenizer, baseline)
+    with torch.no_grad():
+        x = torch.cat([enc(item.source_ids), dec(item.decoder_ids)], dim=1).float()
+        row = torch.zeros_like(x[0, 0]) if token_id is None else enc(torch.tensor([[token_id]], device=x.device))[0, 0]
+        x_base = x.clone()
+        x_base[0, moving] = row.float()
+        out = _forward(ex, item, x)
+        position = item.n_target - 1
+        resolved = ex.resolve_target(target, out.logits[0, position], position)
+        f_x = float(resolved.score(out.logits)[0])
+    name = None if token_id is None else ex.tokenizer.convert_ids_to_tokens(token_id)
+    return _Joint(item, x, x_base, moving, resolved, f_x, ex.prediction(out.logits[0, position]), baseline, name)
+
+
+def _forward(ex, item: Seq2SeqInput, X: torch.Tensor):
+    ns = item.n_source
+    return forward(ex, item, source_embeds=X[:, :ns], decoder_embeds=X[:, ns:])
+
+
+def _scores(ex, joint: _Joint, X: torch.Tensor, grad: bool):
+    """F (B,) for rows X (B, n, d), and dF/dX (B, n, d) when ``grad``."""
+    if not grad:
+        with torch.no_grad():
+            return joint.target.score(_forward(ex, joint.item, X).logits), None
+    X = X.detach().requires_grad_(True)
+    with torch.enable_grad():
+        scores = joint.target.score(_forward(ex, joint.item, X).logits)
+        (grads,) = torch.autograd.grad(scores.sum(), X)
+    return scores.detach(), grads
+
+
+def _chunked(total: int, size: int, fill: np.ndarray, work) -> np.ndarray:
+    def run(start: int, stop: int) -> None:
+        fill[start:stop] = work(start, stop)
+
+    run_chunked(total, size, run)
+    return fill
+
+
+def _result(ex, joint: _Joint, method: str, scores, raw, options: dict):
+    return attribution(ex, joint.item, method, scores, raw, joint.target, joint.prediction,
+                        {"baseline": joint.baseline, "baseline_token": joint.baseline_token, "f_x": joint.f_x,
+                         **options})
+
+
+def _ig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: int, min_steps: int = 8):
+    delta = joint.x - joint.x_base
+    n = joint.item.n
+
+    def path(alphas):
+        return joint.x_base + torch.tensor(alphas, dtype=torch.float32, device=delta.device)[:, None, None] * delta
+
+    def gradients(paths, alphas):
+        def work(start, stop):
+            _, g = _scores(ex, joint, path(alphas[start:stop]), True)
+            return (g.double() * delta.double()).sum(-1).cpu().numpy()
+
+        return _chunked(len(alphas), size, np.zeros((len(alphas), n)), work)
+
+    def values(paths, alphas):
+        return _chunked(len(alphas), size, np.zeros(len(alphas)),
+                        lambda a, b: _scores(ex, joint, path(alphas[a:b]), False)[0].double().cpu().numpy())
+
+    f_base = float(values(None, np.array([0.0]))[0])
+    expected, floor = joint.f_x - f_base, change_floor(joint.f_x, f_base)
+    adaptive = steps == "auto"
+    result = integrate_panels(np.array([f_base]), np.array([joint.f_x]), min_steps if adaptive else int(steps), quad,
+                              gradients, values, tol_abs=np.array([tol * max(abs(expected), floor)]) if adaptive else None,
+                              max_nodes=max_steps)
+    raw = result.integral[0]
+    options = {"steps": steps if adaptive else int(steps), "quadrature": quad, "f_baseline": f_base,
+               "nodes": int(result.nodes[0]), "gradient_rows": result.rows,
+               **convergence_options(relative_errors([raw.sum()], [expected], floor), tol, floor, per_token=False)}
+    if not options["converged"]:
+        warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
+                           f"(scores sum to {raw.sum():.4g}, F(x) - F(x') = {expected:.4g})",
+                           "Use steps='auto' or more steps.", stacklevel=5)
+    return _result(ex, joint, "ig", raw, raw, options)
+
+
+def _sig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: int, min_steps: int = 4):
+    delta = (joint.x - joint.x_base)[0]
+    moving = np.asarray(joint.moving)
+
+    def rows(positions, alphas):
+        X = joint.x.expand(len(positions), -1, -1).clone()
+        index, pos = torch.arange(len(positions)), torch.as_tensor(positions)
+        a = torch.tensor(alphas, dtype=X.dtype, device=X.device)[:, None]
+        X[index, pos] = joint.x_base[0, pos] + a * delta[pos]
+        return X, index, pos
+
+    def gradients(paths, alphas):
+        def work(start, stop):
+            X, index, pos = rows(moving[paths[start:stop]], alphas[start:stop])
+            _, g = _scores(ex, joint, X, True)
+            return (g[index, pos].double() * delta[pos].double()).sum(-1).cpu().numpy()[:, None]
+
+        return _chunked(len(alphas), size, np.zeros((len(alphas), 1)), work)
+
+    def values(paths, alphas):
+        return _chunked(len(alphas), size, np.zeros(len(alphas)),
+                        lambda a, b: _scores(ex, joint, rows(moving[paths[a:b]], alphas[a:b])[0], False)[0]
+                        .double().cpu().numpy())
+
+    P = len(moving)
+    f_without = values(np.arange(P), np.zeros(P))
+    change = joint.f_x - f_without
+    floor = change_floor(joint.f_x, float(np.max(np.abs(f_without))))
+    if steps == "exact":
+        part, nodes = change.copy(), np.zeros(P, dtype=int)
+    else:
+        adaptive = steps == "auto"
+        result = integrate_panels(f_without, np.full(P, joint.f_x), min_steps if adaptive else int(steps), quad,
+                                  gradients, values, max_nodes=max_steps,
+                                  tol_abs=tol * np.maximum(np.abs(change), floor) if adaptive else None)
+        part, nodes = result.integral[:, 0], result.nodes
+    raw = np.zeros(joint.item.n)
+    raw[moving] = part
+    full_nodes = np.zeros(joint.item.n, dtype=int)
+    full_nodes[moving] = nodes
+    options = {"steps": steps if isinstance(steps, str) else int(steps), "quadrature": None if steps == "exact" else quad,
+               "nodes": full_nodes.tolist(), **convergence_options(relative_errors(part, change, floor), tol, floor,
+                                                                   per_token=True)}
+    if not options["converged"]:
+        warn_not_converged(f"SIG ({options['steps']} steps)", options["relative_completeness_error"], tol,
+                           "on its worst token", "Use steps='exact' or steps='auto'.", stacklevel=5)
+    return _result(ex, joint, "sig", normalise(raw), raw, options)
+
+
+def attribute(ex, item: Seq2SeqInput, method: str, target: Any = None, *, steps: Any = 50, baseline: str | None = None,
+              quadrature: str = "gausslegendre", convergence_tol: float = 0.05, max_steps: int | None = None,
+              batch_size: Any = "auto"):
+    """``ig``, ``sig`` or ``grad_x_input`` for one encoder-decoder input -> Attribution (module docstring)."""
+    tol = check_tol(convergence_tol)
+    if method != "grad_x_input":
+        allowed = ("auto", "exact") if method == "sig" else ("auto",)
+        if isinstance(steps, str) and steps not in allowed:
+            raise InputError(f"steps must be a positive integer or one of {list(allowed)}, not {steps!r}")
+        quadrature_rule(4 if isinstance(steps, str) else steps, quadrature)  # checks steps and the rule
+    joint = _prepare(ex, item, target, baseline or ("mask" if method == "sig" else "pad" if method == "ig" else "zero"))
+    size = resolve_batch_size(ex, item.n, batch_size)
+    if method == "ig":
+        return _ig(ex, joint, steps, quadrature, tol, size, max_steps or 1024)
+    if method == "sig":
+        return _sig(ex, joint, steps, quadrature, tol, size, max_steps or 128)
+    _, grads = _scores(ex, joint, joint.x, True)
+    raw = np.zeros(item.n)
+    raw[joint.moving] = (grads[0].double() * joint.x[0].double()).sum(-1).cpu().numpy()[joint.moving]
+    return _result(ex, joint, "grad_x_input", raw, raw, {})
+
