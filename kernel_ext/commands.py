@@ -1,7 +1,7 @@
 """One parser and one dispatcher for ``%xattr`` and the ``xattr`` command (docs/ARCHITECTURE.md, section "Commands").
 
 Both front ends parse with :func:`build_parser` and run with :func:`run`: the same verbs (explain, flow,
-heads, circuit, evaluate), options and errors. They differ only where they must. Inputs: ``%xattr`` reads
+heads, circuit, evaluate, generate), options and errors. They differ only where they must. Inputs: ``%xattr`` reads
 a NAME (a list in the namespace) or the ``%%xattr`` cell body (:class:`NamespaceInputs`); ``xattr`` a FILE,
 one text or prompt per line (:class:`FileInputs`); texts are checked (:func:`core.budget.check_text`)
 before any model loads. Outputs: ``%xattr`` returns the result (``--out NAME`` stores it); ``xattr``
@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "method": "attention", "colo
 EXPLAINERS = LRUCache(int(float(os.environ.get("XATTR_LAB_EXPLAINER_CACHE", 4 << 30))),
                       sizeof=lambda ex: sum(t.numel() * t.element_size() for t in ex.model.state_dict().values()))
 #: The verbs both front ends share (the CLI adds ``lab``).
-VERBS = ("explain", "flow", "heads", "circuit", "evaluate")
+VERBS = ("explain", "flow", "heads", "circuit", "evaluate", "generate")
 COMMANDS = VERBS
 
 #: Methods that take ``--steps`` (those whose registry entry has a ``steps`` option).
@@ -100,6 +100,7 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
     steps = _option("ig", "steps")
     p.add_argument("--steps", default=None, help=f"{' and '.join(STEPPED_METHODS)} only: {steps.help} "
                                                  f"(default {steps.default})")
+    _granularity(p)
     _outputs(p, "explain", front_end)
 
     p = sub.add_parser("flow", help="generalized attention flow (GAF) through the layers",
@@ -110,7 +111,19 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
     info = _option("flow", "info")
     p.add_argument("--info", default=info.default, choices=info.choices,
                    help=f"{info.help} (default {info.default})")
+    _granularity(p)
     _outputs(p, "flow", front_end)
+
+    generate = registry.spec("generate")
+    p = sub.add_parser("generate", help="explain every generated token", description=generate.summary)
+    p.add_argument("text", nargs="*", help=fe["text"].replace("text", "prompt", 1))
+    _model(p)
+    for option in generate.options:  # --method, --max-new-tokens, --target (a text), --stop-at-eos
+        kind = type(option.default) if option.default is not None else str
+        p.add_argument("--" + option.name.replace("_", "-"), type=kind if kind is not bool else _yes_no,
+                       default=option.default, choices=option.choices, help=f"{option.help} (default {option.default})")
+    p.add_argument("--steps", default=None, help=f"ig and sig only: {steps.help}")
+    _outputs(p, "generate", front_end)
 
     p = sub.add_parser("heads", help="attention geometry of every head", description=registry.spec("heads").summary)
     p.add_argument("text", nargs="*", help=fe["text"])
@@ -164,6 +177,18 @@ def _model(p) -> None:
     p.add_argument("--model", default=None, help=f"embedded alias, local directory or hub id "
                                                  f"(default {DEFAULTS['model']})")
     p.add_argument("--device", default=None, help=f"auto, cpu or cuda (default {DEFAULTS['device']})")
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() not in ("yes", "no", "true", "false", "1", "0"):
+        raise ValueError(text)
+    return text.lower() in ("yes", "true", "1")
+
+
+def _granularity(p) -> None:
+    option = registry.GRANULARITY
+    p.add_argument("--granularity", default=option.default, choices=option.choices,
+                   help=f"{option.help} (default {option.default})")
 
 
 def _target(p) -> None:
@@ -227,9 +252,15 @@ def options(args) -> dict:
         method = args.method or DEFAULTS["method"]
         if method not in registry.ATTRIBUTION_METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")
-        return {"method": method, "target": parse_target(args.target), **steps_option(method, args.steps)}
+        return {"method": method, "target": parse_target(args.target), **steps_option(method, args.steps),
+                "granularity": args.granularity}
     if verb == "flow":
-        return {"info": args.info, "target": parse_target(args.target)}
+        return {"info": args.info, "target": parse_target(args.target), "granularity": args.granularity}
+    if verb == "generate":
+        if args.max_new_tokens < 1:
+            raise UsageError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
+        return {"method": args.method, "max_new_tokens": args.max_new_tokens, "target": args.target or None,
+                "stop_at_eos": args.stop_at_eos, **steps_option(args.method, args.steps)}
     if verb == "circuit":
         return circuit_kwargs(args)
     if verb == "evaluate":
@@ -282,7 +313,8 @@ def run(args, inputs: Inputs, cache: bool = True):
         from .evaluation import faithfulness
 
         return faithfulness.evaluate(ex, *data, **kwargs)
-    call = {"explain": ex.attribute, "flow": ex.flow, "heads": ex.heads, "circuit": ex.circuit}[verb]
+    call = {"explain": ex.attribute, "flow": ex.flow, "heads": ex.heads, "circuit": ex.circuit,
+            "generate": ex.attribute_generation}[verb]
     return call(*data, **kwargs)
 
 

@@ -110,3 +110,95 @@ def test_smollm2_greedy_generation_and_ig_completeness(smollm):
     for t, row in enumerate(result.options["rows"]):
         m = result.prompt_length + t
         assert abs(result.raw[t, :m].sum() - (row["f_x"] - row["f_baseline"])) <= 0.05 * abs(row["f_x"] - row["f_baseline"])
+
+
+# ---------------------------------------------------------------------------- the view (no model)
+def _hand_result(rows_done=3):
+    matrix = np.full((3, 6), np.nan)
+    for t in range(rows_done):
+        matrix[t, :3 + t] = np.arange(3 + t) - 1.0
+    return GenerationResult(tokens=["The", "Ġfilm", "Ġwas", "Ġgood", "Ġand", "Ġfun"], generated=[" good", " and", " fun"],
+                            matrix=matrix, generated_ids=[10, 11, 12], prompt_length=3, method="ig",
+                            options={"rows_done": rows_done, "mode": "greedy"}, prompt="The film was", model="m")
+
+
+def test_generation_view_focus_exports_and_bundle(tmp_path):
+    from xattr_lab import widgets
+    from xattr_lab.constants import MIME_TYPE
+    from xattr_lab.widgets.views.generation_view import GenerationView, matrix_data
+
+    result = _hand_result()
+    view = widgets.view(result, display=False)
+    assert isinstance(view, GenerationView) and view.focus == 2  # the last row done
+    data = matrix_data(result, 2.0)
+    assert len(data["x"]) == 3 + 4 + 5 and max(x - 3 - y for x, y in zip(data["x"], data["y"])) < 0  # earlier only
+    view.widget
+    view.select_row(0)
+    assert view.strip.result.tokens == ["The", "Ġfilm", "Ġwas"] and view._marker.data["y"] == [0]
+    np.testing.assert_array_equal(view.strip.result.scores, [-1.0, 0.0, 1.0])
+    view.to_html(tmp_path / "g.html")
+    view.to_png(tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 1000 and "xattr-generation" in (tmp_path / "g.html").read_text()
+    bundle = widgets.mime_bundle(result)
+    assert Result.from_dict(bundle[MIME_TYPE]).generated == result.generated and "image/png" in bundle
+
+
+def test_generation_view_streams_rows_and_cancels():
+    from xattr_lab.widgets.views.generation_view import GenerationView
+
+    class FakeExplainer:  # calls back like ex.attribute_generation: one partial result per row
+        def attribute_generation(self, prompt, callback=None, **kwargs):
+            for done in (1, 2, 3):
+                if callback(_hand_result(done)) is False:
+                    raise type("Cancelled", (RuntimeError,), {})("stopped")
+            return _hand_result(3)
+
+    view = GenerationView()
+    view.widget
+    shown = []
+    original = view.update
+    view.update = lambda r: (shown.append(r.options["rows_done"]), original(r))
+    view.start(FakeExplainer(), "The film was", background=False)
+    assert shown == [1, 2, 3, 3] and view.status == "done" and view.focus == 2
+    view.select_row(0)
+    view.update(_hand_result(3))
+    assert view.focus == 0  # the user's focus stays
+
+    class Cancelling(FakeExplainer):
+        def attribute_generation(self, prompt, callback=None, **kwargs):
+            view.cancel()  # the user presses cancel while the first row runs
+            return super().attribute_generation(prompt, callback=callback, **kwargs)
+
+    shown.clear()
+    view.start(Cancelling(), "The film was", background=False)
+    assert shown == [] and view.status == "cancelled"
+
+
+# ---------------------------------------------------------------------------- CLI and magic
+def test_generate_and_granularity_parse_in_both_front_ends():
+    from xattr_lab import commands
+
+    for front_end in ("cli", "magic"):
+        parser = commands.build_parser(front_end)
+        args = commands.parse_args(parser, ["generate", "The film was", "--method", "sig", "--max-new-tokens", "3",
+                                            "--steps", "8", "--target", " a good one"])
+        assert commands.options(args) == {"method": "sig", "max_new_tokens": 3, "target": " a good one",
+                                          "stop_at_eos": True, "steps": 8}
+        args = commands.parse_args(parser, ["explain", "A film.", "--granularity", "word"])
+        assert commands.options(args)["granularity"] == "word"
+        with pytest.raises(commands.UsageError):
+            commands.options(commands.parse_args(parser, ["generate", "x", "--max-new-tokens", "0"]))
+        with pytest.raises(commands.UsageError):
+            commands.parse_args(parser, ["generate", "x", "--method", "attention_flow"])
+
+
+def test_xattr_generate_writes_json(tiny, tmp_path, capsys, monkeypatch):
+    from xattr_lab import cli, commands
+
+    monkeypatch.setattr(commands, "explainer", lambda model=None, device=None, cache=True: tiny("gpt2"))
+    out = tmp_path / "gen.json"
+    assert cli.main(["generate", "The film was", "--method", "attention", "--max-new-tokens", "2", "--html", "",
+                     "--json", str(out)]) == 0
+    result = Result.from_json(out.read_text())
+    assert isinstance(result, GenerationResult) and len(result.generated) == 2
+    assert "generated" in capsys.readouterr().out

@@ -56,6 +56,8 @@ def mime_bundle(result, view=None, **kwargs) -> dict:
         from .select import view_for
 
         view = view_for(result)
+    if getattr(view, "payload_v2", True) is False:  # a view whose kind has no v2 payload draws its own bundle
+        return view._repr_mimebundle_()
     return _bundle(result, view, **kwargs)
 
 

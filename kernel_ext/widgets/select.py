@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from .views import CircuitView, FlowView, HeadGrid, TokenStrip, View
+from .views.generation_view import GenerationView
 from .views.image_view import ImageView, has_image
 
 __all__ = ["view_for", "VIEWS"]
 
 #: Result ``kind`` -> the view class that shows it.
-VIEWS = {"attribution": TokenStrip, "flow": FlowView, "heads": HeadGrid, "circuit": CircuitView}
+VIEWS = {"attribution": TokenStrip, "flow": FlowView, "heads": HeadGrid, "circuit": CircuitView,
+         "generation": GenerationView}
 
 
 def view_for(result, **kwargs):
-    """The right view for any xattr result (Attribution, FlowResult, HeadStats, CircuitResult)."""
+    """The right view for any xattr result (Attribution, FlowResult, HeadStats, CircuitResult, GenerationResult)."""
     if isinstance(result, View):
         return result
     cls = VIEWS.get(getattr(result, "kind", None))
@@ -19,5 +21,5 @@ def view_for(result, **kwargs):
         cls = ImageView
     if cls is None:
         raise TypeError(f"no view for {type(result).__name__}; expected an xattr result (Attribution, FlowResult, "
-                        "HeadStats or CircuitResult)")
+                        "HeadStats, CircuitResult or GenerationResult)")
     return cls(result, **kwargs)
