@@ -68,6 +68,7 @@ def head_ablation_effects(
     batch_size: int = 64,
     progress: bool = True,
     logit_positions: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Mean-ablation effect of every head: (L, H) float64, in metric units.
 
@@ -81,6 +82,9 @@ def head_ablation_effects(
     ``logit_positions``: when the metric reads only some positions (e.g. ``[-1]``), a language
     model computes logits only there (the metric then sees (R, len(logit_positions), V)); on
     smollm2-135m this skips about a fifth of the compute (the 49k-word unembedding).
+
+    ``heads``: flat indices ``l * H + h`` to ablate (default all; the others are NaN) — a shard of
+    the dataset-scale run, :func:`xattr_lab.evaluation.sharded_jobs.ablation_effects` (``backend=``).
     """
     prompts = _check_prompts(prompts, "ablation", 1)
     negatives = prompts if negatives is None else _check_prompts(negatives, "negative", 1)
@@ -111,8 +115,9 @@ def head_ablation_effects(
                    torch.arange(s, min(s + batch_size, len(prompts)))).float().cpu()
             for s in range(0, len(prompts), batch_size)
         ])
-        rows_head = torch.arange(L * H).repeat_interleave(len(prompts))  # flat head of each row
-        rows_prompt = torch.arange(len(prompts)).repeat(L * H)
+        chosen = torch.arange(L * H) if heads is None else torch.as_tensor([int(h) for h in heads], dtype=torch.long)
+        rows_head = chosen.repeat_interleave(len(prompts))  # flat head of each row
+        rows_prompt = torch.arange(len(prompts)).repeat(len(chosen))
         feature_head = torch.arange(H * k) // k  # which head each z feature belongs to
         current: dict[str, torch.Tensor] = {}
 
@@ -139,8 +144,10 @@ def head_ablation_effects(
     values = torch.cat([clean, ablated])
     if float(values.max() - values.min()) <= 1e-9 * max(1.0, float(values.abs().max())):
         raise InputError("the metric is constant: no prompt and no ablation changes it; check the metric and answer tokens")
-    drop = clean.repeat(L * H) - ablated
-    return drop.reshape(L * H, len(prompts)).mean(dim=1).reshape(L, H).double().numpy()
+    drop = clean.repeat(len(chosen)) - ablated
+    effects = torch.full((L * H,), float("nan"), dtype=torch.float64)
+    effects[chosen] = drop.reshape(len(chosen), len(prompts)).mean(dim=1).double()
+    return effects.reshape(L, H).numpy()
 
 
 def truth_mask(effects: Any, fraction: float = 0.1, top: int | None = None, absolute: bool = True) -> np.ndarray:

@@ -24,11 +24,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import bootstrap, provenance
+from . import bootstrap, provenance, sharded, sharded_jobs
 from .faithfulness_metrics import BETTER, METRICS, text_record
 
 #: labels with options: the SIG paper's comparison (both baselines for IG and SIG), the GAF
@@ -122,6 +122,10 @@ def evaluate(
     return_per_text: bool = False,
     replicates: int = bootstrap.REPLICATES,
     seed: int = bootstrap.SEED,
+    backend: str | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    out: str | Path | None = None,
 ):
     """Faithfulness of several attribution methods over many texts -> tidy pandas DataFrame.
 
@@ -133,6 +137,10 @@ def evaluate(
     cache: True (``cache_dir()/eval``), a folder, or False; see the module docstring for the key.
     metrics: subset of ``METRICS`` reported (every record holds all four).
     replicates, seed: of the paired bootstrap.
+    backend: None (this loop), "local" or "ray": the missing records run as sharded items
+        (:func:`xattr_lab.evaluation.sharded_jobs.faithfulness_records`), written shard by shard to
+        Parquet in ``out`` (default: keyed under the cache folder) and then into the cache;
+        "ray" runs them on ``workers`` Ray actors, a local runtime or the cluster at ``address``.
 
     Returns columns method, metric, mean, ci_low, ci_high (95% percentile interval of the paired
     bootstrap over texts), std, n, better ("higher"/"lower"), seconds (mean attribution seconds
@@ -163,6 +171,14 @@ def evaluate(
         paths[label] = folder / f"{spec_key(spec, fingerprint, k, code)}.json" if folder else None
         stored[label] = _load(paths[label]) if folder else {}
     dirty = dict.fromkeys(specs, 0)
+    if backend is not None:
+        def save(labels) -> None:
+            for label in labels:
+                if paths[label]:
+                    _save(paths[label], stored[label], about[label])
+
+        faithfulness_records(ex, texts, specs, k, stored, about, backend=backend, address=address, workers=workers,
+                             out=out, folder=folder, progress=progress, on_rows=save)
     rows = []
     # texts outside, methods inside: an interrupted run leaves every method with the same texts done
     with tqdm(total=len(texts) * len(specs), desc="faithfulness", disable=not progress, smoothing=0.05) as bar:
@@ -186,6 +202,64 @@ def evaluate(
     per_text = pd.DataFrame(rows)
     table = summarise(per_text, list(specs), metrics, replicates, seed)
     return (table, per_text) if return_per_text else table
+
+
+# ---------------------------------------------------------------------------- sharded runs (backend=)
+def faithfulness_schema():
+    """Parquet columns of one (method, text) record of :func:`faithfulness_row`."""
+    import pyarrow as pa
+
+    return {"method": pa.string(), "text_key": pa.string(), **{m: pa.float64() for m in METRICS},
+            "seconds": pa.float64(), "cpu_seconds": pa.float64(), "m": pa.int64(), "top": pa.int64(),
+            "used": pa.string()}
+
+
+def faithfulness_row(ex, item) -> dict[str, Any]:
+    """(label, spec, text, k) -> one Parquet row: the harness's record of that method on that text."""
+    label, spec, text, k = item
+    record = text_record(ex, text, spec, k)
+    return {"method": label, "text_key": text_key(text), **{name: record[name] for name in record if name != "used"},
+            "used": json.dumps(record.get("used", {}), sort_keys=True)}
+
+
+def faithfulness_records(ex, texts: Sequence[str], specs: Mapping[str, Mapping[str, Any]], k: float,
+                         stored: dict[str, dict], about: Mapping[str, Mapping[str, Any]], *, backend: str = "local",
+                         address: str | None = None, workers: int | None = None, out: str | Path | None = None,
+                         folder: Path | None = None, progress: bool = True, on_rows: Callable | None = None) -> int:
+    """Compute the (method, text) records missing from ``stored`` ({label: {text key: record}}) in place.
+
+    Returns how many records were added. ``about``: the harness's provenance of each label (code version,
+    model fingerprint, spec, k); the run's Parquet folder is ``out`` or one keyed by ``about`` under
+    ``folder``. ``on_rows(labels)`` is called after each shard (the harness saves its JSON cache then).
+    """
+    fingerprint = next(iter(about.values()))["model"] if about else ""
+    fingerprint = fingerprint or provenance.model_fingerprint(ex)
+    run_about = {"job": "faithfulness", "model": fingerprint, "model_name": ex.name, "k": k,
+                 "specs": {label: {"spec": dict(spec), "code": about[label]["code"] or spec_code_version(spec)}
+                           for label, spec in specs.items()}}
+    items, keys = [], []
+    for text in dict.fromkeys(texts):
+        for label, spec in specs.items():
+            if text_key(text) not in stored[label]:
+                items.append((label, dict(spec), text, k))
+                keys.append(f"{label}/{text_key(text)}")
+    if not items:
+        return 0
+
+    def merge(rows) -> None:
+        for row in sharded.strip(rows):
+            record = {name: value for name, value in row.items() if name not in ("method", "text_key")}
+            record["used"] = json.loads(record["used"])
+            stored[row["method"]][row["text_key"]] = record
+        if on_rows is not None:
+            on_rows({row["method"] for row in rows})
+
+    out = Path(out) if out is not None else sharded_jobs.default_out("faithfulness", run_about, folder)
+    rows = sharded_jobs.run_job(ex, items, keys, faithfulness_row, faithfulness_schema(), run_about, backend=backend,
+                                address=address, workers=workers, out=out, progress=progress,
+                                desc="faithfulness shards", on_rows=merge)
+    merge(rows)  # rows read back from an earlier, interrupted run
+    return len(rows)
 
 
 def _matrix(per_text, labels: Sequence[str], metric: str) -> np.ndarray:

@@ -1,0 +1,260 @@
+"""Sharded dataset-scale runs (xattr_lab.evaluation.sharded, backend_ray, sharded_jobs).
+
+Fast tests run the local backend on toy work (no model): sharding, order, Parquet schema and
+provenance, resume without recomputation, the errors. Slow tests start one local Ray runtime with
+2 workers for the module and run the faithfulness job on 20 held-out snippets of minilm-rt with raw
+attention: Ray equals local; an actor killed mid-run (its process exits) loses no rows and the
+result is equal; a run interrupted by an error resumes on Ray without recomputing any written row.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+from xattr_lab.errors import InputError, XattrError  # noqa: E402
+from xattr_lab.evaluation import backend_ray, faithfulness_harness, sharded, sharded_jobs  # noqa: E402
+from xattr_lab.evaluation.sharded import BackendError, run_sharded  # noqa: E402
+
+SCHEMA = {"square": pa.int64(), "half": pa.float64()}
+#: Ray vs local: the same work on the same weights; only float reduction order may differ
+RTOL = ATOL = 1e-6
+
+
+class Stop(Exception):
+    """Raised by the toy work to interrupt a run."""
+
+
+def toy_work(worker, item, calls=None, stop_at=None):
+    if calls is not None:
+        calls.append(item)
+    if stop_at is not None and item == stop_at:
+        raise Stop(item)
+    return {"square": item * item * worker, "half": item / 2}
+
+
+def toy(items, out, calls=None, stop_at=None, **kwargs):
+    def work(worker, item):
+        return toy_work(worker, item, calls, stop_at)
+
+    kwargs.setdefault("shard_size", 3)
+    return run_sharded(items, lambda: 1, work, out=out, schema=SCHEMA, provenance={"job": "toy", "v": 1},
+                       progress=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------- local backend (fast)
+def test_rows_in_item_order_one_file_per_shard(tmp_path):
+    rows = toy(list(range(10)), tmp_path)
+    assert [r["square"] for r in rows] == [i * i for i in range(10)]
+    assert [r["_item"] for r in rows] == list(range(10))
+    assert len(list(tmp_path.glob("shard-*.parquet"))) == 4  # 3 + 3 + 3 + 1
+
+
+def test_parquet_schema_and_provenance(tmp_path):
+    toy(list(range(5)), tmp_path)
+    table = pq.read_table(sorted(tmp_path.glob("shard-*.parquet"))[0])
+    assert table.schema.field("square").type == pa.int64() and table.schema.field("_key").type == pa.string()
+    assert json.loads(table.schema.metadata[sharded.METADATA_KEY]) == {"job": "toy", "v": 1}
+    assert sharded.read_provenance(tmp_path) == {"job": "toy", "v": 1}
+
+
+def test_resume_recomputes_nothing_written(tmp_path):
+    calls = []
+    with pytest.raises(Stop):
+        toy(list(range(10)), tmp_path, calls, stop_at=7)  # shards [0..2], [3..5] written; [6..8] lost at 7
+    written = {r["_key"] for r in sharded.read_store(tmp_path)}
+    assert written == {str(i) for i in range(6)}
+    again = []
+    rows = toy(list(range(10)), tmp_path, again)
+    assert sorted(again) == [6, 7, 8, 9]  # nothing written is computed again
+    assert rows == toy(list(range(10)), tmp_path / "fresh")
+
+
+def test_equal_keys_are_computed_once(tmp_path):
+    calls = []
+    rows = toy([2, 3, 2, 2], tmp_path, calls)
+    assert sorted(calls) == [2, 3] and [r["square"] for r in rows] == [4, 9, 4, 4]
+
+
+def test_batched_work(tmp_path):
+    rows = run_sharded(list(range(7)), lambda: 10, lambda w, items: [{"square": w * i, "half": 0.0} for i in items],
+                       out=tmp_path, schema=SCHEMA, provenance={}, batched=True, shard_size=4, progress=False)
+    assert [r["square"] for r in rows] == [10 * i for i in range(7)]
+
+
+def test_other_provenance_is_refused(tmp_path):
+    toy([1, 2], tmp_path)
+    with pytest.raises(InputError, match="another run"):
+        run_sharded([1], lambda: 1, toy_work, out=tmp_path, schema=SCHEMA, provenance={"job": "toy", "v": 2},
+                    progress=False)
+    assert len(sharded.read_store(tmp_path)) == 2  # nothing lost
+
+
+def test_bad_options(tmp_path):
+    with pytest.raises(InputError, match="backend"):
+        toy([1], tmp_path, backend="dask")
+    with pytest.raises(InputError, match="reserved"):
+        run_sharded([1], lambda: 1, toy_work, out=tmp_path, schema={"_key": pa.string()}, provenance={})
+    with pytest.raises(InputError, match="shard_size"):
+        sharded.make_shards([1, 2], 0)
+
+
+def test_clear_error_without_ray(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(BackendError, match=r"pip install 'xattr-lab\[ray\]'"):
+        toy([1, 2], tmp_path, backend="ray")
+    assert issubclass(BackendError, XattrError)
+
+
+def test_unreachable_address_fails_fast():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(BackendError, match="cannot reach the Ray cluster"):
+        backend_ray.check_reachable(f"ray://127.0.0.1:{port}", timeout=2)
+    assert backend_ray._host_port("auto") is None
+
+
+def test_shard_sizes():
+    assert sharded.make_shards(range(7), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert sharded.default_shard_size(1000, 2) == 16 and sharded.default_shard_size(8, 2) == 1
+
+
+# ---------------------------------------------------------------------------- Ray (slow)
+N_TEXTS = 20
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """One local Ray runtime with 2 CPUs for the module (starting it can take ~30-60 s on a loaded machine)."""
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    backend_ray.connect(workers=2, timeout=300)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    import torch
+
+    import xattr_lab as xa
+
+    torch.set_num_threads(1)
+    ex = xa.load("minilm-rt", device="cpu")
+    data = xa.zoo.rotten_tomatoes("test")
+    return ex, [t for t, _ in random.Random(0).sample(data, N_TEXTS)]
+
+
+@pytest.fixture(scope="module")
+def local_rows(minilm):
+    """The one-process harness's per-text rows (no backend): the reference every sharded run must equal."""
+    from xattr_lab import faithfulness
+
+    ex, texts = minilm
+    _, per_text = faithfulness.evaluate(ex, texts, ["attention"], cache=False, progress=False, return_per_text=True,
+                                        replicates=100)
+    return per_text.to_dict("records")
+
+
+def faith_items(texts):
+    return [("attention", {"method": "attention"}, text, 0.2) for text in texts]
+
+
+def run_faith(ex, texts, out, work=faithfulness_harness.faithfulness_row, **kwargs):
+    from xattr_lab.evaluation import provenance
+
+    fingerprint = provenance.model_fingerprint(ex)
+    return run_sharded(faith_items(texts), sharded_jobs.session_factory(ex, fingerprint), work, out=out,
+                       schema=faithfulness_harness.faithfulness_schema(), provenance={"model": fingerprint, "test": 1},
+                       keys=[str(i) for i in range(len(texts))], worker=ex, progress=False, **kwargs)
+
+
+def assert_rows_equal(a, b):
+    import numpy as np
+
+    assert len(a) == len(b) == N_TEXTS
+    for metric in ("log_odds", "comprehensiveness", "sufficiency", "aopc"):
+        np.testing.assert_allclose([r[metric] for r in a], [r[metric] for r in b], rtol=RTOL, atol=ATOL)
+    assert [(r["m"], r["top"]) for r in a] == [(r["m"], r["top"]) for r in b]
+
+
+def logged_row(ex, item, log=None, crash=None, fail=None):
+    """faithfulness_row, logging each call to ``log``; exits the process (first time) at text ``crash``,
+    raises at text ``fail``."""
+    with open(log, "a") as handle:
+        handle.write(item[2] + "\n")
+    if crash is not None and item[2] == crash and not Path(log + ".crashed").exists():
+        Path(log + ".crashed").touch()
+        os._exit(1)  # the actor's process dies mid-run
+    if fail is not None and item[2] == fail:
+        raise Stop(fail)
+    return faithfulness_harness.faithfulness_row(ex, item)
+
+
+@pytest.mark.slow
+def test_local_backend_equals_the_harness(minilm, local_rows, tmp_path):
+    from xattr_lab import faithfulness
+
+    ex, texts = minilm
+    _, per_text = faithfulness.evaluate(ex, texts, ["attention"], cache=False, progress=False, return_per_text=True,
+                                        replicates=100, backend="local", out=tmp_path)
+    assert_rows_equal(local_rows, per_text.to_dict("records"))
+    assert len(sharded.read_store(tmp_path)) == N_TEXTS
+
+
+@pytest.mark.slow
+def test_ray_equals_local(ray_runtime, minilm, local_rows, tmp_path):
+    from xattr_lab import faithfulness
+
+    ex, texts = minilm
+    _, per_text = faithfulness.evaluate(ex, texts, ["attention"], cache=tmp_path / "cache", progress=False,
+                                        return_per_text=True, replicates=100, backend="ray", workers=2)
+    assert_rows_equal(local_rows, per_text.to_dict("records"))
+    shards = list((tmp_path / "cache" / "shards").glob("faithfulness-*"))
+    assert len(shards) == 1 and len(sharded.read_store(shards[0])) == N_TEXTS
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1  # the harness's cache has the records too
+
+
+@pytest.mark.slow
+def test_ray_actor_killed_mid_run_loses_nothing(ray_runtime, minilm, local_rows, tmp_path):
+    import functools
+
+    ex, texts = minilm
+    log = str(tmp_path / "calls.log")
+    work = functools.partial(logged_row, log=log, crash=texts[13])
+    remote = run_faith(ex, texts, tmp_path / "ray", work=work, backend="ray", workers=2, shard_size=4)
+    assert Path(log + ".crashed").exists()  # an actor did die
+    assert len(Path(log).read_text().splitlines()) >= N_TEXTS + 1  # the lost shard ran again
+    assert_rows_equal(local_rows, remote)
+
+
+@pytest.mark.slow
+def test_ray_resume_after_interrupt_recomputes_nothing(ray_runtime, minilm, local_rows, tmp_path):
+    import functools
+
+    ex, texts = minilm
+    out, log = tmp_path / "ray", str(tmp_path / "calls.log")
+    with pytest.raises(Stop):  # interrupted in this process (a Ray run stops the same way: the error comes back)
+        run_faith(ex, texts, out, work=functools.partial(logged_row, log=log, fail=texts[13]), shard_size=4)
+    written = {int(r["_key"]) for r in sharded.read_store(out)}
+    assert written == set(range(12))
+    Path(log).unlink()
+    rows = run_faith(ex, texts, out, work=functools.partial(logged_row, log=log), backend="ray", workers=2,
+                     shard_size=4)
+    again = Path(log).read_text().splitlines()
+    assert not {texts[i] for i in written} & set(again)  # nothing written was computed again
+    assert len(again) == N_TEXTS - len(written)
+    assert_rows_equal(local_rows, rows)
