@@ -268,3 +268,22 @@ def test_head_grid_shows_the_floor_in_the_layer_detail_and_the_cone_plot(tiny):
     spans = [m for m in figure.center if isinstance(m, Span)]
     assert len(spans) == 1 and spans[0].location == pytest.approx(floor)
     assert any(getattr(m, "name", None) == "xattr-cone-index" for m in view.export_models())
+
+
+def test_head_grid_png_draws_the_cone_index_with_its_floor(tiny):
+    from xattr_lab import widgets
+    from xattr_lab.widgets import export
+
+    ex = tiny("bert")
+    stats = ex.heads(TEXTS[0])
+    view = widgets.view(stats, display=False)
+    figure = view.png_figure()
+    panels = [ax for ax in figure.axes if ax.get_ylabel().startswith("normalised")]
+    assert len(panels) == 1
+    curve, floor_line = panels[0].get_lines()
+    assert np.allclose(curve.get_ydata(), stats.cone_index_normalised)
+    floor = 1 / math.sqrt(len(stats.tokens))
+    assert np.allclose(floor_line.get_ydata(), floor) and floor_line.get_linestyle() == "--"
+    assert any(f"{floor:.2f}" in t.get_text() for t in panels[0].texts)
+    assert view.png_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(export.draw_grid("circuit", [["#ffffff"]], [["a"]]).axes) == 1  # no cone: the grid alone

@@ -149,15 +149,22 @@ def draw_flow(tokens: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndarra
 
 def draw_grid(title: str, colours: Sequence[Sequence[str]], labels: Sequence[Sequence[str]], *,
               head: tuple[int, int] = (-1, -1), edges: Sequence[tuple[str, str, float]] = (),
-              codes: dict | None = None, header: str = ""):
+              codes: dict | None = None, header: str = "", cone: tuple[Sequence[float], float | None] | None = None):
     """L x H head grid: cells in the given hex ``colours`` with ``labels``; ``head`` outlined; the top
-    ``edges`` (circuits) and a head's ``codes`` ({"positive", "negative", "unique", "silent"}) listed."""
+    ``edges`` (circuits) and a head's ``codes`` ({"positive", "negative", "unique", "silent"}) listed.
+    ``cone`` = (normalised cone index per layer, (L+1,) with 0 = embeddings; its random-direction floor
+    1/√n or None) adds a panel below the grid with the floor dashed, as the interactive view shows."""
     from matplotlib.patches import Rectangle
 
     L, H = len(colours), len(colours[0]) if len(colours) else 0
     l, h = head
-    fig = _figure(max(4.0, 1.5 + 0.45 * H) + (3.5 if (edges or codes) else 0), max(3.0, 1.2 + 0.35 * L))
-    ax = fig.add_axes((0.1, 0.16, 0.55 if (edges or codes) else 0.8, 0.66))
+    grid_in, cone_in = max(3.0, 1.2 + 0.35 * L), (2.0 if cone is not None else 0.0)
+    fig = _figure(max(4.0, 1.5 + 0.45 * H) + (3.5 if (edges or codes) else 0), grid_in + cone_in)
+    ax = fig.add_axes((0.1, (cone_in + 0.16 * grid_in) / (grid_in + cone_in), 0.55 if (edges or codes) else 0.8,
+                       0.66 * grid_in / (grid_in + cone_in)))
+    if cone is not None:
+        _draw_cone(fig.add_axes((0.1, 0.45 / (grid_in + cone_in), 0.55 if (edges or codes) else 0.8,
+                                 1.15 / (grid_in + cone_in))), *cone)
     rgb = np.array([[_hex(c) for c in row] for row in colours])
     ax.imshow(rgb, aspect="auto")
     for li in range(L):
@@ -183,6 +190,19 @@ def draw_grid(title: str, colours: Sequence[Sequence[str]], labels: Sequence[Seq
         fig.text(0.68, 0.88, "\n".join(lines)[:2000], fontsize=7, va="top", family="monospace", parse_math=False)
     fig.text(0.01, 0.97, plain_text(header), fontsize=8, va="top", parse_math=False)
     return fig
+
+
+def _draw_cone(ax, values: Sequence[float], floor: float | None) -> None:
+    """Normalised cone index by layer on ``ax``, with the random-direction floor 1/√n dashed."""
+    values = np.asarray(values, dtype=np.float64)
+    ax.plot(np.arange(values.size), values, marker="o", markersize=3, linewidth=1.5)
+    if floor is not None:
+        ax.axhline(floor, linestyle="--", color="#888888", linewidth=1)
+        _text(ax, 0, floor + 0.03, f"random directions: 1/√n = {floor:.2f}", fontsize=7, color="#555555")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("layer (0 = embeddings)", fontsize=7)
+    ax.set_ylabel("normalised\ncone index", fontsize=7)
+    ax.tick_params(labelsize=7)
 
 
 def _hex(colour: str) -> tuple[float, float, float]:

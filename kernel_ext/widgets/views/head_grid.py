@@ -362,8 +362,10 @@ class HeadGrid(View):
         name = self.state.statistic
         colours, _, _, _ = self._colours(name)
         l, h = self.state.head
+        cone = getattr(self.result, "cone_index_normalised", None)  # HeadStats: the panel with its floor, as live
         return export.draw_grid(name, colours, self.statistics[name]["labels"], head=(l, h), edges=self._png_edges(),
-                                codes=self.head_codes(l, h) if l >= 0 else None, header=self.header_html())
+                                codes=self.head_codes(l, h) if l >= 0 else None, header=self.header_html(),
+                                cone=None if cone is None or not len(cone) else (list(cone), self.cone_floor()))
 
     def export_models(self) -> list:
         from bokeh.layouts import row
