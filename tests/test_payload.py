@@ -222,3 +222,50 @@ def test_saved_outputs_fit_the_size_targets_on_real_models(model, n, limit):
             assert after < before, (kind, before, after)
     heads = to_payload(found["heads"])["attentions"]
     assert heads["kept_mass"]["mean"] > 0.5  # what the head view draws still holds most of the attention
+
+
+# ---------------------------------------------------------------------------- what the TS renderer reads
+FIXTURES = ROOT / "labextension" / "test" / "fixtures" / "payloads.json"
+
+
+def renderer_fixtures() -> dict:
+    """Small v1 and v2 payloads of the same results (labextension/test/render-v2.test.ts draws both)."""
+    rng = np.random.default_rng(7)
+    n, L, H = 6, 2, 2
+    tokens = ["[CLS]", HOSTILE[0], HOSTILE[1], "film", "\u0120great", "[SEP]"]
+    scores = np.round(rng.normal(size=n), 3)
+    attribution = Attribution(tokens=tokens, scores=scores, raw=scores * 2, method="ig", model="tiny",
+                              prediction={"POSITIVE": 0.75, "NEGATIVE": 0.25}, target_label="POSITIVE")
+    E = np.round(rng.random((L, n, n)), 3)
+    flow = FlowResult(tokens=tokens, attributions=E[0].sum(axis=0), edge_flow=E, value=float(E[-1].sum()), model="tiny")
+    A = rng.random((L, H, n, n)) + 0.05
+    A /= A.sum(axis=-1, keepdims=True)
+    heads = HeadStats(tokens=tokens, entropy=np.round(rng.random((L, H)), 3), cone_index=np.arange(L + 1.0),
+                      patterns=[["diagonal", "broad"], ["previous", "unknown"]], attentions=A, model="tiny")
+    S = np.round(rng.random((L * H, L * H)), 2)
+    S = S + S.T
+    np.fill_diagonal(S, 0)
+    circuit = CircuitResult(node_scores=rng.integers(0, 5, (L, H)).astype(float), edge_scores=S,
+                            codes_positive=np.array([[1, 7, 2, 0], [1, 8, 2, 0]], float),
+                            codes_negative=np.array([[1, 5, 2, 0], [1, 5, 3, 0]], float), n_layers=L, n_heads=H,
+                            unique_codes={"1": [7, 8]}, positive=["p1", "p2"], negative=["n1", "n2"],
+                            metrics={"node_roc_auc": 0.75})
+    found = {"attribution": attribution, "flow": flow, "heads": heads, "circuit": circuit}
+    explorer = FakeExplorer({"strip": attribution, "flow": flow, "heads": heads})
+    v2 = {kind: to_payload(r, model_id=None, attention_bytes=10 ** 6) for kind, r in found.items()}
+    v2["explorer"] = to_payload(explorer, model_id=None, attention_bytes=10 ** 6)
+    return {"v1": {kind: {**r.to_dict(), "model_id": None} for kind, r in found.items()}, "v2": v2}
+
+
+def test_renderer_fixtures_are_what_the_writer_writes():
+    """The TS tests draw payloads written by this version (regenerate: python tests/test_payload.py)."""
+    fixtures = renderer_fixtures()
+    for payload in fixtures["v2"].values():
+        check(payload)
+    assert json.loads(FIXTURES.read_text()) == json.loads(json.dumps(fixtures, allow_nan=False))
+
+
+if __name__ == "__main__":
+    FIXTURES.parent.mkdir(parents=True, exist_ok=True)
+    FIXTURES.write_text(json.dumps(renderer_fixtures(), allow_nan=False, indent=1) + "\n")
+    print("wrote", FIXTURES)

@@ -11,7 +11,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { ExportCell, download, notebookHtml, payloadJson, pngFromBase64, resultHtml, viewToPng, xattrCss } from './exporting';
 import { MagicDefaults, explainCode, settingsCode } from './kernelcode';
-import { MIME_TYPE } from './payload';
+import { xattrPayload } from './payload';
 import { renderResult } from './render';
 import { LiveContext, RANK, RendererHost, rendererFactory } from './renderer';
 
@@ -72,7 +72,7 @@ function activeResult(tracker: INotebookTracker): { payload: Record<string, unkn
   const outputs = (cell.model as unknown as { outputs: { length: number; get(i: number): { data: Record<string, unknown> } } }).outputs;
   for (let i = outputs.length - 1; i >= 0; i--) {
     const bundle = outputs.get(i).data;
-    const payload = bundle[MIME_TYPE];
+    const payload = xattrPayload(bundle);
     if (payload && typeof payload === 'object') {
       return { payload: payload as Record<string, unknown>, bundle };
     }

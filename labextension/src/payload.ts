@@ -1,14 +1,30 @@
 /**
- * The `application/vnd.xattr.v1+json` payload: a result's `to_dict()` (kernel_ext/results.py)
- * plus `model_id`, the id of the live ipywidget model that showed it (or null).
+ * The saved payloads. `application/vnd.xattr.v1+json`: a result's `to_dict()`
+ * (kernel_ext/results.py), arrays as nested lists (NaN/inf as null). `application/vnd.xattr.v2+json`:
+ * `xattr_lab.payload.to_payload(result)`, what the views draw as packed arrays (read-v2.ts; format
+ * in kernel_ext/data/payload-v2.schema.json), kinds as v1 plus "explorer". Both carry `model_id`,
+ * the id of the live ipywidget model that showed the result (or null).
  *
- * Arrays are nested lists of numbers; NaN/inf were written as null.
+ * Saved output is untrusted data: `readPayload` checks it and returns a message for anything it
+ * cannot draw; it never throws.
  */
+import { Budget, Read, Refused, ViewModel } from './model';
+import { readAttributionV1, readCircuitV1, readFlowV1, readHeadsV1 } from './read-v1';
+import { readAttributionV2, readCircuitV2, readExplorerV2, readFlowV2, readHeadsV2 } from './read-v2';
 
 export const MIME_TYPE = 'application/vnd.xattr.v1+json';
+export const MIME_TYPE_V2 = 'application/vnd.xattr.v2+json';
+/** Every xattr MIME type this extension draws, newest first. */
+export const MIME_TYPES = [MIME_TYPE_V2, MIME_TYPE];
+/** The xattr payload of an output bundle (v2 first, then v1), or undefined. */
+export function xattrPayload(data: Record<string, unknown> | null | undefined): unknown {
+  return data ? MIME_TYPES.map(type => data[type]).find(value => value !== undefined) : undefined;
+}
 export const WIDGET_MIME_TYPE = 'application/vnd.jupyter.widget-view+json';
 export const SCHEMA = 'xattr.v1';
+export const SCHEMA_V2 = 'xattr.v2';
 export const KINDS = ['attribution', 'flow', 'heads', 'circuit'] as const;
+export const KINDS_V2 = ['attribution', 'flow', 'heads', 'circuit', 'explorer'] as const;
 
 export type Num = number | null;
 export type Kind = (typeof KINDS)[number];
@@ -91,6 +107,15 @@ const REQUIRED: Record<Kind, string[]> = {
   circuit: ['node_scores', 'edge_scores', 'codes_positive', 'codes_negative']
 };
 
+/** v2 fields that must be present (kernel_ext/data/payload-v2.schema.json, "required"). */
+export const REQUIRED_V2: Record<(typeof KINDS_V2)[number], string[]> = {
+  attribution: ['tokens', 'scores'],
+  flow: ['tokens', 'attributions', 'edges', 'n_layers', 'value'],
+  heads: ['tokens', 'entropy', 'cone_index'],
+  circuit: ['node_scores', 'pairs', 'n_edges', 'codes_positive', 'codes_negative'],
+  explorer: ['views']
+};
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -101,25 +126,28 @@ export function checkPayload(data: unknown): Checked {
     return { ok: false, message: 'This xattr-lab output holds no result (its payload is not a JSON object).' };
   }
   const schema = data.schema;
-  if (schema !== SCHEMA) {
-    const found = typeof schema === 'string' ? `"${schema}"` : 'no schema version';
+  if (schema !== SCHEMA && schema !== SCHEMA_V2) {
+    const found = typeof schema === 'string' ? `"${schema.slice(0, 40)}"` : 'no schema version';
     return {
       ok: false,
       message:
-        `This xattr-lab output uses ${found}; this JupyterLab extension reads "${SCHEMA}". ` +
+        `This xattr-lab output uses ${found}; this JupyterLab extension reads "${SCHEMA_V2}" and "${SCHEMA}". ` +
         'Install the xattr-lab version that wrote it (pip install -U xattr-lab), or re-run the cell.'
     };
   }
+  const kinds: readonly string[] = schema === SCHEMA ? KINDS : KINDS_V2;
   const kind = data.kind;
-  if (typeof kind !== 'string' || !(KINDS as readonly string[]).includes(kind)) {
+  if (typeof kind !== 'string' || !kinds.includes(kind)) {
     return {
       ok: false,
       message:
-        `This xattr-lab output holds a result of kind ${JSON.stringify(String(kind))}, which this ` +
-        `extension cannot draw (known: ${KINDS.join(', ')}). Update the extension or re-run the cell.`
+        `This xattr-lab output holds a result of kind ${JSON.stringify(String(kind).slice(0, 40))}, which this ` +
+        `extension cannot draw (known: ${kinds.join(', ')}). Update the extension or re-run the cell.`
     };
   }
-  const missing = REQUIRED[kind as Kind].filter(name => !Array.isArray(data[name]));
+  const missing = schema === SCHEMA
+    ? REQUIRED[kind as Kind].filter(name => !Array.isArray(data[name]))
+    : REQUIRED_V2[kind as (typeof KINDS_V2)[number]].filter(name => data[name] === undefined || data[name] === null);
   if (missing.length) {
     return {
       ok: false,
@@ -127,4 +155,28 @@ export function checkPayload(data: unknown): Checked {
     };
   }
   return { ok: true, payload: data as unknown as XattrPayload };
+}
+
+/** The view model of a v1 or v2 payload, or the message saying why it cannot be drawn. Never throws. */
+export function readPayload(data: unknown): Read<ViewModel> {
+  const checked = checkPayload(data);
+  if (!checked.ok) {
+    return checked;
+  }
+  const p = checked.payload as unknown as Record<string, unknown>;
+  const kind = p.kind as string;
+  try {
+    if (p.schema === SCHEMA) {
+      const budget = new Budget();
+      const read = { attribution: readAttributionV1, flow: readFlowV1, heads: readHeadsV1, circuit: readCircuitV1 }[kind as Kind];
+      return { ok: true, model: read(p, budget) };
+    }
+    const read = {
+      attribution: readAttributionV2, flow: readFlowV2, heads: readHeadsV2, circuit: readCircuitV2, explorer: readExplorerV2
+    }[kind as (typeof KINDS_V2)[number]];
+    return { ok: true, model: read(p) };
+  } catch (error) {
+    const why = error instanceof Refused ? error.message : `it is malformed (${error instanceof Error ? error.name : 'error'})`;
+    return { ok: false, message: `This xattr-lab "${kind}" result cannot be drawn: ${why}.` };
+  }
 }

@@ -14,7 +14,7 @@ import type { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { PanelLayout, Widget } from '@lumino/widgets';
 
-import { MIME_TYPE, WIDGET_MIME_TYPE } from './payload';
+import { MIME_TYPES, WIDGET_MIME_TYPE, xattrPayload } from './payload';
 import { renderResult } from './render';
 
 /** Rank in the rendermime registry: below the widget renderer's -10, so this one is preferred. */
@@ -104,7 +104,7 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
     this._model = model;
-    const data = model.data[MIME_TYPE] as Record<string, unknown> | undefined;
+    const data = xattrPayload(model.data) as Record<string, unknown> | undefined;
     const modelId = typeof data?.model_id === 'string' && data.model_id ? data.model_id : null;
     this._modelId = model.trusted ? modelId : null; // untrusted outputs never mount code-backed widgets
     if (this._modelId && this._context && (await this._tryLive())) {
@@ -237,7 +237,7 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
     const update = () => {
       if (model.comm_live !== true && this.mode === 'live' && !this.isDisposed) {
         model.off?.('comm_live_update', update, this);
-        this._drawStatic(this._model?.data[MIME_TYPE]);
+        this._drawStatic(xattrPayload(this._model?.data));
         this._watch();
       }
     };
@@ -264,7 +264,7 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
 export function rendererFactory(host: RendererHost, context: LiveContext | null = null): IRenderMime.IRendererFactory {
   return {
     safe: true, // pure DOM, no scripts, no HTML from data; live widgets only for trusted outputs
-    mimeTypes: [MIME_TYPE],
+    mimeTypes: MIME_TYPES, // v2 (what the views draw) and v1 (older notebooks)
     defaultRank: RANK,
     createRenderer: options => new XattrRenderer(options, host, context)
   };

@@ -64,10 +64,10 @@ describe('payload checks', () => {
   });
 
   it('names the unknown schema version and the one it reads', () => {
-    const out = renderResult({ ...attribution(), schema: 'xattr.v2' });
+    const out = renderResult({ ...attribution(), schema: 'xattr.v99' });
     expect(out.classList.contains('xattr-lab-message')).toBe(true);
-    expect(out.textContent).toContain('"xattr.v2"');
-    expect(out.textContent).toContain('"xattr.v1"');
+    expect(out.textContent).toContain('"xattr.v99"');
+    expect(out.textContent).toContain('"xattr.v2" and "xattr.v1"');
     expect(renderResult({ kind: 'flow' }).textContent).toContain('no schema version');
   });
 

@@ -2,7 +2,7 @@ import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 import { describe, expect, it } from 'vitest';
 
-import { MIME_TYPE, WIDGET_MIME_TYPE } from '../src/payload';
+import { MIME_TYPE, MIME_TYPE_V2, WIDGET_MIME_TYPE } from '../src/payload';
 import { RANK, XattrRenderer, rendererFactory } from '../src/renderer';
 
 const payload = {
@@ -65,7 +65,7 @@ describe('XattrRenderer', () => {
   it('has a rank that beats the widget renderer', () => {
     expect(RANK).toBeLessThan(-10);
     const factory = rendererFactory(host);
-    expect(factory.mimeTypes).toEqual([MIME_TYPE]);
+    expect(factory.mimeTypes).toEqual([MIME_TYPE_V2, MIME_TYPE]);
     expect(factory.defaultRank).toBe(RANK);
   });
 

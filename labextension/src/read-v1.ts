@@ -1,0 +1,160 @@
+/** v1 payloads (`Result.to_dict()`, nested lists) -> view models, with shape checks and scan caps. */
+import {
+  AttributionModel, Budget, Cell, CircuitModel, Edge, FlowModel, HeadsModel, LIMITS, Num, Refused,
+  isObject, largestCells, matrix, numbers, readMeta, readTokens, strongestOf
+} from './model';
+
+export function readAttributionV1(p: Record<string, unknown>, budget = new Budget()): AttributionModel {
+  const tokens = readTokens(p.tokens);
+  const scores = numbers(p.scores, 'scores', budget);
+  const raw = Array.isArray(p.raw) ? numbers(p.raw, 'raw', budget) : scores;
+  return { kind: 'attribution', meta: readMeta(p), tokens, scores, raw };
+}
+
+/** Every positive edge of a v1 edge_flow (L, n, n); edge_flow[l-1][i][j] is (l, i) -> (l-1, j). */
+export function edgesV1(edgeFlow: Num[][][]): Edge[] {
+  const edges: Edge[] = [];
+  edgeFlow.forEach((m, l) =>
+    m.forEach((row, i) =>
+      row.forEach((flow, j) => {
+        if (flow !== null && flow > 0) {
+          edges.push({ layer: l + 1, from: i, to: j, flow });
+        }
+      })));
+  return edges;
+}
+
+/** (L+1, n) throughput from edges: inflow from above; the top layer's outflow. */
+export function throughputFromEdges(edges: Edge[], L: number, n: number): number[][] {
+  return throughput(edges.map(e => e.layer), edges.map(e => e.from), edges.map(e => e.to), edges.map(e => e.flow), L, n);
+}
+
+/** The same from parallel arrays (layer 1..L, from, to, flow); non-positive flows count 0. */
+export function throughput(layer: ArrayLike<number>, from: ArrayLike<number>, to: ArrayLike<number>,
+  flow: ArrayLike<number>, L: number, n: number): number[][] {
+  const out = Array.from({ length: L + 1 }, () => new Array<number>(n).fill(0));
+  for (let i = 0; i < flow.length; i++) {
+    const v = flow[i];
+    if (!(v > 0) || !Number.isFinite(v)) {
+      continue;
+    }
+    if (layer[i] - 1 < L && to[i] < n) {
+      out[layer[i] - 1][to[i]] += v;
+    }
+    if (layer[i] === L && from[i] < n) {
+      out[L][from[i]] += v;
+    }
+  }
+  return out;
+}
+
+export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): FlowModel {
+  const tokens = readTokens(p.tokens);
+  const n = tokens.length;
+  if (!Array.isArray(p.edge_flow)) {
+    throw new Refused('edge_flow must be an (L, n, n) list');
+  }
+  const L = p.edge_flow.length;
+  budget.take(L);
+  // one pass over the nested lists into typed arrays (no object per edge): fast for 10^6 edges
+  const layer: number[] = [];
+  const from: number[] = [];
+  const to: number[] = [];
+  const flows: number[] = [];
+  const nodes = Array.from({ length: L + 1 }, () => new Array<number>(n).fill(0));
+  p.edge_flow.forEach((m: unknown, l: number) => {
+    const rows = Array.isArray(m) ? m : [];
+    budget.take(rows.length);
+    rows.slice(0, n).forEach((row: unknown, i: number) => {
+      const values = Array.isArray(row) ? row : [];
+      budget.take(values.length);
+      for (let j = 0; j < Math.min(values.length, n); j++) {
+        const v = values[j];
+        if (typeof v === 'number' && Number.isFinite(v) && v > 0) {
+          layer.push(l + 1);
+          from.push(i);
+          to.push(j);
+          flows.push(v);
+          nodes[l][j] += v; // inflow from above
+          if (l + 1 === L) {
+            nodes[L][i] += v; // the top layer has no inflow: its outflow
+          }
+        }
+      }
+    });
+  });
+  const edges = strongestOf(layer, from, to, Float64Array.from(flows));
+  const given = Array.isArray(p.node_flow) && p.node_flow.length === L + 1 ? matrix(p.node_flow, 'node_flow', budget) : null;
+  return {
+    kind: 'flow', meta: readMeta(p), tokens, attributions: numbers(p.attributions, 'attributions', budget),
+    value: typeof p.value === 'number' && Number.isFinite(p.value) ? p.value : null,
+    info: typeof p.info === 'string' ? p.info : 'gaf', layers: L, edges, hiddenEdges: flows.length - edges.length,
+    nodeFlow: given ? given.map(row => row.map(v => v ?? 0)) : nodes
+  };
+}
+
+export function readHeadsV1(p: Record<string, unknown>, budget = new Budget()): HeadsModel {
+  const tokens = readTokens(p.tokens);
+  const entropy = matrix(p.entropy, 'entropy', budget);
+  const maps = Array.isArray(p.attentions) ? p.attentions : null;
+  if (maps) {
+    budget.take(maps.length);
+  }
+  const heads: Num[][][][] | null = maps
+    ? maps.map(layer => (Array.isArray(layer) ? layer : []).map(m => matrix(Array.isArray(m) ? m : [], 'attentions', budget)))
+    : null;
+  const normalised = Array.isArray(p.cone_index_normalised);
+  return {
+    kind: 'heads', meta: readMeta(p), tokens, entropy,
+    cone: numbers(normalised ? p.cone_index_normalised : p.cone_index, 'cone_index', budget), coneNormalised: normalised,
+    patterns: p.patterns, texts: Array.isArray(p.texts) ? p.texts.length : 0,
+    matrix: heads
+      ? (l, h) => {
+        const cells: Cell[] = [];
+        (heads[l]?.[h] ?? []).forEach((row, q) => row.forEach((w, k) => w !== null && cells.push({ q, k, w })));
+        return largestCells(cells);
+      }
+      : null,
+    mapNote: ''
+  };
+}
+
+export function readCircuitV1(p: Record<string, unknown>, budget = new Budget()): CircuitModel {
+  const nodeScores = matrix(p.node_scores, 'node_scores', budget);
+  const edgeScores = matrix(p.edge_scores, 'edge_scores', budget);
+  const pos = matrix(p.codes_positive, 'codes_positive', budget);
+  const neg = matrix(p.codes_negative, 'codes_negative', budget);
+  const pairs: Array<[number, number, number]> = [];
+  edgeScores.forEach((row, a) => row.forEach((v, b) => {
+    if (b > a && v !== null && v > 0) {
+      pairs.push([a, b, v]);
+    }
+  }));
+  pairs.sort((u, v) => v[2] - u[2]);
+  return circuitModel(p, nodeScores, pairs.slice(0, LIMITS.entries), Math.max(0, pairs.length - LIMITS.entries),
+    [pos.length, neg.length], (positive, r, flat) => (positive ? pos : neg)[r]?.[flat] ?? null);
+}
+
+/** The parts of a circuit model read the same way from v1 and v2. */
+export function circuitModel(
+  p: Record<string, unknown>, nodeScores: Num[][], pairs: Array<[number, number, number]>, hiddenPairs: number,
+  examples: [number, number], code: CircuitModel['code']
+): CircuitModel {
+  const declared = typeof p.n_heads === 'number' && Number.isInteger(p.n_heads) && p.n_heads > 0 ? p.n_heads : 0;
+  const heads = declared || Math.max(1, ...nodeScores.slice(0, LIMITS.layers).map(r => r.length));
+  const unique = isObject(p.unique_codes) ? p.unique_codes : {};
+  const metrics = isObject(p.metrics) ? Object.keys(p.metrics).slice(0, LIMITS.entries) : [];
+  const shown = (v: unknown): number | string =>
+    typeof v === 'number' || typeof v === 'string' ? v : v === null ? 'n/a' : typeof v;
+  const count = (list: unknown, fallback: number) => (Array.isArray(list) ? list.length : fallback);
+  return {
+    kind: 'circuit', meta: readMeta(p), nodeScores, heads, pairs, hiddenPairs, examples,
+    prompts: [count(p.positive, examples[0]), count(p.negative, examples[1])],
+    code,
+    unique: flat => {
+      const list = Object.prototype.hasOwnProperty.call(unique, String(flat)) ? unique[String(flat)] : [];
+      return Array.isArray(list) ? list.filter((c): c is number => typeof c === 'number') : [];
+    },
+    metrics: metrics.map(k => [k, shown((p.metrics as Record<string, unknown>)[k])])
+  };
+}

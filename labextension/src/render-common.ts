@@ -1,0 +1,263 @@
+/**
+ * Building blocks of the views (render-*.ts): elements, labels, the header, the token strip, cell
+ * grids. Pure DOM: every string from a payload reaches the page through `textContent` or
+ * `setAttribute` (never innerHTML), so token strings such as `<img src=x onerror=...>` stay text.
+ * Interaction is wired with addEventListener on elements we create (no inline handlers).
+ */
+import { colourFor, maxAbs, textColourFor } from './colours';
+import { LIMITS, Meta, Num } from './model';
+
+export interface RenderOptions {
+  /** Diverging colour map for signed scores ("RdBu", "PiYG", ...; "_r" reverses). */
+  colourMap?: string;
+  /** The document to create elements in (tests pass jsdom's). */
+  document?: Document;
+}
+
+export const SVG_NS = 'http://www.w3.org/2000/svg';
+
+export type Doc = Document;
+
+export function el<K extends keyof HTMLElementTagNameMap>(
+  doc: Doc,
+  tag: K,
+  className?: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = doc.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+export function svg(doc: Doc, tag: string, attrs: Record<string, string | number> = {}): SVGElement {
+  const node = doc.createElementNS(SVG_NS, tag) as SVGElement;
+  for (const [key, value] of Object.entries(attrs)) {
+    node.setAttribute(key, String(value));
+  }
+  return node;
+}
+
+/** A number for people: 4 significant decimals, "n/a" for null/NaN. */
+export function fmt(value: Num | undefined, signed = false): string {
+  if (value === null || value === undefined || !Number.isFinite(value)) {
+    return 'n/a';
+  }
+  const abs = Math.abs(value);
+  const text = abs !== 0 && (abs < 1e-3 || abs >= 1e5) ? value.toExponential(2) : value.toFixed(4);
+  return signed && value >= 0 ? `+${text}` : text;
+}
+
+/** Display label of a model token: word-start markers ("Ġ", "▁") become a space, "##" is dropped. */
+export function tokenLabel(token: unknown): string {
+  const text = typeof token === 'string' ? token : String(token);
+  return text.replace(/^[\u0120\u2581]/, ' ').replace(/^##/, '').replace(/\u010a/g, '\\n');
+}
+
+/** `text` cut to `max` characters with an ellipsis (SVG labels; the full text goes in a title). */
+export function shorten(text: string, max = 16): string {
+  const chars = Array.from(text);
+  return chars.length > max ? chars.slice(0, max - 1).join('') + '\u2026' : text;
+}
+
+/** An SVG text label: shortened, with the full string as its tooltip. */
+export function svgLabel(doc: Doc, full: string, attrs: Record<string, string | number>): SVGElement {
+  const label = svg(doc, 'text', attrs);
+  label.textContent = shorten(full);
+  const title = svg(doc, 'title');
+  title.textContent = full;
+  label.appendChild(title);
+  return label;
+}
+
+/** "N more hidden" notes (and what the payload says it left out). */
+export function hiddenNote(doc: Doc, text: string): HTMLElement {
+  const note = el(doc, 'div', 'xattr-lab-hidden', text);
+  note.setAttribute('role', 'note');
+  return note;
+}
+
+export const count = (n: number) => n.toLocaleString('en-US');
+
+export function header(doc: Doc, meta: Meta, title: string): HTMLElement {
+  const head = el(doc, 'div', 'xattr-lab-header');
+  head.appendChild(el(doc, 'span', 'xattr-lab-title', title));
+  const bits: string[] = [];
+  if (meta.model) {
+    bits.push(`model ${meta.model}`);
+  }
+  if (meta.method) {
+    bits.push(`method ${meta.method}`);
+  }
+  if (meta.target_label) {
+    bits.push(`target ${meta.target_label}`);
+  }
+  if (bits.length) {
+    head.appendChild(el(doc, 'span', 'xattr-lab-meta', bits.join(' \u00b7 ')));
+  }
+  const top = [...(meta.prediction ?? [])]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3)
+    .map(([name, p]) => `${name} ${p.toFixed(3)}`);
+  if (top.length) {
+    head.appendChild(el(doc, 'span', 'xattr-lab-prediction', `prediction: ${top.join(', ')}`));
+  }
+  const warning = badge(doc, meta.options);
+  if (warning) {
+    head.appendChild(warning);
+  }
+  return head;
+}
+
+/** A message box (unknown schema, malformed payload, ...). */
+export function renderMessage(message: string, options: RenderOptions = {}): HTMLElement {
+  const doc = options.document ?? document;
+  const box = el(doc, 'div', 'xattr-lab-view xattr-lab-message', message);
+  box.setAttribute('role', 'alert');
+  return box;
+}
+
+/**
+ * Token strip: one span per token coloured by `scores` (diverging, symmetric around 0), the exact
+ * value on hover (title and the readout line), click toggles a token's selection. At most
+ * LIMITS.tokens tokens are drawn; a note says how many more there are.
+ */
+export function tokenStrip(
+  doc: Doc,
+  tokens: string[],
+  scores: Num[],
+  palette: readonly string[],
+  readout: HTMLElement,
+  extra?: (index: number) => string,
+  onClick?: (index: number, selected: boolean) => void
+): HTMLElement {
+  const strip = el(doc, 'div', 'xattr-lab-strip');
+  const shown = tokens.slice(0, LIMITS.tokens);
+  const bound = maxAbs(scores.slice(0, LIMITS.tokens));
+  shown.forEach((token, index) => {
+    const value = scores[index] ?? null;
+    const span = el(doc, 'span', 'xattr-lab-token', tokenLabel(token));
+    const background = colourFor(value, -bound, bound, palette);
+    span.style.backgroundColor = background;
+    span.style.color = textColourFor(background);
+    span.dataset.index = String(index);
+    const detail = `${String(token)}  score ${fmt(value, true)}${extra ? '  ' + extra(index) : ''}`;
+    span.title = detail;
+    span.addEventListener('mouseenter', () => {
+      readout.textContent = `#${index} ${detail}`;
+    });
+    span.addEventListener('click', () => {
+      const selected = !span.classList.contains('xattr-lab-selected');
+      selectToken(strip, selected ? index : -1);
+      readout.textContent = selected ? `selected #${index} ${detail}` : '';
+      onClick?.(index, selected);
+    });
+    strip.appendChild(span);
+  });
+  if (tokens.length > shown.length) {
+    strip.appendChild(hiddenNote(doc, `${count(tokens.length - shown.length)} more tokens hidden`));
+  }
+  return strip;
+}
+
+/** Mark token `index` of a strip as selected (-1: none), without firing its handlers. */
+export function selectToken(strip: HTMLElement, index: number): void {
+  strip.querySelectorAll('.xattr-lab-token.xattr-lab-selected').forEach(other => other.classList.remove('xattr-lab-selected'));
+  strip.querySelector(`.xattr-lab-token[data-index="${index}"]`)?.classList.add('xattr-lab-selected');
+}
+
+/**
+ * "not converged: completeness error 54%" when a gradient result says `options.converged === false`
+ * (its `options.relative_completeness_error` is |sum of scores - output change| / |output change|);
+ * null otherwise. Same text as the Python views.
+ */
+export function convergenceBadge(options: unknown): string | null {
+  const o = options && typeof options === 'object' ? (options as Record<string, unknown>) : {};
+  if (o.converged !== false) {
+    return null;
+  }
+  const error = o.relative_completeness_error;
+  if (typeof error !== 'number' || !Number.isFinite(error)) {
+    return 'not converged';
+  }
+  const shown = error >= 0.01
+    ? `${Math.round(100 * error).toLocaleString('en-US')}%`
+    : `${Number((100 * error).toPrecision(2))}%`;
+  return `not converged: completeness error ${shown}`;
+}
+
+export function badge(doc: Doc, options: unknown): HTMLElement | null {
+  const text = convergenceBadge(options);
+  if (text === null) {
+    return null;
+  }
+  const box = el(doc, 'span', 'xattr-lab-badge xattr-lab-not-converged', text);
+  box.setAttribute('role', 'status');
+  box.title = "The scores do not add up to the output change; rerun with steps='auto' or more steps (SIG: steps='exact').";
+  Object.assign(box.style, { background: '#b2182b', color: '#ffffff', fontWeight: 'bold', padding: '1px 6px', borderRadius: '3px' });
+  return box;
+}
+
+/**
+ * An (rows x cols) grid of coloured cells (at most LIMITS.layers x LIMITS.heads; a note says what
+ * is hidden); `onPick(r, c)` on click.
+ */
+export function cellGrid(
+  doc: Doc,
+  values: Num[][],
+  colour: (v: Num) => string,
+  describe: (r: number, c: number) => string,
+  onPick: (r: number, c: number, cell: HTMLElement) => void,
+  rowLabel = (r: number) => `L${r}`,
+  colLabel = (c: number) => `H${c}`
+): HTMLElement {
+  const box = el(doc, 'div', 'xattr-lab-grid-box');
+  const table = el(doc, 'table', 'xattr-lab-grid');
+  const shownRows = values.slice(0, LIMITS.layers);
+  const allCols = Math.max(0, ...shownRows.map(row => row.length));
+  const cols = Math.min(allCols, LIMITS.heads);
+  const head = el(doc, 'tr');
+  head.appendChild(el(doc, 'th'));
+  for (let c = 0; c < cols; c++) {
+    head.appendChild(el(doc, 'th', undefined, colLabel(c)));
+  }
+  table.appendChild(head);
+  shownRows.forEach((row, r) => {
+    const tr = el(doc, 'tr');
+    tr.appendChild(el(doc, 'th', undefined, rowLabel(r)));
+    for (let c = 0; c < cols; c++) {
+      const value = row[c] ?? null;
+      const td = el(doc, 'td', 'xattr-lab-cell');
+      const background = colour(value);
+      td.style.backgroundColor = background;
+      td.style.color = textColourFor(background);
+      td.dataset.layer = String(r);
+      td.dataset.head = String(c);
+      td.title = describe(r, c);
+      td.textContent = value === null ? '' : value.toFixed(value !== 0 && Math.abs(value) < 10 ? 2 : 0);
+      td.addEventListener('click', () => {
+        table.querySelectorAll('.xattr-lab-cell.xattr-lab-selected').forEach(other => other.classList.remove('xattr-lab-selected'));
+        td.classList.add('xattr-lab-selected');
+        onPick(r, c, td);
+      });
+      tr.appendChild(td);
+    }
+    table.appendChild(tr);
+  });
+  box.appendChild(table);
+  const hidden = [values.length > shownRows.length ? `${count(values.length - shownRows.length)} more layers` : '',
+    allCols > cols ? `${count(allCols - cols)} more heads` : ''].filter(Boolean);
+  if (hidden.length) {
+    box.appendChild(hiddenNote(doc, `${hidden.join(' and ')} hidden`));
+  }
+  return box;
+}
+
+/** The notes of a model's meta (what the payload left out), one per line. */
+export function notes(doc: Doc, meta: Meta): HTMLElement[] {
+  return meta.notes.map(text => hiddenNote(doc, text));
+}
