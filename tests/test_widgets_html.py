@@ -152,6 +152,8 @@ def _notebook(results, tmp_path, *, widget_state=True):
         outputs.append(nbformat.v4.new_output("display_data", data=data))
     old = {"text/plain": "saved before text/html", "application/vnd.xattr.v1+json": results["attribution"].to_dict()}
     outputs.append(nbformat.v4.new_output("display_data", data=old))
+    loader = {"application/javascript": "/* BokehJS */", "application/vnd.bokehjs_load.v0+json": "/* BokehJS */"}
+    outputs.append(nbformat.v4.new_output("display_data", data=loader))
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title $x$"),
                                          nbformat.v4.new_code_cell("r", outputs=outputs)])
     if widget_state:
@@ -169,6 +171,7 @@ def test_export_writes_one_offline_page_with_the_player_once(results, tmp_path):
     page = (tmp_path / "n.html").read_text(encoding="utf-8")
     assert not re.search(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']?(?:https?:)?//", page)  # nothing from a CDN
     assert "widget-state" not in page and "widget-view+json" not in page  # drawn from data, no dead widget
+    assert "/* BokehJS */" not in page  # the loader of live widgets (~8 MB inline) is left out
     assert page.count("data-xattr-player=") == 1 and len(re.findall(r"class=\"?xattr-lab-payload", page)) == 3
     assert "<img src=x" not in page and "</script><script>alert(2)" not in page
 

@@ -4,9 +4,10 @@ output interactive (docs/ARCHITECTURE.md, section "Front end").
 nbconvert's HTML exporter (its ``lab`` template) with four changes: no require.js, MathJax, Mermaid or
 widget-manager scripts from a CDN (their blocks are emptied); the player inlined once in the head; each
 xattr output drawn from its ``text/html`` item (the player's copy in it dropped; one is made for
-outputs saved before that item existed); and no saved widget state, so a live view saved with the
+outputs saved before that item existed); no saved widget state, so a live view saved with the
 notebook never shows as a disconnected widget: the file has no kernel behind it, every output draws
-from its data. Markdown math stays as typed TeX (MathJax needs a CDN).
+from its data; and no BokehJS loader outputs (~8 MB of script that only live widgets use). Markdown
+math stays as typed TeX (MathJax needs a CDN).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ __all__ = ["XATTR_PREFIX", "prepare_notebook", "notebook_html", "export_notebook
 
 XATTR_PREFIX = "application/vnd.xattr."
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+BOKEH_LOADER = "application/vnd.bokehjs_load.v0+json"
 
 _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
@@ -38,11 +40,13 @@ def _xattr_payload(data: dict) -> dict | None:
 
 def prepare_notebook(nb: Any) -> int:
     """Make ``nb`` (an nbformat v4 notebook, changed in place) draw from its data: drop saved widget
-    state and the widget views of xattr outputs, give every xattr output a player-less ``text/html``.
-    Returns the number of xattr outputs."""
+    state, BokehJS loaders and the widget views of xattr outputs, give every xattr output a player-less
+    ``text/html``. Returns the number of xattr outputs."""
     nb.metadata.pop("widgets", None)
     count = 0
     for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", []) if BOKEH_LOADER not in (o.get("data") or {})]
         for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             data = output.get("data")
             payload = _xattr_payload(data) if isinstance(data, dict) else None
