@@ -80,3 +80,63 @@ def image(seed: int = 0, size=(32, 32)):
     out = rng.integers(0, 120, size=(*size, 3), dtype=np.uint8)
     out[size[0] // 4: size[0] // 2, size[1] // 4: size[1] // 2] = 230
     return out
+
+
+# ----------------------------------------------------------------------------- the architecture matrix
+#: (name, builder) rows of tests/test_architectures.py's matrix for images and encoder-decoders
+MATRIX_ENTRIES = [("ViT", build_vit), ("T5", build_t5), ("BART", build_bart)]
+MATRIX_NAMES = tuple(name for name, _ in MATRIX_ENTRIES)
+SOURCE, PREFIX = "the cat sat on the mat", "a dog"
+
+
+def _fresh_score(ex, result) -> float:
+    """The explained logit from a forward pass written here (not the method's own)."""
+    import torch
+
+    with torch.no_grad():
+        if ex.config.model_type == "vit":
+            from xattr_lab.methods.vision_input import prepare
+
+            return float(ex.model(pixel_values=prepare(ex, image()).pixels).logits[0, result.target])
+        src = ex.tokenizer(SOURCE, return_tensors="pt")
+        dec = [ex.config.decoder_start_token_id] + ex.tokenizer(PREFIX, add_special_tokens=False)["input_ids"]
+        out = ex.model(**src, decoder_input_ids=torch.tensor([dec]), use_cache=False)
+        return float(out.logits[0, -1, result.target])
+
+
+def matrix_cell(ex, method: str) -> str:
+    """One cell of the matrix for a ViT (input: ``image()``) or an encoder-decoder (``SOURCE``, the
+    next token after ``PREFIX``): a short note, an AssertionError, or the method's XattrError."""
+    import math
+
+    import numpy as np
+
+    vision = ex.config.model_type == "vit"
+    args = ((image(),), {}) if vision else ((SOURCE,), {"prefix": PREFIX})
+    if method == "circuit":
+        ex.circuit(["a"], ["b"])
+        raise AssertionError("circuit was expected to say why it does not apply")
+    if method == "heads":
+        h = ex.heads(*args[0], **args[1])
+        n = len(h.tokens)
+        assert np.isfinite(h.entropy).all() and (h.entropy >= -1e-6).all() and (h.entropy <= math.log(n) + 1e-6).all()
+        return f"{h.entropy.shape[0]} attention layers, entropy in [0, log n]"
+    options = {"steps": "auto"} if method in ("ig", "sig") else {}
+    a = ex.attribute(*args[0], method=method, **args[1], **options)
+    s = np.asarray(a.scores)
+    assert s.shape == (len(a.tokens),) and np.isfinite(s).all()
+    if method in ("attention", "rollout"):
+        assert (s >= -1e-7).all() and abs(s.sum() - 1) < 1e-4, f"{method}: row sums to {s.sum()}"
+        return f"row sums to 1 ({s.sum():.6f})"
+    if method == "attention_flow":
+        assert (s >= -1e-7).all() and s.max() <= 1 + 1e-6
+        return f"each flow in [0, 1] (max {s.max():.3f})"
+    if method == "gaf":
+        value = float(a.options["value"])
+        assert (s >= -1e-7).all() and abs(s.sum() - value) <= 1e-5 * max(value, 1e-6)
+        return f"sum = flow value ({value:.3g})"
+    fresh = _fresh_score(ex, a)
+    assert abs(a.options["f_x"] - fresh) <= 1e-4 * max(abs(fresh), 1e-6), f"F(x) {a.options['f_x']} vs {fresh}"
+    error = a.options["relative_completeness_error"]
+    assert error < 0.05, f"{method}: relative completeness error {error}"
+    return f"completeness {error:.1e}"

@@ -157,3 +157,14 @@ def test_what_does_not_apply_says_why(s2s, call, words):
     with pytest.raises(InputError) as caught:
         call(s2s)
     assert words in str(caught.value)
+
+
+def test_a_stack_left_on_sdpa_is_switched_to_eager():
+    """T5 keeps a config copy per stack: 'eager' set on the top config alone does not reach them."""
+    import xattr_lab as xa
+
+    model, tok = build_t5()
+    model.config._attn_implementation = "eager"
+    with pytest.warns(UserWarning, match="eager"):
+        ex = xa.load(model, tok, device="cpu")
+    assert ex.attribute(SOURCE, method="attention", prefix=PREFIX).scores.sum() == pytest.approx(1.0)

@@ -52,7 +52,11 @@ def ensure_eager_attention(model: nn.Module) -> None:
     """Switch to eager attention: sdpa/flash kernels return no attention maps."""
     impl = getattr(model.config, "_attn_implementation", None)
     if impl in (None, "eager"):
-        return
+        # encoder-decoders (T5) keep a config copy per stack: set on the top one only, it does not reach them
+        impl = next((c._attn_implementation for c in (getattr(m, "config", None) for m in model.modules())
+                     if getattr(c, "_attn_implementation", None) not in (None, "eager")), None)
+        if impl is None:
+            return
     setter = getattr(model, "set_attn_implementation", None)
     if setter is not None:
         setter("eager")
