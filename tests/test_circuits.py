@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 import xattr_lab as xa
 from xattr_lab import circuits, tasks
 from xattr_lab.core.capture import encode_batch
-from xattr_lab.evaluation.circuit_truth import _mean_projection_inputs
 from xattr_lab.errors import XattrError
 
 TEXTS = ["the cat sat on the mat", "a quick brown fox", "hello there", "one two three four five six seven"]
@@ -635,12 +634,12 @@ def test_greater_than_prompts(tiny):
 def test_toy_model_is_an_explainer_with_splittable_heads():
     from xattr_lab import toy
 
-    config = toy.ToyConfig(vocab_size=10 + len(toy.SPECIAL), hidden_size=16, num_hidden_layers=2,
+    config = toy.ToyConfig(vocab_size=16 + len(toy.SPECIAL), hidden_size=16, num_hidden_layers=2,
                            num_attention_heads=4, max_position_embeddings=32)
     torch.manual_seed(0)
-    ex = xa.load(toy.AttentionOnlyForCausalLM(config), toy.toy_tokenizer(10), device="cpu")
+    ex = xa.load(toy.AttentionOnlyForCausalLM(config), toy.toy_tokenizer(16), device="cpu")
     assert (ex.n_layers, ex.n_heads, ex.head) == (2, 4, "causal_lm")
-    pos, neg = toy.induction_prompts(n=3, length=4, seed=0, vocab_tokens=10)
+    pos, neg = toy.induction_prompts(n=3, length=4, seed=0, vocab_tokens=16)
     X = circuits.head_outputs(ex, pos, progress=False)
     assert X.shape == (3, 8, 16)
     cap = ex.capture(pos[0], head_outputs=True)
@@ -648,120 +647,96 @@ def test_toy_model_is_an_explainer_with_splittable_heads():
     metric = toy.induction_metric(pos, ex.tokenizer, length=4)
     effects = circuits.head_ablation_effects(ex, pos, metric, negatives=neg, progress=False)
     assert effects.shape == (2, 4)
+    with pytest.raises(XattrError, match="length"):
+        toy.induction_prompts(n=3, length=5, vocab_tokens=16)  # 10 distinct tokens from a half of 8
 
 
-def _toy_setup():
+def test_toy_prompts_draw_one_half_by_a_fair_coin():
+    from xattr_lab import toy
+
+    pos, neg = toy.induction_prompts(n=400, length=10, seed=3)
+    halves = []
+    for p, q in zip(pos, neg):
+        a, b = [int(w[1:]) for w in p.split()], [int(w[1:]) for w in q.split()]
+        assert a[:10] == a[10:] == b[:10] and not set(b[10:]) & set(a) and len(set(b)) == 20
+        assert len({t // 32 for t in a + b}) == 1  # one half per pair
+        halves.append(a[0] // 32)
+    assert 0.42 < np.mean(halves) < 0.58  # a fair coin (400 draws: sd 0.025)
+
+
+def _toy_forward(ex, prompts):
+    ids, mask = encode_batch(ex, prompts)
+    with torch.no_grad():
+        out = ex.model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    return out.logits, torch.stack(out.attentions, 1)  # (P, n, V), (P, L, H, n, n)
+
+
+def test_built_toy_circuit_and_decoys_by_construction():
+    """The built toy does what its docstring says: duplicate-token heads 0.0/0.2 and copy heads 1.1/1.3
+    fire on positives only; decoys 0.1/0.3 (and 1.0/1.2 reading them) fire on prompts of half 0/1, in
+    both classes; every attention row is one-hot; ablating the copy heads breaks the prediction."""
     from xattr_lab import toy
 
     ex = toy.load_toy(progress=False)
-    pos, neg = toy.induction_prompts(n=60, length=10, seed=1)
+    pos, neg = toy.induction_prompts(n=40, length=10, seed=5)
     metric = toy.induction_metric(pos, ex.tokenizer, 10)
-    effects = circuits.head_ablation_effects(ex, pos, metric, negatives=neg, progress=False)
-    return ex, pos, neg, metric, effects
-
-
-@pytest.mark.slow
-def test_toy_is_an_alias_for_load_and_the_cli(tmp_path, capsys):
-    from xattr_lab import cli, toy
-
-    ex = xa.load("toy-induction", device="cpu")
-    assert ex.name == "toy-induction" and (ex.n_layers, ex.n_heads) == (2, 4)
-    pos, neg = toy.induction_prompts(n=4, length=10, seed=2)
-    (tmp_path / "pos.txt").write_text("\n".join(pos))
-    (tmp_path / "neg.txt").write_text("\n".join(neg))
-    code = cli.main(["circuit", "--model", "toy-induction", "--positive", str(tmp_path / "pos.txt"),
-                     "--negative", str(tmp_path / "neg.txt"), "--position", "-1", "--epochs", "20", "--html", "",
-                     "--json", str(tmp_path / "c.json")])
-    assert code == 0 and "node score" in capsys.readouterr().out
-    result = xa.CircuitResult.from_json((tmp_path / "c.json").read_text())
-    assert result.model == "toy-induction" and result.node_scores.shape == (2, 4)
-    assert np.asarray(result.difference_scores).shape == (2, 4)
-
-
-@pytest.mark.slow
-def test_toy_induction_circuit_verified_by_ablation():
-    """Previous-token heads (layer 0) feed induction heads (layer 1): patterns and ablations agree."""
-    ex, pos, neg, metric, effects = _toy_setup()
-    A = ex.capture(pos[0]).attentions  # (L, H, n, n)
-    n = A.shape[-1]
-    prev = torch.stack([A[0, h, torch.arange(1, n), torch.arange(0, n - 1)].mean() for h in range(4)])
+    index = torch.arange(40)
+    half = torch.as_tensor([int(p.split()[0][1:]) // 32 for p in pos])
     second = torch.arange(11, 21)
-    induct = torch.stack([A[1, h, second, second - 9].mean() for h in range(4)])
-    induction_heads = torch.nonzero(induct > 0.5).ravel().tolist()
-    prev_heads = torch.nonzero(prev > 0.5).ravel().tolist()
-    assert induction_heads and prev_heads
-    truth = circuits.truth_mask(effects)
-    assert all(truth[1, h] for h in induction_heads)  # each induction head matters on its own
-    # the previous-token heads are redundant one at a time but not together: ablate them as a group
-    means = _mean_projection_inputs(ex, *encode_batch(ex, neg), batch_size=64)
-    k = ex.adapter.head_dim
-    ids, mask = encode_batch(ex, pos)
-    index = torch.arange(len(pos))
-    with torch.no_grad(), ex.restored():
-        clean = metric(ex.forward(input_ids=ids, attention_mask=mask).logits, index).mean()
-
-        def ablate(module, args):
-            z = args[0].clone()
-            for h in prev_heads:
-                z[..., h * k : (h + 1) * k] = means[0][:, h * k : (h + 1) * k]
-            return (z,)
-
-        ex.add_hook(ex.adapter.out_projections[0], ablate, pre=True)
-        grouped = metric(ex.forward(input_ids=ids, attention_mask=mask).logits, index).mean()
-    group_drop = float(clean - grouped)
-    assert group_drop > 3 * float(np.abs(effects[0]).max())
-    assert group_drop > 0.5 * float(effects[1].max())
-    assert _no_hooks(ex.model)
-
-
-@pytest.mark.slow
-def test_toy_sae_scores_at_the_induction_position():
-    """Read at the last token (where induction fires) the SAE ranks the circuit above chance."""
-    from xattr_lab import toy
-
-    ex, _, _, _, effects = _toy_setup()
-    truth = circuits.truth_mask(effects)
-    sae_pos, sae_neg = toy.induction_prompts(n=10, length=10, seed=2)
-    # the SAE of before recipes existed: recipe="xattr" without centring, l1 0.02; scored in-sample as then
-    with pytest.warns(circuits.InSampleWarning):
-        runs = [ex.circuit(sae_pos, sae_neg, examples=10, seed=s, position=-1, recipe="xattr", center_heads=False,
-                           l1=0.02, truth=truth, progress=False).metrics for s in range(3)]
-    assert np.mean([m["node_roc_auc"] for m in runs]) >= 0.7  # measured 0.81 (0.875, 0.812, 0.75); chance is 0.5
-    # the signal is in the head outputs: the labelled class-mean difference ranks the circuit perfectly
-    assert all(m["difference_node_roc_auc"] == 1.0 for m in runs)
+    for prompts, positive in ((pos, True), (neg, False)):
+        logits, A = _toy_forward(ex, prompts)
+        assert torch.equal(A.amax(-1), torch.ones_like(A[..., 0]))  # one-hot rows: entropy 0 everywhere
+        back = A[..., second, second - 10]  # (P, L, H, 10): attention ten places back
+        after = A[..., second, second - 9]
+        fires = {(0, 0): back[:, 0, 0], (0, 2): back[:, 0, 2], (1, 1): after[:, 1, 1], (1, 3): after[:, 1, 3]}
+        for head, on in fires.items():
+            assert bool((on == 1.0).all()) if positive else bool((on == 0.0).all()), head
+        for g, (decoy0, decoy1) in enumerate(((1, 0), (3, 2))):  # decoys fire by the half, whatever the class
+            assert torch.equal(back[:, 0, decoy0].amin(-1), (half == g).float())
+            assert torch.equal(after[:, 1, decoy1].amin(-1), (half == g).float())
+    clean = float(metric(_toy_forward(ex, pos)[0], index).mean())
+    assert clean > -0.1 and float(metric(_toy_forward(ex, neg)[0], index).mean()) < -3.0  # log 32 = 3.47
+    effects = circuits.head_ablation_effects(ex, pos, metric, negatives=neg, progress=False)
+    assert np.all(effects[[0, 1], [1, 0]] == 0) and np.all(effects[[0, 1], [3, 2]] == 0)  # decoys: no effect
+    assert effects[1, 1] > 0.5 and effects[1, 3] > 0.5 and effects[0, 0] > 0.5 and effects[0, 2] > 0.5
 
 
 @pytest.fixture(scope="module")
 def toy_scored():
-    """The toy's path-patching truth and one held-out run of each recipe (JSD), as in the README."""
+    """The toy's path-patching truth and one held-out run of each recipe (count), as in the README."""
     from xattr_lab import toy
 
     ex = toy.load_toy(progress=False)
     truth = circuits.toy_truth(ex)
     task = tasks.induction_task(ex.tokenizer, n=260, seed=100)
-    runs = {recipe: ex.circuit(task.positive, task.negative, recipe=recipe, scoring="jsd", examples=10,
-                               score_examples=250, truth=truth, seed=0, progress=False) for recipe in ("paper", "xattr")}
-    return ex, truth, runs
+    runs = {recipe: ex.circuit(task.positive, task.negative, recipe=recipe, examples=10, score_examples=250,
+                               truth=truth, seed=0, progress=False) for recipe in ("paper", "xattr")}
+    return ex, truth, task, runs
 
 
 @pytest.mark.slow
-def test_toy_truth_and_xattr_recipe(toy_scored):
-    ex, truth, runs = toy_scored
-    assert truth.classes["direct (-> logits)"] == [4, 5, 6, 7]  # the four layer-1 heads; round 2 keeps none
-    assert not truth.classes["previous-token (-> direct heads)"]  # measured effects <= 0.003 vs 0.57
+def test_toy_truth_is_the_built_circuit_and_xattr_finds_it(toy_scored):
+    ex, truth, _, runs = toy_scored
+    assert truth.classes["copy (-> logits)"] == [5, 7]  # heads 1.1 and 1.3
+    assert truth.classes["duplicate-token (-> copy heads)"] == [0, 2]  # heads 0.0 and 0.2
+    assert sorted(np.flatnonzero(truth.nodes).tolist()) == [0, 2, 5, 7]
     x = runs["xattr"]
     assert x.options["scored"] == [250, 250] and not x.options["in_sample"]
-    assert x.metrics["node_roc_auc"] >= 0.95  # measured 1.00 (JSD at the last token)
-    assert runs["paper"].metrics["node_roc_auc"] <= 0.2  # measured 0.00: averaged over tokens the codes favour layer 0
+    assert x.metrics["node_roc_auc"] >= 0.95  # measured 1.00 (count at the last token)
+    assert circuits.roc_auc(circuits.jsd_scores(*x.codes), truth.nodes) >= 0.95  # measured 1.00
+    assert x.metrics["edge_roc_auc"] >= 0.95  # measured 1.00
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the toy's truth is its 4 layer-1 heads and output norm and variance rank them "
-                   "perfectly (measured 1.00); two redesigned training mixtures did not give separable decoy heads (README)")
 def test_toy_label_free_baselines_at_most_070(toy_scored):
-    _, _, runs = toy_scored
-    baselines = runs["xattr"].metrics["baselines"]
-    assert max(baselines["norm_roc_auc"], baselines["variance_roc_auc"]) <= 0.70
+    """Decoys as active as the circuit: norm, variance and attention entropy rank the truth at chance."""
+    ex, truth, task, runs = toy_scored
+    for recipe in ("paper", "xattr"):  # head outputs averaged over tokens, and at the last token
+        baselines = runs[recipe].metrics["baselines"]
+        assert max(baselines["norm_roc_auc"], baselines["variance_roc_auc"]) <= 0.70  # measured 0.50, 0.50
+        assert baselines["difference_node_roc_auc"] == 1.0  # the labels do carry the circuit
+    scored = task.positive[10:60] + task.negative[10:60]
+    assert circuits.roc_auc(-circuits.attention_entropy(ex, scored), truth.nodes) <= 0.70  # measured 0.50
 
 
 @pytest.mark.slow

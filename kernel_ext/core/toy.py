@@ -1,50 +1,74 @@
-"""A toy with a known circuit: a 2-layer attention-only transformer trained on induction.
+"""A toy with a known circuit and decoy heads that are exactly as active: a built induction model.
 
-The model reads a [BOS] token and random tokens ``t0 .. t63``. The training sequences repeat
-a random segment later at a random offset and the model is trained to predict the copy; position
-alone cannot solve this (the offset varies), so it learns the induction circuit: a previous-token
-head in layer 0 writes "my previous token was A" into each position, and an induction head in layer
-1 attends from the current token A to the token after A's earlier occurrence and copies it. Two
-recipe options are off by default: ``rule_fraction`` (a share of sequences following token i =
-f(token i-3), a competing "3-back" job) and ``head_lasso`` (a group-lasso penalty on each head's
-rows of W_O, against redundant copies of circuit heads); with both on (0.5, 3e-3, 700 steps) the
-model did not learn induction.
+The task: prompts are ``[BOS] x x`` (positive: a 10-token segment repeated) or ``[BOS] x y``
+(negative: fresh tokens), and the model should predict each token of the second copy from the
+first. Every prompt draws its tokens from one *half* of the vocabulary, chosen by a fair coin that
+is independent of the class (``t0 .. t31`` or ``t32 .. t63``; token ``t`` has half ``t // 32`` and
+*key* ``t % 32``).
 
-:func:`load_toy` builds it once (800 Adam steps: 800 s measured on the shared, heavily loaded
-2-core box, about 1-2 min when it is idle), caches it under
-``xattr_lab.zoo.cache_dir()/toy-induction/`` and returns an :class:`~xattr_lab.Explainer`, so
-every circuits function runs on it unchanged: its attention output projections are named like
-Llama's (``layers.{l}.self_attn.o_proj``) and its tokenizer is a Hugging Face fast tokenizer
+The model (2 attention-only layers x 4 heads, no LayerNorm, no MLP) is not trained: its weights are
+set by :func:`build_toy_model` so that the circuit is known by construction (docs/ARCHITECTURE.md,
+section "SAE circuits"):
+
+- circuit, twice in parallel: a **duplicate-token head** in layer 0 (heads 0.0 and 0.2) attends
+  from each token to its earlier occurrence and writes that position (and the token's key); a
+  **copy head** in layer 1 (1.1 reads 0.0, 1.3 reads 0.2) attends to the position after the one
+  pointed to and writes the key found there, which the unembedding turns into the prediction (the
+  half comes from the current token directly). On positives they fire at the ten tokens of the
+  second copy; on negatives never;
+- decoys: heads 0.1 and 0.3 attend from each token of the second half to the token ten places back
+  when the prompt's half is 0 (0.1) or 1 (0.3), and write the same kind of vector; heads 1.0 and
+  1.2 copy from where those point, like the copy heads. Nothing reads their outputs.
+
+Each decoy fires on half the prompts (by the half, a coin independent of the class) with outputs
+distributed exactly like its circuit twin's (which fires on the positives, half the prompts), so a
+head's output norm, variance and attention entropy, pooled over both classes, cannot tell circuit
+from decoy; only how the output differs between positives and negatives can. Every attention row
+is one-hot in float32 (scores differ by >= 110), so every head's attention entropy is 0.
+
+:func:`load_toy` returns an :class:`~xattr_lab.Explainer` (cached under
+``xattr_lab.zoo.cache_dir()/toy-induction/``): the attention output projections are named like
+Llama's (``layers.{l}.self_attn.o_proj``) and the tokenizer is a Hugging Face fast tokenizer
 (word-level, whitespace-separated ``t{i}`` tokens).
 """
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .cache import cached
 
 TOY_NAME = "toy-induction"
 TOY_RECIPE = {
-    "vocab_tokens": 64, "hidden_size": 64, "layers": 2, "heads": 4, "max_positions": 64,
-    "seq_len": 32, "min_segment": 4, "max_segment": 12, "steps": 800, "batch_size": 64, "lr": 3e-3, "seed": 0,
-    "rule_fraction": 0.0, "head_lasso": 0.0,
+    "kind": "built", "version": 2, "vocab_tokens": 64, "layers": 2, "heads": 4, "head_dim": 128,
+    "max_positions": 64, "offset": 10, "copy_logit": 3.0, "half_logit": 10.0,
 }
 SPECIAL = ["[PAD]", "[BOS]", "[UNK]"]
+#: layer-0 head -> its job ("dup": duplicate-token head of the circuit; an int g: decoy that fires
+#: on prompts of half g); layer-1 head -> the layer-0 head whose pointer it reads
+LAYER0 = ("dup", 0, "dup", 1)
+LAYER1 = (1, 0, 3, 2)
+CIRCUIT_HEADS = ((0, 0), (0, 2), (1, 1), (1, 3))
+SINK, FIRE, HALF = 330.0, 440.0, 220.0  # attention scores: BOS sink, firing key, one of a decoy's two conditions
 
 
 class ToyConfig:
-    """Minimal config with the attributes :class:`xattr_lab.Explainer` reads."""
+    """Minimal config with the attributes :class:`xattr_lab.Explainer` reads.
+
+    ``head_dim``: width of each head's query/key/value (default hidden_size // heads);
+    ``layer_norm``: pre-LayerNorm in each layer and before the unembedding (the built toy has none).
+    """
 
     model_type = "xattr-toy-attention-only"
 
     def __init__(self, vocab_size: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int,
-                 max_position_embeddings: int, pad_token_id: int = 0, bos_token_id: int = 1):
+                 max_position_embeddings: int, pad_token_id: int = 0, bos_token_id: int = 1,
+                 head_dim: int | None = None, layer_norm: bool = True):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -53,6 +77,8 @@ class ToyConfig:
         self.max_position_embeddings = max_position_embeddings
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
+        self.head_dim = head_dim or hidden_size // num_attention_heads
+        self.layer_norm = layer_norm
         self._attn_implementation = "eager"
         self._name_or_path = TOY_NAME
         self.id2label: dict = {}
@@ -61,21 +87,22 @@ class ToyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "max_position_embeddings", "pad_token_id", "bos_token_id")
+                "max_position_embeddings", "pad_token_id", "bos_token_id", "head_dim", "layer_norm")
         return {k: getattr(self, k) for k in keys}
 
 
 class ToyAttention(nn.Module):
-    def __init__(self, d: int, heads: int):
+    def __init__(self, d: int, heads: int, head_dim: int | None = None):
         super().__init__()
-        self.heads, self.head_dim = heads, d // heads
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d, bias=False)
-        self.v_proj = nn.Linear(d, d, bias=False)
-        self.o_proj = nn.Linear(d, d, bias=False)
+        self.heads, self.head_dim = heads, head_dim or d // heads
+        inner = heads * self.head_dim
+        self.q_proj = nn.Linear(d, inner, bias=False)
+        self.k_proj = nn.Linear(d, inner, bias=False)
+        self.v_proj = nn.Linear(d, inner, bias=False)
+        self.o_proj = nn.Linear(inner, d, bias=False)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, n, d = x.shape
+        B, n, _ = x.shape
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(B, n, self.heads, self.head_dim).transpose(1, 2)
@@ -83,19 +110,19 @@ class ToyAttention(nn.Module):
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
         scores = q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + bias  # (B, H, n, n)
         attn = torch.softmax(scores, dim=-1)
-        z = (attn @ v).transpose(1, 2).reshape(B, n, d)  # (B, n, H*head_dim)
+        z = (attn @ v).transpose(1, 2).reshape(B, n, self.heads * self.head_dim)
         return self.o_proj(z), attn
 
 
 class ToyLayer(nn.Module):
-    def __init__(self, d: int, heads: int):
+    def __init__(self, d: int, heads: int, head_dim: int | None = None, layer_norm: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(d)
-        self.self_attn = ToyAttention(d, heads)
+        self.norm = nn.LayerNorm(d) if layer_norm else nn.Identity()
+        self.self_attn = ToyAttention(d, heads, head_dim)
 
 
 class AttentionOnlyForCausalLM(nn.Module):
-    """Token + learned position embeddings, pre-LayerNorm attention layers (no MLP), unembedding.
+    """Token + learned position embeddings, (pre-LayerNorm) attention layers (no MLP), unembedding.
 
     forward(input_ids | inputs_embeds, attention_mask) returns a transformers ``CausalLMOutput``
     with logits (B, n, V) and, when asked, attentions L x (B, H, n, n) and hidden states.
@@ -104,15 +131,19 @@ class AttentionOnlyForCausalLM(nn.Module):
     def __init__(self, config: ToyConfig):
         super().__init__()
         self.config = config
-        d = config.hidden_size
+        d, norm = config.hidden_size, getattr(config, "layer_norm", True)
         self.embed_tokens = nn.Embedding(config.vocab_size, d)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, d)
-        self.layers = nn.ModuleList(ToyLayer(d, config.num_attention_heads) for _ in range(config.num_hidden_layers))
-        self.norm = nn.LayerNorm(d)
+        self.layers = nn.ModuleList(ToyLayer(d, config.num_attention_heads, getattr(config, "head_dim", None), norm)
+                                    for _ in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(d) if norm else nn.Identity()
         self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
 
     def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None, output_attentions=False,
                 output_hidden_states=False, use_cache=None, **_: Any):
@@ -139,6 +170,85 @@ class AttentionOnlyForCausalLM(nn.Module):
         )
 
 
+# ---------------------------------------------------------------------------- the built weights
+def _layout(recipe: dict) -> dict[str, Any]:
+    """Residual-stream layout: slices of the token one-hot, position one-hot, a constant, and each head's output."""
+    V, P, H = recipe["vocab_tokens"], recipe["max_positions"], recipe["heads"]
+    n_tok, half = len(SPECIAL) + V, V // 2
+    tok, pos, one = slice(0, n_tok), slice(n_tok, n_tok + P), n_tok + P
+    start, out0, out1 = one + 1, [], []
+    for _ in range(H):  # layer 0: pointer (P) + key (half)
+        out0.append((slice(start, start + P), slice(start + P, start + P + half)))
+        start += P + half
+    for _ in range(H):  # layer 1: key (half)
+        out1.append(slice(start, start + half))
+        start += half
+    return {"tok": tok, "pos": pos, "one": one, "out0": out0, "out1": out1, "d": start, "half": half}
+
+
+def build_toy_model(recipe: dict | None = None) -> AttentionOnlyForCausalLM:
+    """The toy with its weights set by hand (module docstring); deterministic, no training."""
+    recipe = {**TOY_RECIPE, **(recipe or {})}
+    V, P, H, k = recipe["vocab_tokens"], recipe["max_positions"], recipe["heads"], recipe["head_dim"]
+    if recipe["layers"] != 2 or H != len(LAYER0) or V % 2 or k < P + V // 2 + 1:
+        raise InputError(f"the built toy has 2 layers of {len(LAYER0)} heads, an even vocabulary and head_dim >= "
+                         f"max_positions + vocab/2 + 1; got {recipe}")
+    lay = _layout(recipe)
+    d, half, S = lay["d"], lay["half"], len(SPECIAL)
+    config = ToyConfig(S + V, d, 2, H, P, head_dim=k, layer_norm=False)
+    model = AttentionOnlyForCausalLM(config)
+    scale = k ** 0.5  # scores are divided by sqrt(head_dim)
+    content = torch.arange(S, S + V)  # token ids of t0 .. t{V-1}
+    key_of, half_of = (content - S) % half, (content - S) // half
+    pos0, tok0, one = lay["pos"].start, lay["tok"].start, lay["one"]
+    shift = recipe["offset"]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.embed_tokens.weight[torch.arange(S + V), tok0 + torch.arange(S + V)] = 1.0
+        model.embed_tokens.weight[:, one] = 1.0
+        model.embed_positions.weight[torch.arange(P), pos0 + torch.arange(P)] = 1.0
+        for layer, jobs in enumerate((LAYER0, LAYER1)):
+            att = model.layers[layer].self_attn
+            Wq, Wk, Wv, Wo = (m.weight for m in (att.q_proj, att.k_proj, att.v_proj, att.o_proj))
+            for h, job in enumerate(jobs):
+                r = h * k  # first row of head h in q/k/v, first column in o
+                Wq[r, one], Wk[r, tok0 + 1] = SINK * scale, 1.0  # every query -> BOS key: the sink
+                if layer == 0 and job == "dup":  # key match (half is shared within a prompt), minus itself
+                    Wq[r + 1 + key_of, tok0 + content] = FIRE * scale
+                    Wk[r + 1 + key_of, tok0 + content] = 1.0
+                    Wq[r + 1 + half + torch.arange(P), pos0 + torch.arange(P)] = -FIRE * scale
+                    Wk[r + 1 + half + torch.arange(P), pos0 + torch.arange(P)] = 1.0
+                elif layer == 0:  # decoy: the key `offset` places back, and keys of half `job`
+                    q_pos = torch.arange(shift, P)
+                    Wq[r + 1 + q_pos - shift, pos0 + q_pos] = HALF * scale
+                    Wk[r + 1 + torch.arange(P), pos0 + torch.arange(P)] = 1.0
+                    Wq[r + 1 + P, one] = HALF * scale
+                    Wk[r + 1 + P, tok0 + content[half_of == job]] = 1.0
+                else:  # copy: the key one after the position that layer-0 head `job` points to
+                    pointer = lay["out0"][job][0]
+                    q_pos = torch.arange(P - 1)
+                    Wq[r + 1 + q_pos + 1, pointer.start + q_pos] = FIRE * scale
+                    Wk[r + 1 + torch.arange(P), pos0 + torch.arange(P)] = 1.0
+                if layer == 0:  # value: position (BOS's is 0) and key of the attended token -> own subspace
+                    Wv[r + torch.arange(1, P), pos0 + torch.arange(1, P)] = 1.0
+                    Wv[r + P + key_of, tok0 + content] = 1.0
+                    pointer, key = lay["out0"][h]
+                    Wo[pointer.start + torch.arange(1, P), r + torch.arange(1, P)] = 1.0
+                    Wo[key.start + torch.arange(half), r + P + torch.arange(half)] = 1.0
+                else:  # value: key of the attended token -> own subspace
+                    Wv[r + key_of, tok0 + content] = 1.0
+                    Wo[lay["out1"][h].start + torch.arange(half), r + torch.arange(half)] = 1.0
+        W = model.lm_head.weight  # (vocab, d)
+        for h, (layer, head) in enumerate(CIRCUIT_HEADS):
+            if layer == 1:
+                W[content, lay["out1"][head].start + key_of] = recipe["copy_logit"]
+        same_half = (half_of[:, None] == half_of[None, :]).float() * recipe["half_logit"]
+        W[content[:, None], tok0 + content[None, :]] = same_half  # the half of the current token
+    model.eval()
+    return model
+
+
 # ---------------------------------------------------------------------------- tokenizer and data
 def toy_tokenizer(vocab_tokens: int = TOY_RECIPE["vocab_tokens"]):
     """Word-level fast tokenizer: [PAD]=0, [BOS]=1 (prepended), [UNK]=2, then t0 .. t{vocab_tokens-1}."""
@@ -152,43 +262,28 @@ def toy_tokenizer(vocab_tokens: int = TOY_RECIPE["vocab_tokens"]):
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", bos_token="[BOS]", unk_token="[UNK]")
 
 
-def _segment_batch(generator: torch.Generator, batch: int, recipe: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training batch: ids (B, 1+seq_len) and a loss mask (B, seq_len) over predictions of copied tokens."""
-    V, S = recipe["vocab_tokens"], recipe["seq_len"]
-    ids = torch.randint(len(SPECIAL), len(SPECIAL) + V, (batch, S), generator=generator)
-    loss_mask = torch.zeros(batch, S, dtype=torch.bool)
-    rule = torch.randperm(V, generator=torch.Generator().manual_seed(12345)) + len(SPECIAL)  # fixed map f
-    for row in range(batch):
-        if recipe.get("rule_fraction", 0.0) > 0 and float(torch.rand((), generator=generator)) < recipe["rule_fraction"]:
-            # competing task: token i = f(token i-3), which needs a "3-back" head, not induction
-            for i in range(3, S):
-                ids[row, i] = rule[ids[row, i - 3] - len(SPECIAL)]
-            loss_mask[row, 3:] = True
-            continue
-        T = int(torch.randint(recipe["min_segment"], recipe["max_segment"] + 1, (1,), generator=generator))
-        a = int(torch.randint(0, S - 2 * T + 1, (1,), generator=generator))
-        b = int(torch.randint(a + T, S - T + 1, (1,), generator=generator))
-        ids[row, b : b + T] = ids[row, a : a + T]
-        loss_mask[row, b + 1 : b + T] = True  # token b+j (j >= 1) is predictable from the first copy
-    bos = torch.full((batch, 1), 1, dtype=torch.long)
-    return torch.cat([bos, ids], dim=1), loss_mask
-
-
 def induction_prompts(n: int = 100, length: int = 10, seed: int = 0,
                       vocab_tokens: int = TOY_RECIPE["vocab_tokens"]) -> tuple[list[str], list[str]]:
-    """(positives, negatives), n of each: "x x" (a random segment repeated) vs "x y" (fresh tokens).
+    """(positives, negatives), n of each, paired: "x x" (a segment repeated) vs "x y" (fresh tokens).
 
-    Every prompt is ``2*length`` tokens (plus [BOS]); a segment has no repeated token, and y shares
-    no token with x, so only the positives can be continued by induction.
+    Every prompt is ``2*length`` tokens (plus [BOS]) from one half of the vocabulary (``t0 ..`` or
+    ``.. t{vocab_tokens-1}``), the same for a pair and drawn by a fair coin independent of the
+    class; a segment has no repeated token and y shares no token with x, so only the positives can
+    be continued by induction.
     """
+    half = vocab_tokens // 2
+    if length < 1 or 2 * length > half:
+        raise InputError(f"length must be between 1 and {half // 2}: a prompt uses 2*length distinct tokens "
+                         f"of one half of the {vocab_tokens} tokens")
     g = torch.Generator().manual_seed(seed)
+    words = lambda seq: " ".join(f"t{t}" for t in seq)  # noqa: E731
     positives, negatives = [], []
     for _ in range(n):
-        x = torch.randperm(vocab_tokens, generator=g)[:length].tolist()
-        rest = [t for t in torch.randperm(vocab_tokens, generator=g).tolist() if t not in x][:length]
-        words = lambda seq: " ".join(f"t{t}" for t in seq)  # noqa: E731
+        offset = half * int(torch.randint(0, 2, (), generator=g))
+        drawn = (torch.randperm(half, generator=g)[: 2 * length] + offset).tolist()
+        x, y = drawn[:length], drawn[length:]
         positives.append(words(x + x))
-        negatives.append(words(x + rest))
+        negatives.append(words(x + y))
     return positives, negatives
 
 
@@ -201,7 +296,7 @@ def induction_metric(prompts: list[str], tokenizer, length: int = 10) -> Callabl
     """
     ids = torch.as_tensor([tokenizer(p)["input_ids"] for p in prompts])  # (P, 1 + 2*length)
     if ids.shape[1] != 1 + 2 * length:
-        raise ValueError(f"prompts must be 2*{length} tokens long, like induction_prompts(length={length})")
+        raise InputError(f"prompts must be 2*{length} tokens long, like induction_prompts(length={length})")
     positions = torch.arange(length + 1, 2 * length)
     targets = ids[:, positions + 1]
 
@@ -214,60 +309,18 @@ def induction_metric(prompts: list[str], tokenizer, length: int = 10) -> Callabl
 
 
 # ---------------------------------------------------------------------------- build / load
-def train_toy(recipe: dict | None = None, progress: bool = True) -> tuple[AttentionOnlyForCausalLM, dict]:
-    """Train the toy from scratch; returns (model, record with losses, copy accuracy and seconds)."""
-    recipe = {**TOY_RECIPE, **(recipe or {})}
-    start = time.perf_counter()
-    config = ToyConfig(len(SPECIAL) + recipe["vocab_tokens"], recipe["hidden_size"], recipe["layers"],
-                       recipe["heads"], recipe["max_positions"])
-    with torch.random.fork_rng():
-        torch.manual_seed(recipe["seed"])
-        model = AttentionOnlyForCausalLM(config)
-    generator = torch.Generator().manual_seed(recipe["seed"])
-    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0.01)
-    steps = recipe["steps"]
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe["lr"], total_steps=steps, pct_start=0.1)
-    model.train()
-    iterator = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="training toy-induction", leave=False)
-    for _ in iterator:
-        ids, loss_mask = _segment_batch(generator, recipe["batch_size"], recipe)
-        logits = model(input_ids=ids[:, :-1]).logits
-        loss = nn.functional.cross_entropy(logits[loss_mask], ids[:, 1:][loss_mask])
-        if recipe.get("head_lasso"):  # group lasso on each head's rows of W_O: no redundant spare heads
-            for layer in model.layers:
-                w = layer.self_attn.o_proj.weight  # (d, H*head_dim)
-                loss = loss + recipe["head_lasso"] * w.view(w.shape[0], config.num_attention_heads, -1).norm(dim=(0, 2)).sum()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    model.eval()
-    with torch.no_grad():
-        ids, loss_mask = _segment_batch(torch.Generator().manual_seed(10_000 + recipe["seed"]), 512, recipe)
-        logits = model(input_ids=ids[:, :-1]).logits
-        accuracy = float((logits.argmax(-1)[loss_mask] == ids[:, 1:][loss_mask]).float().mean())
-        final_loss = float(nn.functional.cross_entropy(logits[loss_mask], ids[:, 1:][loss_mask]))
-    record = {"alias": TOY_NAME, "recipe": recipe, "copy_accuracy": round(accuracy, 4),
-              "copy_loss": round(final_loss, 4), "build_seconds": round(time.perf_counter() - start, 1)}
-    return model, record
-
-
 def _build(out: Path, progress: bool = True) -> dict:
-    model, record = train_toy(progress=progress)
+    model = build_toy_model()
     torch.save(model.state_dict(), out / "model.pt")
     (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
-    return record
+    return {"alias": TOY_NAME, "recipe": TOY_RECIPE}
 
 
 def _load(folder: Path):
     from .cache import read_manifest
 
     built = (read_manifest(folder) or {}).get("recipe")
-    if built != TOY_RECIPE:  # a build from another recipe (an experiment, an older release): rebuild
+    if built != TOY_RECIPE:  # a build from another recipe (an older, trained toy): rebuild
         raise ValueError(f"it was built with another recipe ({built}), not {TOY_RECIPE}")
     config = ToyConfig(**json.loads((folder / "config.json").read_text()))
     model = AttentionOnlyForCausalLM(config)
@@ -277,7 +330,7 @@ def _load(folder: Path):
 
 
 def load_toy_model(rebuild: bool = False, progress: bool = True) -> tuple[AttentionOnlyForCausalLM, Any]:
-    """(model, tokenizer) of the trained toy induction model (built and cached once)."""
+    """(model, tokenizer) of the built toy induction model (cached once)."""
     return cached(TOY_NAME, lambda out: _build(out, progress), _load, rebuild)
 
 

@@ -43,14 +43,15 @@ def ioi_truth(ex: ModelSession, n: int = 24, seed: int = 1000, fraction: float =
 
 def toy_truth(ex: ModelSession, n: int = 60, seed: int = 1, fraction: float = 0.1, progress: bool = False,
               rebuild: bool = False) -> CircuitTruth:
-    """The toy's induction circuit: path patching "x y" into "x x" prompts, heads into the logits, then
-    earlier heads into those (every position: the metric reads the whole second copy)."""
-    from ..core.cache import manifest
+    """The toy's induction circuit: path patching "x y" into "x x" prompts, heads into the logits (the copy
+    heads), then earlier heads into those (the duplicate-token heads); every position, as the metric reads
+    the whole second copy."""
+    from ..core.toy import TOY_NAME, TOY_RECIPE
     from .tasks import induction_task
 
     task = induction_task(ex.tokenizer, n=n, seed=seed)
+    names, modes = ("copy (-> logits)", "duplicate-token (-> copy heads)"), (("full", "full"),) * 2
     key = {"version": TRUTH_VERSION, "model": ex.name, "task": "induction", "n": n, "seed": seed,
-           "fraction": fraction, "build": (manifest(ex.name) or {}).get("recipe")}
-    names, modes = ("direct (-> logits)", "previous-token (-> direct heads)"), (("full", "full"),) * 2
+           "fraction": fraction, "build": TOY_RECIPE if ex.name == TOY_NAME else ex.name, "rounds": names}
     return _cached_truth(key, lambda: patching_truth(ex, task.positive, task.negative, task.metric, names, modes,
                                                       fraction, progress=progress), rebuild)
