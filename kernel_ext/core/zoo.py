@@ -46,7 +46,7 @@ ALIASES: dict[str, str] = {
     "tiny-roberta": "random RoBERTa classifier, 2 layers x 4 heads, d=32",
     "tiny-gpt2": "random GPT-2 causal LM, 2 layers x 4 heads, d=32",
     "tiny-llama": "random Llama causal LM, 2 layers x 4 query / 2 KV heads, d=32",
-    "toy-induction": "attention-only induction toy trained here (circuits), 2 layers x 4 heads, d=64",
+    "toy-induction": "attention-only induction toy built by hand (circuits): 2 layers x 4 heads, a known circuit and decoys",
 }
 MINILM_RECIPE = {"seed": 0, "train_size": 4000, "test_size": 1000, "max_length": 64, "lr": 5e-5, "epochs": 1, "batch_size": 16}
 
