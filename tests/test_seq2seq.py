@@ -125,6 +125,9 @@ def test_graph_methods_flow_and_heads(s2s):
     flow = s2s.flow(SOURCE, prefix=PREFIX, info="af")
     L = len(flow.options["graph_layers"])
     assert flow.edge_flow.shape == (L, len(flow.tokens), len(flow.tokens)) and flow.value <= flow.upper_bound * (1 + 1e-6)
+    import networkx as nx  # the max-flow value of the encoder-decoder graph, by networkx
+
+    assert flow.value == pytest.approx(nx.maximum_flow_value(flow.to_networkx(), "s", "t"), rel=1e-5)
     af = s2s.attribute(SOURCE, method="attention_flow", prefix=PREFIX)
     assert np.all(af.scores >= -1e-9) and af.scores.max() <= 1 + 1e-6
     heads = s2s.heads(SOURCE, prefix=PREFIX)
