@@ -82,6 +82,11 @@ def test_tokens_and_attention_are_the_cross_attention_row(s2s):
     expected = out.cross_attentions[-1][0].mean(0)[-1].double().numpy()
     assert np.allclose(r.scores[:ns], expected, atol=1e-6) and np.all(r.scores[ns:] == 0)
     assert r.target == int(out.logits[0, -1].argmax())
+    mean = s2s.attribute(SOURCE, method="attention", prefix=PREFIX, layer="mean")
+    expected = torch.stack(out.cross_attentions)[:, 0].mean((0, 1))[-1].double().numpy()
+    assert np.allclose(mean.scores[:ns], expected, atol=1e-6)
+    with pytest.raises(InputError, match="decoder layer"):
+        s2s.attribute(SOURCE, method="attention", prefix=PREFIX, layer=5)
 
 
 @pytest.mark.slow

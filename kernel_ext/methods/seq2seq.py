@@ -7,8 +7,8 @@ causal LMs (None = the argmax). :func:`attribute_generation` explains every toke
 (:mod:`.seq2seq_input`). docs/ARCHITECTURE.md, sections "Rollout and attention flow", "Flows and GAF".
 
 - ``attention``: the head-averaged **cross-attention** row of the predicting decoder position in
-  one decoder layer (default the last), over the source tokens; decoder tokens score 0 (the
-  cross-attention does not see them). Scores sum to 1.
+  one decoder layer (``layer``, default the last; ``layer="mean"`` averages the layers too), over
+  the source tokens; decoder tokens score 0 (the cross-attention does not see them). Scores sum to 1.
 - ``rollout`` / ``attention_flow`` / ``gaf``: over the encoder-decoder graph of
   :func:`xattr_lab.graphs.seq2seq.seq2seq_graph` (encoder self-attention, then per decoder layer
   its self-attention and its cross-attention sublayers), from the predicting position's top node.
@@ -47,10 +47,11 @@ _NO_CIRCUIT = ("circuit discovery is not available for encoder-decoders: its SAE
 def _attention(ex, item: Seq2SeqInput, target: Any, layer: int = -1) -> Attribution:
     cap = capture(ex, item, target)
     Ld = cap.cross.shape[0]
-    if not -Ld <= layer < Ld:
-        raise InputError(f"layer {layer} is out of range for {Ld} decoder layers")
+    if layer != "mean" and (isinstance(layer, bool) or not isinstance(layer, int) or not -Ld <= layer < Ld):
+        raise InputError(f"layer must be 'mean' or a decoder layer index in -{Ld}..{Ld - 1}, not {layer!r}")
+    maps = cap.cross.mean(0) if layer == "mean" else cap.cross[layer]  # (H, n_t, n_s)
     scores = np.zeros(item.n)
-    scores[: item.n_source] = cap.cross[layer].mean(0)[-1].double().numpy()
+    scores[: item.n_source] = maps.mean(0)[-1].double().numpy()
     return _attribution(ex, item, "attention", scores, scores, cap.target, cap.prediction,
                         {"layer": layer, "source": item.readout, "attention": "cross"})
 
