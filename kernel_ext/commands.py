@@ -154,6 +154,11 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
                         "(faithfulness.PAPER_METHODS, e.g. ig[pad]); default: the paper's set")
     p.add_argument("--k", type=number, default=0.2, help="top-k fraction (default 0.2)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or store per-text results")
+    p.add_argument("--backend", choices=("local", "ray"), default=None, help="run the texts as shards written to "
+                   "Parquet, here ('local') or on Ray actors ('ray': pip install 'xattr-lab[ray]')")
+    p.add_argument("--address", default=None, help="with --backend ray: the cluster (host:port, ray://host:port, auto); "
+                   "default a local Ray runtime")
+    p.add_argument("--workers", type=int, default=None, help="with --backend ray: actors (default one per GPU or CPU)")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the table as CSV here")
     p.add_argument("--json", default=None, metavar="FILE", help="write the table as JSON (records) here")
     _namespace_output(p, front_end)
@@ -271,6 +276,9 @@ def options(args) -> dict:
             kwargs["cache"] = False
         if args.methods:
             kwargs["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if (args.address or args.workers) and args.backend != "ray":
+            raise UsageError("--address and --workers go with --backend ray")
+        kwargs.update({name: getattr(args, name) for name in ("backend", "address", "workers") if getattr(args, name)})
         return kwargs
     return {}
 

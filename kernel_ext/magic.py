@@ -5,6 +5,7 @@
     %xattr heads "The film was a delight." --html heads.html
     %xattr circuit --positive POS --negative NEG        # POS/NEG: lists of prompts in the namespace
     %xattr evaluate TEXTS --methods ig,sig --k 0.2       # TEXTS: a list of texts in the namespace
+    %xattr evaluate TEXTS --backend ray --workers 2      # shards on Ray actors (or --address host:port)
     %xattr generate "The capital of France is" --model smollm2-135m --method ig --max-new-tokens 8
     %xattr explain "An unbelievably good film." --method ig --granularity word
 

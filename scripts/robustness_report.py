@@ -114,6 +114,10 @@ def main(argv=None) -> int:
                         "(e.g. to tabulate a finished run after the method code changed)")
     parser.add_argument("--draws", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backend", choices=["local", "ray"], help="run the missing records as Parquet-written shards, "
+                        "here or on Ray actors (instead of --shard processes); they land in the same cache")
+    parser.add_argument("--address", help="with --backend ray: the cluster to join (default: a local Ray runtime)")
+    parser.add_argument("--workers", type=int, help="with --backend ray: actors (default: one per GPU or CPU)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -137,8 +141,14 @@ def main(argv=None) -> int:
     limits = {m: int(n) for m, n in (item.split("=") for item in args.limit)}
     shard = tuple(int(x) for x in args.shard.split("/"))
     started = time.perf_counter()
-    records = E.run_experiment(ex, texts, config, limits=limits, shard=shard, compute=not args.collect,
-                               cache=args.cache or True)
+    if args.backend and not args.collect:
+        from xattr_lab.evaluation import sharded_jobs
+
+        records = sharded_jobs.robustness_records(ex, texts, config, limits=limits, cache=args.cache or True,
+                                                  backend=args.backend, address=args.address, workers=args.workers)
+    else:
+        records = E.run_experiment(ex, texts, config, limits=limits, shard=shard, compute=not args.collect,
+                                   cache=args.cache or True)
     print(f"cache: {args.cache or 'cache_dir()/robustness/' + config.key(E._fingerprint(ex))}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     expected = sum(min(limits.get(m, len(texts)), len(texts)) for m in config.methods)

@@ -147,23 +147,23 @@ def ray_runtime():
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def snippets(minilm):
+    """minilm-rt and 20 held-out snippets (random.Random(0).sample); 1 torch thread, as the actors have."""
     import torch
 
     import xattr_lab as xa
 
     torch.set_num_threads(1)
-    ex = xa.load("minilm-rt", device="cpu")
     data = xa.zoo.rotten_tomatoes("test")
-    return ex, [t for t, _ in random.Random(0).sample(data, N_TEXTS)]
+    return minilm, [t for t, _ in random.Random(0).sample(data, N_TEXTS)]
 
 
 @pytest.fixture(scope="module")
-def local_rows(minilm):
+def local_rows(snippets):
     """The one-process harness's per-text rows (no backend): the reference every sharded run must equal."""
     from xattr_lab import faithfulness
 
-    ex, texts = minilm
+    ex, texts = snippets
     _, per_text = faithfulness.evaluate(ex, texts, ["attention"], cache=False, progress=False, return_per_text=True,
                                         replicates=100)
     return per_text.to_dict("records")
@@ -205,10 +205,10 @@ def logged_row(ex, item, log=None, crash=None, fail=None):
 
 
 @pytest.mark.slow
-def test_local_backend_equals_the_harness(minilm, local_rows, tmp_path):
+def test_local_backend_equals_the_harness(snippets, local_rows, tmp_path):
     from xattr_lab import faithfulness
 
-    ex, texts = minilm
+    ex, texts = snippets
     _, per_text = faithfulness.evaluate(ex, texts, ["attention"], cache=False, progress=False, return_per_text=True,
                                         replicates=100, backend="local", out=tmp_path)
     assert_rows_equal(local_rows, per_text.to_dict("records"))
@@ -216,10 +216,10 @@ def test_local_backend_equals_the_harness(minilm, local_rows, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_equals_local(ray_runtime, minilm, local_rows, tmp_path):
+def test_ray_equals_local(ray_runtime, snippets, local_rows, tmp_path):
     from xattr_lab import faithfulness
 
-    ex, texts = minilm
+    ex, texts = snippets
     _, per_text = faithfulness.evaluate(ex, texts, ["attention"], cache=tmp_path / "cache", progress=False,
                                         return_per_text=True, replicates=100, backend="ray", workers=2)
     assert_rows_equal(local_rows, per_text.to_dict("records"))
@@ -229,10 +229,10 @@ def test_ray_equals_local(ray_runtime, minilm, local_rows, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_actor_killed_mid_run_loses_nothing(ray_runtime, minilm, local_rows, tmp_path):
+def test_ray_actor_killed_mid_run_loses_nothing(ray_runtime, snippets, local_rows, tmp_path):
     import functools
 
-    ex, texts = minilm
+    ex, texts = snippets
     log = str(tmp_path / "calls.log")
     work = functools.partial(logged_row, log=log, crash=texts[13])
     remote = run_faith(ex, texts, tmp_path / "ray", work=work, backend="ray", workers=2, shard_size=4)
@@ -242,10 +242,10 @@ def test_ray_actor_killed_mid_run_loses_nothing(ray_runtime, minilm, local_rows,
 
 
 @pytest.mark.slow
-def test_ray_resume_after_interrupt_recomputes_nothing(ray_runtime, minilm, local_rows, tmp_path):
+def test_ray_resume_after_interrupt_recomputes_nothing(ray_runtime, snippets, local_rows, tmp_path):
     import functools
 
-    ex, texts = minilm
+    ex, texts = snippets
     out, log = tmp_path / "ray", str(tmp_path / "calls.log")
     with pytest.raises(Stop):  # interrupted in this process (a Ray run stops the same way: the error comes back)
         run_faith(ex, texts, out, work=functools.partial(logged_row, log=log, fail=texts[13]), shard_size=4)
@@ -258,3 +258,69 @@ def test_ray_resume_after_interrupt_recomputes_nothing(ray_runtime, minilm, loca
     assert not {texts[i] for i in written} & set(again)  # nothing written was computed again
     assert len(again) == N_TEXTS - len(written)
     assert_rows_equal(local_rows, rows)
+
+
+# ---------------------------------------------------------------------------- front ends (fast, tiny model)
+def test_cli_evaluate_local_backend_equals_the_default(tmp_path, capsys):
+    from xattr_lab import cli
+
+    (tmp_path / "texts.txt").write_text("a good film\na bad film\na dull, long film\n")
+    base = ["evaluate", str(tmp_path / "texts.txt"), "--model", "tiny-bert", "--methods", "attention",
+            "--no-cache"]
+    assert cli.main(base + ["--csv", str(tmp_path / "a.csv")]) == 0
+    assert cli.main(base + ["--backend", "local", "--csv", str(tmp_path / "b.csv")]) == 0
+    import pandas as pd
+
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+
+
+def test_cli_address_needs_the_ray_backend(tmp_path, capsys):
+    from xattr_lab import cli
+
+    (tmp_path / "texts.txt").write_text("a good film\n")
+    code = cli.main(["evaluate", str(tmp_path / "texts.txt"), "--model", "tiny-bert", "--address", "auto"])
+    assert code != 0 and "--backend ray" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the other jobs (fast, tiny models)
+def test_ablation_effects_sharded_equal_the_one_pass(tiny, tmp_path):
+    import numpy as np
+
+    from xattr_lab.evaluation.circuit_truth import head_ablation_effects
+
+    ex = tiny("llama")
+    prompts, negatives = ["the cat sat on", "a dog ran to", "my hat is red"], ["one two three four", "five six seven"]
+    metric = ([5, 6, 7], [7, 8, 9])
+    whole = head_ablation_effects(ex, prompts, metric, negatives=negatives[:1] * 2, progress=False)
+    sharded_effects = sharded_jobs.ablation_effects(ex, prompts, metric, negatives=negatives[:1] * 2, shard_size=3,
+                                                    out=tmp_path, progress=False)
+    np.testing.assert_allclose(sharded_effects, whole, rtol=RTOL, atol=ATOL)
+    assert len(list(tmp_path.glob("shard-*.parquet"))) == -(-ex.n_layers * ex.n_heads // 3)
+    part = head_ablation_effects(ex, prompts, metric, negatives=negatives[:1] * 2, progress=False, heads=[1, 2])
+    assert np.isnan(part).sum() == part.size - 2 and part.ravel()[2] == pytest.approx(whole.ravel()[2], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_robustness_records_local_backend(tiny, tmp_path):
+    from xattr_lab.evaluation import robustness_experiment as RE
+
+    texts = ["It's a gripping, beautifully acted film; the story is clever and the music is great!",
+             "A dull, lifeless movie with a plot that goes nowhere and actors who seem bored."]
+    ex = tiny("bert")
+    config = RE.ExperimentConfig(model="tiny-bert", methods=("attention",), ks=(1, 3), ws=(1, 3), queries=2,
+                                 neighbours=8)
+    reference = RE.run_experiment(ex, texts, config, cache=False, progress=False)
+    records = sharded_jobs.robustness_records(ex, texts, config, cache=tmp_path / "cache", out=tmp_path / "shards",
+                                              progress=False)
+
+    def content(record):
+        drop = ("seconds", "cpu_seconds")
+        arms = {p: {a: {k: v for k, v in arm.items() if k not in drop} for a, arm in by.items()}
+                for p, by in record["arms"].items()}
+        return {**{k: v for k, v in record.items() if k not in drop}, "arms": arms}
+
+    assert [content(r) for r in records] == [content(r) for r in reference]
+    # the experiment's own cache holds them: the one-process code reads them without computing
+    assert len(RE.run_experiment(ex, texts, config, cache=tmp_path / "cache", compute=False, progress=False)) == 2
+    assert len(sharded.read_store(tmp_path / "shards")) == 2

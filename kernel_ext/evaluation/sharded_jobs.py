@@ -47,20 +47,23 @@ def session_factory(ex, fingerprint: str = "") -> Callable[[], Any]:
     return functools.partial(load_session, source, type(ex), fingerprint, ex.name)
 
 
-def default_out(kind: str, about: Mapping[str, Any], folder: Path | None) -> Path:
-    """``folder/shards/<kind>-<hash of about>``, or a fresh temporary folder when there is no cache folder."""
-    if folder is None:
+def default_out(kind: str, about: Mapping[str, Any], folder: Path | None) -> Path | None:
+    """``folder/shards/<kind>-<hash of about>``; None without a cache folder (the run then uses a temporary one)."""
+    return None if folder is None else Path(folder) / "shards" / f"{kind}-{provenance.cache_key(**about)}"
+
+
+def run_job(ex, items, keys, work, schema, about, *, out: Path | None, **options):
+    """:func:`run_sharded` with workers that rebuild ``ex`` (``ex`` itself serves the local backend).
+
+    ``out`` None: a temporary folder, deleted afterwards (nothing to resume from).
+    """
+    if out is None:
         import tempfile
 
-        return Path(tempfile.mkdtemp(prefix=f"xattr-{kind}-"))
-    return Path(folder) / "shards" / f"{kind}-{provenance.cache_key(**about)}"
-
-
-def run_job(ex, items, keys, work, schema, about, *, backend, address, workers, out, progress, desc, **extra):
-    fingerprint = about["model"]
-    return run_sharded(items, session_factory(ex, fingerprint), work, out=out, schema=schema, provenance=about,
-                       keys=keys, backend=backend, address=address, workers=workers, worker=ex, progress=progress,
-                       desc=desc, **extra)
+        with tempfile.TemporaryDirectory(prefix="xattr-shards-") as folder:
+            return run_job(ex, items, keys, work, schema, about, out=Path(folder), **options)
+    return run_sharded(items, session_factory(ex, about["model"]), work, out=out, schema=schema, provenance=about,
+                       keys=keys, worker=ex, **options)
 
 
 # ---------------------------------------------------------------------------- robustness
@@ -155,14 +158,12 @@ def ablation_effects(ex, prompts: Sequence[str], metric: Any, negatives: Sequenc
     about = {"job": "head_ablation", "model": fingerprint, "model_name": ex.name, "prompts": digest,
              "metric": getattr(metric, "__qualname__", repr(metric)), "logit_positions": logit_positions,
              "code": provenance.code_version(["xattr_lab.evaluation.circuit_truth"])}
-    out = Path(out) if out is not None else default_out("ablation", about, None)
     work = functools.partial(ablation_rows, prompts=list(prompts), metric=metric, negatives=negatives,
                              batch_size=batch_size, logit_positions=logit_positions)
-    rows = run_sharded(list(range(L * H)), session_factory(ex, fingerprint), work, out=out,
-                       schema={"head": pa.int64(), "effect": pa.float64()}, provenance=about,
-                       keys=[str(h) for h in range(L * H)], backend=backend, address=address, workers=workers,
-                       worker=ex, progress=progress, desc="head ablations", batched=True,
-                       shard_size=shard_size or max(1, (L * H) // (4 * (workers or 2))))
+    rows = run_job(ex, list(range(L * H)), [str(h) for h in range(L * H)], work,
+                   {"head": pa.int64(), "effect": pa.float64()}, about, out=None if out is None else Path(out),
+                   backend=backend, address=address, workers=workers, progress=progress, desc="head ablations",
+                   batched=True, shard_size=shard_size or max(1, (L * H) // (4 * (workers or 2))))
     effects = np.zeros(L * H)
     for row in rows:
         effects[row["head"]] = row["effect"]
