@@ -2,6 +2,7 @@
 
     python scripts/eval_faithfulness.py --n 300 --out results/faithfulness     # the reported run
     python scripts/eval_faithfulness.py --n 1000                               # all held-out snippets
+    python scripts/eval_faithfulness.py --n 1000 --backend ray --workers 8     # on Ray actors (one GPU each)
 
 Snippets: ``random.Random(seed).sample(xattr_lab.zoo.rotten_tomatoes("test"), n)`` (seed 0), in that
 order. Methods (``--methods``, labels of ``xattr_lab.faithfulness.PAPER_METHODS`` or method names):
@@ -18,7 +19,10 @@ pairs of each metric; "significant" = Holm-adjusted p < 0.05.
 
 Per-text results are cached (``xattr_lab.zoo.cache_dir()/eval``) under a key of code version, model
 fingerprint, method, options and k: an interrupted run resumes, a changed method recomputes. With
-``--out``: table.md (what the README shows), summary.csv, pairs.csv, per_text.csv.
+``--backend local|ray`` the missing records run as shards written to Parquet as they finish (under the
+cache folder, ``shards/``), on Ray actors with ``ray`` (a local runtime, or ``--address``), then join
+the same cache; the tables are the same. With ``--out``: table.md (what the README shows), summary.csv,
+pairs.csv, per_text.csv.
 """
 from __future__ import annotations
 
@@ -127,6 +131,11 @@ def main(argv=None) -> int:
     parser.add_argument("--replicates", type=int, default=10_000, help="bootstrap replicates")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--backend", choices=["local", "ray"], default=None,
+                        help="run the missing records as Parquet-written shards, here or on Ray actors")
+    parser.add_argument("--address", default=None, help="with --backend ray: the cluster (default: a local runtime)")
+    parser.add_argument("--workers", type=int, default=None, help="with --backend ray: actors (default: one per "
+                        "GPU, or per CPU)")
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md, summary.csv, pairs.csv, "
                         "per_text.csv")
     args = parser.parse_args(argv)
@@ -152,7 +161,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     table, per_text = faithfulness.evaluate(ex, texts, args.methods, k=args.k, method_options=options,
                                             cache=not args.no_cache, metrics=ORDER, return_per_text=True,
-                                            replicates=args.replicates)
+                                            replicates=args.replicates, backend=args.backend, address=args.address,
+                                            workers=args.workers)
     pairs = faithfulness.compare(per_text, args.methods, ORDER, replicates=args.replicates)
     elapsed = time.perf_counter() - started
 

@@ -4,6 +4,7 @@
     python scripts/results.py --list             # the command of every step (what the README cites)
     python scripts/results.py --only faithfulness geometry
     python scripts/results.py --group bench      # the opt-in steps: benchmarks, notebook latency
+    python scripts/results.py --backend ray --workers 8   # faithfulness and robustness on Ray actors
 
 Each step runs one of the per-area scripts (scripts/eval_faithfulness.py, robustness_report.py,
 circuits_report.py, convergence_report.py, geometry_report.py) exactly as the README cites it; its
@@ -12,7 +13,10 @@ command and its output. A progress bar counts the steps; the scripts draw their 
 
 Resuming works on two levels. Each script caches its own work (per text, per run) under keys of
 code version, model fingerprint, method and options, so an interrupted step continues where it
-stopped. And a step that finished is skipped while its key is unchanged: a hash of its command, the
+stopped. ``--backend local|ray`` (with ``--address``, ``--workers``) goes to the steps that take it (the
+faithfulness and robustness scripts: their records then run as Parquet-written shards, on Ray actors
+with ``ray``); it changes where the work runs, not the results, so it is not part of a step's key.
+And a step that finished is skipped while its key is unchanged: a hash of its command, the
 script's source, the source of the whole ``xattr_lab`` package (the code version) and the manifests of
 the models it uses (the model fingerprint: a rebuilt model has a new manifest). ``--force`` reruns.
 """
@@ -42,6 +46,7 @@ class Step:
     models: tuple[str, ...] = ()
     group: str = "main"  # "main" runs by default, "bench" only when asked for
     outputs: tuple[str, ...] = field(default=())  # files under {out} that must exist for a skip
+    backend: bool = False  # takes --backend/--address/--workers (where it runs, not what: not in the key)
 
     def command(self, out: str | Path = "results", python: str = PY) -> list[str]:
         """The command line, run from the repository root (``out`` shown relative to it when inside)."""
@@ -58,10 +63,10 @@ STEPS: tuple[Step, ...] = (
                 'print(json.dumps(xa.zoo.manifest("minilm-rt"), indent=1))'), models=("minilm-rt",)),
     Step("faithfulness", "Faithfulness on minilm-rt (every method, paired bootstrap)",
          ("scripts/eval_faithfulness.py", "--n", "300", "--out", "{out}/faithfulness"), models=("minilm-rt",),
-         outputs=("faithfulness/table.md",)),
+         outputs=("faithfulness/table.md",), backend=True),
     Step("robustness", "Robustness on minilm-rt",
          ("scripts/robustness_report.py", "--out", "{out}/robustness"), models=("minilm-rt",),
-         outputs=("robustness/tables.md",)),
+         outputs=("robustness/tables.md",), backend=True),
     Step("geometry", "Attention geometry",
          ("scripts/geometry_report.py", "--texts", "200", "--models", "minilm-rt", "smollm2-135m", "--out",
           "{out}/geometry"), models=("minilm-rt", "smollm2-135m"), outputs=("geometry/tables.md",)),
@@ -123,8 +128,19 @@ def is_done(step: Step, out: Path, key: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- running
-def run_step(step: Step, out: Path, python: str = sys.executable) -> tuple[int, float]:
-    """Run one step from the repository root; stdout to the console and ``out/<name>.log``."""
+def backend_argv(backend: str | None, address: str | None = None, workers: int | None = None) -> list[str]:
+    """The ``--backend/--address/--workers`` arguments for the steps that take them (empty without a backend)."""
+    if not backend:
+        return []
+    return ["--backend", backend] + (["--address", address] if address else []) + (
+        ["--workers", str(workers)] if workers else [])
+
+
+def run_step(step: Step, out: Path, python: str = sys.executable, extra: list[str] | tuple = ()) -> tuple[int, float]:
+    """Run one step from the repository root; stdout to the console and ``out/<name>.log``.
+
+    extra: arguments appended to the command (the backend's, for a step with ``backend=True``)."""
+    extra = list(extra) if step.backend else []
     out.mkdir(parents=True, exist_ok=True)
     for argument in step.command(out, python):  # folders named in the command (a file's parent)
         path = ROOT / argument  # an absolute argument stays itself
@@ -133,8 +149,8 @@ def run_step(step: Step, out: Path, python: str = sys.executable) -> tuple[int, 
     log = out / f"{step.name}.log"
     started = time.perf_counter()
     with open(log, "w") as handle:
-        handle.write(f"$ {shlex.join(step.command(out))}\n")
-        process = subprocess.Popen(step.command(out, python), cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1)
+        handle.write(f"$ {shlex.join(step.command(out) + extra)}\n")
+        process = subprocess.Popen(step.command(out, python) + extra, cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1)
         for line in process.stdout:
             sys.stdout.write(line)
             handle.write(line)
@@ -174,6 +190,10 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="print every step's command and exit")
     parser.add_argument("--force", action="store_true", help="rerun steps that finished with the same key")
     parser.add_argument("--keep-going", action="store_true", help="run the other steps when one fails")
+    parser.add_argument("--backend", choices=["local", "ray"], default=None,
+                        help="faithfulness and robustness: run their records as shards here or on Ray actors")
+    parser.add_argument("--address", default=None, help="with --backend ray: the cluster to join")
+    parser.add_argument("--workers", type=int, default=None, help="with --backend ray: actors")
     args = parser.parse_args(argv)
     steps = select(args.only, args.group)
     if args.list:
@@ -192,7 +212,7 @@ def main(argv=None) -> int:
                 tqdm.write(f"[results] {step.name}: unchanged since it last finished, skipped", file=sys.stderr)
                 continue
             tqdm.write(f"[results] {step.name}: {shlex.join(step.command(out))}", file=sys.stderr)
-            code, seconds = run_step(step, out)
+            code, seconds = run_step(step, out, extra=backend_argv(args.backend, args.address, args.workers))
             if code != 0:
                 failed.append(step.name)
                 tqdm.write(f"[results] {step.name} failed (exit {code}); log: {out / (step.name + '.log')}",

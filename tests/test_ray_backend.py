@@ -324,3 +324,24 @@ def test_robustness_records_local_backend(tiny, tmp_path):
     # the experiment's own cache holds them: the one-process code reads them without computing
     assert len(RE.run_experiment(ex, texts, config, cache=tmp_path / "cache", compute=False, progress=False)) == 2
     assert len(sharded.read_store(tmp_path / "shards")) == 2
+
+
+def test_results_script_passes_the_backend_to_the_steps_that_take_it(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_for_ray", Path(__file__).parents[1] / "scripts" / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    sys.modules["results_for_ray"] = results  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(results)
+    finally:
+        del sys.modules["results_for_ray"]
+    extra = results.backend_argv("ray", "10.0.0.1:6379", 2)
+    assert extra == ["--backend", "ray", "--address", "10.0.0.1:6379", "--workers", "2"]
+    assert results.backend_argv(None, "x", 3) == []
+    echo = ("-c", "import sys; print(sys.argv[1:])")
+    for name, takes in (("takes", True), ("plain", False)):
+        code, _ = results.run_step(results.Step(name, "t", echo, backend=takes), tmp_path, extra=extra)
+        assert code == 0
+        assert (tmp_path / f"{name}.log").read_text().splitlines()[-1] == str(extra if takes else [])
+    assert {s.name for s in results.STEPS if s.backend} == {"faithfulness", "robustness"}
