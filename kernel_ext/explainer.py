@@ -38,7 +38,8 @@ class Explainer(ModelSession):
 
         method: one of ``xattr_lab.METHODS`` (see ``xattr_lab.methods.registry``); options go to the method.
         granularity: "token" (subword tokens) or "word" (tokens merged into words by the tokenizer's
-        offsets, scores by the method's rule: :mod:`xattr_lab.methods.words`).
+        offsets, scores by the method's rule: :mod:`xattr_lab.methods.words`); integer ``sources``
+        (rollout, attention_flow, gaf) are then word positions.
         """
         if modalities.routed(self, text):  # an image (ViT) or an encoder-decoder (T5, BART)
             _check_values(options)
@@ -46,6 +47,7 @@ class Explainer(ModelSession):
         if not isinstance(method, str) or method not in registry.ATTRIBUTION_METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")
         words.check_granularity(granularity)
+        self._word_sources(text, options, granularity)
         result = self._verb(method, [text], target, options,
                             lambda: registry.function(method)(self, text, method=method, target=target, **options))
         return self._words(result, text, options, granularity, words.attribution_to_words)
@@ -59,6 +61,7 @@ class Explainer(ModelSession):
             return modalities.explain(self, "flow", text, "flow", target, granularity, info=info, residual=residual,
                                       **options)
         words.check_granularity(granularity)
+        self._word_sources(text, options, granularity)
         checked = {"info": info, "residual": residual, **options}
         result = self._verb("flow", [text], target, checked, lambda: registry.function("flow")(
             self, text, info=info, target=target, residual=residual, **options))
@@ -86,13 +89,23 @@ class Explainer(ModelSession):
         """The result over words when ``granularity == "word"`` (the encoding as the method saw it)."""
         if granularity == "token":
             return result
-        if isinstance(text, Encoding):
-            encoding = text
-        else:
-            with warnings.catch_warnings():  # the method already warned about truncation
-                warnings.simplefilter("ignore")
-                encoding = self.encode(text, truncate=bool(options.get("truncate", False)))
+        encoding = self._encoding(text, options)
         return convert(self, result, encoding.input_ids[0].tolist(), encoding.special_mask)
+
+    def _encoding(self, text, options: dict) -> Encoding:
+        if isinstance(text, Encoding):
+            return text
+        with warnings.catch_warnings():  # the method warns about truncation
+            warnings.simplefilter("ignore")
+            return self.encode(text, truncate=bool(options.get("truncate", False)))
+
+    def _word_sources(self, text, options: dict, granularity: str) -> None:
+        """With ``granularity="word"``, integer ``sources`` are word positions: each becomes its tokens."""
+        sources = options.get("sources")
+        if granularity == "word" and sources is not None and not isinstance(sources, str):
+            encoding = self._encoding(text, options)
+            options["sources"] = words.word_sources(self, encoding.text, encoding.input_ids[0].tolist(),
+                                                    encoding.special_mask, sources)
 
     def heads(self, text: str | Sequence[str], **options: Any):
         """Attention geometry -> :class:`xattr_lab.results.HeadStats` (mean over a list of texts)."""

@@ -161,3 +161,32 @@ def test_bad_granularity_and_slow_tokenizer_are_input_errors(tiny):
 
     with pytest.raises(InputError, match="fast tokenizer"):
         token_offsets(Session(), TEXT, [1, 2])
+
+
+def test_word_sources_are_word_positions(tiny):
+    ex = tiny("gpt2")
+    plain = ex.flow(TEXT, info="af", granularity="word")
+    w = next(i for i, (a, b) in enumerate(plain.options["word_spans"]) if b - a > 1)  # a word of several tokens
+    start, stop = plain.options["word_spans"][w]
+    flow = ex.flow(TEXT, info="af", granularity="word", sources=[w])
+    assert flow.sources == [w] and flow.options["token_sources"] == list(range(start, stop))
+    rollout = ex.attribute(TEXT, method="rollout", granularity="word", sources=w)
+    assert rollout.options["sources"] == list(range(start, stop))
+    with pytest.raises(InputError, match="out of range"):
+        ex.flow(TEXT, granularity="word", sources=[99])
+
+
+def test_explorer_toggle_recomputes_strip_and_flow_by_word(tiny):
+    from xattr_lab.widgets import Explorer
+
+    explorer = Explorer(tiny("bert"), TEXT, method="attention", views=("strip", "flow"), background=False)
+    explorer.widget
+    explorer.refresh()
+    n_tokens = len(explorer.strip.result.tokens)
+    assert explorer.strip._toggle.value == "token"
+    explorer.strip._toggle.value = "word"  # what a click does
+    assert explorer.options["granularity"] == "word" and explorer.strip._toggle.value == "word"
+    assert [t for t in explorer.strip.result.tokens if t not in ("[CLS]", "[SEP]")] == TEXT.split()
+    assert explorer.flow.result.tokens == explorer.strip.result.tokens and not explorer.errors
+    explorer.strip.set_granularity("token")
+    assert len(explorer.strip.result.tokens) == n_tokens and explorer.strip._toggle.value == "token"

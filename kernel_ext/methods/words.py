@@ -196,3 +196,20 @@ def check_granularity(granularity: Any) -> str:
     if granularity not in GRANULARITIES:
         raise InputError(f"granularity must be one of {list(GRANULARITIES)}, not {granularity!r}")
     return granularity
+
+
+def word_sources(ex: "ModelSession", text: str, input_ids, special, indices: Any) -> list[int]:
+    """Token positions of the words ``indices`` (an int or a list; negative counts from the end):
+    with ``granularity="word"``, the ``sources`` a user gives are word positions, and each becomes
+    all of its word's tokens."""
+    spans = word_spans(token_offsets(ex, text, input_ids), text, special)
+    picked = np.atleast_1d(np.asarray(indices))
+    if picked.size == 0 or not np.issubdtype(picked.dtype, np.integer):
+        raise InputError(f"with granularity='word', sources are word positions (ints), 'all' or 'readout'; "
+                         f"not {indices!r}")
+    out: list[int] = []
+    for w in picked.tolist():
+        if not -len(spans) <= w < len(spans):
+            raise InputError(f"word {w} is out of range: this text has {len(spans)} words (with special tokens)")
+        out.extend(range(*spans[w]))
+    return sorted(set(out))

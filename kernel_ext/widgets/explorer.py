@@ -21,7 +21,7 @@ from xattr_lab.methods.registry import ATTRIBUTION_METHODS  # pure data, no torc
 from xattr_lab.target_spec import parse_target, target_text  # pure strings, no torch
 
 from . import bundle, core
-from .views import FlowView, HeadGrid, LinkedState, TokenStrip
+from .views import FlowView, HeadGrid, LinkedState, TokenStrip, token_strip
 from .views.base import _html
 
 #: Where ``load(name)`` comes from when the Explorer is given a model name and no loader.
@@ -130,7 +130,7 @@ class Explorer(bundle.LinkedViews):
                 options["callback"] = lambda partial: self._stream(generation, partial)
             result = ex.attribute(request.text, method=method, target=request.target, **options)
         elif kind == "flow":
-            result = ex.flow(request.text, target=request.target, **(extra or {}))
+            result = ex.flow(request.text, target=request.target, **token_strip.granularity_option(request.options), **(extra or {}))
         elif kind == "heads":
             result = ex.heads(request.text)
         else:  # pragma: no cover
@@ -248,7 +248,7 @@ class Explorer(bundle.LinkedViews):
         if kind == "attribution" and self.strip is not None:
             self.strip.update(result)
         elif kind == "attribution":
-            self.strip = TokenStrip(result, state=self.state)
+            self.strip = TokenStrip(result, state=self.state, explorer=self)
             self._mount("strip", self.strip)
         elif kind == "flow" and self.flow is not None and self.flow.fits(result):
             self.flow.update(result)

@@ -6,20 +6,28 @@ import numpy as np
 from .. import core, export
 from .base import LinkedState, View, _bokeh, _html, _prediction_html, badge_html, convergence_badge
 
-__all__ = ["TokenStrip"]
+__all__ = ["TokenStrip", "granularity_option"]
+
+
+def granularity_option(options: dict) -> dict:
+    """``{"granularity": ...}`` when ``options`` choose one (the Explorer passes it to ``ex.flow`` too)."""
+    return {"granularity": options["granularity"]} if "granularity" in options else {}
 
 
 class TokenStrip(View):
     """Tokens coloured by signed score (diverging palette, colour bar, hover with the exact value).
 
     Click a token to select it (``state.token``). Long inputs wrap into rows and are paged
-    (``page_size`` tokens per page).
+    (``page_size`` tokens per page). With an ``explorer`` (anything with ``options`` and
+    ``set(options=...)``), a token/word toggle asks it to recompute at the other granularity.
     """
 
     view_type = "token_strip"
 
-    def __init__(self, result, *, state: LinkedState | None = None, page_size: int = 300, width: int = 900):
+    def __init__(self, result, *, state: LinkedState | None = None, page_size: int = 300, width: int = 900,
+                 explorer=None):
         super().__init__(result, state=state)
+        self.explorer, self._toggle = explorer, None
         self.page_size = page_size
         self.width = width
         self.page = 0
@@ -93,7 +101,11 @@ class TokenStrip(View):
         self._pager = w.HBox([prev_button, self._pager_label, next_button],
                              layout=w.Layout(display="flex" if self.n_pages > 1 else "none"))
         self._plot = _bokeh(fig)
-        box = w.VBox([self._header, self._pager, self._plot, self._info])
+        if self.explorer is not None:
+            self._toggle = w.ToggleButtons(options=["token", "word"], value=self.granularity, tooltips=[
+                "subword tokens", "words: tokens merged by the tokenizer's offsets"], style={"button_width": "56px"})
+            self._toggle.observe(lambda ch: self.set_granularity(ch["new"]), names="value")
+        box = w.VBox([self._header] + ([self._toggle] if self._toggle else []) + [self._pager, self._plot, self._info])
         box.add_class("xattr-view")
         box.add_class("xattr-token-strip")
         return box
@@ -109,7 +121,16 @@ class TokenStrip(View):
         return (f"token {i} <code>{core.escape(self.tokens[i])}</code>: score {self.scores[i]:+.6g}"
                 f" (raw {self.raw[i]:+.6g})")
 
+    @property
+    def granularity(self) -> str:
+        return (getattr(self.result, "options", None) or {}).get("granularity", "token")
+
     # actions -----------------------------------------------------------------
+    def set_granularity(self, granularity: str) -> None:
+        """Ask the explorer to recompute with ``granularity`` ("token" or "word")."""
+        if self.explorer is not None and granularity != self.explorer.options.get("granularity", "token"):
+            self.explorer.set(options={**self.explorer.options, "granularity": granularity})
+
     def set_page(self, page: int) -> None:
         page = int(np.clip(page, 0, self.n_pages - 1))
         if page == self.page and self._source is not None and self._source.data.get("index"):
@@ -139,6 +160,8 @@ class TokenStrip(View):
             self._info.value = self._info_html()
             self._pager_label.value = self._pager_text()
             self._pager.layout.display = "flex" if self.n_pages > 1 else "none"
+            if self._toggle is not None and self.explorer is not None:
+                self._toggle.value = self.explorer.options.get("granularity", "token")
             self._sync_selection()
 
     def _on_state_token(self, change) -> None:
