@@ -123,6 +123,21 @@ def test_unreachable_address_fails_fast():
     assert backend_ray._host_port("auto") is None
 
 
+def test_actors_and_gpus():
+    class FakeRay:
+        def __init__(self, **resources):
+            self.resources = resources
+
+        def cluster_resources(self):
+            return self.resources
+
+    assert backend_ray.gpus_per_actor(FakeRay(CPU=16), 4) == 0
+    assert backend_ray.gpus_per_actor(FakeRay(CPU=16, GPU=8), 8) == 1
+    assert backend_ray.gpus_per_actor(FakeRay(CPU=16, GPU=3), 4) == 0.5  # two actors share a GPU, all fit
+    assert backend_ray.actor_count(FakeRay(CPU=16, GPU=8), None, 100) == 8  # one per GPU by default
+    assert backend_ray.actor_count(FakeRay(CPU=2), None, 100) == 2 and backend_ray.actor_count(FakeRay(CPU=2), 5, 3) == 3
+
+
 def test_shard_sizes():
     assert sharded.make_shards(range(7), 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert sharded.default_shard_size(1000, 2) == 16 and sharded.default_shard_size(8, 2) == 1

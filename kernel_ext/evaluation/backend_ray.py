@@ -15,6 +15,7 @@ after checking within ``timeout`` seconds that the port answers. Ray itself is i
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections import Counter, deque
@@ -125,24 +126,26 @@ def actor_count(ray, workers: int | None, n_tasks: int) -> int:
     return max(1, min(workers, n_tasks))
 
 
+def gpus_per_actor(ray, count: int) -> float:
+    """1 GPU per actor when the cluster has one for each, a fair fraction when fewer, 0 without GPUs."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return 0.0 if gpus == 0 else 1.0 / math.ceil(count / gpus)
+
+
 def run(tasks: Sequence, make_worker: Callable[[], Any], run_task: Callable, work: Callable,
         on_result: Callable[[list], Any], *, address: str | None = None, workers: int | None = None,
-        timeout: float = 120.0, retries: int = 3, on_actors: Callable[[list], Any] | None = None) -> None:
-    """Run every task (a shard) on Ray actors; ``on_result(rows)`` in this process as each one finishes.
-
-    on_actors: called with the list of live actor handles after they start (tests use it to kill one).
-    """
+        timeout: float = 120.0, retries: int = 3) -> None:
+    """Run every task (a shard) on Ray actors; ``on_result(rows)`` in this process as each one finishes."""
     ray = import_ray()
     started = connect(address, workers, timeout)
+    actors: list = []
     try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        remote = ray.remote(ShardActor).options(num_cpus=1, num_gpus=gpus, max_restarts=0)
-        actors = [remote.remote(make_worker, run_task, work) for _ in range(actor_count(ray, workers, len(tasks)))]
-        if on_actors is not None:
-            on_actors(actors)
+        count = actor_count(ray, workers, len(tasks))
+        remote = ray.remote(ShardActor).options(num_cpus=1, num_gpus=gpus_per_actor(ray, count), max_restarts=0)
+        actors.extend(remote.remote(make_worker, run_task, work) for _ in range(count))
         _schedule(ray, remote, actors, list(tasks), (make_worker, run_task, work), on_result, retries)
     finally:
-        for actor in locals().get("actors", []):
+        for actor in actors:
             ray.kill(actor)
         if started:
             ray.shutdown()
