@@ -306,4 +306,22 @@ def test_saved_widget_state_draws_from_data_not_a_disconnected_widget(jupyterlab
     assert renderer.locator(".xattr-lab-token").count() == len(HOSTILE)
     assert page.locator(".xattr-test-disconnected").count() == 0
     page.screenshot(path=str(artifacts / "saved-widget-state.png"), full_page=True)
-    assert page.dialogs == []  # type: ignore[attr-defined]
+    # the JupyterLab command writes the same offline page as `xattr export`
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first.click()
+    with page.expect_download(timeout=30_000) as info:
+        page.keyboard.press("Control+Shift+c")
+        page.locator(".lm-CommandPalette-input").fill("Export notebook as offline HTML")
+        page.keyboard.press("Enter")
+    exported = artifacts / "saved_state-export.html"
+    info.value.save_as(str(exported))
+    assert info.value.suggested_filename == "saved_state.html"
+    html = exported.read_text(encoding="utf-8")
+    assert html.count("data-xattr-player=") == 1 and "disconnected copy" not in html
+    blocked = _offline(page)
+    page.goto(exported.as_uri(), wait_until="load")
+    tokens = page.locator(".xattr-lab-player-view .xattr-lab-token")
+    tokens.first.wait_for(timeout=10_000)
+    assert tokens.count() == len(HOSTILE)
+    assert _timed_click(page, tokens.nth(1), "() => document.querySelector('.xattr-lab-readout')"
+                                             ".textContent.startsWith('selected #1')") < 2.0
+    assert page.dialogs == [] and blocked == []  # type: ignore[attr-defined]
