@@ -12,7 +12,7 @@ the reported run, ~47 CPU-minutes on the 2-core machine, 2 shards). Every text g
 replaceable or kept), see ``xattr_lab.evaluation.robustness_experiment``. Records are cached per text under
 ``xattr_lab.zoo.cache_dir()/robustness/<key>`` (key: model, options, code); a rerun computes only what is
 missing, ``--shard i/n`` splits the texts over processes. Tables: markdown on stdout, and with ``--out`` the
-full grids as CSV (summary, gaps, narrowing, drops, per-text values) plus ``tables.md``.
+full grids as CSV (summary, gaps, narrowing, method gaps, drops, per-text values) plus ``tables.md``.
 """
 from __future__ import annotations
 
@@ -86,6 +86,27 @@ def sweep_table(narrowing, pair: str, permission: str, metric: str = "lens_recal
             row.append("–" if hit.empty else fmt(hit.iloc[0].narrowed, hit.iloc[0].narrowed_lo, hit.iloc[0].narrowed_hi))
         rows.append(row)
     return pipe(["method", "level"] + [f"k={k} w={w}" for k, w in cells], rows)
+
+
+def methods_table(mgaps, permission: str, level: str, k: int, w: int) -> str:
+    """method pair × arm: paired difference first − second of chance-corrected values (τ raw) on shared snippets."""
+    if mgaps.empty:
+        return "(fewer than two methods)"
+    part = mgaps[(mgaps.permission == permission) & (mgaps.level == level)]
+    pairs, arms = list(dict.fromkeys(part.pair)), ["neighbour", "search", "attack", "noise"]
+    rows = []
+    for (pair, arm), sub in sorted(part.groupby(["pair", "arm"], sort=False),
+                                   key=lambda g: (pairs.index(g[0][0]), arms.index(g[0][1]) if g[0][1] in arms else 9)):
+        def cell(metric, kk, ww):
+            hit = sub[(sub.metric == metric) & (sub.k == kk) & (sub.w == ww)]
+            return "–" if hit.empty else fmt(hit.iloc[0].corrected, hit.iloc[0].corrected_lo, hit.iloc[0].corrected_hi)
+        n = sub[(sub.metric == "topk") & (sub.k == k)].n
+        rows.append([" − ".join(NAMES.get(m, m) for m in pair.split(" − ")), arm, int(n.iloc[0]) if len(n) else 0,
+                     cell("topk", k, 1), cell("lens_recall", k, w), cell("lens_precision", k, w),
+                     cell("topk_div", k, w), cell("kendall", 0, 0)])
+    header = ["methods", "arm", "n", f"Δ top-{k} ∩ corr.", f"Δ LENS recall corr. (w={w})", "Δ LENS precision corr.",
+              "Δ top-k-div corr.", "Δ Kendall τ"]
+    return pipe(header, rows)
 
 
 def drops_table(drops) -> str:
@@ -164,6 +185,7 @@ def main(argv=None) -> int:
     drops = S.drop_table(records)
     gaps = S.paired_gaps(frame, draws=args.draws, seed=args.seed)
     narrow = S.narrowing(frame, draws=args.draws, seed=args.seed)
+    mgaps = S.method_gaps(frame, draws=args.draws, seed=args.seed)
     compute_seconds = sum(r.get("cpu_seconds", r["seconds"]) for r in records)
     per_method = {}
     for r in records:
@@ -179,6 +201,9 @@ def main(argv=None) -> int:
              "### Does LENS narrow the gap? (k = 3, w = 3, token level)", gap_table(narrow, "token", 3, 3),
              "### Same, word level", gap_table(narrow, "word", 3, 3)]
     for permission in ("kept", "any"):
+        parts += [f"### Methods compared on the same snippets, top-k {permission} (first − second, chance-corrected, "
+                  "k = 3, w = 3, token level)", methods_table(mgaps, permission, "token", 3, 3)]
+    for permission in ("kept", "any"):
         parts += [f"### Narrowing, search − attack, top-k {permission}, every k and w (LENS recall)",
                   sweep_table(narrow, "search − attack", permission)]
     parts += ["### Narrowing, neighbour − attack, top-k kept, every k and w (LENS recall)",
@@ -191,6 +216,7 @@ def main(argv=None) -> int:
         summary.to_csv(args.out / "summary.csv", index=False)
         gaps.to_csv(args.out / "gaps.csv", index=False)
         narrow.to_csv(args.out / "narrowing.csv", index=False)
+        mgaps.to_csv(args.out / "method_gaps.csv", index=False)
         drops.to_csv(args.out / "drops.csv", index=False)
         frame.to_csv(args.out / "per_text.csv.gz", index=False)
     return 0

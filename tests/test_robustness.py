@@ -742,3 +742,28 @@ def test_narrowing_is_positive_when_the_attack_only_shifts_top_tokens_by_one():
     table = RSt.narrowing(frame, pairs=(("search", "attack"),), metrics=("lens_precision",), draws=300)
     row = table[(table.k == 3) & (table.w == 3)].iloc[0]
     assert row.narrowed > 0.5 and row.narrowed_lo > 0
+
+
+def test_method_gaps_are_paired_over_shared_texts_and_match_a_manual_difference():
+    """Method A equals the original map on every text, method B is unrelated noise on half of them;
+    the IG-style method ran on fewer texts: only the shared texts enter, and the corrected
+    difference is the difference of the two pooled kappa values on those texts."""
+    rng = np.random.default_rng(7)
+    records = []
+    for i in range(24):
+        a = rng.normal(size=12)
+        records.append({**_record(i, a, {"attack": a}), "method": "a"})
+        if i < 16:
+            records.append({**_record(i, a, {"attack": a if i % 2 else rng.normal(size=12)}), "method": "b"})
+    frame = RSt.metric_frame(records, ks=(3,), ws=(1, 3), levels=("token",))
+    table = RSt.method_gaps(frame, pairs=(("a", "b"), ("a", "absent")), draws=400)
+    assert set(table.pair) == {"a − b"}
+    row = table[(table.metric == "topk") & (table.k == 3)].iloc[0]
+    part = frame[(frame.metric == "topk") & (frame.k == 3) & (frame.text < 16)]
+    obs_a, obs_b = (part[part.method == m].sort_values("text").observed.to_numpy() for m in ("a", "b"))
+    kappa = lambda x: (x.mean() - 0.25) / 0.75  # chance of top-3 among 12 tokens
+    assert row.n == 16 and row.raw == pytest.approx(obs_a.mean() - obs_b.mean())
+    assert row.corrected == pytest.approx(kappa(obs_a) - kappa(obs_b))
+    assert row.corrected > 0 and row.corrected_lo > 0 and row.corrected_lo <= row.corrected_hi
+    tau = table[table.metric == "kendall"].iloc[0]
+    assert tau.corrected == pytest.approx(tau.raw)  # chance 0: its own correction

@@ -12,7 +12,8 @@ of its map length, k and w. Chance-corrected cell values are pooled over texts (
 not blow up a per-text ratio; Kendall's chance is 0, so it is its own correction. A paired gap
 between two arms on the same texts is mean(observed_a − observed_b) raw, divided by
 (1 − mean chance) corrected. "Narrowing" of a gap by a metric M at the same k is the corrected top-k
-gap minus the corrected M gap: positive = M shows a smaller gap than top-k.
+gap minus the corrected M gap: positive = M shows a smaller gap than top-k. Methods are compared
+the same way: the paired difference between two methods' values of one cell on the snippets both ran.
 
 Intervals: percentile bootstrap over texts, one set of resamples per method shared by every cell,
 so all intervals of a method are paired (B = 2,000 by default, seeded).
@@ -26,7 +27,8 @@ import numpy as np
 from .robustness import kendall, lens_precision, lens_recall, topk_div_intersection, topk_intersection
 from .robustness_chance import chance_div_overlap, chance_overlap
 
-__all__ = ["level_map", "metric_frame", "drop_table", "summarise", "paired_gaps", "narrowing", "METRICS"]
+__all__ = ["level_map", "metric_frame", "drop_table", "summarise", "paired_gaps", "narrowing", "method_gaps",
+           "METRICS"]
 
 METRICS = ("topk", "lens_recall", "lens_precision", "topk_div", "kendall")
 _CELL = ["permission", "arm", "level", "metric", "k", "w"]
@@ -187,7 +189,12 @@ def _gap_samples(observed, chance, weights, first: str, second: str, metric_cell
     cols_b = [(p, second, *rest) for p, *rest in metric_cells]
     a = observed.reindex(columns=cols_a).to_numpy()
     b = observed.reindex(columns=cols_b).to_numpy()
-    ch = chance.reindex(columns=cols_a).to_numpy()
+    return _paired_difference(weights, a, b, chance.reindex(columns=cols_a).to_numpy())
+
+
+def _paired_difference(weights: np.ndarray, a: np.ndarray, b: np.ndarray, ch: np.ndarray):
+    """Pooled paired difference of ``a`` − ``b`` (T, C) over texts where both are present, raw and
+    divided by (1 − pooled chance of ``a``); each (R, C) for the R weight rows, and the counts."""
     mask = ~np.isnan(a) & ~np.isnan(b)
     diff, _, count = _pooled(weights, a - b, ch, mask)
     _, mean_ch, _ = _pooled(weights, a, ch, mask)
@@ -248,3 +255,37 @@ def narrowing(frame, pairs: Sequence[tuple[str, str]] = (("neighbour", "attack")
                                     narrowed=narrowed[0], narrowed_lo=lo, narrowed_hi=hi, narrowed_raw=narrowed_raw[0],
                                     narrowed_raw_lo=raw_lo, narrowed_raw_hi=raw_hi))
     return pd.concat(out, ignore_index=True)
+
+
+def method_gaps(frame, pairs: Sequence[tuple[str, str]] = (("ig", "sig"), ("sig", "gaf"), ("gaf", "attention")),
+                draws: int = 2000, seed: int = 0):
+    """Methods compared on the same snippets: one row per (method pair, permission, arm, level, metric,
+    k, w) with the paired difference first − second, raw and chance-corrected, over the texts where
+    both methods kept that arm, and percentile-bootstrap intervals over those texts (resampled jointly).
+
+    Both methods' maps of a text have the same length, so they share the chance level and the
+    corrected difference is mean(observed_first − observed_second) / (1 − mean chance): the
+    difference of the two pooled corrected values. The search and attack arms perturb each method's
+    own map, so a difference there compares robustness to an attack aimed at that method.
+    Pairs with a method absent from ``frame`` are skipped.
+    """
+    import pandas as pd
+
+    out = []
+    present = set(frame["method"].unique())
+    for first, second in pairs:
+        if first not in present or second not in present:
+            continue
+        obs_a, ch_a = _wide(frame, first)
+        obs_b, _ = _wide(frame, second)
+        texts, cells = obs_a.index.intersection(obs_b.index), obs_a.columns.intersection(obs_b.columns)
+        a, b = (o.reindex(index=texts, columns=cells).to_numpy() for o in (obs_a, obs_b))
+        weights = np.vstack([np.ones((1, len(texts))), _resamples(len(texts), draws, seed)])
+        raw, corr, count = _paired_difference(weights, a, b, ch_a.reindex(index=texts, columns=cells).to_numpy())
+        raw_lo, raw_hi = _interval(raw[1:])
+        corr_lo, corr_hi = _interval(corr[1:])
+        table = pd.DataFrame(list(cells), columns=_CELL)
+        table.insert(0, "pair", f"{first} − {second}")
+        out.append(table.assign(n=count[0].astype(int), raw=raw[0], raw_lo=raw_lo, raw_hi=raw_hi,
+                                corrected=corr[0], corrected_lo=corr_lo, corrected_hi=corr_hi))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
