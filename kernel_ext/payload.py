@@ -173,7 +173,9 @@ def sparse_attentions(attentions: Any, budget: int | None = None) -> dict | None
         strongest = flat.argmax(axis=1)
         mask[np.arange(rows), strongest] = True
         extra = (budget - rows * (1 + key_bytes + 1)) // (key_bytes + 1)  # after each row's count and strongest key
-        others = np.where(mask, -1.0, flat).ravel()
+        others = flat.copy()  # float32, like the maps: the largest input here is (30, 9, 512, 512)
+        others[mask] = -1.0
+        others = others.ravel()
         candidates = np.flatnonzero(others >= 0.5 / 255)
         mask.ravel()[candidates[_largest(others[candidates], extra)]] = True
         for q in np.flatnonzero(mask.sum(axis=1) > cap):  # rare: long, flat rows with room to spare

@@ -6,7 +6,7 @@
 Inputs: a 128-token text on minilm-rt and a 512-token text on smollm2-135m (the issue's size
 targets: <= 1 MB and <= 3 MB per saved output). Every kind is computed on the real model:
 attribution (method "attention"), flow (GAF, AGF information), heads (with attention maps, as the
-head grid saves them), circuit (IOI prompts on smollm2; sentiment-like pairs on minilm-rt) and
+head grid saves them; ``max_map_tokens`` raised to the input length, the worst case), circuit (IOI prompts on smollm2; sentiment-like pairs on minilm-rt) and
 explorer (the strip, flow and heads of the same text, as a saved Explorer keeps them).
 
 Bytes are those of the JSON text a notebook stores (``json.dumps``, no indentation). The explorer's
@@ -15,6 +15,7 @@ Bytes are those of the JSON text a notebook stores (``json.dumps``, no indentati
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -42,28 +43,33 @@ def text_of_tokens(tokenizer, n: int) -> str:
 
 
 def compute(model: str, n: int, cache: Path | None) -> dict:
-    """{kind: Result} for ``model`` (from ``cache`` when there)."""
+    """{kind: Result} for ``model`` (each kind read from ``cache`` when there, else computed and kept)."""
     from xattr_lab.results import Result
 
-    path = cache / f"{model}-{n}.json" if cache else None
-    if path is not None and path.is_file():
-        return {k: Result.from_dict(v) for k, v in json.loads(path.read_text()).items()}
-    import xattr_lab as xa
+    whole = cache / f"{model}-{n}.json" if cache else None
+    found = {k: Result.from_dict(v) for k, v in json.loads(whole.read_text()).items()} \
+        if whole is not None and whole.is_file() else {}
+    ex, text = None, None
+    for kind in ("attribution", "heads", "circuit", "flow"):
+        path = cache / f"{model}-{n}-{kind}.json" if cache else None
+        if path is not None and path.is_file():
+            found[kind] = Result.from_json(path.read_text())
+        if kind in found and not (kind == "heads" and found[kind].attentions is None):
+            continue
+        if ex is None:
+            import xattr_lab as xa
 
-    ex = xa.load(model, device="cpu")
-    text = text_of_tokens(ex.tokenizer, n)
-    out = {}
-    for kind, call in (("attribution", lambda: ex.attribute(text, method="attention")),
-                       ("flow", lambda: ex.flow(text)),
-                       ("heads", lambda: ex.heads(text)),
-                       ("circuit", lambda: circuit(ex, model))):
+            ex = xa.load(model, device="cpu")
+            text = text_of_tokens(ex.tokenizer, n)
         started = time.perf_counter()
-        out[kind] = call()
+        found[kind] = {"attribution": lambda: ex.attribute(text, method="attention"),
+                       "heads": lambda: ex.heads(text, max_map_tokens=n),  # keep the maps: the view draws them
+                       "circuit": lambda: circuit(ex, model), "flow": lambda: ex.flow(text)}[kind]()
         print(f"  {model} {kind}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({k: r.to_dict() for k, r in out.items()}))
-    return out
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(found[kind].to_json())
+    return found
 
 
 def circuit(ex, model: str):
@@ -101,12 +107,32 @@ def sizes(results: dict, model: str, kinds: tuple[str, ...] = KINDS) -> dict[str
     """{kind: (v1 bytes, v2 bytes)} of the JSON a notebook stores (the explorer from the other results)."""
     from xattr_lab.payload import to_payload
 
-    def nbytes(payload: dict) -> int:
-        return len(json.dumps(payload, allow_nan=False).encode())
-
     items = dict(results)
     items["explorer"] = SavedExplorer(results, model)
-    return {kind: (nbytes(items[kind].to_dict()), nbytes(to_payload(items[kind]))) for kind in kinds}
+    return {kind: (v1_bytes(items[kind]), nbytes(to_payload(items[kind]))) for kind in kinds}
+
+
+def nbytes(payload: dict) -> int:
+    return len(json.dumps(payload, allow_nan=False).encode())
+
+
+def v1_bytes(result) -> int:
+    """Bytes of ``json.dumps(result.to_dict())``, counted slice by slice for arrays over 10^6 values
+    (a (30, 9, 512, 512) attention tensor is over a gigabyte of JSON: too much to hold at once)."""
+    from xattr_lab.results import _to_plain
+
+    big = {name: getattr(result, name) for name in getattr(result, "array_fields", ())
+           if getattr(result, name) is not None and getattr(result, name).size > 10 ** 6}
+    if not big:
+        return nbytes(result.to_dict())
+    light = copy.copy(result)
+    for name in big:
+        setattr(light, name, None)
+    total = nbytes(light.to_dict())
+    for array in big.values():  # "[" + ", ".join(slices) + "]" in place of "null"
+        chunks = sum(len(json.dumps(_to_plain(a), allow_nan=False)) for a in array)
+        total += 2 + 2 * (len(array) - 1) - len("null") + chunks
+    return total
 
 
 def table(rows: dict[str, dict[str, tuple[int, int]]]) -> str:

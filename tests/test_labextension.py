@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from xattr_lab.constants import MIME_TYPE as MIME
+from xattr_lab.constants import MIME_TYPE as MIME, MIME_TYPE_V2 as MIME_V2
 
 REPO = Path(__file__).resolve().parents[1]
 EXT = REPO / "labextension"
@@ -95,7 +95,7 @@ def test_dist_is_a_prebuilt_extension(built):
     assert json.loads((dist / "install.json").read_text())["packageName"] == "xattr-lab"
     assert json.loads((dist / "schemas" / "xattr-lab" / "plugin.json").read_text())["title"] == "xattr-lab"
     bundle = "".join(p.read_text(errors="replace") for p in (dist / "static").glob("*.js"))
-    assert MIME in bundle and "xattr-lab:explain-selection" in bundle
+    assert MIME in bundle and MIME_V2 in bundle and "xattr-lab:explain-selection" in bundle  # v2 and v1 drawn
     # JupyterLab's packages are shared from the app, not bundled (the whole dist is small)
     size = sum(p.stat().st_size for p in dist.rglob("*") if p.is_file())
     assert size < 200_000, size

@@ -20,7 +20,7 @@ export const LIMITS = {
   flowTokens: 256,
   /** layers and heads drawn in a grid */
   layers: 96,
-  heads: 96,
+  heads: 64,
   /** cells drawn in one attention matrix (the largest weights) */
   matrixCells: 6000,
   /** example rows in a circuit's code table */
