@@ -108,11 +108,19 @@ def mean_difference_scores(X_pos: Any, X_neg: Any) -> np.ndarray:
     It uses the labels directly, so it says how much signal the head outputs carry; the SAE codes
     are worth their cost where they rank the truth no worse than this does.
     """
-    pos, neg = _float_tensor(X_pos, torch.float64), _float_tensor(X_neg, torch.float64)
+    pos, neg = _float_tensor(X_pos), _float_tensor(X_neg)
     if pos.dim() != 3 or neg.dim() != 3 or pos.shape[1:] != neg.shape[1:] or not len(pos) or not len(neg):
         raise InputError(f"head outputs must be (examples, heads, d_model) with the same heads and width; "
                          f"got {tuple(pos.shape)} and {tuple(neg.shape)}")
-    return (pos.mean(dim=0) - neg.mean(dim=0)).norm(dim=-1).numpy()
+    return np.concatenate([(p.mean(dim=0) - n.mean(dim=0)).norm(dim=-1).numpy()
+                           for p, n in zip(_head_blocks(pos), _head_blocks(neg))])
+
+
+def _head_blocks(X: torch.Tensor, block: int = 16):
+    """float64 copies of X (examples, heads, d) a block of heads at a time: the float64 copy of a
+    whole (500, 270, 576) cache would take 620 MB, and its temporaries as much again."""
+    for start in range(0, X.shape[1], block):
+        yield X[:, start : start + block].to(torch.float64)
 
 
 def roc_auc(scores: Any, truth_mask: Any) -> float:
@@ -197,14 +205,13 @@ def paper_edge_node_scores(edge: Any) -> np.ndarray:
 
 def norm_scores(X: Any) -> np.ndarray:
     """Label-free baseline: mean ‖head output‖₂ over all examples; X (examples, heads, d) -> (heads,)."""
-    X = _float_tensor(X, torch.float64)
-    return X.norm(dim=-1).mean(dim=0).numpy()
+    return np.concatenate([b.norm(dim=-1).mean(dim=0).numpy() for b in _head_blocks(_float_tensor(X))])
 
 
 def variance_scores(X: Any) -> np.ndarray:
     """Label-free baseline: total variance of each head's output over the examples -> (heads,)."""
-    X = _float_tensor(X, torch.float64)
-    return (X - X.mean(dim=0)).pow(2).sum(dim=-1).mean(dim=0).numpy()
+    return np.concatenate([(b - b.mean(dim=0)).pow(2).sum(dim=-1).mean(dim=0).numpy()
+                           for b in _head_blocks(_float_tensor(X))])
 
 
 def edge_pairs_roc_auc(edge: Any, edge_truth_mask: Any) -> float:
