@@ -57,6 +57,7 @@ def test_the_html_item_carries_the_payload_as_inert_json(results, kind):
     assert len(re.findall(r"<script\b", page)) == 3
     assert "<img" not in page and "<b>n</b>" not in page
     assert player.PLAYER_TAG_RE.search(page) and page.endswith(f"<script>{player.MOUNT_SCRIPT}</script>")
+    assert page.startswith('<div class="xattr-lab-player tex2jax_ignore mathjax_ignore">')  # a page's MathJax skips it
 
 
 def test_a_missing_player_loses_only_the_html_item(monkeypatch, results):

@@ -25,6 +25,8 @@ PLAYER_VERSION = 1
 MOUNT_SCRIPT = "window.xattrLabPlayer&&window.xattrLabPlayer.mountAll(document);"
 #: the player's own <script> element in an item (``xattr export`` keeps one per page)
 PLAYER_TAG_RE = re.compile(r'<script data-xattr-player="(\d+)">.*?</script>', re.S)
+#: classes that make MathJax 2 and 3 (a page's own, e.g. nbconvert's) skip a subtree: tokens stay text
+NO_MATH_CLASSES = "tex2jax_ignore mathjax_ignore"
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -66,6 +68,6 @@ def html_item(payload: dict, fallback: str = "", *, player: bool = True) -> str:
     """The ``text/html`` of one result: its payload block, an escaped text ``fallback`` (shown where
     scripts do not run), the player (unless ``player=False``) and the mount call."""
     note = html.escape(fallback or "xattr-lab result", quote=True)
-    return (f'<div class="xattr-lab-player">{payload_script(payload)}'
+    return (f'<div class="xattr-lab-player {NO_MATH_CLASSES}">{payload_script(payload)}'
             f'<pre class="xattr-lab-fallback" style="white-space:pre-wrap">{note}</pre></div>'
             f"{player_tag() if player else ''}<script>{MOUNT_SCRIPT}</script>")

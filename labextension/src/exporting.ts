@@ -209,7 +209,7 @@ export function notebookHtml(cells: ExportCell[], options: { title?: string; doc
         const { model_id: _unused, ...data } = payload;
         void _unused;
         parts.push(player
-          ? `<div class="xattr-lab-player"><script type="application/json" class="xattr-lab-payload">${scriptJson(data)}</script></div>${MOUNT}`
+          ? `<div class="xattr-lab-player tex2jax_ignore mathjax_ignore"><script type="application/json" class="xattr-lab-payload">${scriptJson(data)}</script></div>${MOUNT}`
           : serialize(renderResult(data, { document: doc })));
       } else if (png && /^[A-Za-z0-9+/]+=*$/.test(png)) {
         parts.push(`<img class="xattr-nb-png" alt="output" src="data:image/png;base64,${png}">`);

@@ -62,7 +62,8 @@ export function mount(script: Element): HTMLElement | null {
   } catch (error) {
     view = renderMessage(`This xattr-lab output could not be drawn: ${String(error).slice(0, 200)}`, { document: doc });
   }
-  view.classList.add('xattr-lab-player-view');
+  // a page's own MathJax (nbconvert's, a host page's) skips these subtrees: token text stays text
+  view.classList.add('xattr-lab-player-view', 'tex2jax_ignore', 'mathjax_ignore');
   script.parentNode?.insertBefore(view, script.nextSibling);
   script.parentElement?.querySelectorAll(':scope > .xattr-lab-fallback').forEach(node => node.remove());
   return view;

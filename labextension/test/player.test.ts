@@ -23,6 +23,7 @@ describe('player', () => {
     expect(mountAll(document)).toBe(0);
     expect(box.querySelectorAll('.xattr-lab-token').length).toBe(3);
     expect(box.querySelector('.xattr-lab-fallback')).toBeNull();
+    expect(box.querySelector('.xattr-lab-player-view')!.classList.contains('tex2jax_ignore')).toBe(true);
     expect(document.querySelectorAll('style#xattr-lab-player-style').length).toBe(1);
   });
 
