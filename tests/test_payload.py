@@ -197,6 +197,30 @@ def test_explorer_keeps_every_linked_view(results):
         from_payload(results["flow"].to_dict())
 
 
+def test_the_display_bundle_carries_v2_and_v1_for_kinds_v2_does_not_define(results):
+    from dataclasses import dataclass
+
+    from xattr_lab.constants import MIME_TYPE, MIME_TYPE_V2
+    from xattr_lab.results import Result
+    from xattr_lab.widgets import bundle
+
+    class View:
+        widget = None
+
+        def png_bytes(self):
+            return b"png"
+
+    @dataclass
+    class Other(Result):
+        kind = "payload-test-other"
+        text: str = "x"
+
+    shown = bundle.mime_bundle(results["flow"], View(), widget=False)
+    assert shown[MIME_TYPE_V2] == to_payload(results["flow"], model_id=None) and MIME_TYPE not in shown
+    other = bundle.mime_bundle(Other(), View(), widget=False)
+    assert other[MIME_TYPE] == {**Other().to_dict(), "model_id": None} and MIME_TYPE_V2 not in other
+
+
 # ---------------------------------------------------------------------------- real models (slow)
 def _sizes_script():
     spec = importlib.util.spec_from_file_location("payload_sizes", ROOT / "scripts" / "payload_sizes.py")

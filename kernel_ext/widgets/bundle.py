@@ -123,7 +123,10 @@ def mime_bundle(result, view, *, widget: bool | None = None, png: bytes | None =
         entry = widget_entry(view.widget)
         model_id = entry["model_id"]
         bundle[WIDGET_MIME] = entry
-    bundle[MIME_TYPE_V2] = to_payload(result, model_id=model_id)  # what the views draw (xattr_lab.payload)
+    try:
+        bundle[MIME_TYPE_V2] = to_payload(result, model_id=model_id)  # what the views draw (xattr_lab.payload)
+    except TypeError:  # a kind v2 does not define yet: its v1 JSON
+        bundle[MIME_TYPE] = {**result.to_dict(), "model_id": model_id}
     try:
         bundle["image/png"] = base64.b64encode(view.png_bytes() if png is None else png).decode("ascii")
     except Exception as error:  # never lose the other representations to a drawing problem
