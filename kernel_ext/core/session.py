@@ -139,6 +139,16 @@ class ModelSession:
         return embeds if embeds.dtype == self.dtype else embeds.to(self.dtype)
 
     @property
+    def sliding_window(self) -> int | None:
+        """The attention window of models whose layers (some or all) attend only to the last tokens
+        (Mistral, Gemma 2/3, ModernBERT's local layers), or None."""
+        config = self.config
+        window = getattr(config, "sliding_window", None) or getattr(config, "local_attention", None)
+        if not window or getattr(config, "use_sliding_window", True) is False:
+            return None
+        return int(window)
+
+    @property
     def n_layers(self) -> int:
         return self.adapter.n_layers
 

@@ -213,7 +213,10 @@ def sequential_integrated_gradients(
                 raise InputError(f"positions must be non-special token positions of this text, i.e. in {problem.moving}")
             problem.moving = chosen
         size = resolve_batch_size(ex, n, batch_size)
-        reuse = prefix_reuse and _reads_last_token(ex, problem)
+        # a sliding-window cache keeps only the window's last keys: a cached prefix longer than that
+        # scored the suffix wrong (tiny Mistral, window 8: 25% completeness error), so no reuse then
+        window = ex.sliding_window
+        reuse = prefix_reuse and _reads_last_token(ex, problem) and (window is None or problem.encoding.n < window)
         moving = list(problem.moving)
         f_without = _sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size)
         f_base = float(_forward_scores(ex, problem, problem.x_base)[0])
