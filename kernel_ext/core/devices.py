@@ -9,12 +9,13 @@ docs/ARCHITECTURE.md, section "Core".
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 
 #: dtype names ``load`` accepts (besides torch dtypes and "auto" for by-name loading).
 DTYPES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -100,3 +101,33 @@ def place(model: nn.Module, device_map: Any = None, dtype: Any = None, offload_f
         raise InputError(f"device_map does not fit this model: {error}") from None
     model.hf_device_map = dict(device_map)
     return model
+
+
+def resolve_device(device: Any = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; also accepts "cpu", "cuda", "cuda:1", torch.device."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device='cuda' was asked for, but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    return device
+
+
+def ensure_eager_attention(model: nn.Module) -> None:
+    """Switch to eager attention: sdpa/flash kernels return no attention maps."""
+    impl = getattr(model.config, "_attn_implementation", None)
+    if impl in (None, "eager"):
+        # encoder-decoders (T5) keep a config copy per stack: set on the top one only, it does not reach them
+        impl = next((c._attn_implementation for c in (getattr(m, "config", None) for m in model.modules())
+                     if getattr(c, "_attn_implementation", None) not in (None, "eager")), None)
+        if impl is None:
+            return
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is not None:
+        setter("eager")
+    else:  # older transformers
+        model.config._attn_implementation = "eager"
+    warnings.warn(f"switched attention from {impl!r} to 'eager' so attention maps can be read", stacklevel=3)
