@@ -288,3 +288,18 @@ def test_sig_prefix_reuse_is_exact_for_sliding_window_models():
     fast = ex.attribute(text, method="sig", steps=8, prefix_reuse=True, batch_size=8)
     plain = ex.attribute(text, method="sig", steps=8, prefix_reuse=False, batch_size=8)
     np.testing.assert_allclose(fast.raw, plain.raw, rtol=1e-6, atol=1e-8)
+
+
+def test_modernbert_local_layers_attend_within_their_window():
+    """ModernBERT's local layers (every layer but each global_attn_every_n_layers-th) put no attention
+    on keys more than local_attention/2 tokens away; its global layers do."""
+    ex = load("ModernBERT")
+    cap = ex.capture(TEXTS["masked_lm"])
+    n, half = cap.encoding.n, ex.config.local_attention // 2
+    far = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() > half
+    for layer in range(ex.n_layers):
+        outside = cap.attentions[layer][:, far].abs().max()
+        if layer % ex.config.global_attn_every_n_layers:
+            assert outside == 0, f"local layer {layer} attends {float(outside)} outside its window"
+        else:
+            assert outside > 0

@@ -364,6 +364,9 @@ def test_device_map_with_disk_offload_gives_the_single_device_results(tiny, tmp_
     for field in ("attentions", "attention_grads", "hidden_states", "head_outputs"):
         torch.testing.assert_close(getattr(a, field), getattr(b, field), atol=1e-6, rtol=1e-5)
     np.testing.assert_allclose(ex.heads(text).entropy, ref.heads(text).entropy, rtol=1e-5)
+    pos, neg = ["a truly fine film", "a fine warm film"], ["a truly bad film", "a bad cold film"]
+    options = dict(features=8, epochs=5, examples=1, score_examples=1, progress=False)
+    np.testing.assert_allclose(ex.circuit(pos, neg, **options).node_scores, ref.circuit(pos, neg, **options).node_scores)
     assert dense.weight.device.type == "meta"  # still offloaded: nothing moved the model
 
 
