@@ -48,6 +48,9 @@ class Explainer(ModelSession):
             raise InputError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")
         words.check_granularity(granularity)
         self._word_sources(text, options, granularity)
+        if granularity == "word" and callable(options.get("callback")):  # SIG's streamed partials: words too
+            inner = options["callback"]
+            options["callback"] = lambda part: inner(self._words(part, text, options, "word", words.attribution_to_words))
         result = self._verb(method, [text], target, options,
                             lambda: registry.function(method)(self, text, method=method, target=target, **options))
         return self._words(result, text, options, granularity, words.attribution_to_words)

@@ -190,3 +190,11 @@ def test_explorer_toggle_recomputes_strip_and_flow_by_word(tiny):
     assert explorer.flow.result.tokens == explorer.strip.result.tokens and not explorer.errors
     explorer.strip.set_granularity("token")
     assert len(explorer.strip.result.tokens) == n_tokens and explorer.strip._toggle.value == "token"
+
+
+def test_streamed_sig_partials_are_words_too(tiny):
+    ex = tiny("bert")
+    seen = []
+    final = ex.attribute(TEXT, method="sig", steps=2, granularity="word", stream_every=3,
+                         callback=lambda partial: seen.append(partial.tokens))
+    assert seen and all(tokens == final.tokens for tokens in seen)
