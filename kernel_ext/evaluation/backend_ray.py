@@ -11,7 +11,10 @@ runtime that :func:`connect` started is shut down, one that was running is left 
 Connecting: with no ``address`` a local runtime starts in this machine (``ray.init`` with
 ``num_cpus``, no dashboard, logs kept out of the driver); ``address="auto"`` joins the cluster
 started on this machine with ``ray start``, ``"host:port"`` or ``"ray://host:port"`` one elsewhere,
-after checking within ``timeout`` seconds that the port answers. Ray itself is imported only here.
+after checking within ``timeout`` seconds that the port answers. Ray's usage statistics are switched
+off (``RAY_USAGE_STATS_ENABLED=0`` unless set): nothing leaves the machines of the cluster. Ray on a
+loaded machine may miss its own fixed 30 s limit for the node to start; a local start is tried up to
+:data:`LOCAL_ATTEMPTS` times. Ray itself is imported only here.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ from typing import Any, Callable, Sequence
 from ..errors import XattrError
 
 INSTALL = "pip install 'xattr-lab[ray]'"
-#: Ray settings for a local runtime on a loaded machine: its agents may take long to register
-LOCAL_ENV = {"RAY_agent_register_timeout_ms": "120000"}
-#: attempts to start a local runtime (Ray gives its raylet a fixed 30 s to register, too short when loaded)
-LOCAL_ATTEMPTS = 3
+#: Ray settings (unless set): no usage statistics sent to Ray's servers (no network beyond the cluster);
+#: agents on a loaded machine may take long to register
+LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "120000"}
+#: attempts to start a local runtime: Ray gives the raylet a fixed 30 s to register and the raylet gives the
+#: dashboard agent a fixed 15 s to report its port; on the loaded 2-core machine about one start in three misses
+LOCAL_ATTEMPTS = 5
 
 
 class BackendError(XattrError):
@@ -83,6 +88,8 @@ def connect(address: str | None = None, workers: int | None = None, timeout: flo
     if ray.is_initialized():
         return False
     common = dict(log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+    for name, value in LOCAL_ENV.items():
+        os.environ.setdefault(name, value)
     if address:
         check_reachable(address, min(timeout, 30.0))
         try:
@@ -90,8 +97,6 @@ def connect(address: str | None = None, workers: int | None = None, timeout: flo
         except (ConnectionError, RuntimeError, TimeoutError) as error:
             raise _error(f"cannot join the Ray cluster at {address!r}: {error}") from None
         return True
-    for name, value in LOCAL_ENV.items():
-        os.environ.setdefault(name, value)
     for attempt in range(1, LOCAL_ATTEMPTS + 1):
         try:
             ray.init(num_cpus=max(workers or 0, os.cpu_count() or 1), num_gpus=gpu_count(), include_dashboard=False,
