@@ -162,7 +162,7 @@ def run_sharded(
         default the CPUs or GPUs it has, or the cluster at ``address``; see :mod:`.backend_ray`).
     batched: ``work(worker, [items]) -> [rows]`` gets a whole shard at once (one batched pass).
     on_rows: called with each shard's rows after they are written (e.g. to update another cache).
-    timeout: seconds to wait for the Ray cluster (connection and start).
+    timeout: seconds (at most 30) for the cluster at ``address`` to answer before Ray joins it.
     """
     check_backend(backend)
     items = list(items)
