@@ -216,3 +216,23 @@ def test_xattr_generate_writes_json(tiny, tmp_path, capsys, monkeypatch):
     result = Result.from_json(out.read_text())
     assert isinstance(result, GenerationResult) and len(result.generated) == 2
     assert "generated" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call, error, pattern", [
+    (lambda ex: ex.attribute_generation("", method="attention"), InputError, "the text is empty"),
+    (lambda ex: ex.attribute_generation(" \n ", method="attention"), InputError, "the text is empty"),
+    (lambda ex: ex.attribute_generation("word " * 20_000, method="attention"), InputError, "tokens long"),
+    (lambda ex: ex.attribute_generation("a \u202egood film", method="attention"), InputError, "U\\+202E"),
+    (lambda ex: ex.attribute_generation(PROMPT, method="ig", steps=8, convergence_tol=float("nan")), InputError,
+     "convergence_tol=nan: give a finite number"),
+    (lambda ex: ex.attribute_generation(PROMPT, method="ig", bogus=1), InputError, "unknown option 'bogus' for ig"),
+    (lambda ex: ex.attribute_generation(42, method="attention"), TypeError, "must be a str"),
+    (lambda ex: ex.attribute_generation(PROMPT, max_new_tokens="5"), InputError, "max_new_tokens"),
+], ids=["empty", "whitespace", "100k characters", "control/bidi", "NaN", "unknown option", "wrong type", "max type"])
+def test_bad_input_is_refused_and_changes_nothing(tiny, call, error, pattern):
+    ex = tiny("gpt2")
+    before = [(p.requires_grad, p._version) for p in ex.model.parameters()], ex.model.training, torch.is_grad_enabled()
+    with pytest.raises(error, match=pattern):
+        call(ex)
+    after = [(p.requires_grad, p._version) for p in ex.model.parameters()], ex.model.training, torch.is_grad_enabled()
+    assert after == before

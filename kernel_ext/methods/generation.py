@@ -12,6 +12,7 @@ inputs of that prediction and hold NaN (the token itself and everything after it
 from __future__ import annotations
 
 import numbers
+import re
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["attribute_generation", "greedy", "Cancelled"]
 
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
 #: per-row entries of a method's options kept in ``options["rows"]`` (the rest is per token or bulky)
 _ROW_KEYS = ("f_x", "f_baseline", "baseline_token", "relative_completeness_error", "converged", "nodes", "value", "mu")
 
@@ -112,7 +114,7 @@ def attribute_generation(ex: "ModelSession", prompt: str, *, max_new_tokens: int
                           list(encoding.special_mask) + [False] * t)
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            row = registry.function(method)(ex, prefix, method=method, target=new_ids[t], **dict(options))
+            row = _row(ex, prefix, method, new_ids[t], options)
         caught += [f"row {t} ({generated[t]!r}): {w.message}" for w in seen]
         matrix[t, :m], raw[t, :m] = row.scores, row.raw
         rows.append({k: row.options[k] for k in _ROW_KEYS if k in (row.options or {})})
@@ -123,6 +125,19 @@ def attribute_generation(ex: "ModelSession", prompt: str, *, max_new_tokens: int
     if caught:
         warnings.warn(f"{len(caught)} warning(s) from the rows; first: {caught[0]}", RuntimeWarning, stacklevel=3)
     return _result(ex, prompt, target, method, tokens, generated, new_ids, p, matrix, raw, rows, options)
+
+
+def _row(ex, prefix: Encoding, method: str, token: int, options: dict):
+    """One row: ``method`` on the prefix, the generated token's logit as the target; an option the
+    method does not take is an :class:`InputError` naming the ones it does."""
+    try:
+        return registry.function(method)(ex, prefix, method=method, target=token, **dict(options))
+    except TypeError as error:
+        match = _UNEXPECTED.search(str(error))
+        if match is None or match.group(1) not in options:
+            raise
+        known = ", ".join(o.name for o in registry.spec(method).options if o.name != "granularity")
+        raise InputError(f"unknown option {match.group(1)!r} for {method}; its options are: {known}") from None
 
 
 def _result(ex, prompt, target, method, tokens, generated, new_ids, p, matrix, raw, rows, options) -> GenerationResult:
