@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -51,9 +52,9 @@ def compute(model: str, n: int, cache: Path | None) -> dict:
         if whole is not None and whole.is_file() else {}
     ex, text = None, None
     for kind in ("attribution", "heads", "circuit", "flow"):
-        path = cache / f"{model}-{n}-{kind}.json" if cache else None
-        if path is not None and path.is_file():
-            found[kind] = Result.from_json(path.read_text())
+        path = cache / f"{model}-{n}-{kind}.pkl" if cache else None
+        if path is not None and path.is_file():  # written by this script (pickle: a (30, 9, 512, 512) map is fast)
+            found[kind] = pickle.loads(path.read_bytes())
         if kind in found and not (kind == "heads" and found[kind].attentions is None):
             continue
         if ex is None:
@@ -68,7 +69,7 @@ def compute(model: str, n: int, cache: Path | None) -> dict:
         print(f"  {model} {kind}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(found[kind].to_json())
+            path.write_bytes(pickle.dumps(found[kind]))
     return found
 
 
