@@ -317,7 +317,7 @@ def float32_lm():
     return ex, {m: ex.attribute(LM_TEXT, method=m, **o) for m, o in HALF_METHODS.items()}
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", torch.float16])
+@pytest.mark.parametrize("dtype", ["bfloat16", pytest.param(torch.float16, marks=pytest.mark.slow)])
 def test_half_precision_attributions_within_tolerance_of_float32(float32_lm, dtype):
     """IG/SIG run the model in its dtype (no "mixed dtype" crash): paths and sums stay in float32/64,
     the embeddings are cast at the model's input, targets are scored in float32."""
