@@ -192,6 +192,9 @@ def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto"
     """An :class:`Explainer` for an embedded alias, a local directory, a hub id, or a (model, tokenizer).
 
     ``device``: "auto" (cuda if available, else cpu), "cpu", "cuda", or a torch.device.
-    Extra keyword arguments go to ``from_pretrained`` for directories and hub ids.
+    ``dtype`` ("bfloat16", "float16", a torch dtype), ``device_map`` ("auto" or {module: device})
+    and ``offload_folder`` place the model through accelerate, for every kind of ``model``
+    (:mod:`xattr_lab.core.devices`). Other keyword arguments go to ``from_pretrained`` for
+    directories and hub ids.
     """
     return loading.load(model, tokenizer, device=device, session_class=Explainer, **kwargs)
