@@ -99,6 +99,8 @@ def _architectures() -> list[tuple[str, Callable[[], tuple[Any, Any]]]]:
         ("Phi-3", dec(tf.Phi3Config, tf.Phi3ForCausalLM, num_key_value_heads=2)),
         ("GPT-NeoX (Pythia)", dec(tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, rotary_pct=0.5)),
         ("OPT", dec(tf.OPTConfig, tf.OPTForCausalLM, ffn_dim=64, word_embed_proj_dim=32, init_std=INIT)),
+        ("OPT (project_in/out, as OPT-350m)", dec(tf.OPTConfig, tf.OPTForCausalLM, ffn_dim=64, word_embed_proj_dim=16,
+                                                 init_std=INIT)),
         ("Falcon", dec(tf.FalconConfig, tf.FalconForCausalLM, num_kv_heads=2, new_decoder_architecture=True)),
         ("BLOOM", dec(tf.BloomConfig, tf.BloomForCausalLM, n_layer=2, n_head=4)),
     ]
@@ -173,7 +175,7 @@ def run_cell(ex, method: str) -> str:
         assert np.isfinite(c.node_scores).all() and (c.node_scores >= 0).all()
         np.testing.assert_allclose(c.edge_scores, c.edge_scores.T)
         return f"{L}x{H} node scores, symmetric edges"
-    options = {"steps": 32} if method in ("ig", "sig") else {}
+    options = {"steps": "auto"} if method in ("ig", "sig") else {}  # nodes until completeness is within 5%
     return _check_attribution(ex, method, ex.attribute(text, method=method, **options), text)
 
 

@@ -163,6 +163,12 @@ def capture(
     def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.detach().float().cpu()
 
+    widths = sorted({h.shape[-1] for h in out.hidden_states}) if hidden_states else []
+    if len(widths) > 1:
+        raise ModelError(f"{session.name}'s hidden states differ in width ({widths}: it projects the residual "
+                         "stream, as OPT-350m's project_in/out do), so there is no one (L+1, n, d) stack of them "
+                         "for the geometry of hidden states")
+
     return Capture(
         encoding=encoding,
         target=resolved,
