@@ -41,11 +41,21 @@ def pipe(header: list[str], rows: list[list[str]]) -> str:
 NAMES = {"ig": "IG", "sig": "SIG", "gaf": "GAF-AGF", "attention": "attention"}
 
 
+ARMS = ("neighbour", "search", "attack", "noise")
+
+
+def in_arm_order(frame, by: str) -> list:
+    """(``by`` value, arm) groups of ``frame``: ``by`` in order of appearance, arms in the order of ARMS."""
+    first = list(dict.fromkeys(frame[by]))
+    return sorted(frame.groupby([by, "arm"], sort=False),
+                  key=lambda g: (first.index(g[0][0]), ARMS.index(g[0][1]) if g[0][1] in ARMS else len(ARMS)))
+
+
 def arms_table(summary, drops, permission: str, level: str, k: int, w: int) -> str:
     """method × arm: each metric chance-corrected with its CI (top-k also raw), τ, share dropped."""
     rows = []
-    for (method, arm), part in summary[(summary.permission == permission) & (summary.level == level)].groupby(
-            ["method", "arm"], sort=False):
+    for (method, arm), part in in_arm_order(summary[(summary.permission == permission) & (summary.level == level)],
+                                            "method"):
         def cell(metric, kk, ww, corrected=True):
             hit = part[(part.metric == metric) & (part.k == kk) & (part.w == ww)]
             if hit.empty:
@@ -93,10 +103,8 @@ def methods_table(mgaps, permission: str, level: str, k: int, w: int) -> str:
     if mgaps.empty:
         return "(fewer than two methods)"
     part = mgaps[(mgaps.permission == permission) & (mgaps.level == level)]
-    pairs, arms = list(dict.fromkeys(part.pair)), ["neighbour", "search", "attack", "noise"]
     rows = []
-    for (pair, arm), sub in sorted(part.groupby(["pair", "arm"], sort=False),
-                                   key=lambda g: (pairs.index(g[0][0]), arms.index(g[0][1]) if g[0][1] in arms else 9)):
+    for (pair, arm), sub in in_arm_order(part, "pair"):
         def cell(metric, kk, ww):
             hit = sub[(sub.metric == metric) & (sub.k == kk) & (sub.w == ww)]
             return "–" if hit.empty else fmt(hit.iloc[0].corrected, hit.iloc[0].corrected_lo, hit.iloc[0].corrected_hi)
