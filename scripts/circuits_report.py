@@ -4,6 +4,7 @@ paper recipe and ours (xattr), count and JSD scores, every baseline, bootstrap 9
     python scripts/circuits_report.py truth --task ioi|toy          # the path-patching truths (cached once)
     python scripts/circuits_report.py table --task ioi --runs 5     # measure (resumable) and print the table
     python scripts/circuits_report.py table --task toy --runs 10
+    python scripts/circuits_report.py variants --task ioi --run 0  # SAE variants on one prompt sample
 
 Run r trains each recipe's SAE with seed r on the first ``--examples`` prompts per class of a
 prompt sample drawn with seed r (disjoint from the truth's prompts) and scores the next
@@ -149,11 +150,48 @@ def table(args) -> None:
           f"--examples {args.examples} --score-examples {args.score_examples}")
 
 
+VARIANTS = (  # (recipe, position, l1, center_heads): the SAE variants that `variants` compares
+    ("paper", "mean", 0.02, False), ("paper", -1, 0.02, False), ("xattr", -1, 0.1, True),
+    ("xattr", "mean", 0.02, False), ("xattr", "mean", 0.1, False), ("xattr", "mean", 0.1, True),
+)
+
+
+def variants(args) -> None:
+    """Node ROC-AUC (count, JSD) of each SAE variant on one prompt sample (seed ``--run``), head outputs
+    computed once per position; a row per variant on stdout as soon as it is measured."""
+    from xattr_lab import circuits
+
+    ex = load(args.task)
+    nodes = truth(ex, args.task).nodes
+    pos, neg = prompts(ex, args.task, args.examples + args.score_examples, args.run)
+    k = args.examples
+    ordered = pos[:k] + neg[:k] + pos[k:] + neg[k:]
+    print(f"{args.task}, prompt sample {args.run}, SAE seed {args.run}: {k} training + {len(pos) - k} held-out prompts "
+          f"per class\n\n| recipe | position | L1 | centred | node, count | node, JSD | CPU s (SAE) |\n|---|---|---|---|---|---|---|")
+    cache: dict = {}
+    for recipe, position, l1, centre in VARIANTS:
+        if position not in cache:
+            cache[position] = circuits.head_outputs(ex, ordered, position=position, progress=args.progress)
+        X = cache[position]
+        n_pos = len(pos) - k
+        start = time.process_time()
+        sae = circuits.train_sae(X[: 2 * k], l1=l1, seed=args.run, recipe=recipe, center_heads=centre)
+        c_pos, c_neg = circuits.codes(sae, X[2 * k : 2 * k + n_pos]), circuits.codes(sae, X[2 * k + n_pos :])
+        count = circuits.roc_auc(circuits.node_scores(c_pos, c_neg), nodes)
+        jsd = circuits.roc_auc(circuits.jsd_scores(c_pos, c_neg), nodes)
+        print(f"| {recipe} | {position} | {l1} | {centre} | {count:.2f} | {jsd:.2f} | {time.process_time() - start:.0f} |",
+              flush=True)
+        del sae, c_pos, c_neg
+    print(f"\ncommand: python scripts/circuits_report.py variants --task {args.task} --run {args.run} "
+          f"--examples {args.examples} --score-examples {args.score_examples}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["truth", "table"])
+    parser.add_argument("command", choices=["truth", "table", "variants"])
     parser.add_argument("--task", choices=["ioi", "toy"], default="ioi")
     parser.add_argument("--runs", type=int, default=5, help="SAE seeds x prompt samples")
+    parser.add_argument("--run", type=int, default=0, help="variants: the prompt sample and SAE seed")
     parser.add_argument("--examples", type=int, default=10, help="training prompts per class")
     parser.add_argument("--score-examples", type=int, default=250, help="held-out prompts per class")
     parser.add_argument("--entropy-prompts", type=int, default=50, help="held-out prompts per class for the entropy baseline")
@@ -167,6 +205,8 @@ def main(argv=None) -> None:
         H = t.nodes.shape[1]
         print(json.dumps({name: [f"{h // H}.{h % H}" for h in heads] for name, heads in t.classes.items()}))
         print(json.dumps({k: v for k, v in t.info.items() if k != "key"}))
+    elif args.command == "variants":
+        variants(args)
     else:
         table(args)
 
