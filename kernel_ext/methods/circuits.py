@@ -37,8 +37,9 @@ from .sae import RECIPES, PretrainedSAE, codes, train_sae
 #: (charlieoneill11/sae-circuits: ``src/configs/config.yaml`` lambda_ 0.02; ``data/data_utils.py``
 #: lines 52-56, position "mean"); "xattr": ours, best of the variants measured here on the toy (node
 #: ROC-AUC 1.00 vs the paper's 0.90) but not on IOI, where the paper recipe leads (README, Results: on one
-#: IOI prompt sample, paper 0.86 count / 0.80 JSD; xattr 0.74 / 0.78; the paper's SAE at the last token
-#: 0.60 / 0.66; xattr at the mean: uncentred L1 0.02 0.61 / 0.56, L1 0.1 0.80 / 0.77; centred 0.67 / 0.71).
+#: IOI prompt sample, paper 0.86 count / 0.80 JSD; xattr 0.75 / 0.78; the paper's SAE at the last token
+#: 0.59 / 0.65; xattr at the mean: uncentred L1 0.02 0.61 / 0.56, L1 0.1 0.80 / 0.77; centred 0.67 / 0.71;
+#: ``python scripts/circuits_report.py variants --task ioi --run 0``).
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"l1": 0.02, "position": "mean", "center_heads": False},
     "xattr": {"l1": 0.1, "position": -1, "center_heads": True},
