@@ -21,6 +21,7 @@ _SUBMODULES = {
     "results": "results", "magic": "magic", "cli": "cli", "commands": "commands", "widgets": "widgets",
     "errors": "errors", "constants": "constants", "explainer": "explainer", "core": "core",
     "graphs": "graphs", "methods": "methods", "evaluation": "evaluation", "targets": "core.targets",
+    "payload": "payload",
 }
 _ATTRIBUTES = {
     "Explainer": "explainer",
@@ -33,6 +34,7 @@ _ATTRIBUTES = {
     "FlowResult": "results",
     "HeadStats": "results",
     "CircuitResult": "results",
+    "GenerationResult": "results",
     "ALIASES": "core.zoo",
     "DEFAULT_MODEL": "constants",
 }
@@ -46,6 +48,8 @@ def load(model: Any = None, tokenizer: Any = None, device: Any = "auto", **kwarg
 
     ``model`` defaults to the embedded ``xattr_lab.DEFAULT_MODEL`` ("minilm-rt").
     ``device``: "auto" (cuda if available, else cpu), "cpu", "cuda", or a torch.device.
+    ``dtype`` ("bfloat16", "float16" or a torch dtype), ``device_map`` ("auto" or {module: device}) and
+    ``offload_folder`` place the model through accelerate (docs/ARCHITECTURE.md, section "Core").
     Extra keyword arguments go to ``from_pretrained`` for directories and hub ids.
     """
     from .constants import DEFAULT_MODEL
