@@ -528,6 +528,33 @@ def test_explorer_drops_stale_results():
     assert ("attribute", "slow one", "sig", None) in ex.calls
 
 
+def test_explorer_output_is_updated_on_the_main_thread_when_views_land(monkeypatch):
+    """The output is shown before anything is computed; each finished computation rewrites it (same
+    display id) with every linked view (v2 "explorer" payload, text/html, PNG), from the main thread."""
+    import IPython.display
+
+    shown, updated, handed_over = [], [], []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append((obj, kw)))
+    monkeypatch.setattr(IPython.display, "update_display",
+                        lambda obj, **kw: updated.append((obj, kw, threading.current_thread())))
+    e = widgets.Explorer(FakeExplainer(delays={"attention": 0.2}), "a fine film", background=True,
+                         schedule=handed_over.append)  # the main loop: run by wait() on this thread
+    e._ipython_display_()
+    (first, kw), = shown
+    assert kw["raw"] and kw["display_id"] and XATTR_MIME_V2 not in first and not updated
+    e.wait(5)
+    assert handed_over and updated and all(t is threading.main_thread() for _, _, t in updated)
+    bundle, kw, _ = updated[-1]
+    assert kw == {"raw": True, "display_id": shown[0][1]["display_id"]}
+    payload = bundle[XATTR_MIME_V2]
+    assert payload["kind"] == "explorer" and set(payload["views"]) == {"strip", "flow", "heads"}
+    assert payload["views"]["strip"]["method"] == "attention"
+    assert '"kind":"explorer"' in bundle["text/html"] and base64.b64decode(bundle["image/png"]).startswith(PNG_MAGIC)
+    e.set(method="ig")  # a recompute: the output follows
+    e.wait(5)
+    assert updated[-1][0][XATTR_MIME_V2]["views"]["strip"]["method"] == "ig"
+
+
 def test_explorer_reports_errors_without_raising():
     class Broken(FakeExplainer):
         def flow(self, *args, **kwargs):

@@ -148,14 +148,24 @@ def main_loop_scheduler() -> Callable[[Callable[[], Any]], Any] | None:
 
 class LinkedViews:
     """Display and export of a group of linked views (the Explorer): the bundle is the live widget
-    plus the first view's result; HTML holds every view, PNG what ``png_figure()`` draws.
+    plus every view's result (v2 "explorer" payload, ``text/html``, PNG of ``png_figure()``). Shown
+    with a display id; ``_update_display()`` rewrites the output once results land (the views are
+    computed after the output is first shown), so a saved notebook keeps them.
 
     Subclasses give ``widget``, ``show()``, ``_active_views()``, ``to_dict()``, ``png_figure()``
     and a ``_shown_at`` attribute.
     """
 
+    _display_id: str | None = None  # the id every output of these views is shown under
+    _displayed = False
+
     def _repr_mimebundle_(self, include=None, exclude=None):
         self.show()
+        return self._bundle()
+
+    def _bundle(self) -> dict:
+        """The live widget (in a kernel) plus, once something is computed, every linked view's result
+        (v2 payload, kind "explorer"), the player's ``text/html`` and the PNG of ``png_figure()``."""
         out: dict = {"text/plain": repr(self)}
         model_id = None
         if in_kernel():
@@ -164,6 +174,10 @@ class LinkedViews:
             out[WIDGET_MIME] = entry
         if self._active_views():  # every linked view's result (xattr_lab.payload, kind "explorer")
             out[MIME_TYPE_V2] = to_payload(self, model_id=model_id)
+            try:
+                out["image/png"] = base64.b64encode(export.png_bytes(self.png_figure())).decode("ascii")
+            except Exception as error:  # no strip (or a drawing problem): the other items stay
+                out["text/plain"] += f"\n(PNG rendering failed: {error})"
         return add_html_item(out)
 
     def _ipython_display_(self):
@@ -174,7 +188,25 @@ class LinkedViews:
         if count is not None and self._shown_at == count:
             return
         self._shown_at = count
-        display(self._repr_mimebundle_(), raw=True)
+        if self._display_id is None:
+            import uuid
+
+            self._display_id = uuid.uuid4().hex
+        bundle = self._repr_mimebundle_()
+        display(bundle, raw=True, display_id=self._display_id)
+        self._displayed = True
+
+    def _update_display(self) -> None:
+        """Rewrite every displayed output of these views with the current bundle (main thread only:
+        called when a computation is finished), so a saved notebook keeps the linked views' data."""
+        if not self._displayed:
+            return
+        from IPython.display import update_display
+
+        try:
+            update_display(self._bundle(), raw=True, display_id=self._display_id)
+        except Exception as error:  # noqa: BLE001 - the live widget keeps working; the saved copy lags
+            self.errors = [*getattr(self, "errors", []), f"display update: {error}"]  # kept with the errors
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), allow_nan=False, **kwargs)

@@ -5,8 +5,8 @@ bar. Each request is a snapshot of the controls taken when it starts (:class:`_R
 text changed while a model loads never lands in another text's result. A generation counter
 drops results a newer request made stale; results are cached (LRU, ``cache_bytes``) by code
 version, model fingerprint, text, method, target and options, so going back is instant. In a
-kernel, views are changed on the kernel's main thread only (Bokeh documents are not
-thread-safe): the worker hands results over (``bundle.main_loop_scheduler``).
+kernel, views change on the main thread only (Bokeh documents are not thread-safe): the worker
+hands results over (``bundle.main_loop_scheduler``); the output then shows them (``_update_display``).
 """
 from __future__ import annotations
 
@@ -79,11 +79,9 @@ class Explorer(bundle.LinkedViews):
         self.strip: TokenStrip | None = None
         self.flow: FlowView | None = None
         self.heads: HeadGrid | None = None
-        self.errors, self.timings = [], []
-        self._job = 0  # overall request counter (progress/status)
+        self.errors, self.timings, self._job = [], [], 0  # _job: overall request counter (progress/status)
         self._generation: dict[str, int] = {"attribution": 0, "flow": 0, "heads": 0}  # per view kind
-        self._thread: threading.Thread | None = None
-        self._threads: list[threading.Thread] = []
+        self._thread, self._threads = None, []  # the latest worker; every worker still running
         self._lock, self._load_lock = threading.RLock(), threading.Lock()
         self._schedule, self._pending = schedule, collections.deque()
         self._widget, self._shown_at = None, None
@@ -233,6 +231,7 @@ class Explorer(bundle.LinkedViews):
                              + "</span>")
         else:
             self._set_status(f"{'cached' if cached else 'computed'} in {1000 * elapsed:.0f} ms")
+        self._update_display()  # the saved output keeps the linked views (bundle.LinkedViews)
 
     def _apply(self, generation: int, kind: str, result) -> None:
         """Show ``result`` unless a newer request made it stale; a view that fails says so in ``errors``."""
@@ -274,11 +273,12 @@ class Explorer(bundle.LinkedViews):
         self._set_status("cancelled")
 
     def wait(self, timeout: float | None = 60) -> None:
-        """Block until the workers (if any) are done, then show what they handed over."""
+        """Block until the workers are done, then show what they handed over (views and output)."""
         for thread in list(self._threads):
             thread.join(timeout)
         if threading.current_thread() is threading.main_thread():
             self._drain()
+            self._update_display()
 
     # ------------------------------------------------------------------ user actions
     def set(self, *, text: str | None = None, method: str | None = None, target: Any = "__keep__",

@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from xattr_lab.constants import MIME_TYPE, WIDGET_MIME
+from xattr_lab.constants import MIME_TYPE, MIME_TYPE_V2, WIDGET_MIME
 
 pytestmark = pytest.mark.browser
 
@@ -159,9 +159,9 @@ def test_live_widgets_are_mounted_and_reach_python(jupyterlab, page, notebook, a
     _save(page)
     saved = json.loads(notebook.read_text(encoding="utf-8"))
     bundles = [o["data"] for c in saved["cells"] for o in c.get("outputs", []) if "data" in o]
-    xattr = [b for b in bundles if MIME_TYPE in b]
-    assert [b[MIME_TYPE]["kind"] for b in xattr] == KINDS
-    assert all(b[MIME_TYPE]["model_id"] for b in xattr)
+    xattr = [b for b in bundles if MIME_TYPE_V2 in b]
+    assert [b[MIME_TYPE_V2]["kind"] for b in xattr] == KINDS
+    assert all(b[MIME_TYPE_V2]["model_id"] for b in xattr)
     assert all(WIDGET_MIME in b for b in xattr)
 
 
@@ -169,7 +169,7 @@ def test_saved_results_render_without_a_kernel(jupyterlab, page, notebook, artif
     """(1) The notebook saved by the previous test, reopened with no kernel: every kind draws from
     its JSON and reacts to clicks."""
     saved = json.loads(notebook.read_text(encoding="utf-8"))
-    if not any(o.get("data", {}).get(MIME_TYPE) for c in saved["cells"]
+    if not any(o.get("data", {}).get(MIME_TYPE_V2) for c in saved["cells"]
                for o in c.get("outputs", [])):
         # run alone: execute it headless instead of through the UI (same kernel-side bundles)
         import nbclient
@@ -267,8 +267,8 @@ def test_explain_selected_text_produces_a_result(jupyterlab, page, artifacts):
     saved = json.loads((jupyterlab.root_dir / "explain.ipynb").read_text(encoding="utf-8"))
     cell = saved["cells"][1]
     assert "run_cell_magic(\"xattr\", \"explain\"" in "".join(cell["source"])
-    payloads = [o["data"][MIME_TYPE] for o in cell["outputs"]
-                if MIME_TYPE in o.get("data", {})]
+    payloads = [o["data"][MIME_TYPE_V2] for o in cell["outputs"]
+                if MIME_TYPE_V2 in o.get("data", {})]
     assert len(payloads) == 1, cell["outputs"]
     payload = payloads[0]
     assert payload["kind"] == "attribution"
