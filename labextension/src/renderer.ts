@@ -106,7 +106,11 @@ export class XattrRenderer extends Widget implements IRenderMime.IRenderer {
     this._model = model;
     const data = xattrPayload(model.data) as Record<string, unknown> | undefined;
     const modelId = typeof data?.model_id === 'string' && data.model_id ? data.model_id : null;
-    this._modelId = model.trusted ? modelId : null; // untrusted outputs never mount code-backed widgets
+    const trustedId = model.trusted ? modelId : null; // untrusted outputs never mount code-backed widgets
+    if (this.mode === 'live' && trustedId !== null && trustedId === this._modelId) {
+      return; // an update of this output (e.g. the Explorer's views landed): the mounted widget shows it already
+    }
+    this._modelId = trustedId;
     if (this._modelId && this._context && (await this._tryLive())) {
       return;
     }

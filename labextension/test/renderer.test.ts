@@ -122,6 +122,22 @@ describe('XattrRenderer', () => {
     expect(renderer.node.querySelectorAll('.xattr-lab-token').length).toBe(2);
   });
 
+  it('keeps the mounted live widget when its output is updated, and draws the latest data once the kernel goes', async () => {
+    const { rendermime, rendered, manager } = fakeRendermime(['m1']);
+    const renderer = new XattrRenderer(options, host, { rendermime });
+    await renderer.renderModel(model(payload));
+    // update_display of the same widget with new data (the Explorer's views landed)
+    await renderer.renderModel(model({ ...payload, tokens: ['a', 'b', 'c'], scores: [0.1, -0.2, 0.3] }));
+    expect(renderer.mode).toBe('live');
+    expect(rendered).toEqual(['m1']);
+    expect(renderer.node.textContent).toBe('live widget m1');
+    const m = manager.live('m1');
+    m.comm_live = false;
+    m.handlers.forEach(f => f());
+    expect(renderer.mode).toBe('static');
+    expect(renderer.node.querySelectorAll('.xattr-lab-token').length).toBe(3);
+  });
+
   it('draws from JSON when there is no kernel (manager never arrives)', async () => {
     const { rendermime } = fakeRendermime(null);
     const renderer = new XattrRenderer(options, host, { rendermime });
