@@ -541,7 +541,8 @@ def test_explorer_output_is_updated_on_the_main_thread_when_views_land(monkeypat
                          schedule=handed_over.append)  # the main loop: run by wait() on this thread
     e._ipython_display_()
     (first, kw), = shown
-    assert kw["raw"] and kw["display_id"] and XATTR_MIME_V2 not in first and not updated
+    assert kw["raw"] and kw["display_id"] and first[XATTR_MIME_V2]["views"] == {} and not updated
+    assert "image/png" not in first  # nothing to draw yet
     e.wait(5)
     assert handed_over and updated and all(t is threading.main_thread() for _, _, t in updated)
     bundle, kw, _ = updated[-1]

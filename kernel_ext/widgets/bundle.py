@@ -164,16 +164,18 @@ class LinkedViews:
         return self._bundle()
 
     def _bundle(self) -> dict:
-        """The live widget (in a kernel) plus, once something is computed, every linked view's result
-        (v2 payload, kind "explorer"), the player's ``text/html`` and the PNG of ``png_figure()``."""
+        """The live widget (in a kernel), every linked view's result (v2 payload, kind "explorer"; no
+        view before anything is computed), the player's ``text/html`` and the PNG of ``png_figure()``."""
         out: dict = {"text/plain": repr(self)}
         model_id = None
         if in_kernel():
             entry = widget_entry(self.widget)
             model_id = entry["model_id"]
             out[WIDGET_MIME] = entry
-        if self._active_views():  # every linked view's result (xattr_lab.payload, kind "explorer")
-            out[MIME_TYPE_V2] = to_payload(self, model_id=model_id)
+        # every linked view's result (xattr_lab.payload, kind "explorer"); there from the first display,
+        # even with no view yet, so a front end keeps one renderer (and the live widget) across updates
+        out[MIME_TYPE_V2] = to_payload(self, model_id=model_id)
+        if self._active_views():
             try:
                 out["image/png"] = base64.b64encode(export.png_bytes(self.png_figure())).decode("ascii")
             except Exception as error:  # no strip (or a drawing problem): the other items stay
