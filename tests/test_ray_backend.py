@@ -21,7 +21,7 @@ pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
 from xattr_lab.errors import InputError, XattrError  # noqa: E402
-from xattr_lab.evaluation import backend_ray, faithfulness_harness, sharded, sharded_jobs  # noqa: E402
+from xattr_lab.evaluation import backend_ray, faithfulness_harness, sharded, sharded_jobs, sharded_patching  # noqa: E402
 from xattr_lab.evaluation.sharded import BackendError, run_sharded  # noqa: E402
 
 SCHEMA = {"square": pa.int64(), "half": pa.float64()}
@@ -360,3 +360,95 @@ def test_results_script_passes_the_backend_to_the_steps_that_take_it(tmp_path):
         assert code == 0
         assert (tmp_path / f"{name}.log").read_text().splitlines()[-1] == str(extra if takes else [])
     assert {s.name for s in results.STEPS if s.backend} == {"faithfulness", "robustness"}
+
+
+# ---------------------------------------------------------------------------- path-patching truth (fast, the toy)
+@pytest.fixture(scope="module")
+def toy_patching():
+    """The hand-built toy induction model (2 layers x 4 heads) and 12 "x y" / "x x" prompt pairs."""
+    import xattr_lab as xa
+    from xattr_lab.evaluation.tasks import induction_task
+
+    ex = xa.load("toy-induction", device="cpu")
+    task = induction_task(ex.tokenizer, n=12, seed=1)
+    rounds = ("copy (-> logits)", "duplicate-token (-> copy heads)"), (("full", "full"),) * 2
+    return ex, task, rounds
+
+
+def counting(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+def test_patching_truth_sharded_equals_one_process(toy_patching, tmp_path):
+    import numpy as np
+
+    from xattr_lab.evaluation.circuit_truth import patching_truth
+
+    ex, task, (names, modes) = toy_patching
+    whole = patching_truth(ex, task.positive, task.negative, task.metric, names, modes, progress=False, n_boot=200)
+    shard = patching_truth(ex, task.positive, task.negative, task.metric, names, modes, progress=False, n_boot=200,
+                           backend="local", workers=2, out=str(tmp_path))
+    assert whole.classes == shard.classes and whole.classes[names[0]]  # the toy's copy heads are found
+    assert np.array_equal(whole.nodes, shard.nodes) and np.array_equal(whole.edges, shard.edges)
+    for a, b in zip(whole.rounds, shard.rounds, strict=True):
+        assert a["senders"] == b["senders"]
+        np.testing.assert_allclose(b["mean"], a["mean"], rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(b["ci"], a["ci"], rtol=RTOL, atol=ATOL)
+    assert len(list(tmp_path.glob("round-*"))) == len(whole.rounds)
+
+
+def test_patching_effects_sharded_rows_and_resume(toy_patching, tmp_path, monkeypatch):
+    import numpy as np
+
+    from xattr_lab.evaluation import circuit_patching
+    from xattr_lab.evaluation.circuit_truth import _as_metric
+
+    ex, task, _ = toy_patching
+    metric = _as_metric(task.metric)
+    runs = circuit_patching.prepare_runs(ex, task.positive, task.negative, metric)
+    senders, receivers = [0, 1, 2, 3], [5, 7]
+    whole = circuit_patching.path_patch(ex, runs, senders, receivers, "full", "full", progress=False)
+    args = (ex, task.positive, task.negative, metric, senders, receivers, "full", "full")
+    real, first = circuit_patching.path_patch, []
+
+    def stop_on_second(*a, **k):  # interrupt the run after its first shard is written
+        if first:
+            raise Stop("interrupted")
+        first.append(a[2])
+        return real(*a, **k)
+
+    monkeypatch.setattr(circuit_patching, "path_patch", stop_on_second)
+    with pytest.raises(Stop):
+        sharded_patching.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
+    monkeypatch.setattr(circuit_patching, "path_patch", real)
+    assert [list(s) for s in first] == [[0, 1, 2]]
+    calls = counting(monkeypatch, circuit_patching, "path_patch")
+    resumed = sharded_patching.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
+    assert [list(c[2]) for c in calls] == [[3]]  # only the shard that was not written
+    np.testing.assert_allclose(resumed, whole, rtol=RTOL, atol=ATOL)
+    [store] = tmp_path.glob("round-*")
+    assert sorted(r["sender"] for r in sharded.read_store(store)) == senders
+    again = sharded_patching.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
+    assert len(calls) == 1 and np.array_equal(again, resumed)  # a finished run recomputes nothing
+
+
+def test_sharding_block_shards_the_cached_truths(toy_patching, monkeypatch):
+    from xattr_lab.evaluation import circuit_truth
+
+    ex, task, (names, modes) = toy_patching
+    calls = counting(monkeypatch, sharded_patching, "patching_effects")
+    with circuit_truth.sharding("local", workers=2):
+        inside = circuit_truth.patching_truth(ex, task.positive, task.negative, task.metric, names, modes,
+                                              progress=False, n_boot=200)
+    assert len(calls) == len(inside.rounds)
+    circuit_truth.patching_truth(ex, task.positive, task.negative, task.metric, names, modes, progress=False,
+                                 n_boot=200)
+    assert len(calls) == len(inside.rounds)  # outside the block: today's loop

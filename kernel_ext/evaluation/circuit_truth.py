@@ -10,6 +10,8 @@ thresholds it. Flat head index everywhere: ``l * H + h``.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import time
 from dataclasses import dataclass, field
@@ -173,6 +175,20 @@ def truth_mask(effects: Any, fraction: float = 0.1, top: int | None = None, abso
 
 # ---------------------------------------------------------------------------- path-patching truth
 TRUTH_VERSION = 2
+_SHARDING: contextvars.ContextVar = contextvars.ContextVar("xattr_patching_sharding", default=None)
+
+
+@contextlib.contextmanager
+def sharding(backend: str = "local", address: str | None = None, workers: int | None = None, out: str | None = None):
+    """Inside the block, :func:`patching_truth` calls that pass no ``backend`` (e.g. the cached IOI and toy
+    truths of :mod:`.circuit_reference`) shard their rounds with these options."""
+    token = _SHARDING.set({"backend": backend, "address": address, "workers": workers, "out": out})
+    try:
+        yield
+    finally:
+        _SHARDING.reset(token)
+
+
 IOI_ROUNDS = ("name movers (-> logits)", "S-inhibition (-> name movers)", "induction / duplicate-token (-> S-inhibition)")
 #: (pass A, pass B) modes per round for IOI (xattr_lab.evaluation.circuit_patching): the name
 #: movers and S-inhibition heads act at the last token; induction and duplicate-token heads act at
@@ -211,17 +227,26 @@ class CircuitTruth:
 
 def patching_truth(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence[str], metric: Any,
                    names: Sequence[str] = IOI_ROUNDS, modes: Sequence[tuple[str, str]] = IOI_MODES,
-                   fraction: float = 0.1, n_boot: int = 2000, batch_size: int = 64, progress: bool = True) -> CircuitTruth:
+                   fraction: float = 0.1, n_boot: int = 2000, batch_size: int = 64, progress: bool = True, *,
+                   backend: str | None = None, address: str | None = None, workers: int | None = None,
+                   out: str | None = None) -> CircuitTruth:
     """Rounds of path patching (Wang et al. 2022): round 1 patches every head into the logits; round
     r + 1 patches every earlier head not yet found into the heads found in round r. A round keeps a
     head when its |mean effect| is >= ``fraction`` of the largest in round 1 (every round is measured
     on the same metric, so a round of tiny effects keeps nothing) and its bootstrap 95% CI over
     prompts excludes zero (:func:`~xattr_lab.evaluation.circuit_patching.select_heads`). Edges: a
-    head found in round r + 1 -> each head of round r in a later layer."""
+    head found in round r + 1 -> each head of round r in a later layer.
+
+    ``backend`` None (default): every round runs here. ``"local"`` or ``"ray"`` (``address``, ``workers``):
+    each round's senders are sharded (:func:`xattr_lab.evaluation.sharded_patching.patching_effects`; ``out``
+    a folder to resume from), same effects up to batch composition; None also takes the options of an
+    enclosing :func:`sharding` block."""
     from .circuit_patching import path_patch, prepare_runs, select_heads
 
     start = time.perf_counter()
-    runs = prepare_runs(ex, prompts, corrupted, _as_metric(metric), batch_size)
+    shard = dict(_SHARDING.get() or {}) if backend is None else {"backend": backend, "address": address,
+                                                                  "workers": workers, "out": out}
+    runs = None if shard else prepare_runs(ex, prompts, corrupted, _as_metric(metric), batch_size)
     L, H = ex.n_layers, ex.n_heads
     nodes, edges = np.zeros(L * H, bool), np.zeros((L * H, L * H), bool)
     classes, rounds, receivers, scale = {}, [], None, None
@@ -230,7 +255,13 @@ def patching_truth(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence
             h for h in range(L * H) if h // H < max(r // H for r in receivers) and not nodes[h]]
         if not senders:
             break
-        effects = path_patch(ex, runs, senders, receivers, mode_a, mode_b, batch_size, progress)
+        if shard:
+            from .sharded_patching import patching_effects
+
+            effects = patching_effects(ex, prompts, corrupted, _as_metric(metric), senders, receivers, mode_a, mode_b,
+                                       batch_size, progress=progress, **shard)
+        else:
+            effects = path_patch(ex, runs, senders, receivers, mode_a, mode_b, batch_size, progress)
         chosen = select_heads(senders, effects, fraction, n_boot, scale=scale)
         scale = scale if scale is not None else float(np.abs(chosen["mean"]).max())
         chosen.update(name=name, receivers=receivers, modes=[mode_a, mode_b])

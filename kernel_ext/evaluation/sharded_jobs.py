@@ -1,13 +1,11 @@
-"""The dataset-scale jobs on :func:`.sharded.run_sharded`: robustness, head-ablation truth, and the workers.
+"""The dataset-scale jobs on :func:`.sharded.run_sharded`: robustness and head-ablation truth.
 
-(The faithfulness job lives with its harness, :mod:`.faithfulness_harness`.) Each job turns its work into items, a picklable ``work(session, item) -> row`` and a Parquet schema,
+(The faithfulness job lives with its harness, :mod:`.faithfulness_harness`, the path-patching truth's in
+:mod:`.sharded_patching`; the workers and :func:`run_job` in :mod:`.sharded_workers`, their names kept
+here.) Each job turns its work into items, a picklable ``work(session, item) -> row`` and a Parquet schema,
 runs them with ``backend="local"`` or ``"ray"``, and hands the rows back in the form the job's
 one-process code uses (the faithfulness harness's records, the robustness experiment's records,
 the (L, H) ablation effects), so the tables and caches downstream do not change.
-
-Workers load the model once per process (:func:`session_factory`): an embedded alias is loaded by
-name, any other model is shipped as its (model, tokenizer) objects; each worker checks that its
-model has the driver's fingerprint (:func:`.provenance.model_fingerprint`).
 """
 from __future__ import annotations
 
@@ -15,55 +13,15 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputError
 from . import provenance
-from .sharded import run_sharded, strip
+from .sharded import strip
+from .sharded_workers import default_out, load_session, run_job, session_factory  # noqa: F401 (names kept)
 
 __all__ = ["session_factory", "run_job", "robustness_records", "ablation_effects"]
-
-
-# ---------------------------------------------------------------------------- workers
-def load_session(source: Any, session_class: type, fingerprint: str = "", name: str = ""):
-    """A ``session_class`` for ``source`` (an alias, or a (model, tokenizer) pair) on this process's device."""
-    from ..core import loading
-
-    kwargs = {"name": name} if isinstance(source, tuple) else {}
-    session = loading.load(source, device="auto", session_class=session_class, **kwargs)
-    if fingerprint and provenance.model_fingerprint(session) != fingerprint:
-        raise InputError(f"the worker's model {name or source!r} is not the driver's (fingerprint differs); "
-                         "rebuild the embedded model on every machine or pass the model object")
-    return session
-
-
-def session_factory(ex, fingerprint: str = "") -> Callable[[], Any]:
-    """A picklable ``make_worker`` that rebuilds ``ex`` (same class, same weights) in a worker process."""
-    from ..core import loading
-
-    source = ex.name if ex.name in loading.ALIASES else (ex.model, ex.tokenizer)
-    return functools.partial(load_session, source, type(ex), fingerprint, ex.name)
-
-
-def default_out(kind: str, about: Mapping[str, Any], folder: Path | None) -> Path | None:
-    """``folder/shards/<kind>-<hash of about>``; None without a cache folder (the run then uses a temporary one)."""
-    return None if folder is None else Path(folder) / "shards" / f"{kind}-{provenance.cache_key(**about)}"
-
-
-def run_job(ex, items, keys, work, schema, about, *, out: Path | None, **options):
-    """:func:`run_sharded` with workers that rebuild ``ex`` (``ex`` itself serves the local backend).
-
-    ``out`` None: a temporary folder, deleted afterwards (nothing to resume from).
-    """
-    if out is None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="xattr-shards-") as folder:
-            return run_job(ex, items, keys, work, schema, about, out=Path(folder), **options)
-    return run_sharded(items, session_factory(ex, about["model"]), work, out=out, schema=schema, provenance=about,
-                       keys=keys, worker=ex, **options)
 
 
 # ---------------------------------------------------------------------------- robustness
