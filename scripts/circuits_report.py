@@ -2,6 +2,7 @@
 paper recipe and ours (xattr), count and JSD scores, every baseline, bootstrap 95% CIs.
 
     python scripts/circuits_report.py truth --task ioi|toy          # the path-patching truths (cached once)
+    python scripts/circuits_report.py truth --task ioi --rebuild --backend ray --workers 2  # its rounds on Ray
     python scripts/circuits_report.py table --task ioi --runs 5     # measure (resumable) and print the table
     python scripts/circuits_report.py table --task toy --runs 10
     python scripts/circuits_report.py variants --task ioi --run 0  # SAE variants on one prompt sample
@@ -198,10 +199,22 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", default=None, help="folder for cached runs (default cache_dir()/circuits/runs)")
     parser.add_argument("--rebuild", action="store_true", help="truth: recompute even when cached")
     parser.add_argument("--progress", action="store_true", help="progress bars inside each run (head outputs, SAE epochs)")
+    parser.add_argument("--backend", choices=["local", "ray"], default=None,
+                        help="truth: shard each path-patching round's sender heads (default: one process, today's loop)")
+    parser.add_argument("--address", default=None, help="truth: a Ray cluster to join (with --backend ray)")
+    parser.add_argument("--workers", type=int, default=None, help="truth: Ray actors (default: the CPUs or GPUs)")
     args = parser.parse_args(argv)
+    if args.address and args.backend != "ray":
+        parser.error("--address needs --backend ray")
     if args.command == "truth":
+        import contextlib
+
+        from xattr_lab.evaluation.circuit_truth import sharding
+
         ex = load(args.task)
-        t = truth(ex, args.task, rebuild=args.rebuild)
+        block = sharding(args.backend, args.address, args.workers) if args.backend else contextlib.nullcontext()
+        with block:
+            t = truth(ex, args.task, rebuild=args.rebuild)
         H = t.nodes.shape[1]
         print(json.dumps({name: [f"{h // H}.{h % H}" for h in heads] for name, heads in t.classes.items()}))
         print(json.dumps({k: v for k, v in t.info.items() if k != "key"}))
