@@ -4,7 +4,7 @@
     python scripts/results.py --list             # the command of every step (what the README cites)
     python scripts/results.py --only faithfulness geometry
     python scripts/results.py --group bench      # the opt-in steps: benchmarks, notebook latency
-    python scripts/results.py --backend ray --workers 8   # faithfulness and robustness on Ray actors
+    python scripts/results.py --backend ray --workers 8   # the dataset-scale steps on Ray actors
 
 Each step runs one of the per-area scripts (scripts/eval_faithfulness.py, robustness_report.py,
 circuits_report.py, convergence_report.py, geometry_report.py) exactly as the README cites it; its
@@ -15,7 +15,11 @@ Resuming works on two levels. Each script caches its own work (per text, per run
 code version, model fingerprint, method and options, so an interrupted step continues where it
 stopped. ``--backend local|ray`` (with ``--address``, ``--workers``) goes to the steps that take it (the
 faithfulness and robustness scripts: their records then run as Parquet-written shards, on Ray actors
-with ``ray``); it changes where the work runs, not the results, so it is not part of a step's key.
+with ``ray``; the IOI path-patching truth: its rounds' sender heads, when the truth is not cached yet);
+it changes where the work runs, not the results, so it is not part of a step's key. The other steps
+run in one process: convergence times single IG/SIG calls on 4 prompts (a timing, which sharding
+would distort), the circuits tables train one SAE per run, bench and latency are benchmarks, and
+geometry (200 texts per model) has no backend option in its script yet.
 And a step that finished is skipped while its key is unchanged: a hash of its command, the
 script's source, the source of the whole ``xattr_lab`` package (the code version) and the manifests of
 the models it uses (the model fingerprint: a rebuilt model has a new manifest). ``--force`` reruns.
@@ -74,7 +78,7 @@ STEPS: tuple[Step, ...] = (
          ("scripts/convergence_report.py", "--json", "{out}/convergence/rows.json"), models=("smollm2-135m",),
          outputs=("convergence/rows.json",)),
     Step("circuits-truth-ioi", "SAE circuits: path-patching truth, IOI (cached once)",
-         ("scripts/circuits_report.py", "truth", "--task", "ioi"), models=("smollm2-135m",)),
+         ("scripts/circuits_report.py", "truth", "--task", "ioi"), models=("smollm2-135m",), backend=True),
     Step("circuits-ioi", "SAE circuits: IOI on smollm2-135m",
          ("scripts/circuits_report.py", "table", "--task", "ioi", "--runs", "5", "--examples", "10",
           "--score-examples", "250"), models=("smollm2-135m",)),
@@ -191,7 +195,9 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun steps that finished with the same key")
     parser.add_argument("--keep-going", action="store_true", help="run the other steps when one fails")
     parser.add_argument("--backend", choices=["local", "ray"], default=None,
-                        help="faithfulness and robustness: run their records as shards here or on Ray actors")
+                        help="faithfulness, robustness, circuits-truth-ioi: run their items as shards here or on "
+                             "Ray actors (convergence, geometry, the circuits tables, bench, latency: one process; "
+                             "see above)")
     parser.add_argument("--address", default=None, help="with --backend ray: the cluster to join")
     parser.add_argument("--workers", type=int, default=None, help="with --backend ray: actors")
     args = parser.parse_args(argv)

@@ -359,7 +359,11 @@ def test_results_script_passes_the_backend_to_the_steps_that_take_it(tmp_path):
         code, _ = results.run_step(results.Step(name, "t", echo, backend=takes), tmp_path, extra=extra)
         assert code == 0
         assert (tmp_path / f"{name}.log").read_text().splitlines()[-1] == str(extra if takes else [])
-    assert {s.name for s in results.STEPS if s.backend} == {"faithfulness", "robustness"}
+    assert {s.name for s in results.STEPS if s.backend} == {"faithfulness", "robustness", "circuits-truth-ioi"}
+    for step in results.STEPS:  # every step that takes the backend has a script that accepts it
+        if step.backend:
+            script = (Path(__file__).parents[1] / step.argv[0]).read_text()
+            assert all(f'"{flag}"' in script for flag in ("--backend", "--address", "--workers")), step.name
 
 
 # ---------------------------------------------------------------------------- path-patching truth (fast, the toy)
