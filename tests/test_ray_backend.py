@@ -456,3 +456,27 @@ def test_sharding_block_shards_the_cached_truths(toy_patching, monkeypatch):
     circuit_truth.patching_truth(ex, task.positive, task.negative, task.metric, names, modes, progress=False,
                                  n_boot=200)
     assert len(calls) == len(inside.rounds)  # outside the block: today's loop
+
+
+
+@pytest.mark.slow
+def test_ray_patching_effects_equal_one_process(ray_runtime, tiny, tmp_path):
+    """Path patching of every head of a tiny random llama into the logits and into two heads, on 2 Ray actors."""
+    import numpy as np
+
+    from xattr_lab.evaluation import circuit_patching
+    from xattr_lab.evaluation.circuit_truth import _as_metric
+
+    ex = tiny("llama")
+    prompts, corrupted, metric = ["the cat sat on", "a dog ran to"], ["my hat is red", "one two three four"], _as_metric(
+        ([5, 6], [7, 8]))
+    runs = circuit_patching.prepare_runs(ex, prompts, corrupted, metric)
+    heads = list(range(ex.n_layers * ex.n_heads))
+    for receivers in (None, [heads[-1], heads[-2]]):
+        senders = heads if receivers is None else [h for h in heads if h // ex.n_heads < heads[-1] // ex.n_heads]
+        whole = circuit_patching.path_patch(ex, runs, senders, receivers, "full", "full", progress=False)
+        on_ray = sharded_patching.patching_effects(ex, prompts, corrupted, metric, senders, receivers, "full", "full",
+                                                   backend="ray", workers=2, out=tmp_path, shard_size=2,
+                                                   progress=False)
+        np.testing.assert_allclose(on_ray, whole, rtol=RTOL, atol=ATOL)
+        assert np.abs(whole).max() > 0  # the patch changes the metric
