@@ -11,7 +11,8 @@ from .core.capture import head_outputs
 from .core.saelens import read_saelens
 from .evaluation.circuit_patching import bootstrap_ci, path_patch, prepare_runs, select_heads
 from .evaluation.circuit_truth import (
-    CircuitTruth, Metric, attention_entropy, head_ablation_effects, logit_difference, patching_truth, truth_mask,
+    CircuitTruth, Metric, attention_entropy, head_ablation_effects, logit_difference, patching_truth, sharding,
+    truth_mask,
 )
 from .evaluation.circuit_reference import ioi_truth, toy_truth
 from .methods.circuit_scores import (
@@ -27,5 +28,5 @@ __all__ = [
     "edge_roc_auc", "edge_scores", "edge_truth", "head_ablation_effects", "head_outputs", "ioi_truth", "jsd_scores",
     "logit_difference", "mean_difference_scores", "node_scores", "node_scores_by", "norm_scores",
     "paper_edge_node_scores", "patching_truth", "path_patch", "prepare_runs", "read_saelens", "roc_auc",
-    "select_heads", "threshold_circuit", "toy_truth", "train_sae", "truth_mask", "unique_codes", "variance_scores",
+    "select_heads", "sharding", "threshold_circuit", "toy_truth", "train_sae", "truth_mask", "unique_codes", "variance_scores",
 ]
