@@ -480,3 +480,15 @@ def test_ray_patching_effects_equal_one_process(ray_runtime, tiny, tmp_path):
                                                    progress=False)
         np.testing.assert_allclose(on_ray, whole, rtol=RTOL, atol=ATOL)
         assert np.abs(whole).max() > 0  # the patch changes the metric
+
+
+def test_model_fingerprint_of_a_plain_config_is_stable_across_processes():
+    """A config without ``to_json_string`` (the toy's) is hashed by its fields, not by a repr with an address."""
+    import subprocess
+    import sys
+
+    code = ("import xattr_lab as xa; from xattr_lab.evaluation import provenance; "
+            "print(provenance.model_fingerprint(xa.load('toy-induction')))")
+    prints = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
+              for _ in range(2)]
+    assert prints[0] == prints[1]

@@ -159,7 +159,11 @@ def model_fingerprint(ex) -> str:
 
     digest = hashlib.sha256()
     config = getattr(ex.model, "config", None)
-    config_text = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
+    if hasattr(config, "to_json_string"):
+        config_text = config.to_json_string(use_diff=False)
+    else:  # a plain config object: its fields, not its repr (which may hold a memory address)
+        config_text = json.dumps(vars(config) if hasattr(config, "__dict__") else repr(config), sort_keys=True,
+                                 default=str)
     for part in (ex.name, type(ex.model).__name__, config_text, str(len(ex.tokenizer))):
         digest.update(str(part).encode() + b"\0")
     with torch.no_grad():
