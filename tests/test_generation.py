@@ -188,6 +188,24 @@ def test_generation_view_streams_rows_and_cancels():
     assert shown == [] and view.status == "cancelled"
 
 
+def test_generation_view_shows_a_worker_error_handed_to_the_main_thread():
+    """The status change runs later on the main thread, after the worker's except block has ended."""
+    from xattr_lab.widgets.views.generation_view import GenerationView
+
+    class Failing:
+        def attribute_generation(self, prompt, callback=None, **kwargs):
+            raise ValueError("no such method")
+
+    queued = []
+    view = GenerationView(schedule=queued.append)
+    view.widget
+    view.start(Failing(), "The film was", background=True)
+    view._thread.join(10)
+    for drain in queued:  # what the kernel's main loop does
+        drain()
+    assert view.status == "error: no such method" and view.errors == ["no such method"]
+
+
 # ---------------------------------------------------------------------------- CLI and magic
 def test_generate_and_granularity_parse_in_both_front_ends():
     from xattr_lab import commands

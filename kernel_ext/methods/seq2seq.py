@@ -30,7 +30,7 @@ from ..errors import InputError
 from ..graphs.information import INFO_KINDS, information_tensor
 from ..graphs.rollout import mix_residual_capacity
 from ..graphs.seq2seq import graph_layer_names, seq2seq_graph
-from ..results import GenerationResult
+from ..results import Attribution, GenerationResult
 from . import layered_methods as lm
 from .seq2seq_input import Seq2SeqInput, attribution as _attribution, capture, prepare
 

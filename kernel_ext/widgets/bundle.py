@@ -146,6 +146,33 @@ def main_loop_scheduler() -> Callable[[Callable[[], Any]], Any] | None:
     return None if loop is None else loop.add_callback
 
 
+class MainThreadViews:
+    """View changes handed from worker threads to the kernel's main thread, run in order.
+
+    Users set ``self._schedule`` (a scheduler, or None for :func:`main_loop_scheduler`) and
+    ``self._pending`` (a ``collections.deque``) in ``__init__``.
+    """
+
+    _schedule: Callable[[Callable[[], Any]], Any] | None = None
+    _pending: Any
+
+    def _on_main(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` (a change to the views) on the thread that owns them: now when called from the
+        main thread or outside a kernel, else handed to the kernel's main loop."""
+        schedule = self._schedule or main_loop_scheduler()
+        if schedule is None or threading.current_thread() is threading.main_thread():
+            self._drain()
+            fn()
+            return
+        self._pending.append(fn)
+        schedule(self._drain)
+
+    def _drain(self) -> None:
+        """Run the view changes handed over by workers (main thread), in order."""
+        while self._pending:  # only the main thread drains: no other consumer
+            self._pending.popleft()()
+
+
 class LinkedViews:
     """Display and export of a group of linked views (the Explorer): the bundle is the live widget
     plus every view's result (v2 "explorer" payload, ``text/html``, PNG of ``png_figure()``). Shown

@@ -46,7 +46,7 @@ def _code_version() -> str:
     return str(getattr(importlib.import_module(COMPUTE_PACKAGE), "__version__", "?"))
 
 
-class Explorer(bundle.LinkedViews):
+class Explorer(bundle.MainThreadViews, bundle.LinkedViews):
     """Controls + linked token strip, flow view and head grid for one text.
 
     ex: an Explainer or a model name (``xattr_lab.load`` runs on first use); text: the text.
@@ -203,22 +203,6 @@ class Explorer(bundle.LinkedViews):
             raise
         finally:
             self._on_main(lambda: self._finish(job, reason, started, cached=False))
-
-    def _on_main(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` (a change to the views) on the thread that owns them: now when called from the
-        main thread or outside a kernel, else handed to the kernel's main loop."""
-        schedule = self._schedule or bundle.main_loop_scheduler()
-        if schedule is None or threading.current_thread() is threading.main_thread():
-            self._drain()
-            fn()
-            return
-        self._pending.append(fn)
-        schedule(self._drain)
-
-    def _drain(self) -> None:
-        """Run the view changes handed over by workers (main thread), in order."""
-        while self._pending:  # only the main thread drains: no other consumer
-            self._pending.popleft()()
 
     def _finish(self, job: int, reason: str, started: float, cached: bool) -> None:
         if job != self._job:

@@ -68,7 +68,7 @@ def generation_figure(result, *, focus: int = -1, width: int = 900) -> tuple:
     return p, source, marker
 
 
-class GenerationView(View):
+class GenerationView(bundle.MainThreadViews, View):
     """Heat map of a GenerationResult plus a token strip of the focused generated token.
 
     result: a GenerationResult, or None for a view that :meth:`start` fills row by row.
@@ -150,7 +150,8 @@ class GenerationView(View):
             except Exception as error:  # shown, never raised on the worker thread
                 cancelled = type(error).__name__ == "Cancelled"
                 self.errors.append("" if cancelled else str(error))
-                self._on_main(lambda: self._say(run, "cancelled" if cancelled else f"error: {error}"))
+                status = "cancelled" if cancelled else f"error: {error}"  # bound now: `error` is unset after except
+                self._on_main(lambda: self._say(run, status))
 
         if background:
             self._thread = threading.Thread(target=work, daemon=True, name=f"xattr-generation-{run}")
@@ -182,19 +183,6 @@ class GenerationView(View):
         if run == self._run:
             self.status = status
             self._set_status()
-
-    def _on_main(self, fn: Callable[[], Any]) -> None:
-        schedule = self._schedule or bundle.main_loop_scheduler()
-        if schedule is None or threading.current_thread() is threading.main_thread():
-            self._drain()
-            fn()
-            return
-        self._pending.append(fn)
-        schedule(self._drain)
-
-    def _drain(self) -> None:
-        while self._pending:
-            self._pending.popleft()()
 
     # widget -----------------------------------------------------------------
     _plot_box = None
