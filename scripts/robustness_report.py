@@ -189,6 +189,10 @@ def main(argv=None) -> int:
         print("incomplete: run the other shards (or without --collect) to fill the cache", file=sys.stderr)
         if shard[1] > 1:
             return 0
+    if not records:
+        print("no records to tabulate: run without --collect first (records are cached per code version, model and "
+              "options, so a changed method module starts a new cache; --cache DIR reads a given one)", file=sys.stderr)
+        return 2
     frame = S.metric_frame(records, config.ks, config.ws)
     summary = S.summarise(frame, draws=args.draws, seed=args.seed)
     drops = S.drop_table(records)
