@@ -50,7 +50,8 @@ from .evaluation.robustness_search import (
     predicted_label,
     protected_positions,
 )
-from .evaluation.robustness_stats import METRICS, drop_table, level_map, metric_frame, narrowing, paired_gaps, summarise
+from .evaluation.robustness_stats import (METRICS, drop_table, level_map, method_gaps, metric_frame, narrowing,
+                                          paired_gaps, summarise)
 
 __all__ = [
     "topk_indices", "topk_intersection", "spearman", "kendall", "neighbourhood", "lens_recall",
@@ -61,5 +62,5 @@ __all__ = [
     "neighbour_search", "gradient_search", "embedding_noise", "protected_positions", "objective_of",
     "embedding_change_norm", "predicted_label",
     "ExperimentConfig", "ARMS", "PERMISSIONS", "run_text", "run_experiment", "word_ids",
-    "level_map", "metric_frame", "drop_table", "summarise", "paired_gaps", "narrowing", "METRICS",
+    "level_map", "metric_frame", "drop_table", "summarise", "paired_gaps", "narrowing", "method_gaps", "METRICS",
 ]
