@@ -85,7 +85,7 @@ def test_the_shipped_player_is_built_from_the_current_sources(tmp_path):
     ext = REPO / "labextension"
     esbuild = ext / "node_modules" / ".bin" / "esbuild"
     if not esbuild.exists() or shutil.which("node") is None:
-        pytest.skip("esbuild is not installed (npm install in labextension/)")
+        pytest.fail("esbuild is missing: `make setup-dev` (npm install in labextension/) installs it")
     script = json.loads((ext / "package.json").read_text())["scripts"]["build:player"]
     out = tmp_path / "player.js"
     args = script.split()[1:]
