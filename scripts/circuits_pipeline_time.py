@@ -6,21 +6,30 @@ Load the model, build 260 + 260 IOI prompts, read the path-patching truth (compu
 version, then cached: the first run also builds it, ≈ 2 min), train the SAE on 10 prompts per class and score the
 next 250 per class. Prints wall and CPU seconds and the node ROC-AUC of this one run (one prompt sample, one seed).
 """
-import sys
+import argparse
 import time
 
-t0, c0 = time.perf_counter(), time.process_time()
-import torch  # noqa: E402
 
-import xattr_lab as xa  # noqa: E402
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("threads", nargs="?", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("recipe", nargs="?", choices=("paper", "xattr"), default="paper")
+    args = parser.parse_args()
+    t0, c0 = time.perf_counter(), time.process_time()  # the imports count: a user pays for them too
+    import torch
 
-torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
-recipe = sys.argv[2] if len(sys.argv) > 2 else "paper"
-ex = xa.load("smollm2-135m")
-ioi = xa.tasks.ioi_prompts(ex.tokenizer, n=260, seed=0)
-truth = xa.circuits.ioi_truth(ex)
-r = ex.circuit(ioi.positive, ioi.negative, examples=10, score_examples=250, recipe=recipe, truth=truth, seed=0,
-               progress=False)
-wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-print(f"recipe={recipe} threads={torch.get_num_threads()} wall={wall:.1f}s cpu={cpu:.1f}s "
-      f"node_roc_auc={r.metrics.get('node_roc_auc'):.3f}")
+    import xattr_lab as xa
+
+    torch.set_num_threads(args.threads)
+    ex = xa.load("smollm2-135m")
+    ioi = xa.tasks.ioi_prompts(ex.tokenizer, n=260, seed=0)
+    truth = xa.circuits.ioi_truth(ex)
+    r = ex.circuit(ioi.positive, ioi.negative, examples=10, score_examples=250, recipe=args.recipe, truth=truth,
+                   seed=0, progress=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"recipe={args.recipe} threads={torch.get_num_threads()} wall={wall:.1f}s cpu={cpu:.1f}s "
+          f"node_roc_auc={r.metrics.get('node_roc_auc'):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -85,6 +85,8 @@ STEPS: tuple[Step, ...] = (
     Step("circuits-toy", "SAE circuits: toy induction model",
          ("scripts/circuits_report.py", "table", "--task", "toy", "--runs", "10", "--examples", "10",
           "--score-examples", "250"), models=("toy-induction",)),
+    Step("circuits-speed", "SAE circuits: the IOI pipeline's time (2 threads; meaningful on a quiet machine)",
+         ("scripts/circuits_pipeline_time.py", "2", "paper"), models=("smollm2-135m",)),
     Step("bench", "GAF solver speed, SIG speed (benchmarks)",
          ("-m", "pytest", "tests/benchmarks", "--benchmark-only", "-p", "no:cacheprovider", "-o", "addopts="),
          group="bench"),
