@@ -118,3 +118,14 @@ def test_registry_info_kinds_are_the_graphs_kinds():
 
     assert set(registry.INFO_KINDS) == set(INFO_KINDS)
     assert {o.name: o.choices for o in registry.spec("gaf").options}["info"] == registry.INFO_KINDS
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject's explicit package list names every folder of kernel_ext that holds an __init__.py (a wheel
+    built without one would lack that subpackage, e.g. core/adapters)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("xattr_lab",) + p.parent.relative_to(ROOT / "kernel_ext").parts)
+             for p in (ROOT / "kernel_ext").rglob("__init__.py")}
+    assert found == listed
