@@ -39,3 +39,13 @@ def smollm():
     import xattr_lab as xa
 
     return xa.load("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """An IPython shell with ``%load_ext xattr_lab`` done (the magic's tests)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "xattr_lab")
+    return shell

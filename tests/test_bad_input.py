@@ -9,7 +9,6 @@ import re
 
 import pytest
 import torch
-from IPython.core.interactiveshell import InteractiveShell
 
 import xattr_lab as xa
 from xattr_lab import cli, commands, magic
@@ -126,13 +125,6 @@ FRONT_END_CASES = [  # (kind, argv or (line, cell), message pattern)
     ("wrong type", ["explain", T, "--method", "ig", "--steps", "many"], "--steps takes an integer"),
     ("wrong type", ["circuit", "--positive", "P", "--negative", "N", "--features", "2.5"], "invalid int value"),
 ]
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "xattr_lab")
-    return shell
 
 
 @pytest.fixture()

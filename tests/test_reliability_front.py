@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from xattr_lab import cli, command_inputs, commands, magic, widgets
 from xattr_lab.results import Attribution, FlowResult, HeadStats
@@ -126,13 +125,6 @@ def test_the_flow_view_is_rebuilt_when_the_layer_count_changes():
 
 
 # ---------------------------------------------------------------------------- the magic
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "xattr_lab")
-    return shell
-
-
 @pytest.fixture()
 def tiny_defaults(tiny):
     tiny("bert")
