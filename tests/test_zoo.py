@@ -99,3 +99,28 @@ def test_smollm2_ioi(smollm):
     assert cap.prediction[" Mary"] > 0.8
     assert cap.target_score > 4.0
     assert cap.head_outputs.shape[:2] == (30, 9)
+
+
+def test_building_hides_the_expected_missing_head_report(tmp_path, capfd):
+    """A zoo build adds a head the checkpoint lacks: transformers' "LOAD REPORT … MISSING" table
+    and loading bars are expected there and must not reach the user; the verbosity comes back after."""
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    from xattr_lab.core.zoo import quiet_transformers
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(tmp_path)  # an encoder without a classification head
+    before = hf_logging.get_verbosity()
+
+    capfd.readouterr()
+    AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    loud = capfd.readouterr()
+    with quiet_transformers():
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    quiet = capfd.readouterr()
+
+    assert "classifier" in loud.out + loud.err  # the report the build would otherwise print
+    assert "classifier" not in quiet.out + quiet.err
+    assert hf_logging.get_verbosity() == before
+    assert hf_logging.is_progress_bar_enabled()
