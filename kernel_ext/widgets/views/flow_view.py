@@ -66,7 +66,7 @@ class FlowView(View):
         parts = [f"<b>flow ({core.escape(r.info)})</b>", f"value {r.value:.6g}"]
         sources = list(getattr(r, "sources", []) or [])
         if len(sources) == 1 and 0 <= sources[0] < len(r.tokens):
-            parts.append(f"from <code>{core.escape(r.tokens[sources[0]])}</code> (position {sources[0]})")
+            parts.append(f"from <code>{core.token_html(r.tokens[sources[0]])}</code> (position {sources[0]})")
         elif sources:
             parts.append(f"from {len(sources)} positions")
         if not r.value > 0:
@@ -74,7 +74,7 @@ class FlowView(View):
                          "token only)</i>")
         target = r.target_label or r.target
         if target not in ("", None):
-            parts.append(f"target <code>{core.escape(target)}</code>")
+            parts.append(f"target <code>{core.token_html(target)}</code>")
         if r.prediction:
             parts.append(f"prediction: {_prediction_html(r.prediction)}")
         return " &middot; ".join(parts)
@@ -130,7 +130,7 @@ class FlowView(View):
             carried[layer, :, i] = E[layer, :, i]
         if layer > 0:
             carried[layer - 1, i, :] = E[layer - 1, i, :]
-        self._draw_highlight(carried, f"edges through <code>{core.escape(self.tokens[i])}</code> at layer {layer}")
+        self._draw_highlight(carried, f"edges through <code>{core.token_html(self.tokens[i])}</code> at layer {layer}")
 
     def _on_state_token(self, change) -> None:
         if 0 <= change["new"] < len(self.tokens):
@@ -144,7 +144,7 @@ class FlowView(View):
         carried = core.flow_to_input(self.edge_flow, j)
         total = float(np.nan_to_num(self.result.attributions[j]))
         value = max(abs(self.result.value), 1e-300)
-        self._draw_highlight(carried, f"flow into <code>{core.escape(self.tokens[j])}</code> (position {j}): "
+        self._draw_highlight(carried, f"flow into <code>{core.token_html(self.tokens[j])}</code> (position {j}): "
                                       f"{total:.6g} = {100 * total / value:.1f}% of {self.result.value:.6g}",
                              throughput=self.node_flow[:, j], kind="input", position=j)
 
@@ -155,7 +155,7 @@ class FlowView(View):
             self.retarget(i)
             return
         carried = core.flow_from_output(self.edge_flow, i)
-        self._draw_highlight(carried, f"flow leaving output <code>{core.escape(self.tokens[i])}</code> (position {i})",
+        self._draw_highlight(carried, f"flow leaving output <code>{core.token_html(self.tokens[i])}</code> (position {i})",
                              throughput=self.node_flow[:, i], kind="output", position=i)
 
     def _draw_highlight(self, carried: np.ndarray, message: str, throughput=None, kind="node", position=-1) -> None:

@@ -87,7 +87,7 @@ class ImageView(View):
         parts = [f"<b>{core.escape(r.method or 'scores')}</b>"]
         target = r.target_label or r.target
         if target not in ("", None):
-            parts.append(f"target <code>{core.escape(target)}</code>")
+            parts.append(f"target <code>{core.token_html(target)}</code>")
         if r.model:
             parts.append(f"model <code>{core.escape(r.model)}</code>")
         parts.append(f"[CLS] {float(r.scores[0]):+.4g}")
@@ -134,7 +134,7 @@ class ImageView(View):
         tokens = self.result.tokens
         if not 0 <= i < len(tokens):
             return "<i>click a patch for its exact score</i>"
-        return (f"token {i} <code>{core.escape(tokens[i])}</code>: score {self.result.scores[i]:+.6g}"
+        return (f"token {i} <code>{core.token_html(tokens[i])}</code>: score {self.result.scores[i]:+.6g}"
                 f" (raw {self.result.raw[i]:+.6g})")
 
     # actions -----------------------------------------------------------------

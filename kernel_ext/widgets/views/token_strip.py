@@ -77,7 +77,7 @@ class TokenStrip(View):
         target = getattr(r, "target_label", "") or getattr(r, "target", "")
         parts = [f"<b>{core.escape(getattr(r, 'method', '') or 'scores')}</b>"]
         if target not in ("", None):
-            parts.append(f"target <code>{core.escape(target)}</code>")
+            parts.append(f"target <code>{core.token_html(target)}</code>")
         if getattr(r, "model", ""):
             parts.append(f"model <code>{core.escape(r.model)}</code>")
         if getattr(r, "prediction", None):
@@ -118,7 +118,7 @@ class TokenStrip(View):
         i = self.state.token
         if not 0 <= i < len(self.tokens):
             return "<i>click a token for its exact score</i>"
-        return (f"token {i} <code>{core.escape(self.tokens[i])}</code>: score {self.scores[i]:+.6g}"
+        return (f"token {i} <code>{core.token_html(self.tokens[i])}</code>: score {self.scores[i]:+.6g}"
                 f" (raw {self.raw[i]:+.6g})")
 
     @property
