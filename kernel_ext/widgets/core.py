@@ -5,6 +5,9 @@ numpy only (no Bokeh, no ipywidgets, never torch), so every function here is che
 from __future__ import annotations
 
 import html
+import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -24,10 +27,30 @@ NAN_COLOUR = "#d9d9d9"
 _SPACE_MARKS = ("\u0120", "\u2581")  # GPT-2/RoBERTa "Ġ", SentencePiece "▁"
 
 
-def pretty_token(token: str) -> str:
-    """A display label for a model token: word-start markers and "##" dropped, whitespace made visible.
+#: the escape table shared with the TypeScript renderer (labextension/src/bidi.ts mirrors it)
+BIDI_ESCAPES_PATH = Path(__file__).resolve().parents[1] / "data" / "bidi-escapes.json"
 
-    The result is plain text (not escaped): escape it where it reaches HTML (``escape``).
+
+@lru_cache(maxsize=1)
+def bidi_escapes() -> dict[int, str]:
+    """{code point of a bidi formatting character: its visible escape}, e.g. 0x200F -> "⟨RLM⟩"
+    (``data/bidi-escapes.json``; a ``str.translate`` table)."""
+    table = json.loads(BIDI_ESCAPES_PATH.read_text(encoding="utf-8"))["escapes"]
+    return {int(row["code"][2:], 16): row["label"] for row in table}
+
+
+def visible_controls(text) -> str:
+    """``text`` with every bidi mark, embedding, override and isolate (U+200E, U+200F, U+061C,
+    U+202A-E, U+2066-9) replaced by its visible escape ("⟨RLM⟩", "⟨RLO⟩", ...): what a token holds
+    is shown, and no character in it can reorder the text around it. Everything else is kept."""
+    return str(text).translate(bidi_escapes())
+
+
+def pretty_token(token: str) -> str:
+    """A display label for a model token: word-start markers and "##" dropped, whitespace made
+    visible, bidi controls as visible escapes (:func:`visible_controls`).
+
+    The result is plain text (not escaped): in HTML, use :func:`token_html` (escaped and isolated).
     """
     label = str(token)
     for mark in _SPACE_MARKS:
@@ -39,7 +62,13 @@ def pretty_token(token: str) -> str:
     label = label.replace("\u010a", "\\n").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     if label.strip() == "":
         label = "\u2423" * max(1, len(label))  # visible space
-    return label
+    return visible_controls(label)
+
+
+def token_html(token) -> str:
+    """A model token (as the model holds it) in HTML: escaped, bidi controls visible, and isolated in a
+    ``<bdi>`` element, so a right-to-left token cannot reorder the text around it."""
+    return f'<bdi class="xattr-token">{escape(token)}</bdi>'
 
 
 def pretty_tokens(tokens: Sequence[str]) -> list[str]:
@@ -52,8 +81,9 @@ def shorten(label: str, width: int = 14) -> str:
 
 
 def escape(text) -> str:
-    """HTML-escape any value (quotes too): the only way data reaches markup in this package."""
-    return html.escape(str(text), quote=True)
+    """HTML-escape any value (quotes too), bidi controls shown as visible escapes
+    (:func:`visible_controls`): the only way data reaches markup in this package."""
+    return html.escape(visible_controls(text), quote=True)
 
 
 def symmetric_scale(values: np.ndarray) -> float:
