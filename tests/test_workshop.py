@@ -1,0 +1,124 @@
+"""xattr_lab.workshop: each check says right (✅), wrong (❌, with why) or not answered (⏳), never raises."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xattr_lab import workshop as w
+
+
+def _kind(verdict) -> str:
+    return {True: "right", False: "wrong", None: "waiting"}[verdict.ok]
+
+
+def test_verdict_text_and_truth():
+    v = w.check_number(2.0, 2.0)
+    assert bool(v) and repr(v).startswith("✅") and str(v) == repr(v)
+    bad = w.check_number(3.0, 2.0, hint="try again")
+    assert not bad and repr(bad).startswith("❌") and "+1" in repr(bad) and "try again" in repr(bad)
+    wait = w.check_number(None, 2.0, name="x")
+    assert not wait and wait.ok is None and repr(wait).startswith("⏳") and "x" in repr(wait)
+
+
+@pytest.mark.parametrize("answer, kind", [(1.0004, "right"), (np.float32(1.0), "right"), (np.array([1.0]), "right"),
+                                          (1.1, "wrong"), ("1.0", "wrong"), (True, "wrong"), (float("nan"), "wrong"),
+                                          ([1, 2], "wrong"), (None, "waiting")])
+def test_check_number_accepts_numbers_only(answer, kind):
+    assert _kind(w.check_number(answer, 1.0)) == kind
+
+
+def test_check_choice_gives_the_feedback_of_the_pick():
+    options = {"a": "no: a is a bug", "b": "yes: b", "c": "no: c"}
+    assert _kind(w.check_choice(" B ", "b", options)) == "right" and "yes: b" in repr(w.check_choice("b", "b", options))
+    wrong = w.check_choice("a", "b", options)
+    assert _kind(wrong) == "wrong" and "a is a bug" in repr(wrong)
+    assert _kind(w.check_choice("z", "b", options)) == "wrong" and "not one of" in repr(w.check_choice("z", "b", options))
+    assert _kind(w.check_choice(None, "b", options)) == "waiting"
+
+
+def test_clean_token_drops_markers_case_and_spaces():
+    assert [w.clean_token(t) for t in ["\u0120Mary", "##ing", "\u2581The", " Terrific "]] == ["mary", "ing", "the", "terrific"]
+
+
+def test_check_top_token_computes_the_argmax_itself():
+    tokens, scores = ["[CLS]", "a", "\u0120terrific", "film"], [0.0, 0.1, 0.7, 0.2]
+    assert _kind(w.check_top_token("Terrific", tokens, scores)) == "right"
+    assert _kind(w.check_top_token("film", tokens, scores)) == "wrong"
+    typo = w.check_top_token("terrfic", tokens, scores)
+    assert _kind(typo) == "wrong" and "not a token" in repr(typo)
+
+
+def test_check_prediction_reports_the_actual_top_token():
+    tokens, scores = ["the", "plot", "terrific"], np.array([0.1, 0.5, 0.2])
+    assert _kind(w.check_prediction("plot", tokens, scores)) == "right"
+    miss = w.check_prediction("terrific", tokens, scores)
+    assert _kind(miss) == "wrong" and "'plot'" in repr(miss)
+    assert _kind(w.check_prediction(None, tokens, scores)) == "waiting"
+
+
+def test_check_ranks_wants_rank_one_for_the_largest_score():
+    table = pd.DataFrame({"a": [0.587, 0.680, 0.600], "b": [0.003, 0.001, 0.002]})
+    assert _kind(w.check_ranks(table.rank(ascending=False), table)) == "right"
+    assert _kind(w.check_ranks(table.rank(ascending=False, method="first").to_numpy(), table)) == "right"
+    ascending = w.check_ranks(table.rank(ascending=True), table)
+    assert _kind(ascending) == "wrong"
+    assert _kind(w.check_ranks(table.rank(ascending=False).iloc[:2], table)) == "wrong"
+    zero_based = table.rank(ascending=False) - 1
+    assert _kind(w.check_ranks(zero_based, table)) == "wrong"
+    assert _kind(w.check_ranks(None, table)) == "waiting"
+
+
+def test_check_completeness_prints_the_error_and_names_the_usual_mistake():
+    right = w.check_completeness(-1.25, f_x=2.0, f_baseline_measured=-1.25, attribution_sum=3.2495)
+    text = repr(right)
+    assert right and "F(baseline) = -1.2500" in text and "3.2500" in text and "-0.0005" in text
+    took_fx = w.check_completeness(2.0, f_x=2.0, f_baseline_measured=-1.25, attribution_sum=3.2495)
+    assert _kind(took_fx) == "wrong" and "is F(x)" in repr(took_fx)
+    assert _kind(w.check_completeness(0.3, 2.0, -1.25, 3.25)) == "wrong"
+    assert _kind(w.check_completeness("x", 2.0, -1.25, 3.25)) == "wrong"
+    assert _kind(w.check_completeness(None, 2.0, -1.25, 3.25)) == "waiting"
+
+
+def test_check_chance_corrected_explains_a_large_negative_value():
+    observed, chance = 0.8, 0.99663
+    expected = (observed - chance) / (1 - chance)
+    assert expected < -50
+    right = w.check_chance_corrected(expected, observed, chance)
+    assert right and "1 − chance" in repr(right)
+    assert _kind(w.check_chance_corrected(observed - chance, observed, chance)) == "wrong"
+
+
+def test_check_set_and_overlap():
+    truth = ["1.1", "1.3", "0.0", "0.2"]
+    assert _kind(w.check_set(["0.0", "0.2", "1.1", "1.3"], truth)) == "right"
+    wrong = w.check_set(["0.0", "0.1"], truth)
+    assert _kind(wrong) == "wrong" and "missing" in repr(wrong) and "0.1" in repr(wrong)
+    assert _kind(w.check_set("0.0", truth)) == "wrong"
+    assert w.head_names([0, 2, 5, 7], n_heads=4) == ["0.0", "0.2", "1.1", "1.3"]
+    found = ["23.3", "5.1", "29.1"]
+    assert _kind(w.check_overlap(2, found, w.SMOLLM2_IOI_TRUTH["name mover"])) == "right"
+    assert _kind(w.check_overlap(3, found, w.SMOLLM2_IOI_TRUTH["name mover"])) == "wrong"
+
+
+def test_smollm2_truth_is_the_readme_list():
+    heads = [h for group in w.SMOLLM2_IOI_TRUTH.values() for h in group]
+    assert len(heads) == len(set(heads)) == 12
+    assert all(0 <= int(h.split(".")[0]) < 30 and 0 <= int(h.split(".")[1]) < 9 for h in heads)
+
+
+def test_versions_and_memory():
+    found = w.versions(("numpy", "surely-not-a-package-xyz"))
+    assert found["numpy"] == np.__version__ and found["surely-not-a-package-xyz"] == "missing" and "python" in found
+    assert 0.001 < w.memory_gb() < 1000
+    assert "fine" in w.memory_advice(1.1) and "Restart" in w.memory_advice(3.0) and "Restart" in w.memory_advice(1.0, 2)
+
+
+def test_workshop_stays_pure():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(w.__file__).read_text())
+    imported = {n.names[0].name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"__future__", "os", "resource", "sys", "dataclasses", "importlib", "typing", "numpy"}, imported
