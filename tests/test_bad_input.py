@@ -1,12 +1,15 @@
 """Issue #20, the bad-input table: every public entry x {empty, whitespace only, 100k characters, control
-and bidi characters, NaN/inf where numbers go, unknown label/target, unknown option, wrong types} gives
-a clear error class and message, and leaves nothing changed (model state, loaded explainers, torch's
-global state). The README's table is this one."""
+characters and lone surrogates, NaN/inf where numbers go, unknown label/target, unknown option, wrong types}
+gives a clear error class and message, and leaves nothing changed (model state, loaded explainers, torch's
+global state). The README's table is this one. Issue 27: right-to-left text with bidi marks, embeddings,
+overrides and isolates is explained (no longer refused); the views draw each token isolated, the marks as
+visible escapes."""
 from __future__ import annotations
 
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,7 +51,7 @@ def _library(ex):
         ("flow", "empty"): (lambda: ex.flow(""), InputError, "the text is empty"),
         ("flow", "whitespace"): (lambda: ex.flow("\u3000 "), InputError, "the text is empty"),
         ("flow", "100k characters"): (lambda: ex.flow(LONG), InputError, "tokens long"),
-        ("flow", "control/bidi"): (lambda: ex.flow("a \u2067good\u2069 film"), InputError, r"U\+2067 \(RIGHT-TO-LEFT ISOLATE\).*bidi control"),
+        ("flow", "control/bidi"): (lambda: ex.flow("a \ud800good film"), InputError, r"U\+D800 \(lone surrogate\) at character 2, a lone surrogate"),
         ("flow", "NaN/inf"): (lambda: ex.flow(T, residual=INF), InputError, "residual=inf: give a finite number"),
         ("flow", "unknown label/target"): (lambda: ex.flow(T, target=7), InputError, "class index 7 is out of range"),
         ("flow", "unknown option"): (lambda: ex.flow(T, bogus=1), InputError, r"unknown flow option\(s\) \['bogus'\]"),
@@ -63,7 +66,7 @@ def _library(ex):
         ("circuit", "empty"): (lambda: ex.circuit([], pos), InputError, "positive: give at least one text"),
         ("circuit", "whitespace"): (lambda: ex.circuit([" ", "a film"], pos), InputError, "the text is empty"),
         ("circuit", "100k characters"): (lambda: ex.circuit([LONG, "a film"], pos), InputError, "tokens long"),
-        ("circuit", "control/bidi"): (lambda: ex.circuit(["a\u202dfilm", "b"], pos), InputError, r"U\+202D"),
+        ("circuit", "control/bidi"): (lambda: ex.circuit(["a\x1bfilm", "b"], pos), InputError, r"U\+001B"),
         ("circuit", "NaN/inf"): (lambda: ex.circuit(pos, pos, l1=NAN), InputError, "l1=nan: give a finite number"),
         ("circuit", "unknown label/target"): (lambda: ex.circuit(pos, pos, position="last"), InputError, "position must be 'mean' or a token index"),
         ("circuit", "unknown option"): (lambda: ex.circuit(pos, pos, bogus=1), InputError, "unknown option 'bogus' for circuit"),
@@ -71,7 +74,7 @@ def _library(ex):
         ("evaluate", "empty"): (lambda: evaluate([""]), InputError, "the text is empty"),
         ("evaluate", "whitespace"): (lambda: evaluate(["\n"]), InputError, "the text is empty"),
         ("evaluate", "100k characters"): (lambda: evaluate([LONG]), InputError, "tokens long"),
-        ("evaluate", "control/bidi"): (lambda: evaluate(["a \u202e film"]), InputError, r"U\+202E"),
+        ("evaluate", "control/bidi"): (lambda: evaluate(["a \udfff film"]), InputError, r"U\+DFFF \(lone surrogate\)"),
         ("evaluate", "NaN/inf"): (lambda: evaluate(["a film"], k=NAN), InputError, "k must be a fraction"),
         ("evaluate", "unknown label/target"): (lambda: evaluate(["a film"], methods=["nope"]), InputError, "unknown method 'nope'"),
         ("evaluate", "unknown option"): (lambda: evaluate(["a film"], methods=["ig"], method_options={"ig": {"bogus": 1}}), InputError, "unknown option 'bogus' for ig"),
@@ -117,7 +120,7 @@ FRONT_END_CASES = [  # (kind, argv or (line, cell), message pattern)
     ("empty", ["explain", ""], "explain: give a text"),
     ("whitespace", ["explain", "   "], "the text is empty: give at least one word"),
     ("100k characters", ["explain", LONG], "tokens long; tiny-bert takes at most 128"),
-    ("control/bidi", ["explain", "a \u202egood\u202c film"], r"U\+202E \(RIGHT-TO-LEFT OVERRIDE\) at character 2"),
+    ("control/bidi", ["explain", "a \x1bgood film"], r"U\+001B \(control character\) at character 2"),
     ("NaN/inf", ["evaluate", "TEXTS", "--k", "nan"], "argument --k: invalid number value: 'nan'"),
     ("NaN/inf", ["circuit", "--positive", "P", "--negative", "N", "--l1", "inf"], "argument --l1: invalid number value"),
     ("unknown label/target", ["explain", T, "--target", "MAYBE"], "unknown label 'MAYBE'"),
@@ -178,9 +181,78 @@ def test_text_checks_are_pure_and_name_the_character():
     from xattr_lab.core.budget import check_text
 
     assert check_text("tab\tnew\nline\r ok \u2028 é \U0001F600") .startswith("tab")
-    for bad, name in [("\x1b[31m", "U+001B"), ("a\ud800", "U+D800"), ("\u061cx", "U+061C"), ("x\x7f", "U+007F")]:
+    for bad, name in [("\x1b[31m", "U+001B"), ("a\ud800", "U+D800"), ("\udc00x", "U+DC00"), ("x\x7f", "U+007F")]:
         with pytest.raises(InputError, match=re.escape(name)):
             check_text(bad)
     with pytest.raises(InputTypeError):
         check_text(None)
     assert math.isnan(NAN)
+
+
+# ---------------------------------------------------------------------------- right-to-left text (issue 27)
+#: texts as copied from web pages: marks, embeddings, overrides and isolates are ordinary there
+RTL_TEXTS = {
+    "hebrew-rlm": "\u05d4\u05e1\u05e8\u05d8 \u05d4\u05d9\u05d4 \u200f\u05de\u05e6\u05d5\u05d9\u05df film",
+    "arabic-alm": "\u0643\u0627\u0646 \u0627\u0644\u0641\u064a\u0644\u0645 \u061c\u0631\u0627\u0626\u0639\u0627 film",
+    "english-lrm": "a \u200egood film",
+    "embeddings-overrides": "a \u202bgood\u202c and \u202ebad\u202c \u202dfilm\u202c \u202aok\u202c",
+    "isolates": "a \u2067good\u2069 \u2066film\u2069 \u2068\u05d8\u05d5\u05d1\u2069",
+}
+
+
+def test_bidi_controls_pass_the_text_check_unchanged():
+    from xattr_lab.core.budget import check_text
+
+    for text in RTL_TEXTS.values():
+        assert check_text(text) is text
+
+
+@pytest.mark.parametrize("name", sorted(RTL_TEXTS))
+def test_right_to_left_text_is_explained_by_every_entry(ex, name):
+    """Old code: every entry refused these texts ("... a bidi control"). Now each explains them and
+    changes nothing else."""
+    text = RTL_TEXTS[name]
+    before = _state(ex)
+    a = ex.attribute(text, method="attention")
+    assert a.text == text and len(a.tokens) == len(a.scores) >= 3 and np.isfinite(a.scores).all()
+    f = ex.flow(text)
+    assert f.value > 0 and f.edge_flow.shape[1] == len(f.tokens)
+    h = ex.heads(text)
+    assert np.isfinite(h.entropy).all()
+    assert _state(ex) == before
+
+
+def test_right_to_left_text_in_circuits_evaluate_and_the_magic(ip, ex, tiny_defaults, capsys):
+    texts = list(RTL_TEXTS.values())
+    c = ex.circuit(texts[:3], texts[2:], examples=2, score_examples=1, epochs=5, features=8)
+    assert np.isfinite(c.node_scores).all()
+    table = xa.faithfulness.evaluate(ex, texts[:2], methods=["attention"], cache=False, progress=False)
+    assert len(table) >= 1
+    ip.user_ns.pop("r_rtl", None)
+    ip.run_cell_magic("xattr", "explain --out r_rtl", RTL_TEXTS["embeddings-overrides"])
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and "U+202E" not in out
+    assert ip.user_ns["r_rtl"].text == RTL_TEXTS["embeddings-overrides"]
+
+
+def test_a_word_holding_a_mark_is_shown_escaped_and_isolated(tiny):
+    """GPT-2's words keep U+200F / U+202E (BERT's tokenizer drops them): the live view's labels show
+    ⟨RLM⟩ / ⟨RLO⟩, its HTML isolates the token in <bdi>, and no raw control reaches the markup."""
+    from xattr_lab import widgets
+    from xattr_lab.widgets import core
+
+    gpt2 = tiny("gpt2")
+    a = gpt2.attribute(RTL_TEXTS["hebrew-rlm"] + " \u202eevil\u202c end", method="attention", granularity="word")
+    marked = [i for i, t in enumerate(a.tokens) if any(c in t for c in "\u200f\u202e")]
+    assert marked, a.tokens
+    labels = core.pretty_tokens(a.tokens)
+    assert any("\u27e8RLM\u27e9" in labels[i] for i in marked) and any("\u27e8RLO\u27e9" in labels[i] for i in marked)
+    assert not any(c in "".join(labels) for c in "\u200f\u202e\u202c")
+    v = widgets.view(a, display=False)
+    v.widget
+    for i in marked:
+        v.select_token(i)
+        html = v._info.value
+        assert '<bdi class="xattr-token">' in html and not any(c in html for c in "\u200f\u202e\u202c")
+        assert "\u27e8" in html
+    assert not any(c in "".join(v._source.data["token"]) for c in "\u200f\u202e\u202c")

@@ -240,7 +240,7 @@ def test_xattr_generate_writes_json(tiny, tmp_path, capsys, monkeypatch):
     (lambda ex: ex.attribute_generation("", method="attention"), InputError, "the text is empty"),
     (lambda ex: ex.attribute_generation(" \n ", method="attention"), InputError, "the text is empty"),
     (lambda ex: ex.attribute_generation("word " * 20_000, method="attention"), InputError, "tokens long"),
-    (lambda ex: ex.attribute_generation("a \u202egood film", method="attention"), InputError, "U\\+202E"),
+    (lambda ex: ex.attribute_generation("a \x1bgood film", method="attention"), InputError, "U\\+001B"),
     (lambda ex: ex.attribute_generation(PROMPT, method="ig", steps=8, convergence_tol=float("nan")), InputError,
      "convergence_tol=nan: give a finite number"),
     (lambda ex: ex.attribute_generation(PROMPT, method="ig", bogus=1), InputError, "unknown option 'bogus' for ig"),

@@ -149,16 +149,15 @@ def test_the_magic_line_is_not_expanded_by_ipython(ip, tiny_defaults):
 
 def test_line_breaks_and_bidi_controls_in_explained_text(ip, tiny_defaults, capsys):
     """Old code: U+0085 glued the words around it (BERT drops it) and split evaluate/circuit lines at
-    \\v, \\f and U+001C-U+001E; a bidi override reached the tokens shown."""
+    \\v, \\f and U+001C-U+001E. A bidi override is explained (issue 27); the views show it escaped."""
     ip.run_cell_magic("xattr", "explain --out r", "a fine\u0085film\u2028indeed")
     assert ip.user_ns["r"].text == "a fine\nfilm\nindeed" and "film" in ip.user_ns["r"].tokens
     assert command_inputs._lines("one\u0085two\u2029three\r\nfour\x0cstill four") == ["one", "two", "three",
                                                                                 "four\x0cstill four"]
     ip.user_ns.pop("r_bidi", None)  # the shell is shared by the test session
-    ip.run_cell_magic("xattr", "explain --out r_bidi", "a \u202egood\u202c film")
+    ip.run_cell_magic("xattr", "explain --out r_bidi", "a \u202egood\u202c film")  # issue 27: explained, not refused
     out = capsys.readouterr().out
-    assert "U+202E (RIGHT-TO-LEFT OVERRIDE) at character 2" in out and "Traceback" not in out
-    assert "r_bidi" not in ip.user_ns
+    assert "Traceback" not in out and ip.user_ns["r_bidi"].text == "a \u202egood\u202c film"
 
 
 # ---------------------------------------------------------------------------- xattr lab

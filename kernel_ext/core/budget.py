@@ -270,8 +270,6 @@ def check_forward(session: Any, args: tuple, kwargs: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- texts
-#: Characters that reorder how a text is displayed (Unicode bidi embeddings, overrides, isolates, marks).
-BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
 
 
@@ -280,8 +278,10 @@ def check_text(text: Any, what: str = "the text") -> str:
 
     Refused: not a string (:class:`InputTypeError`); empty or whitespace only; invisible control
     characters (C0/C1 controls other than tab, newline and carriage return — tokenizers drop them
-    silently, gluing words together; U+0085 NEXT LINE is one) and bidi controls (they reorder the
-    display, so the tokens shown would not read as the text explained); lone surrogates.
+    silently, gluing words together; U+0085 NEXT LINE is one); lone surrogates (not characters).
+    Bidi marks, embeddings, overrides and isolates (U+200E, U+200F, U+061C, U+202A-E, U+2066-9) are
+    accepted: they are ordinary in Hebrew, Arabic and Persian text. The views keep the display honest
+    instead: each token is drawn isolated, with those characters as visible escapes (xattr_lab.widgets.core).
     """
     if not isinstance(text, str):
         raise InputTypeError(f"{what} must be a str, not {type(text).__name__}")
@@ -289,13 +289,14 @@ def check_text(text: Any, what: str = "the text") -> str:
         raise InputError(f"{what} is empty: give at least one word to explain")
     for position, char in enumerate(text):
         code = ord(char)
-        if code >= 0x20 and not 0x7F <= code <= 0x9F and char not in BIDI_CONTROLS and not 0xD800 <= code <= 0xDFFF:
+        if code >= 0x20 and not 0x7F <= code <= 0x9F and not 0xD800 <= code <= 0xDFFF:
             continue
         if char in _ALLOWED_CONTROLS:
             continue
-        name = unicodedata.name(char, "control character" if code < 0xD800 else "lone surrogate")
-        kind = "a bidi control (it reorders how the text is displayed)" if char in BIDI_CONTROLS else (
-            "a lone surrogate (not a character)" if 0xD800 <= code <= 0xDFFF else "an invisible control character")
+        surrogate = 0xD800 <= code <= 0xDFFF
+        name = unicodedata.name(char, "lone surrogate" if surrogate else "control character")
+        kind = "a lone surrogate (half of a UTF-16 pair, not a character: the text was decoded wrongly)" if surrogate \
+            else "an invisible control character"
         raise InputError(f"{what} contains U+{code:04X} ({name}) at character {position}, {kind}; "
                          "remove it or replace it with a space")
     return text

@@ -82,7 +82,7 @@ def spec_key(spec: Mapping[str, Any], fingerprint: str, k: float, code: str | No
 
 
 def text_key(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]  # a lone surrogate: refused later, clearly
 
 
 def _load(path: Path) -> dict[str, dict]:
