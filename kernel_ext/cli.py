@@ -6,6 +6,7 @@
     xattr circuit --positive pos.txt --negative neg.txt --position -1 --center-heads --l1 0.1
     xattr evaluate texts.txt --methods ig,sig --k 0.2 --csv faithfulness.csv
     xattr evaluate texts.txt --backend ray --workers 2      # shards on Ray actors -> Parquet, resumable
+    xattr evaluate texts.txt --out runs/faith              # records as Parquet + table.csv/json; a rerun resumes
     xattr generate "The capital of France is" --model smollm2-135m --max-new-tokens 8 --json gen.json
     xattr lab [--no-browser]
     xattr export notebook.ipynb --html notebook.html

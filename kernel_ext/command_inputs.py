@@ -2,6 +2,7 @@
 
 ``%xattr`` reads a NAME (a list in the user namespace) or the ``%%xattr`` cell body
 (:class:`NamespaceInputs`); ``xattr`` reads a FILE, one text or prompt per line (:class:`FileInputs`).
+A first argument that is no verb is the text to explain, unless it is a mistyped verb (:func:`mistyped_verb`).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from pathlib import Path
 
 from .errors import UsageError
+
 _LINE_BREAKS = re.compile("\r\n|[\r\u0085\u2028\u2029]")
 
 
@@ -20,6 +22,40 @@ def normalise(text: str) -> str:
 def _lines(text: str | None) -> list[str]:
     """Non-blank lines, split at line breaks only (not at \\v, \\f, \\x1c-\\x1e as ``str.splitlines``)."""
     return [line.strip() for line in normalise(text or "").split("\n") if line.strip()]
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z_-]*")
+#: The rule of :func:`mistyped_verb`, as the front ends' ``--help`` states it ({prog}: the front end).
+TYPO_RULE = ("A first argument that is no verb is the text to explain: {prog} \"a fine film\" is {prog} explain "
+             "\"a fine film\". Except a typo: a first argument that is one word of ASCII letters (and - or _) "
+             "within 1 edit of a verb of up to 4 letters (flow), or 2 edits of a longer verb (evaluate), case "
+             "ignored (an edit: a letter inserted, deleted, replaced, or two neighbours swapped), is an error that "
+             "names the verb; nothing loads and nothing is written. To explain such a word, name the verb: "
+             "{prog} explain flaw.")
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, swaps of neighbours (1 each)."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def mistyped_verb(word: str, verbs) -> str | None:
+    """The verb that ``word`` (a front end's first argument, not itself a verb) mistypes, or None (:data:`TYPO_RULE`).
+
+    One word of ASCII letters within 1 edit of a verb of up to 4 letters, or 2 of a longer one, case
+    ignored; the nearest verb wins (ties: the first in ``verbs``). Texts of several words never match.
+    """
+    if word in verbs or not _WORD.fullmatch(word):
+        return None
+    near = [(edit_distance(word.lower(), verb), i, verb) for i, verb in enumerate(verbs)]
+    near = [(distance, i, verb) for distance, i, verb in near if distance <= (1 if len(verb) <= 4 else 2)]
+    return min(near)[2] if near else None
 
 
 class Inputs:

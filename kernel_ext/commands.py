@@ -4,9 +4,11 @@ Both front ends parse with :func:`build_parser` and run with :func:`run`: the sa
 heads, circuit, evaluate, generate), options and errors. They differ only where they must. Inputs: ``%xattr`` reads
 a NAME (a list in the namespace) or the ``%%xattr`` cell body (:class:`NamespaceInputs`); ``xattr`` a FILE,
 one text or prompt per line (:class:`FileInputs`); texts are checked (:func:`core.budget.check_text`)
-before any model loads. Outputs: ``%xattr`` returns the result (``--out NAME`` stores it); ``xattr``
-prints a table and writes ``--html`` by default; both write ``--html/--png/--json`` (evaluate:
-``--csv/--json``). ``xattr`` adds the verb ``lab``. Method names and option help come from
+before any model loads; a first word that is no verb is the text to explain, unless it is a mistyped
+verb (:func:`command_inputs.mistyped_verb`: a usage error). Outputs (:mod:`.command_outputs`): ``%xattr``
+returns the result (``--out NAME`` stores it); ``xattr`` prints a table and writes ``--html`` by default;
+both write ``--html/--png/--json`` (evaluate: ``--csv/--json``, and a resumable run folder ``--out-dir DIR``,
+in ``xattr`` also ``--out DIR``). ``xattr`` adds the verbs ``lab`` and ``export``. Method names and option help come from
 :mod:`xattr_lab.methods.registry`. This module imports neither torch, numpy nor the widgets.
 """
 from __future__ import annotations
@@ -14,11 +16,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .command_inputs import FileInputs, Inputs, NamespaceInputs, normalise  # noqa: F401  (commands.* names)
+from .command_outputs import OUT_DIR_HELP, check_out_dir, save_run, write_outputs  # noqa: F401 (commands.*)
+from .command_inputs import TYPO_RULE, FileInputs, Inputs, NamespaceInputs, mistyped_verb, normalise  # noqa: F401
 from .constants import DEFAULT_MODEL
 from .core.budget import check_text
 from .core.cache import LRUCache
@@ -42,14 +44,15 @@ STEPPED_METHODS = tuple(s.name for s in registry.SPECS if "steps" in s.option_de
 _FRONT_ENDS: dict[str, dict[str, Any]] = {
     "magic": {
         "prog": "%xattr", "description": "Explain a Transformer prediction inline (xattr-lab).",
-        "epilog": "With %%xattr the cell body is the text. Defaults: xattr_lab.magic.DEFAULTS.",
+        "epilog": "With %%xattr the cell body is the text. Defaults: xattr_lab.magic.DEFAULTS. " + TYPO_RULE,
         "source": "NAME", "text": "the text (or use %%%%xattr with the text as the cell body)",
         "prompts": "name of a list of {} prompts in the namespace", "html": None,
         "texts": "name of a list of texts in the namespace (or one per line in a %%%%xattr evaluate cell)",
     },
     "cli": {
-        "prog": "xattr", "description": "Explain Transformer predictions (xattr-lab).", "epilog": None,
+        "prog": "xattr", "description": "Explain Transformer predictions (xattr-lab).",
         "source": "FILE", "text": "the text to explain", "prompts": "text file: one {} prompt per line",
+        "epilog": TYPO_RULE, "out_dir": ("--out", "--out-dir"),
         "texts": "text file: one text per line", "html": "xattr-{}.html",
     },
 }
@@ -88,7 +91,7 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
     if front_end not in _FRONT_ENDS:
         raise ValueError(f"front_end is 'magic' or 'cli', not {front_end!r}")
     fe = _FRONT_ENDS[front_end]
-    parser = _Parser(prog=fe["prog"], description=fe["description"], epilog=fe["epilog"])
+    parser = _Parser(prog=fe["prog"], description=fe["description"], epilog=fe["epilog"].format(prog=fe["prog"]))
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser("explain", help="token attributions for a text", description="token attributions for a text")
@@ -161,6 +164,7 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
     p.add_argument("--workers", type=int, default=None, help="with --backend ray: actors (default one per GPU or CPU)")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the table as CSV here")
     p.add_argument("--json", default=None, metavar="FILE", help="write the table as JSON (records) here")
+    p.add_argument(*fe.get("out_dir", ("--out-dir",)), dest="out_dir", default=None, metavar="DIR", help=OUT_DIR_HELP)
     _namespace_output(p, front_end)
 
     if extra is not None:
@@ -217,12 +221,17 @@ def _namespace_output(p, front_end: str) -> None:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str], cell: str | None = None) -> argparse.Namespace:
-    """Parse ``argv``; a first word that is no verb means ``explain`` (``%xattr "text"``, ``xattr "text"``);
-    no arguments (and no cell body) asks for the help. Raises :class:`UsageError`."""
+    """Parse ``argv``; a first word that is no verb means ``explain`` (``%xattr "text"``, ``xattr "text"``)
+    unless it is a mistyped verb (:func:`mistyped_verb`: a usage error that names the verb); no arguments
+    (and no cell body) asks for the help. Raises :class:`UsageError`."""
     argv = list(argv)
     if not argv and cell is None:
         raise HelpRequested(parser.format_help(), status=2)
     if not argv or (argv[0] not in parser.verbs and argv[0] not in ("-h", "--help")):
+        typo = mistyped_verb(argv[0], tuple(parser.verbs)) if argv else None
+        if typo:
+            parser.error(f"{argv[0]!r} is not a verb; did you mean {typo!r}? Verbs: {', '.join(parser.verbs)}. "
+                         f"(To explain the word as a text: {parser.prog} explain {argv[0]})")
         argv = ["explain"] + argv
     args, extra = parser.parse_known_args(argv)
     if extra:  # reported with the verb's usage, not the top level's
@@ -279,6 +288,8 @@ def options(args) -> dict:
         if (args.address or args.workers) and args.backend != "ray":
             raise UsageError("--address and --workers go with --backend ray")
         kwargs.update({name: getattr(args, name) for name in ("backend", "address", "workers") if getattr(args, name)})
+        if getattr(args, "out_dir", None):  # the folder is the run's store: resumed from, never the cache
+            kwargs.update(out=check_out_dir(args.out_dir), cache=False, backend=args.backend or "local")
         return kwargs
     return {}
 
@@ -320,33 +331,11 @@ def run(args, inputs: Inputs, cache: bool = True):
     if verb == "evaluate":
         from .evaluation import faithfulness
 
-        return faithfulness.evaluate(ex, *data, **kwargs)
+        if "out" not in kwargs:
+            return faithfulness.evaluate(ex, *data, **kwargs)
+        table, per_text = faithfulness.evaluate(ex, *data, return_per_text=True, **kwargs)
+        save_run(kwargs["out"], table, per_text)
+        return table
     call = {"explain": ex.attribute, "flow": ex.flow, "heads": ex.heads, "circuit": ex.circuit,
             "generate": ex.attribute_generation}[verb]
     return call(*data, **kwargs)
-
-
-def write_outputs(result, args, echo: Callable[[str], Any] = print) -> None:
-    """Write the files ``args`` asks for: a view's ``--html/--png/--json``, or evaluate's ``--csv/--json``."""
-    if args.command == "evaluate":
-        if args.csv:
-            result.to_csv(args.csv, index=False)
-            echo(f"\nwrote {args.csv}")
-        if args.json:
-            Path(args.json).write_text(result.to_json(orient="records"), encoding="utf-8")
-            echo(f"wrote {args.json}")
-        return
-    if args.html or args.png:
-        from . import widgets
-
-        view = widgets.view(result, display=False)
-        if args.html:
-            view.to_html(args.html)
-            echo(f"\nwrote {args.html}")
-        if args.png:
-            view.to_png(args.png)
-            echo(f"wrote {args.png}")
-    if args.json:
-        Path(args.json).write_text(result.to_json(), encoding="utf-8")
-        echo(f"wrote {args.json}")
-

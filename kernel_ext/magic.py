@@ -6,6 +6,7 @@
     %xattr circuit --positive POS --negative NEG        # POS/NEG: lists of prompts in the namespace
     %xattr evaluate TEXTS --methods ig,sig --k 0.2       # TEXTS: a list of texts in the namespace
     %xattr evaluate TEXTS --backend ray --workers 2      # shards on Ray actors (or --address host:port)
+    %xattr evaluate TEXTS --out-dir runs/faith           # records as Parquet + table.csv; a rerun resumes
     %xattr generate "The capital of France is" --model smollm2-135m --method ig --max-new-tokens 8
     %xattr explain "An unbelievably good film." --method ig --granularity word
 
@@ -15,7 +16,9 @@
 In ``%%xattr circuit`` the body holds positives, a line ``---``, then negatives (one per line);
 in ``%%xattr evaluate`` one text per line. The line is taken as typed: IPython does not expand
 ``{expr}`` or ``$name`` in it (a text may hold braces and dollars), except that an argument that is
-exactly ``$name`` reads the text held by the variable ``name``. The parser and the dispatcher are those of the ``xattr``
+exactly ``$name`` reads the text held by the variable ``name`` (first, it is the text to explain). A first
+word that is no verb is the text to explain, unless it mistypes a verb (``%xattr evalute``: a usage error
+naming ``evaluate``; the rule is in ``%xattr -h``). The parser and the dispatcher are those of the ``xattr``
 command (:mod:`xattr_lab.commands`; docs/ARCHITECTURE.md, section "Commands"): this module reads
 the line, the cell body and the namespace, and returns the result for IPython to display.
 Explainers are cached per kernel (``EXPLAINERS``); ``DEFAULTS`` holds the default model, method and
@@ -52,6 +55,8 @@ def run(line: str, cell: str | None = None, namespace: dict | None = None):
     except ValueError as error:
         raise commands.ArgumentsError(f"cannot parse the line ({error})", prog=parser.prog,
                                       usage=parser.format_usage()) from None
+    if argv and _VARIABLE.fullmatch(argv[0]):  # a text, never a verb (nor a mistyped one)
+        argv.insert(0, "explain")
     args = commands.parse_args(parser, _variables(argv, namespace), cell)
     if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
         raise UsageError(f"--out needs a Python name, not {args.out!r}")

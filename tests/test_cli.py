@@ -232,3 +232,222 @@ def test_commands_import_neither_torch_numpy_nor_the_widgets():
             "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'xattr_lab.widgets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- a mistyped verb (issue 27, item 6)
+def _no_model(monkeypatch):
+    """Replace the model loader with one that records its calls (and fails: nothing may load)."""
+    from xattr_lab import commands
+
+    calls = []
+
+    def explainer(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(commands, "explainer", explainer)
+    return calls
+
+
+@pytest.mark.parametrize("argv, verb", [
+    (["evalute", "texts.txt"], "evaluate"),
+    (["explian", "a fine film", "--method", "attention"], "explain"),
+    (["Heads", "a fine film"], "heads"),
+    (["flwo", "a fine film", "--html", "f.html"], "flow"),
+    (["genrate", "The capital of France is"], "generate"),
+    (["circiut", "--positive", "p.txt", "--negative", "n.txt"], "circuit"),
+    (["expotr", "nb.ipynb", "--html", "nb.html"], "export"),
+])
+def test_a_mistyped_verb_is_an_error_that_names_the_verb(argv, verb, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    calls = _no_model(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"xattr: error: {argv[0]!r} is not a verb; did you mean {verb!r}?" in err
+    assert "explain, flow" in err and "evaluate" in err and "lab, export" in err  # the verbs
+    assert f"xattr explain {argv[0]}" in err  # how to explain the word itself
+    assert calls == [] and list(tmp_path.iterdir()) == []  # nothing loaded, nothing written
+
+
+def test_a_text_or_an_explicit_verb_is_still_explained(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # far from every verb, or several words: the text to explain
+    assert cli.main(["fantastic", "--model", "tiny-bert", "--html", ""]) == 0
+    assert cli.main(["evalute this film", "--model", "tiny-bert", "--html", ""]) == 0
+    # the verb named: the mistyped word is the text
+    assert cli.main(["explain", "evalute", "--model", "tiny-bert", "--html", ""]) == 0
+    out = capsys.readouterr().out
+    assert out.count("attention attributions") == 3
+
+
+def test_the_typo_rule():
+    from xattr_lab.command_inputs import edit_distance, mistyped_verb
+
+    verbs = ("explain", "flow", "heads", "circuit", "evaluate", "generate", "lab", "export")
+    assert edit_distance("explian", "explain") == 1 and edit_distance("kitten", "sitting") == 3
+    typos = {"evalute": "evaluate", "EVALUATE": "evaluate", "evaulate": "evaluate", "explian": "explain",
+             "flwo": "flow", "head": "heads", "expotr": "export", "lba": "lab", "gneerate": "generate"}
+    for word, verb in typos.items():
+        assert mistyped_verb(word, verbs) == verb, word
+    # texts: several words, other characters, 2 edits from a 4-letter verb, 3 from a longer one
+    for text in ("a fine film", "evalute texts", "texts.txt", "great", "fantastic", "fl", "evaluation", "bad", "héads"):
+        assert mistyped_verb(text, verbs) is None, text
+    assert mistyped_verb("evaluate", verbs) is None  # a verb is no typo
+
+
+def test_help_states_the_typo_rule_and_the_out_folder(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["-h"])
+    assert exit_.value.code == 0
+    assert "within 1 edit of a verb of up to 4 letters" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["evaluate", "-h"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and "--out DIR, --out-dir DIR" in help_text
+    for name in ("shard-*.parquet", "_provenance.json", "table.csv", "table.json", "per_text.csv", "computes only"):
+        assert name in help_text, name
+
+
+# ---------------------------------------------------------------------------- evaluate --out DIR (issue 27, item 4)
+def _count_records(monkeypatch, stop_at: int | None = None):
+    """Count the (method, text) records computed; raise KeyboardInterrupt at call ``stop_at`` (1-based)."""
+    from xattr_lab.evaluation import faithfulness_harness
+
+    calls, real = [], faithfulness_harness.text_record
+
+    def counted(ex, text, spec, k):
+        calls.append((spec["method"], text))
+        if stop_at is not None and len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(ex, text, spec, k)
+
+    monkeypatch.setattr(faithfulness_harness, "text_record", counted)
+    return calls
+
+
+def _evaluate(tmp_path, texts, *options):
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    return cli.main(["evaluate", str(tmp_path / "texts.txt"), "--model", "tiny-bert", "--methods",
+                     "attention,grad_x_input", *options])
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+TEXTS = ["a good film", "a bad film", "a dull, long film"]
+
+
+def test_evaluate_out_writes_records_provenance_and_table(tmp_path, tiny, capsys):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from xattr_lab.evaluation import faithfulness_harness, provenance, sharded
+
+    run = tmp_path / "run"
+    assert _evaluate(tmp_path, TEXTS[:2], "--out", str(run), "--csv", str(tmp_path / "t.csv")) == 0
+    assert f"wrote {run}: shard-*.parquet" in capsys.readouterr().out
+    names = {p.name for p in run.iterdir()}
+    assert {"_provenance.json", "table.csv", "table.json", "per_text.csv"} <= names
+    about = json.loads((run / "_provenance.json").read_text())
+    assert about["job"] == "faithfulness" and about["k"] == 0.2 and about["model_name"] == "tiny-bert"
+    assert about["model"] == provenance.model_fingerprint(tiny("bert"))
+    assert set(about["specs"]) == {"attention", "grad_x_input"}
+    assert about["specs"]["attention"]["code"] == faithfulness_harness.spec_code_version({"method": "attention"})
+    shards = sorted(run.glob("shard-*.parquet"))
+    assert shards and all(json.loads(pq.read_schema(s).metadata[sharded.METADATA_KEY]) == about for s in shards)
+    rows = sharded.read_store(run)  # one record per (method, text)
+    assert sorted((r["method"], r["text_key"]) for r in rows) == sorted(
+        (m, faithfulness_harness.text_key(t)) for m in ("attention", "grad_x_input") for t in TEXTS[:2])
+    assert all(r["m"] >= 1 and r["top"] >= 1 for r in rows)
+    # the table beside them is the table printed and written with --csv; per_text.csv holds the texts
+    assert (run / "table.csv").read_text() == (tmp_path / "t.csv").read_text()
+    table = json.loads((run / "table.json").read_text())
+    assert len(table) == 6 and {r["n"] for r in table} == {2}
+    per_text = pd.read_csv(run / "per_text.csv")
+    assert sorted(set(per_text["text"])) == sorted(TEXTS[:2]) and len(per_text) == 4
+    by_key = {(r["method"], r["text_key"]): r for r in rows}
+    for r in per_text.itertuples():
+        assert r.log_odds == pytest.approx(by_key[(r.method, faithfulness_harness.text_key(r.text))]["log_odds"])
+
+
+def test_evaluate_out_resumes_computing_only_the_missing_texts(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    run = tmp_path / "run"
+    calls = _count_records(monkeypatch)
+    assert _evaluate(tmp_path, TEXTS[:2], "--out", str(run)) == 0
+    assert len(calls) == 4
+    calls.clear()
+    assert _evaluate(tmp_path, TEXTS, "--out", str(run)) == 0  # one text more
+    assert sorted(calls) == [("attention", TEXTS[2]), ("grad_x_input", TEXTS[2])]
+    calls.clear()
+    assert _evaluate(tmp_path, TEXTS, "--out", str(run), "--backend", "local") == 0 and calls == []
+    # the resumed table equals a fresh run's (all but the timings)
+    assert _evaluate(tmp_path, TEXTS, "--out", str(tmp_path / "fresh")) == 0 and len(calls) == 6
+    resumed, fresh = (pd.read_csv(f / "table.csv").drop(columns="seconds") for f in (run, tmp_path / "fresh"))
+    pd.testing.assert_frame_equal(resumed, fresh)
+    assert (resumed["n"] == 3).all()
+
+
+def test_evaluate_out_resumes_after_an_interrupt(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    calls = _count_records(monkeypatch, stop_at=3)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the third record
+        _evaluate(tmp_path, TEXTS, "--out", str(run))
+    assert len(calls) == 3 and not (run / "table.csv").exists()
+    from xattr_lab.evaluation import sharded
+
+    kept = {(r["method"], r["text_key"]) for r in sharded.read_store(run)}
+    assert len(kept) == 2  # one record per shard: the two finished ones
+    done, _ = calls[:2], calls.clear()
+    monkeypatch.undo()
+    calls = _count_records(monkeypatch)
+    assert _evaluate(tmp_path, TEXTS, "--out", str(run)) == 0
+    assert len(calls) == 4 and not set(done) & set(calls)  # the 6 records less the 2 written
+    assert len(sharded.read_store(run)) == 6
+
+
+@pytest.mark.parametrize("change", [["--k", "0.5"], ["--methods", "attention"], ["--model", "tiny-distilbert"]])
+def test_evaluate_out_of_other_options_or_model_is_refused(change, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _evaluate(tmp_path, TEXTS[:2], "--out", str(run)) == 0
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert _evaluate(tmp_path, TEXTS, "--out", str(run), *change) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds results of another run" in err and "pass a new out folder" in err
+    assert _snapshot(run) == before  # nothing overwritten, nothing added
+
+
+def test_evaluate_out_refuses_a_folder_of_other_files_before_loading(tmp_path, monkeypatch, capsys):
+    calls = _no_model(monkeypatch)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "table.csv").write_text("my own table\n")
+    assert _evaluate(tmp_path, TEXTS, "--out", str(tmp_path / "mine")) == 2
+    assert "holds other files and no xattr run" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert _evaluate(tmp_path, TEXTS, "--out-dir", str(tmp_path / "file")) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert calls == [] and (tmp_path / "mine" / "table.csv").read_text() == "my own table\n"
+
+
+@pytest.mark.slow
+def test_evaluate_out_on_ray_then_resumed_locally(tmp_path, monkeypatch):
+    """Ray actors write the records; a local rerun with one text more computes only that text."""
+    pytest.importorskip("ray")
+    import ray
+
+    run = tmp_path / "run"
+    try:
+        assert _evaluate(tmp_path, TEXTS[:2], "--out", str(run), "--backend", "ray", "--workers", "1") == 0
+    finally:
+        ray.shutdown()
+    from xattr_lab.evaluation import sharded
+
+    assert len(sharded.read_store(run)) == 4 and (run / "table.csv").exists()
+    calls = _count_records(monkeypatch)
+    assert _evaluate(tmp_path, TEXTS, "--out", str(run)) == 0
+    assert sorted(calls) == [("attention", TEXTS[2]), ("grad_x_input", TEXTS[2])]

@@ -188,3 +188,71 @@ def test_magic_writes_the_files_the_cli_writes(ip, tmp_path, capsys):
     csv = tmp_path / "t.csv"
     run(ip, f"%%xattr evaluate --methods attention --no-cache --csv {csv}\na good film\na bad film\n")
     assert csv.read_text().startswith("method,metric,mean")
+
+
+# ---------------------------------------------------------------------------- a mistyped verb (issue 27, item 6)
+def _no_model(monkeypatch):
+    from xattr_lab import commands
+
+    calls = []
+
+    def explainer(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(commands, "explainer", explainer)
+    return calls
+
+
+@pytest.mark.parametrize("source, verb", [
+    ("%xattr evalute TEXTS --html x.html", "evaluate"),
+    ('%xattr explian "a fine film" --out typo', "explain"),
+    ("%%xattr evalute --out typo\na good film\na bad film\n", "evaluate"),
+    ('%xattr Flow "a fine film" --json f.json', "flow"),
+])
+def test_a_mistyped_verb_is_an_error_that_names_the_verb(ip, capsys, tmp_path, monkeypatch, source, verb):
+    monkeypatch.chdir(tmp_path)
+    calls = _no_model(monkeypatch)
+    ip.user_ns["TEXTS"] = ["a good film", "a bad film"]
+    ip.user_ns.pop("typo", None)
+    result = ip.run_cell(source)
+    out = capsys.readouterr()
+    assert result.error_in_exec is None and "Traceback" not in out.out + out.err
+    word = source.split()[1]
+    assert f"%xattr: error: {word!r} is not a verb; did you mean {verb!r}?" in out.out
+    assert "explain, flow" in out.out and f"%xattr explain {word}" in out.out
+    assert calls == [] and list(tmp_path.iterdir()) == [] and "typo" not in ip.user_ns
+    with pytest.raises(magic.UsageError, match=f"did you mean {verb!r}"):  # magic.run raises it
+        magic.run(source.split("\n", 1)[0].split(" ", 1)[1], namespace={})
+
+
+def test_a_variable_first_is_a_text_even_when_it_reads_like_a_verb(ip):
+    for word in ("heads", "evalute"):
+        ip.user_ns["word"] = word
+        run(ip, "%xattr $word --out said")
+        assert isinstance(ip.user_ns["said"], Attribution) and ip.user_ns["said"].text == word
+    assert "within 1 edit of a verb" in " ".join(magic.usage().split())
+
+
+# ---------------------------------------------------------------------------- evaluate --out-dir DIR (issue 27, item 4)
+def test_evaluate_out_dir_writes_the_run_and_resumes(ip, tmp_path, monkeypatch):
+    import json
+
+    from xattr_lab.evaluation import faithfulness_harness, sharded
+
+    calls, real = [], faithfulness_harness.text_record
+
+    def counted(ex, text, spec, k):
+        calls.append(text)
+        return real(ex, text, spec, k)
+
+    monkeypatch.setattr(faithfulness_harness, "text_record", counted)
+    folder = tmp_path / "faith"
+    run(ip, f"%%xattr evaluate --methods attention --out-dir {folder} --out table\na good film\na bad film\n")
+    assert calls == ["a good film", "a bad film"] and (ip.user_ns["table"]["n"] == 2).all()
+    assert json.loads((folder / "_provenance.json").read_text())["model_name"] == "tiny-bert"
+    assert (folder / "table.csv").read_text().startswith("method,metric,mean") and len(sharded.read_store(folder)) == 2
+    ip.user_ns["TEXTS"] = ["a good film", "a bad film", "a dull film"]
+    run(ip, f"%xattr evaluate TEXTS --methods attention --out-dir {folder} --out table")
+    assert calls[2:] == ["a dull film"] and (ip.user_ns["table"]["n"] == 3).all()
+    assert "--out-dir DIR" in " ".join(magic.build_parser().verbs["evaluate"].format_help().split())
