@@ -77,7 +77,7 @@ def test_front_end_never_imports_torch():
 
 #: The front end's layers, bottom to top: a module imports only modules of lower layers (views/*
 #: also each other), and from the rest of xattr_lab only the torch-free pure modules below.
-LAYERS = ["core", "player", "figures", "export", "bundle", "views", "select", "explorer", "notebook_html"]
+LAYERS = ["core", "player", "sizing", "figures", "export", "bundle", "views", "select", "explorer", "notebook_html"]
 PURE = {"xattr_lab", "xattr_lab.constants", "xattr_lab.target_spec", "xattr_lab.methods", "xattr_lab.methods.registry",
         "xattr_lab.graphs", "xattr_lab.graphs.rollout", "xattr_lab.core", "xattr_lab.core.cache",
         "xattr_lab.core.locking", "xattr_lab.errors", "xattr_lab.payload"}  # stdlib/numpy only  # graphs.rollout: numpy only (the one rollout)
@@ -640,3 +640,117 @@ def test_explorer_streams_sig_and_cancel_stops_it(tiny):
     e2.refresh()
     assert len(groups) == 2  # the second callback saw the stale generation and stopped SIG
     assert e2.errors == []  # a cancelled request is not an error
+
+
+# ---------------------------------------------------------------------------- layout (issue 27, item 5)
+def _ticks(low: float, high: float, mantissas=(1, 2, 5), desired: int = 6) -> np.ndarray:
+    """Ticks as Bokeh's BasicTicker places them: the 1/2/5 x 10^k step nearest to span/desired."""
+    span = high - low
+    candidates = [m * 10.0 ** k for k in range(-14, 8) for m in mantissas]
+    step = min(candidates, key=lambda s: abs(span / s - desired))
+    return np.arange(np.ceil(low / step), np.floor(high / step) + 1) * step
+
+
+@pytest.mark.parametrize("low,high", [(-1.5e-3, 1.5e-3), (2.63899, 2.63902), (0.0, 2.5), (-3e-7, 3e-7),
+                                      (0.0, 0.006), (-40.0, 40.0), (0.0, 1.0)])
+def test_tick_formats_write_every_tick_as_a_plain_decimal(low, high):
+    from xattr_lab.widgets.sizing import readable_ticks, tick_decimals
+
+    decimals = tick_decimals(high - low)
+    fmt = readable_ticks(low, high).format
+    assert "e" not in fmt and fmt == ("0" if decimals == 0 else "0.[" + "0" * decimals + "]")
+    for mantissas in ((1, 2, 5), (1, 2, 2.5, 5)):  # BasicTicker's and a finer one
+        ticks = _ticks(low, high, mantissas)
+        assert len(ticks) >= 2
+        written = [round(float(t), decimals) for t in ticks]
+        np.testing.assert_allclose(written, ticks, rtol=0, atol=1e-9 * (high - low))  # exact in that many decimals
+        assert len(set(written)) == len(ticks)  # and distinct ("2.64 2.64 2.64" is no scale)
+    # and not many more than needed: the 1/2/5 ticker's ticks need at most 2 fewer
+    ticks = _ticks(low, high)
+    needed = next(d for d in range(13) if all(abs(round(float(t), d) - t) <= 1e-9 * (high - low) for t in ticks))
+    assert needed <= decimals <= needed + 2
+
+
+def test_live_figures_stretch_to_the_cell_and_ticks_are_readable(results):
+    from bokeh.models import ColorBar, NumeralTickFormatter
+
+    strip = widgets.view(results["attribution"], display=False)
+    strip.widget
+    flow = widgets.view(results["flow"], display=False)
+    flow.widget
+    heads = widgets.view(results["heads"], display=False)
+    heads.widget
+    heads.select_head(1, 2)
+    live = {"strip": strip._fig, "flow": flow._figure, "throughput": flow._tplot._model, "grid": heads._fig,
+            "matrix": heads._matrix[0]}
+    for name, fig in live.items():
+        assert fig.sizing_mode == "stretch_width" and fig.max_width >= fig.min_width > 0, name
+    assert strip._fig.max_width == strip.width + 20
+    bars = [fig.select_one({"type": ColorBar}) for fig in (strip._fig, heads._fig)]
+    assert all(isinstance(bar.formatter, NumeralTickFormatter) for bar in bars)
+    assert bars[0].width == "auto"  # spans the strip whatever its width, never clipped
+    assert isinstance(flow._tplot._model.yaxis[0].formatter, NumeralTickFormatter)
+    # exports keep their fixed widths (a page scrolls; the cell is what must not overflow)
+    exported = [m for v in (strip, flow, heads) for m in v.export_models()]
+    from bokeh.plotting import figure as _figure  # noqa: F401  (the Figure type, for select)
+    figs = [f for m in exported for f in m.select({"type": type(strip._fig)})]
+    assert figs and all(f.sizing_mode is None for f in figs)
+
+
+def test_throughput_is_plotted_in_percent_of_the_flow_value(results):
+    flow = widgets.view(results["flow"], display=False)
+    flow.widget
+    flow.select_input(2)
+    data = flow._throughput.data
+    np.testing.assert_allclose(data["value"], flow.node_flow[:, 2])
+    np.testing.assert_allclose(data["percent"], 100 * flow.node_flow[:, 2] / results["flow"].value)
+    assert flow._tplot._model.renderers[0].glyph.top == "percent"
+
+
+def test_token_strip_rewraps_to_its_measured_width():
+    labels = [f"word{i}" for i in range(90)]
+    a = Attribution(tokens=labels, scores=np.linspace(-1, 1, 90), method="attention")
+    strip = widgets.view(a, display=False)
+    strip.widget
+    fig, source = strip._fig, strip._source
+    rows_wide = -min(source.data["y"]) + 1
+    fig.set_from_json("inner_width", 410)  # what BokehJS reports when it drew the strip 410 px wide
+    assert strip.wrap == 400 and (fig.x_range.start, fig.x_range.end) == (-5, 405)  # 1 px per layout px
+    x, w = np.asarray(source.data["x"]), np.asarray(source.data["w"])
+    assert np.all(x + w / 2 <= 400 + 1e-9) and np.all(x - w / 2 >= 0)
+    rows_narrow = -min(source.data["y"]) + 1
+    assert rows_narrow > rows_wide and fig.y_range.start == -rows_narrow + 0.45
+    assert fig.height == 32 * rows_narrow + 95
+    strip.select_token(7)
+    assert source.selected.indices == [7]
+    fig.set_from_json("inner_width", 5000)  # a wide cell: at most the strip's own width
+    assert strip.wrap == strip.width and fig.x_range.end == strip.width + 5
+    assert source.selected.indices == [7]
+
+
+def test_flow_graph_keeps_pixels_for_its_token_labels(results):
+    from xattr_lab.widgets.sizing import label_px
+
+    flow = widgets.view(results["flow"], display=False)
+    flow.widget
+    fig = flow._figure
+    left = label_px(fig.select_one({"name": "xattr-flow-labels-left"}).data["text"])
+    L = flow.n_layers
+    for width in (300, 520, 1200):
+        fig.set_from_json("inner_width", width)
+        unit = width / (fig.x_range.end - fig.x_range.start)  # px per layer
+        assert -fig.x_range.start * unit == pytest.approx(left)  # the labels' room, in pixels
+        labels = [v.text for v in fig.xaxis[0].major_label_overrides.values()]
+        assert labels[-1] == (f"L{L}" if unit < 56 else f"layer {L}")
+
+
+def test_views_wrap_instead_of_overflowing(results, tiny):
+    flow = widgets.view(results["flow"], display=False)
+    row = flow.widget.children[1]
+    assert row.layout.flex_flow == "row wrap" and flow._plot.layout.min_width == "0"
+    heads = widgets.view(results["heads"], display=False)
+    assert heads.widget.children[3].layout.flex_flow == "row wrap"
+    e = widgets.Explorer(tiny("bert"), "a fine film", views=("strip",), background=False)
+    e.widget
+    assert e._text_box.layout.width == "auto" and e._text_box.layout.max_width == "900px"
+    assert e.widget.children[0].children[0].layout.flex_flow == "row wrap"

@@ -299,21 +299,27 @@ class Explorer(bundle.MainThreadViews, bundle.LinkedViews):
         self._method_box = w.Dropdown(options=list(METHODS), value=self.method, description="method")
         self._target_box = w.Text(value=target_text(self.target), description="target", placeholder="predicted", continuous_update=False)
         self._text_box = w.Textarea(value=self.text, description="text", continuous_update=False,
-                                    layout=w.Layout(width="900px", height="60px"))
+                                    layout=w.Layout(width="auto", max_width="900px", height="60px"))
         self._progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="", bar_style="info",
-                                         layout=w.Layout(width="300px", visibility="hidden"))
-        self._status = _html("")
+                                         layout=w.Layout(width="300px", max_width="100%", visibility="hidden"))
+        self._status = _html("", layout=w.Layout(max_width="100%"))
         self._cancel = w.Button(description="cancel", layout=w.Layout(width="70px", visibility="hidden"),
                                 tooltip="drop the running computation")
         self._cancel.on_click(lambda _: self.cancel())
-        self._containers = {name: w.Box([], layout=w.Layout(display="block")) for name in ("strip", "flow", "heads")}
+        self._containers = {name: w.Box([], layout=w.Layout(display="block", max_width="100%"))
+                            for name in ("strip", "flow", "heads")}
         self._method_box.observe(lambda ch: self._control("method", ch["new"]), names="value")
         self._model_box.observe(lambda ch: self._control("model", ch["new"]), names="value")
         self._target_box.observe(lambda ch: self._control("target", ch["new"]), names="value")
         self._text_box.observe(lambda ch: self._control("text", ch["new"]), names="value")
-        controls = w.VBox([w.HBox([self._model_box, self._method_box, self._target_box]), self._text_box,
-                           w.HBox([self._progress, self._cancel, self._status])])
-        box = w.VBox([controls] + [self._containers[name] for name in ("strip", "flow", "heads") if name in self.views])
+        wrap = w.Layout(flex_flow="row wrap", max_width="100%")  # controls wrap in a narrow cell
+        for control in (self._model_box, self._method_box, self._target_box):
+            control.layout.max_width = "100%"
+        controls = w.VBox([w.HBox([self._model_box, self._method_box, self._target_box], layout=wrap), self._text_box,
+                           w.HBox([self._progress, self._cancel, self._status], layout=w.Layout(flex_flow="row wrap"))],
+                          layout=w.Layout(max_width="100%"))
+        box = w.VBox([controls] + [self._containers[name] for name in ("strip", "flow", "heads") if name in self.views],
+                     layout=w.Layout(max_width="100%"))
         box.add_class("xattr-explorer")
         for name, view in (("strip", self.strip), ("flow", self.flow), ("heads", self.heads)):
             if view is not None:

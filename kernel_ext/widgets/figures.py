@@ -19,6 +19,7 @@ from bokeh.models import (
     FixedTicker,
     HoverTool,
     LinearColorMapper,
+    NumeralTickFormatter,
     PlainText,
     TapTool,
     Title,
@@ -27,6 +28,7 @@ from bokeh.core.properties import value
 from bokeh.plotting import figure
 
 from . import core
+from .sizing import LABEL_GAP, MIN_WIDTH, fit_flow, label_px, readable_ticks, responsive, strip_height, strip_rows
 
 TOKEN_FONT = "monospace"
 
@@ -64,10 +66,12 @@ def _bare(p) -> None:
 
 def token_strip_figure(labels: Sequence[str], values: np.ndarray, raw: np.ndarray | None = None,
                        indices: Sequence[int] | None = None, *, scale: float | None = None,
-                       width: int = 900, title: str = "") -> tuple:
-    """Token heat strip: one box per token, wrapped into rows, coloured by signed value.
+                       width: int = 900, title: str = "", stretch: bool = False) -> tuple:
+    """Token heat strip: one box per token, wrapped into rows of ``width`` px, coloured by signed value.
 
     labels: display labels (n,); values: (n,) signed scores; scale: colour range [-scale, scale].
+    stretch: as wide as the cell, at most ``width + 20`` px (:func:`responsive`; the live view then
+    re-wraps to the measured width with :func:`fit_strip`).
     Returns (figure, source, box renderer). ``source`` columns: x, y, w, token, score, raw, index,
     colour, text_colour.
     """
@@ -76,11 +80,13 @@ def token_strip_figure(labels: Sequence[str], values: np.ndarray, raw: np.ndarra
     indices = list(range(len(labels))) if indices is None else list(indices)
     scale = core.symmetric_scale(values) if scale is None else scale
     source = ColumnDataSource(strip_data(labels, values, raw, indices, scale, width), name="xattr-strip-source")
-    nrows = int(max(1, 1 - min(source.data["y"], default=0)))
-    p = figure(width=width + 20, height=32 * nrows + 95, x_range=(-5, width + 5),
+    nrows = strip_rows(source.data)
+    p = figure(width=width + 20, height=strip_height(nrows), x_range=(-5, width + 5),
                y_range=(-nrows + 0.45, 0.55), tools="", toolbar_location=None,
-               title=plain_title(title), name="xattr-token-strip")
+               title=plain_title(title), name="xattr-token-strip", min_border_left=5, min_border_right=5)
     _bare(p)
+    if stretch:
+        responsive(p, width + 20)
     boxes = p.rect("x", "y", "w", 0.82, source=source, fill_color="colour", line_color="#bbbbbb",
                    selection_line_color="#000000", selection_line_width=2.5, nonselection_fill_alpha=0.55,
                    nonselection_line_color="#bbbbbb")
@@ -90,8 +96,10 @@ def token_strip_figure(labels: Sequence[str], values: np.ndarray, raw: np.ndarra
     p.add_tools(HoverTool(renderers=[boxes], tooltips=[
         ("token", "@token"), ("index", "@index"), ("score", "@score{+0.000000}"), ("raw", "@raw{+0.000000}")]))
     mapper = LinearColorMapper(palette=list(core.DIVERGING), low=-scale, high=scale, nan_color=core.NAN_COLOUR)
-    p.add_layout(ColorBar(color_mapper=mapper, orientation="horizontal", height=10, width=min(width, 400),
-                          title=plain("score"), location=(0, 0)), "below")
+    # width "auto": the bar spans the strip whatever its width (a fixed width is clipped in a narrow cell)
+    p.add_layout(ColorBar(color_mapper=mapper, orientation="horizontal", height=10,
+                          width="auto" if stretch else min(width, 400), title=plain("score"),
+                          formatter=readable_ticks(-scale, scale), location=(0, 0)), "below")
     return p, source, boxes
 
 
@@ -108,9 +116,13 @@ def strip_data(labels, values, raw, indices, scale, width) -> dict:
 
 # ---------------------------------------------------------------------------- flow graph
 def flow_figure(labels: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndarray, attributions: np.ndarray,
-                *, max_edges: int = 400, max_labels: int = 60, sources: Sequence[int] = ()) -> tuple:
+                *, max_edges: int = 400, max_labels: int = 60, sources: Sequence[int] = (),
+                stretch: bool = False) -> tuple:
     """Layered flow graph: columns = layers (0 = input tokens), rows = token positions.
 
+    Token labels sit ``LABEL_GAP`` px beside the first and last columns, with room for them kept
+    in pixels by :func:`fit_flow` (called again by the live view with the measured width).
+    stretch: as wide as the cell, at most the natural width (:func:`responsive`).
     Returns (figure, node_source, edge_source, highlight_source, node renderer).
     Edge widths are proportional to flow; only ``top_edges(edge_flow, max_edges)`` are drawn.
     """
@@ -123,30 +135,32 @@ def flow_figure(labels: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndar
     row_px = 22 if n <= 40 else max(6, int(900 / n))
     height = int(min(max(260, row_px * n + 80), 1400))
     width = int(min(max(520, 260 + 110 * L), 1300))
+    keep = set(np.argsort(-np.nan_to_num(np.asarray(attributions, float)), kind="stable")[:max_labels].tolist())
+    short = [core.shorten(label) for label in labels]
+    left = ColumnDataSource({"x": [0] * n, "y": [-i for i in range(n)], "text": [
+        short[i] if (n <= max_labels or i in keep) else "" for i in range(n)]}, name="xattr-flow-labels-left")
+    right = ColumnDataSource({"x": [L] * n, "y": [-i for i in range(n)], "text": [
+        short[i] if (n <= max_labels or i in set(sources)) else "" for i in range(n)]}, name="xattr-flow-labels-right")
     p = figure(width=width, height=height, x_range=(-1.3, L + 1.3), y_range=(-n + 0.3, 0.8), tools="",
-               toolbar_location=None, name="xattr-flow")
+               toolbar_location=None, name="xattr-flow", min_border_left=5, min_border_right=5)
     p.grid.visible = False
     p.yaxis.visible = False
     p.outline_line_color = None
     p.toolbar.logo = None
     p.xaxis.ticker = FixedTicker(ticks=list(range(L + 1)))
-    p.xaxis.major_label_overrides = {0: PlainText(text="input"), **{l: PlainText(text=f"layer {l}") for l in range(1, L + 1)}}
     p.segment("x0", "y0", "x1", "y1", source=edge_source, line_width="width", line_alpha="alpha",
               line_color="#7b8bb2")
     p.segment("x0", "y0", "x1", "y1", source=highlight, line_width="width", line_alpha=0.9, line_color="#ff7f0e")
     nodes = p.scatter("x", "y", size="size", source=node_source, fill_color="colour", line_color="#555555",
                       selection_line_color="#000000", selection_line_width=2.5, nonselection_fill_alpha=0.6,
                       nonselection_line_color="#555555")
-    keep = set(np.argsort(-np.nan_to_num(np.asarray(attributions, float)), kind="stable")[:max_labels].tolist())
-    short = [core.shorten(label) for label in labels]
-    left = ColumnDataSource({"x": [-0.18] * n, "y": [-i for i in range(n)],
-                             "text": [short[i] if (n <= max_labels or i in keep) else "" for i in range(n)]})
-    right = ColumnDataSource({"x": [L + 0.18] * n, "y": [-i for i in range(n)],
-                              "text": [short[i] if (n <= max_labels or i in set(sources)) else "" for i in range(n)]})
-    p.text("x", "y", text="text", source=left, text_align="right", text_baseline="middle", text_font=value(TOKEN_FONT),
-           text_font_size="11px")
-    p.text("x", "y", text="text", source=right, text_align="left", text_baseline="middle", text_font=value(TOKEN_FONT),
-           text_font_size="11px")
+    for source, align, offset in ((left, "right", -LABEL_GAP), (right, "left", LABEL_GAP)):
+        p.text("x", "y", text="text", source=source, text_align=align, text_baseline="middle", x_offset=offset,
+               text_font=value(TOKEN_FONT), text_font_size="11px")
+    fit_flow(p, width - 10)
+    if stretch:
+        responsive(p, width, min_width=max(MIN_WIDTH, int(label_px(left.data["text"]) + label_px(right.data["text"])
+                                                           + 14 * L)))
     p.add_tools(TapTool(renderers=[nodes]))
     p.add_tools(HoverTool(renderers=[nodes], tooltips=[
         ("token", "@token"), ("position", "@index"), ("layer", "@layer"), ("throughput", "@throughput{0.000000}"),
@@ -205,16 +219,30 @@ def flow_edge_data(E: np.ndarray, max_edges: int = 400, peak: float | None = Non
     return data
 
 
-def throughput_figure(values: np.ndarray, title: str = "") -> tuple:
-    """Bar chart of one position's throughput per layer (layer 0 = input). Returns (figure, source)."""
+def throughput_data(values, total: float) -> dict:
+    """A throughput bar chart's columns: layer, value (raw) and percent (of ``total``, the flow value)."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    total = float(total) if np.isfinite(total) and abs(total) > 1e-300 else 1.0
+    return {"layer": list(range(len(values))), "value": values.tolist(), "percent": (100 * values / total).tolist()}
+
+
+def throughput_figure(values: np.ndarray, title: str = "", total: float = 1.0, stretch: bool = False) -> tuple:
+    """Bar chart of one position's throughput per layer (layer 0 = input), in percent of ``total``
+    (the flow value; plain-decimal ticks, the raw value on hover). Returns (figure, source)."""
     values = np.asarray(values, dtype=np.float64)
-    source = ColumnDataSource({"layer": list(range(len(values))), "value": np.nan_to_num(values).tolist()})
-    p = figure(width=360, height=220, tools="", toolbar_location=None, title=plain_title(title))
-    p.vbar(x="layer", top="value", width=0.7, source=source, fill_color="#ff7f0e", line_color=None)
-    p.add_tools(HoverTool(tooltips=[("layer", "@layer"), ("throughput", "@value{0.000000}")]))
+    source = ColumnDataSource(throughput_data(values, total), name="xattr-throughput")
+    p = figure(width=360, height=220, tools="", toolbar_location=None, title=plain_title(title),
+               name="xattr-throughput")
+    p.vbar(x="layer", top="percent", width=0.7, source=source, fill_color="#ff7f0e", line_color=None)
+    p.add_tools(HoverTool(tooltips=[("layer", "@layer"), ("throughput", "@value{0.000000}"),
+                                    ("of the flow", "@percent{0.0}%")]))
     p.xaxis.ticker = FixedTicker(ticks=list(range(len(values))))
     p.xaxis.axis_label = plain("layer")
+    p.yaxis.axis_label = plain("% of the flow value")
+    p.yaxis.formatter = NumeralTickFormatter(format="0.[000]")
     p.toolbar.logo = None
+    if stretch:
+        responsive(p, 360, min_width=200)
     return p, source
 
 
@@ -237,7 +265,7 @@ def grid_data(values: np.ndarray, colours: Sequence[Sequence[str]], texts: Seque
 
 
 def head_grid_figure(values: np.ndarray, colours, texts, *, title: str = "", palette=None, low=0.0, high=1.0,
-                     text_colours=None) -> tuple:
+                     text_colours=None, stretch: bool = False) -> tuple:
     """L x H grid of head cells plus a tappable column of layer labels at x = -1.
 
     values: (L, H) numbers (or NaN for categorical stats); colours/texts: L lists of H strings.
@@ -271,16 +299,20 @@ def head_grid_figure(values: np.ndarray, colours, texts, *, title: str = "", pal
     p.add_tools(HoverTool(renderers=[cell_renderer], tooltips=[("head", "@label"), ("value", "@text")]))
     if palette is not None:
         mapper = LinearColorMapper(palette=list(palette), low=low, high=high if high > low else low + 1)
-        p.add_layout(ColorBar(color_mapper=mapper, width=10, location=(0, 0)), "right")
+        p.add_layout(ColorBar(color_mapper=mapper, width=10, location=(0, 0),
+                              formatter=readable_ticks(low, high if high > low else low + 1)), "right")
+    if stretch:
+        responsive(p, p.width)
     return p, cells, layers, cell_renderer, layer_renderer
 
 
 # ---------------------------------------------------------------------------- matrix
-def matrix_figure(matrix: np.ndarray, labels: Sequence[str], *, title: str = "", max_ticks: int = 60) -> tuple:
+def matrix_figure(matrix: np.ndarray, labels: Sequence[str], *, title: str = "", max_ticks: int = 60,
+                  stretch: bool = False) -> tuple:
     """Heat map of an (n, n) matrix: rows = queries (top to bottom), columns = keys.
 
     Returns (figure, source). Rect cells with hover (query, key, value) for n <= 64, an image
-    glyph otherwise.
+    glyph otherwise. stretch: as wide as the cell, at most the natural width.
     """
     M = np.asarray(matrix, dtype=np.float64)
     n = M.shape[0]
@@ -318,4 +350,27 @@ def matrix_figure(matrix: np.ndarray, labels: Sequence[str], *, title: str = "",
     p.xaxis.major_label_orientation = np.pi / 2
     p.xaxis.axis_label = plain("key")
     p.yaxis.axis_label = plain("query")
+    if stretch:
+        responsive(p, p.width)
     return p, source
+
+
+def cone_figure(values: np.ndarray, floor: float | None, *, stretch: bool = False):
+    """Normalised cone index per layer (values: (L+1,), 0 = embeddings) with the random-direction
+    floor 1/√n (None: not drawn) as a dashed line. stretch: as wide as the cell, at most 360 px."""
+    from bokeh.models import Label, Span
+
+    layers = list(range(len(values)))
+    fig = figure(width=360, height=190, title=plain_title("normalised cone index by layer"), name="xattr-cone-index",
+                 toolbar_location=None, y_range=(0, 1.05), x_axis_label=plain("layer (0 = embeddings)"))
+    if len(layers) <= 25:
+        fig.xaxis.ticker = FixedTicker(ticks=layers)  # whole layers, no "0.5"
+    if stretch:
+        responsive(fig, 360, min_width=200)
+    fig.line(layers, np.asarray(values, float).tolist(), line_width=2)
+    fig.scatter(layers, np.asarray(values, float).tolist(), size=5)
+    if floor is not None:
+        fig.add_layout(Span(location=floor, dimension="width", line_dash="dashed", line_color="#888888"))
+        fig.add_layout(Label(x=0, y=floor, text=plain(f"random directions: 1/√n = {floor:.2f}"), text_font_size="9px",
+                             y_offset=2, text_color="#555555"))
+    return fig

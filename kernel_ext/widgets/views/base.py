@@ -32,16 +32,18 @@ class LinkedState(traitlets.HasTraits):
     statistic = traitlets.Unicode("")
 
 
-def _html(parts: str) -> Any:
+def _html(parts: str, **kwargs) -> Any:
+    """An HTML widget; ``kwargs`` (e.g. ``layout``) go to ``ipywidgets.HTML``."""
     import ipywidgets as w
 
-    return w.HTML(value=parts)
+    return w.HTML(value=parts, **kwargs)
 
 
-def _bokeh(model) -> Any:
+def _bokeh(model, **kwargs) -> Any:
+    """A Bokeh model as an ipywidget; ``kwargs`` (e.g. ``layout``) go to ``jupyter_bokeh.BokehModel``."""
     from jupyter_bokeh import BokehModel
 
-    return BokehModel(model)
+    return BokehModel(model, **kwargs)
 
 
 class View:

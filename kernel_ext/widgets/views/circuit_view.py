@@ -42,7 +42,7 @@ class CircuitView(HeadGrid):
 
     def _build(self):
         box = super()._build()
-        self._edges_panel = _html(self.edges_html())
+        self._edges_panel = _html(self.edges_html(), layout={"max_width": "100%", "overflow": "auto hidden"})
         box.children = tuple(box.children) + (self._edges_panel,)
         box.add_class("xattr-circuit")
         return box

@@ -52,13 +52,15 @@ class FlowView(View):
             return np.nan_to_num(np.asarray(nf, dtype=np.float64))
         return core.node_throughput(self.edge_flow)
 
-    def _figures(self):
+    def _figures(self, stretch: bool = True):
+        """Live (``stretch``: as wide as the cell) or export (fixed widths) figures."""
         from ..figures import flow_figure, throughput_figure
 
         fig, nodes, edges, highlight, _ = flow_figure(core.pretty_tokens(self.tokens), self.edge_flow, self.node_flow,
                                                       self.result.attributions, max_edges=self.max_edges,
-                                                      sources=getattr(self.result, "sources", []) or [])
-        tfig, tsource = throughput_figure(np.zeros(self.n_layers + 1), title="throughput per layer")
+                                                      sources=getattr(self.result, "sources", []) or [], stretch=stretch)
+        tfig, tsource = throughput_figure(np.zeros(self.n_layers + 1), title="throughput per layer",
+                                          total=self.result.value, stretch=stretch)
         return fig, nodes, edges, highlight, tfig, tsource
 
     def header_html(self) -> str:
@@ -84,16 +86,31 @@ class FlowView(View):
 
         fig, self._nodes, self._edges, self._highlight, tfig, self._throughput = self._figures()
         self._figure = fig
+        fig.on_change("inner_width", lambda attr, old, new: self.fit_width(new))  # BokehJS measured it
         self._on_tap(self._nodes, self._tapped_node)
         self._header = _html(self.header_html())
-        self._info = _html("<i>click an input token (left) for its paths, an output token (right) to re-target</i>")
+        self._info = _html("<i>click an input token (left) for its paths, an output token (right) to re-target</i>",
+                           layout=w.Layout(max_width="100%"))
         self._progress = w.Label("")
-        self._plot = _bokeh(fig)
-        self._tplot = _bokeh(tfig)
-        box = w.VBox([self._header, w.HBox([self._plot, w.VBox([self._tplot, self._info, self._progress])])])
+        # graph and side panel share a row when the cell is wide enough; else the panel goes below
+        self._plot = _bokeh(fig, layout=w.Layout(flex=f"1 1 {min(fig.max_width, 560)}px", min_width="0"))
+        self._tplot = _bokeh(tfig, layout=w.Layout(max_width="100%"))
+        side = w.VBox([self._tplot, self._info, self._progress],
+                      layout=w.Layout(flex="1 1 280px", min_width="0", max_width="100%"))
+        row = w.HBox([self._plot, side], layout=w.Layout(flex_flow="row wrap", width="100%"))
+        box = w.VBox([self._header, row], layout=w.Layout(max_width="100%"))
         box.add_class("xattr-view")
         box.add_class("xattr-flow")
         return box
+
+    def fit_width(self, inner_width) -> None:
+        """Keep the token labels' room in pixels at the graph's measured frame width (px)."""
+        if inner_width is None or self._nodes is None:
+            return
+        from ..sizing import fit_flow
+
+        with self._lock:
+            fit_flow(self._figure, float(inner_width))
 
     def _tapped_node(self, row: int) -> None:
         layer = int(self._nodes.data["layer"][row])
@@ -159,7 +176,7 @@ class FlowView(View):
                              throughput=self.node_flow[:, i], kind="output", position=i)
 
     def _draw_highlight(self, carried: np.ndarray, message: str, throughput=None, kind="node", position=-1) -> None:
-        from ..figures import flow_edge_data
+        from ..figures import flow_edge_data, throughput_data
 
         peak = float(self.edge_flow.max()) if self.edge_flow.size else 1.0
         data = flow_edge_data(carried, self.max_edges, peak=peak, max_width=9.0)
@@ -171,8 +188,7 @@ class FlowView(View):
             self._highlight.data = data
             self._info.value = message
             if throughput is not None:
-                self._throughput.data = {"layer": list(range(len(throughput))),
-                                         "value": np.nan_to_num(np.asarray(throughput, float)).tolist()}
+                self._throughput.data = throughput_data(throughput, self.result.value)
             if kind in ("input", "output"):
                 layer = 0 if kind == "input" else self.n_layers
                 self._set_selected(self._nodes, [layer * len(self.tokens) + position])
@@ -213,12 +229,12 @@ class FlowView(View):
 
         from ..figures import div
 
-        fig, nodes, edges, highlight, tfig, tsource = self._figures()
+        fig, nodes, edges, highlight, tfig, tsource = self._figures(stretch=False)
         j = self.state.token
         if 0 <= j < len(self.tokens):
-            from ..figures import flow_edge_data
+            from ..figures import flow_edge_data, throughput_data
 
             highlight.data = flow_edge_data(core.flow_to_input(self.edge_flow, j), self.max_edges,
                                             peak=float(self.edge_flow.max()), max_width=9.0)
-            tsource.data = {"layer": list(range(self.n_layers + 1)), "value": self.node_flow[:, j].tolist()}
+            tsource.data = throughput_data(self.node_flow[:, j], self.result.value)
         return [div(self.header_html()), row(fig, tfig)]

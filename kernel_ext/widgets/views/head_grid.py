@@ -109,14 +109,15 @@ class HeadGrid(View):
         return ([[core.colour_for(v, low, high if high > low else low + 1, core.SEQUENTIAL) for v in row]
                  for row in values], core.SEQUENTIAL, low, high)
 
-    def _grid_figure(self):
+    def _grid_figure(self, stretch: bool = True):
+        """Live (``stretch``: as wide as the cell) or export (fixed width) grid figure."""
         from ..figures import head_grid_figure
 
         name = self.state.statistic
         colours, palette, low, high = self._colours(name)
         stat = self.statistics[name]
         return head_grid_figure(stat["values"], colours, stat["labels"], title=name, palette=palette, low=low,
-                                high=high)
+                                high=high, stretch=stretch)
 
     def _legend_html(self) -> str:
         stat = self.statistics[self.state.statistic]
@@ -147,20 +148,25 @@ class HeadGrid(View):
         self._stat_picker = w.Dropdown(options=list(self.statistics), value=self.state.statistic,
                                        description="colour by")
         self._stat_picker.observe(lambda ch: self.set_statistic(ch["new"]), names="value")
-        self._legend = _html(self._legend_html())
-        self._header = _html(self.header_html())
-        self._plot = _bokeh(fig)
+        fit = w.Layout(max_width="100%")
+        self._legend = _html(self._legend_html(), layout=fit)
+        self._header = _html(self.header_html(), layout=fit)
+        # grid and detail share a row when the cell is wide enough; else the detail goes below
+        self._plot = _bokeh(fig, layout=w.Layout(flex=f"0 1 {fig.max_width}px", min_width="0"))
         self._fig = fig
-        self._detail_title = _html("<i>click a head for its attention matrix, a layer label for its rollout</i>")
-        self._matrix_box = w.Box([])
+        self._detail_title = _html("<i>click a head for its attention matrix, a layer label for its rollout</i>",
+                                   layout=w.Layout(max_width="100%"))
+        self._matrix_box = w.Box([], layout=w.Layout(display="block", max_width="100%"))
         self._matrix = None  # (figure, source, BokehModel) reused while n is the same
-        self._extra_detail = _html("")
-        detail = w.VBox([self._detail_title, self._matrix_box, self._extra_detail])
-        rows = [self._header, w.HBox([self._stat_picker]), self._legend, w.HBox([self._plot, detail])]
-        cone = self._cone_figure()
+        self._extra_detail = _html("", layout=w.Layout(max_width="100%", overflow="auto hidden"))
+        detail = w.VBox([self._detail_title, self._matrix_box, self._extra_detail],
+                        layout=w.Layout(flex="1 1 300px", min_width="0", max_width="100%"))
+        rows = [self._header, w.HBox([self._stat_picker], layout=w.Layout(flex_flow="row wrap")), self._legend,
+                w.HBox([self._plot, detail], layout=w.Layout(flex_flow="row wrap", width="100%"))]
+        cone = self._cone_figure(stretch=True)
         if cone is not None:
-            rows.append(_bokeh(cone))
-        box = w.VBox(rows)
+            rows.append(_bokeh(cone, layout=fit))
+        box = w.VBox(rows, layout=fit)
         box.add_class("xattr-view")
         box.add_class("xattr-head-grid")
         return box
@@ -196,6 +202,13 @@ class HeadGrid(View):
         with self._lock:
             self._cells.data = grid_data(stat["values"], colours, stat["labels"])
             self._fig.title.text = plain(change["new"])
+            bar = self._fig.select_one({"type": _bokeh_type("ColorBar")})
+            if bar is not None and palette is not None:  # the colour bar follows the statistic
+                from ..sizing import readable_ticks
+
+                top = high if high > low else low + 1
+                bar.color_mapper.update(palette=list(palette), low=low, high=top)
+                bar.formatter = readable_ticks(low, top)
             self._legend.value = self._legend_html()
             if self._stat_picker.value != change["new"]:
                 self._stat_picker.value = change["new"]
@@ -254,7 +267,7 @@ class HeadGrid(View):
             fig, source, _, _ = self._matrix
             if "image" in source.data:
                 source.data = dict(source.data, image=[matrix])
-                fig.select_one({"type": _color_mapper_type()}).high = max(float(matrix.max()), 1e-12)
+                fig.select_one({"type": _bokeh_type("LinearColorMapper")}).high = max(float(matrix.max()), 1e-12)
             else:
                 peak = max(float(np.nanmax(matrix)), 1e-12)
                 flat = matrix.ravel()
@@ -262,8 +275,8 @@ class HeadGrid(View):
                                    colour=[core.colour_for(v, 0.0, peak, core.SEQUENTIAL) for v in flat])
             fig.title.text = plain(title)
             return
-        fig, source = matrix_figure(matrix, labels, title=title)
-        model = _bokeh(fig)
+        fig, source = matrix_figure(matrix, labels, title=title, stretch=True)
+        model = _bokeh(fig, layout={"max_width": "100%"})
         self._matrix = (fig, source, model, matrix.shape[0])
         self._matrix_box.children = [model]
 
@@ -309,29 +322,15 @@ class HeadGrid(View):
             floor = 1.0 / np.sqrt(len(self.tokens))
         return None if floor is None else float(floor)
 
-    def _cone_figure(self):
-        """Normalised cone index per layer (0 = embeddings) with the floor as a dashed line; None
-        for results without cone indices."""
+    def _cone_figure(self, stretch: bool = False):
+        """Normalised cone index per layer with its floor (``figures.cone_figure``); None for results
+        without cone indices."""
         values = getattr(self.result, "cone_index_normalised", None)
         if values is None or not len(values):
             return None
-        from bokeh.models import Label, Span
+        from ..figures import cone_figure
 
-        from ..figures import plain, plain_title
-        from bokeh.plotting import figure
-
-        values = np.asarray(values, dtype=np.float64)
-        layers = list(range(len(values)))
-        fig = figure(width=360, height=190, title=plain_title("normalised cone index by layer"), name="xattr-cone-index",
-                     toolbar_location=None, y_range=(0, 1.05), x_axis_label=plain("layer (0 = embeddings)"))
-        fig.line(layers, values.tolist(), line_width=2)
-        fig.scatter(layers, values.tolist(), size=5)
-        floor = self.cone_floor()
-        if floor is not None:
-            fig.add_layout(Span(location=floor, dimension="width", line_dash="dashed", line_color="#888888"))
-            fig.add_layout(Label(x=0, y=floor, text=plain(f"random directions: 1/√n = {floor:.2f}"), text_font_size="9px",
-                                 y_offset=2, text_color="#555555"))
-        return fig
+        return cone_figure(np.asarray(values, dtype=np.float64), self.cone_floor(), stretch=stretch)
 
     def _show_layer(self, layer: int) -> None:
         A = self.attentions
@@ -371,7 +370,7 @@ class HeadGrid(View):
         from bokeh.layouts import row
         from ..figures import div, matrix_figure
 
-        fig, cells, layers, _, _ = self._grid_figure()
+        fig, cells, layers, _, _ = self._grid_figure(stretch=False)
         models = [div(self.header_html()), div(self._legend_html())]
         l, h = self.state.head
         A = self.attentions
@@ -392,7 +391,7 @@ class HeadGrid(View):
         return models
 
 
-def _color_mapper_type():
-    from bokeh.models import LinearColorMapper
+def _bokeh_type(name: str):
+    import bokeh.models
 
-    return LinearColorMapper
+    return getattr(bokeh.models, name)

@@ -29,7 +29,8 @@ class TokenStrip(View):
         super().__init__(result, state=state)
         self.explorer, self._toggle = explorer, None
         self.page_size = page_size
-        self.width = width
+        self.width = width  # the widest the strip is wrapped to (px)
+        self.wrap = width  # what it is wrapped to now: the measured width of its cell, at most ``width``
         self.page = 0
         self._source = None
         self._observe(self._on_state_token, "token")
@@ -61,7 +62,7 @@ class TokenStrip(View):
         rows = self.page_rows()
         labels = core.pretty_tokens([self.tokens[i] for i in rows])
         return strip_data(labels, self.scores[rows.start:rows.stop], self.raw[rows.start:rows.stop], list(rows),
-                          core.symmetric_scale(self.scores), self.width)
+                          core.symmetric_scale(self.scores), self.wrap)
 
     def _figure(self):
         from ..figures import token_strip_figure
@@ -69,7 +70,7 @@ class TokenStrip(View):
         rows = self.page_rows()
         labels = core.pretty_tokens([self.tokens[i] for i in rows])
         return token_strip_figure(labels, self.scores[rows.start:rows.stop], self.raw[rows.start:rows.stop],
-                                  list(rows), scale=core.symmetric_scale(self.scores), width=self.width)
+                                  list(rows), scale=core.symmetric_scale(self.scores), width=self.wrap, stretch=True)
 
     def header_html(self, badge: bool = True) -> str:
         """Method, target, model, prediction and (``badge``) the "not converged" badge, as HTML."""
@@ -90,6 +91,8 @@ class TokenStrip(View):
 
         fig, self._source, _ = self._figure()
         self._fig = fig
+        fig.max_width = self.width + 20  # stretches up to the widest wrap
+        fig.on_change("inner_width", lambda attr, old, new: self.fit_width(new))  # BokehJS measured it
         self._on_tap(self._source, lambda row: self.select_token(self._source.data["index"][row]))
         self._header = _html(self.header_html())
         self._info = _html(self._info_html())
@@ -105,7 +108,8 @@ class TokenStrip(View):
             self._toggle = w.ToggleButtons(options=["token", "word"], value=self.granularity, tooltips=[
                 "subword tokens", "words: tokens merged by the tokenizer's offsets"], style={"button_width": "56px"})
             self._toggle.observe(lambda ch: self.set_granularity(ch["new"]), names="value")
-        box = w.VBox([self._header] + ([self._toggle] if self._toggle else []) + [self._pager, self._plot, self._info])
+        box = w.VBox([self._header] + ([self._toggle] if self._toggle else []) + [self._pager, self._plot, self._info],
+                     layout=w.Layout(max_width="100%"))
         box.add_class("xattr-view")
         box.add_class("xattr-token-strip")
         return box
@@ -120,6 +124,27 @@ class TokenStrip(View):
             return "<i>click a token for its exact score</i>"
         return (f"token {i} <code>{core.token_html(self.tokens[i])}</code>: score {self.scores[i]:+.6g}"
                 f" (raw {self.raw[i]:+.6g})")
+
+    def fit_width(self, inner_width) -> None:
+        """Re-wrap the tokens to the strip's measured frame width (px; BokehJS reports it when the
+        cell is drawn or resized): a narrow cell gets more rows, the boxes keep their size."""
+        if inner_width is None or self._source is None:
+            return
+        from ..sizing import fit_strip
+
+        with self._lock:
+            wrap = fit_strip(self._fig, self._source, float(inner_width), self.width)
+            if wrap is not None:
+                self.wrap = wrap
+
+    def _set_data(self, data: dict) -> None:
+        """New boxes (page, result): the figure's height follows their number of rows."""
+        from ..sizing import strip_height, strip_rows
+
+        self._source.data = data
+        nrows = strip_rows(data)
+        self._fig.y_range.start = -nrows + 0.45
+        self._fig.height = strip_height(nrows)
 
     @property
     def granularity(self) -> str:
@@ -137,7 +162,7 @@ class TokenStrip(View):
             return
         self.page = page
         if self._source is not None:
-            self._source.data = self._page_data()
+            self._set_data(self._page_data())
             self._pager_label.value = self._pager_text()
             self._sync_selection()
 
@@ -155,7 +180,7 @@ class TokenStrip(View):
             if self._source is None:
                 return
             self.page = min(self.page, self.n_pages - 1)
-            self._source.data = self._page_data()
+            self._set_data(self._page_data())
             self._header.value = self.header_html()
             self._info.value = self._info_html()
             self._pager_label.value = self._pager_text()
