@@ -1,21 +1,29 @@
-"""Memory-aware batching: how many rows fit, and chunked work that halves on out-of-memory.
+"""Memory-aware batching: how many rows fit, chunked work that halves on out-of-memory, and the
+lean passes of gradient-only methods (SDPA attention, activation checkpointing).
 
 Used by the gradient methods (interpolated sequences) and anything that runs the model on many
-rows at once (docs/ARCHITECTURE.md, section "Core").
+rows at once (docs/ARCHITECTURE.md, section "Core"). Row sizes come from the memory budget
+(:mod:`.budget`): the same estimates that refuse a computation decide how many rows a chunk holds.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import BudgetError, InputError
+from . import budget
 from .budget import available_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import ModelSession
+
+#: on CPU, chunks are kept under this many bytes: bigger ones stop paying off in speed
+CPU_CHUNK_BYTES = 2 << 30
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -30,22 +38,32 @@ def available_memory(device: torch.device) -> int:
     return available_bytes(device)
 
 
-def auto_batch_size(ex: "ModelSession", n: int, *, cap: int = 256) -> int:
-    """Rows (interpolated sequences of n tokens) per forward+backward chunk, from free memory.
+def budget_bytes(device: Any) -> int:
+    """Bytes one computation may use: the memory limit (``$XATTR_LAB_MEMORY_LIMIT``, else 75 % of
+    the available memory); with the limit turned off, 75 % of the available memory."""
+    limit = budget.memory_limit(device)[0]
+    return int(limit) if limit is not None else int(budget.DEFAULT_FRACTION * available_memory(device))
 
-    Estimate per row: every layer keeps ~(12 d + 2 d_ff) floats per token and ~4 H n floats of
-    attention for the backward pass (float32). The budget is a quarter of free memory (at most
-    2 GiB on CPU, where bigger chunks stop paying off).
+
+def auto_batch_size(ex: "ModelSession", n: int, *, cap: int = 256) -> int:
+    """Rows (interpolated sequences of n tokens) per forward+backward chunk, from the memory budget.
+
+    As many rows as :func:`budget.forward_bytes` (the lean pass: SDPA attention where the model
+    has it, the target read at one position for causal LMs) says fit in :func:`budget_bytes`, and
+    on CPU in ``CPU_CHUNK_BYTES``; at most ``cap`` and at least 1 (a row that does not fit even
+    then runs with activation checkpointing, see :func:`needs_checkpoint`).
     """
-    config = ex.config
-    d = ex.adapter.d_model
-    d_ff = int(getattr(config, "intermediate_size", None) or getattr(config, "hidden_dim", None)
-               or getattr(config, "n_inner", None) or 4 * d)
-    per_row = 4 * ex.n_layers * n * (12 * d + 2 * d_ff + 4 * ex.n_heads * n) + 4 * n * d * 4
-    budget = available_memory(ex.device) // 4
+    shape = budget.shape_of(ex)
+    limit = budget_bytes(ex.device)
     if ex.device.type != "cuda":
-        budget = min(budget, 2 << 30)
-    return int(max(1, min(cap, budget // max(per_row, 1))))
+        limit = min(limit, CPU_CHUNK_BYTES)
+    keep = 1 if ex.adapter.causal else None
+    lean = ex.lean_attention != "eager"
+
+    def fits(rows: int) -> bool:
+        return budget.forward_bytes(shape, n, rows, grad=True, lean=lean, logit_positions=keep) <= limit
+
+    return max(1, budget.largest(fits, cap))
 
 
 def resolve_batch_size(ex: "ModelSession", n: int, batch_size: Any) -> int:
@@ -80,3 +98,96 @@ def run_chunked(total: int, batch_size: int, work: Callable[[int, int], None], *
             bar.update(stop - start)
         start = stop
     return batch_size
+
+
+# ---------------------------------------------------------------------------- lean passes
+def sdpa_supported(model: nn.Module) -> bool:
+    """Whether ``model`` can switch to PyTorch's fused attention per call (transformers models
+    built on the attention-interface registry that support SDPA)."""
+    can = getattr(model, "_can_set_attn_implementation", None)
+    try:
+        return bool(getattr(model, "_supports_sdpa", False)) and (can is None or bool(can()))
+    except Exception:  # noqa: BLE001 - an exotic model: keep eager
+        return False
+
+
+def attention_implementation(model: nn.Module) -> str:
+    """The attention implementation ``model`` computes with now ("eager", "sdpa", ...)."""
+    return str(getattr(model.config, "_attn_implementation", None) or "eager")
+
+
+@contextlib.contextmanager
+def attention(model: nn.Module, implementation: str) -> Iterator[None]:
+    """Compute with ``implementation`` inside the block (``model.set_attn_implementation``), then
+    put the previous one back (also on error)."""
+    previous = attention_implementation(model)
+    if previous == implementation:
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated blocks (transformers' ``GradientCheckpointingLayer`` modules), outermost only."""
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # pragma: no cover - older transformers
+        return []
+    found: list[nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer) and not any(module in list(b.modules()) for b in found):
+            found.append(module)
+    return found
+
+
+@contextlib.contextmanager
+def checkpointed(model: nn.Module) -> Iterator[None]:
+    """Activation checkpointing per block inside the block: each block keeps only its inputs for
+    the backward pass and runs its forward again there (``torch.utils.checkpoint``, non-reentrant;
+    the recomputation uses the attention implementation of the first pass). Works in eval mode,
+    unlike transformers' ``gradient_checkpointing_enable``. Never with a key/value cache."""
+    from torch.utils.checkpoint import checkpoint
+
+    patched = []
+    for block in blocks(model):
+        original = block.forward
+        impl = attention_implementation(model)
+
+        def forward(*args, _original=original, _impl=impl, **kwargs):
+            def run(*inner):
+                with attention(model, _impl):
+                    return _original(*inner, **kwargs)
+
+            return checkpoint(run, *args, use_reentrant=False)
+
+        block.forward = forward
+        patched.append(block)
+    try:
+        yield
+    finally:
+        for block in patched:
+            del block.forward  # the class's forward again
+
+
+@contextlib.contextmanager
+def lean_pass(ex: "ModelSession", rows: int, n: int, *, past: int = 0,
+              logit_positions: int | None = None) -> Iterator[bool]:
+    """What ``ModelSession.lean`` does: the model computes with ``ex.lean_attention`` (SDPA: no
+    attention maps kept) inside the block; when grad mode is on, no key/value cache is used
+    (``past`` == 0) and a forward+backward pass over ``rows`` x n tokens does not fit
+    :func:`budget_bytes` without it, each block is checkpointed (:func:`checkpointed`). Yields
+    whether it checkpoints; ``ex.checkpointing`` says so to the forward guard meanwhile."""
+    impl = ex.lean_attention
+    heavy = (torch.is_grad_enabled() and past == 0 and impl != "eager" and ex.can_checkpoint
+             and budget.forward_bytes(budget.shape_of(ex), n, rows, grad=True, lean=impl != "eager",
+                                      logit_positions=logit_positions) > budget_bytes(ex.device))
+    with ex.lock, attention(ex.model, impl), (checkpointed(ex.model) if heavy else contextlib.nullcontext()):
+        previous, ex.checkpointing = ex.checkpointing, heavy
+        try:
+            yield heavy
+        finally:
+            ex.checkpointing = previous

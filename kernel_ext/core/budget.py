@@ -7,6 +7,9 @@ at n = 254, 510 and 1,022 tokens, and err on the high side (by up to ~30%):
 
 - attention maps: A = L·H·n²·4 bytes per row. Eager attention keeps one map per layer for the
   backward pass, plus transients: a forward+backward row costs ~1.5·A + L·n·(8·d + 5·d_ff)·4.
+- lean passes (IG, SIG, grad x input: ``batching.lean_pass``): SDPA keeps no map; a row costs
+  L·n·(10·d + 6·d_ff)·4 (smollm2 at 1,023 tokens: 16 % over the measured peak), or checkpointed
+  (when that is what fits) the layers' inputs L·n·d·4 plus one layer's activations.
 - ``capture``: logits (n·V·4 for language models) + 2.2·A; with attention gradients, the
   forward+backward row + 3·A (the gradients and the stacked copies) + twice the logits.
 - flow arrays (GAF, rollout, attention flow): float64 copies of the maps (6·A), and for GAF the
@@ -32,6 +35,8 @@ from ..errors import BudgetError, InputError, InputTypeError
 ENV = "XATTR_LAB_MEMORY_LIMIT"
 #: fraction of the available memory one computation may use when ``$XATTR_LAB_MEMORY_LIMIT`` is unset
 DEFAULT_FRACTION = 0.75
+#: fixed bytes a lean (SDPA) pass allocates besides its tensors: autograd and kernel workspace
+LEAN_WORKSPACE = 8 << 20  # measured ~2.5 MiB over the tensors on a tiny Llama at 1,024 tokens
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
@@ -87,16 +92,39 @@ class Estimate:
 
 
 def forward_bytes(shape: Shape, n: int, rows: int = 1, *, grad: bool, attentions: bool = False,
-                  logit_positions: int | None = None, past: int = 0) -> int:
+                  logit_positions: int | None = None, past: int = 0, lean: bool = False,
+                  checkpoint: bool = False) -> int:
     """One forward pass over ``rows`` rows of n tokens (after ``past`` cached ones), with the
-    backward pass's saved tensors when ``grad``; ``attentions``: every map is returned."""
+    backward pass's saved tensors when ``grad``; ``attentions``: every map is returned.
+
+    ``lean``: fused attention (SDPA), which keeps no n x n map (only its output and one log-sum-exp
+    per query and head); ``checkpoint``: with ``lean`` and ``grad``, each layer keeps only its input
+    (L·n·d floats) and one layer's activations exist at a time (batching.checkpointed).
+    """
     keys = n + past
     logits = shape.logits(n if logit_positions is None else logit_positions, rows)
     kept = shape.attention(n, keys, rows) if attentions else 0
+    if lean and not attentions:
+        return logits * (2 if grad else 1) + _lean_bytes(shape, n, rows, grad=grad, checkpoint=checkpoint)
     if not grad:
         transient = 3 * shape.attention(n, keys, rows) // max(shape.layers, 1)
         return logits + kept + transient + 2 * 4 * n * (4 * shape.d_model + shape.d_ff) * rows
     return 2 * logits + kept + int(1.5 * shape.attention(n, keys, rows)) + shape.activations(n, rows)
+
+
+def _lean_bytes(shape: Shape, n: int, rows: int, *, grad: bool, checkpoint: bool) -> int:
+    """A lean pass's bytes besides the logits: without ``grad``, a few (rows, n, d_ff)-sized
+    transients and the kernels' workspace; with it, every layer's saved activations, or with
+    ``checkpoint`` the layers' inputs plus one layer's activations and the gradient flowing back.
+    Per token and layer ~(10 d + 6 d_ff) floats: measured 12,600 on smollm2 (d = 576, d_ff = 1,536)
+    at 1,023 tokens, i.e. ~16 % under this; tiny models add ~8 MiB of fixed workspace."""
+    transient = 4 * 4 * rows * n * (2 * shape.d_model + shape.d_ff) + LEAN_WORKSPACE
+    layer = 4 * rows * n * (10 * shape.d_model + 6 * shape.d_ff)  # one layer's saved activations
+    if not grad:
+        return transient
+    if not checkpoint:
+        return shape.layers * layer + transient
+    return 4 * rows * n * shape.d_model * (shape.layers + 4) + layer + transient
 
 
 def capture_parts(shape: Shape, n: int, *, attention_grads: bool = False, hidden_states: bool = False,
@@ -115,18 +143,29 @@ def capture_parts(shape: Shape, n: int, *, attention_grads: bool = False, hidden
     return parts
 
 
-def method_estimate(shape: Shape, method: str, n: int, name: str = "", options: dict | None = None) -> Estimate:
+def method_estimate(shape: Shape, method: str, n: int, name: str = "", options: dict | None = None, *,
+                    lean: bool = False, checkpoint: bool = False, limit: int | None = None) -> Estimate:
     """Peak memory of ``Explainer.attribute/flow/heads`` with ``method`` on a text of n tokens.
 
-    Gradient methods are counted at one row per chunk (the least they can run with);
+    Gradient methods are counted at one row per chunk (the least they can run with): with
+    ``lean`` (the model has SDPA) its pass keeps no attention map, with ``checkpoint`` (the
+    model's blocks can be checkpointed) it keeps one layer's activations; the plain forward pass
+    that scores the text (eager, every position's logits) runs before the rows, so the peak is the
+    larger of the two plus the path's tensors. With ``limit`` (bytes), the row is counted as it will
+    run (batching.lean_pass): checkpointed only when it does not fit otherwise.
     ``circuit`` is estimated by :func:`circuit_estimate`.
     """
     options = options or {}
     at = f"{method} on {name or 'the model'} at {n:,} tokens"
     A = shape.attention(n)
     if method in ("ig", "sig", "grad_x_input"):
-        parts = {"the plain forward pass": forward_bytes(shape, n, grad=False),
-                 "one row's forward and backward pass": forward_bytes(shape, n, grad=True, logit_positions=1)}
+        plain = forward_bytes(shape, n, grad=False)
+        checkpoint = lean and checkpoint and (limit is None or limit < forward_bytes(
+            shape, n, grad=True, logit_positions=1, lean=True))
+        row = forward_bytes(shape, n, grad=True, logit_positions=1, lean=lean, checkpoint=checkpoint)
+        how = (" (SDPA, checkpointed)" if checkpoint else " (SDPA)") if lean else ""
+        parts = {"the plain forward pass": plain} if plain > row else {f"one row's forward and backward pass{how}": row}
+        parts["text, baseline and gradient tensors"] = 4 * 6 * n * shape.d_model
         return Estimate(at, parts)
     grads = method in ("gaf", "flow") and options.get("info", "agf") != "af"
     parts = capture_parts(shape, n, attention_grads=grads, hidden_states=method == "heads")
@@ -241,11 +280,15 @@ def check_method(session: Any, method: str, n: int, options: dict | None = None)
     saying how many tokens would fit. What the Explainer's verbs, ``methods/flows.py`` and
     ``methods/integration.py`` call before they compute."""
     shape = shape_of(session)
+    lean = {"lean": session.lean_attention != "eager", "checkpoint": session.can_checkpoint}
+    limit = memory_limit(session.device)[0]
 
     def tokens_that_fit(limit: int) -> int:
-        return largest(lambda k: method_estimate(shape, method, k, session.name, options).total <= limit, n)
+        return largest(lambda k: method_estimate(shape, method, k, session.name, options, **lean,
+                                                 limit=limit).total <= limit, n)
 
-    check(method_estimate(shape, method, n, session.name, options), session.device, tokens_that_fit=tokens_that_fit)
+    check(method_estimate(shape, method, n, session.name, options, **lean, limit=limit), session.device,
+          tokens_that_fit=tokens_that_fit)
 
 
 def check_forward(session: Any, args: tuple, kwargs: dict) -> None:
@@ -264,7 +307,8 @@ def check_forward(session: Any, args: tuple, kwargs: dict) -> None:
     grad = torch.is_grad_enabled()
     need = forward_bytes(shape_of(session), n, rows, grad=grad, attentions=bool(kwargs.get("output_attentions")),
                          logit_positions=keep if isinstance(keep, int) and keep > 0 else None,
-                         past=int(past.get_seq_length()) if hasattr(past, "get_seq_length") else 0)
+                         past=int(past.get_seq_length()) if hasattr(past, "get_seq_length") else 0,
+                         lean=session.attention_implementation != "eager", checkpoint=session.checkpointing)
     what = f"a forward{' and backward' if grad else ''} pass over {rows:,} row(s) of {n:,} tokens on {session.name}"
     check(Estimate(what, {"the pass": need}, "lower batch_size" if rows > 1 else "use a shorter text"), session.device)
 

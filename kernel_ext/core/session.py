@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from . import budget
+from . import batching, budget
 from .adapters import detect_adapter, head_kind
 from .devices import device_summary, ensure_eager_attention, input_device, is_dispatched, resolve_device  # noqa: F401
 from .locking import complete
@@ -132,6 +132,28 @@ class ModelSession:
             return []
         id2label = self.config.id2label or {}
         return [str(id2label.get(i, i)) for i in range(self.config.num_labels)]
+
+    checkpointing = False  # True inside a lean() block that checkpoints activations (the forward guard reads it)
+
+    @property
+    def attention_implementation(self) -> str:
+        """The model's attention now: "eager" (maps readable) or, inside :meth:`lean`, "sdpa"."""
+        return batching.attention_implementation(self.model)
+
+    @property
+    def lean_attention(self) -> str:
+        """The attention of passes that need no maps: "sdpa" where the model has it, else "eager"."""
+        return "sdpa" if batching.sdpa_supported(self.model) else "eager"
+
+    @property
+    def can_checkpoint(self) -> bool:
+        return bool(batching.blocks(self.model))
+
+    def lean(self, rows: int, n: int, *, past: int = 0, logit_positions: int | None = None):
+        """Context for passes that need no attention maps (gradients, scores): SDPA attention, and
+        activation checkpointing when a forward+backward pass over ``rows`` x n tokens would not fit
+        the memory budget otherwise (:func:`batching.lean_pass`); yields whether it checkpoints."""
+        return batching.lean_pass(self, rows, n, past=past, logit_positions=logit_positions)
 
     def __repr__(self) -> str:
         return (

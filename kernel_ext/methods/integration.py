@@ -313,11 +313,14 @@ def _target_scores(ex: ModelSession, problem: _Problem, embeds: torch.Tensor, pr
             kwargs["use_cache"] = True
         else:
             kwargs["use_cache"] = False
-        logits = ex.model(**kwargs).logits.float()  # half-precision models: scored in float32
+        # memory (#33, core/batching.lean_pass): SDPA, no attention maps; layers checkpointed when that is what fits
+        with ex.lean(rows, m, past=n - m, logit_positions=1):
+            logits = ex.model(**kwargs).logits.float()  # half-precision models: scored in float32
         return dataclasses.replace(problem.target, position=logits.shape[1] - 1).score(logits)
     if prefix is not None:
         raise ValueError("prefix reuse needs a causal LM read at its last token")
-    return problem.target.score(ex.forward(inputs_embeds=embeds, attention_mask=mask).logits)
+    with ex.lean(rows, m):  # memory (#33): as above
+        return problem.target.score(ex.forward(inputs_embeds=embeds, attention_mask=mask).logits)
 
 
 def _prefix_cache(ex: ModelSession, problem: _Problem, length: int):
