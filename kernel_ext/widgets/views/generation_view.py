@@ -35,8 +35,9 @@ def matrix_data(result, scale: float) -> dict:
             "generated": [core.pretty_token(result.generated[r]) for r in rows]}
 
 
-def generation_figure(result, *, focus: int = -1, width: int = 900) -> tuple:
-    """(figure, cell source, row-marker source): the heat map with the focused row outlined."""
+def generation_figure(result, *, focus: int = -1, width: int = 900, stretch: bool = False) -> tuple:
+    """(figure, cell source, row-marker source): the heat map with the focused row outlined.
+    stretch: as wide as the cell, at most the natural width (live views; exports stay fixed)."""
     from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, PlainText, TapTool
     from bokeh.plotting import figure
 
@@ -58,6 +59,10 @@ def generation_figure(result, *, focus: int = -1, width: int = 900) -> tuple:
     labels = core.pretty_tokens(result.tokens)
     p.xaxis.ticker = FixedTicker(ticks=list(range(n)))
     p.xaxis.major_label_overrides = {i: PlainText(text=core.shorten(labels[i], 12)) for i in range(n)}
+    if stretch:
+        from ..sizing import responsive
+
+        responsive(p, p.width)
     p.xaxis.major_label_orientation = np.pi / 2
     p.yaxis.ticker = FixedTicker(ticks=list(range(T)))
     p.yaxis.major_label_overrides = {t: PlainText(text=core.shorten(core.pretty_token(g), 12))
@@ -194,19 +199,22 @@ class GenerationView(bundle.MainThreadViews, View):
         self._status = _html(core.escape(self.status))
         stop = w.Button(description="cancel", layout=w.Layout(width="70px"), tooltip="stop after the current row")
         stop.on_click(lambda _: self.cancel())
-        self._plot_box, self._strip_box = w.Box([]), w.Box([])
+        fit = {"display": "block", "max_width": "100%"}  # children as wide as the cell, no wider
+        self._plot_box, self._strip_box = w.Box([], layout=fit), w.Box([], layout=fit)
         if self.result is not None:
             self._mount_figure()
-        box = w.VBox([self._header, w.HBox([stop, self._status]), self._plot_box, self._strip_box])
+        box = w.VBox([self._header, w.HBox([stop, self._status]), self._plot_box, self._strip_box],
+                     layout={"max_width": "100%"})
         box.add_class("xattr-view")
         box.add_class("xattr-generation")
         return box
 
     def _mount_figure(self) -> None:
-        fig, self._source, self._marker = generation_figure(self.result, focus=self.focus, width=self.width)
+        fig, self._source, self._marker = generation_figure(self.result, focus=self.focus, width=self.width,
+                                                            stretch=True)
         self._rows = list(self.result.generated)
         self._on_tap(self._source, lambda i: self.select_row(self._source.data["y"][i]))
-        self._plot_box.children = [_bokeh(fig)]
+        self._plot_box.children = [_bokeh(fig, layout={"max_width": "100%"})]
         self._header.value = self.header_html()
         if self.strip is not None:
             self._strip_box.children = [self.strip.widget]
