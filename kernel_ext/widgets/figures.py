@@ -158,9 +158,9 @@ def flow_figure(labels: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndar
         p.text("x", "y", text="text", source=source, text_align=align, text_baseline="middle", x_offset=offset,
                text_font=value(TOKEN_FONT), text_font_size="11px")
     fit_flow(p, width - 10)
-    if stretch:
+    if stretch:  # no narrower than the labels plus fit_flow's 12 px a layer
         responsive(p, width, min_width=max(MIN_WIDTH, int(label_px(left.data["text"]) + label_px(right.data["text"])
-                                                           + 14 * L)))
+                                                           + 12 * L)))
     p.add_tools(TapTool(renderers=[nodes]))
     p.add_tools(HoverTool(renderers=[nodes], tooltips=[
         ("token", "@token"), ("position", "@index"), ("layer", "@layer"), ("throughput", "@throughput{0.000000}"),
