@@ -324,3 +324,18 @@ def test_the_estimates_bound_the_measured_peak_memory(tmp_path):
         assert 0 < measured <= estimate, (name, measured, estimate)
     assert out["lean"][0] < 0.5 * out["maps"]  # eager attention would keep >= 1.5 x the maps
     assert out["checkpointed"][1] < out["lean"][1]
+
+
+def test_the_batch_size_comes_from_the_memory_budget(tiny, monkeypatch):
+    from xattr_lab.core import batching
+
+    ex, n = tiny("llama"), 100
+    shape = budget.shape_of(ex)
+    for rows in (1, 3, 7):  # exactly `rows` lean rows fit the limit
+        monkeypatch.setenv(budget.ENV, str(budget.forward_bytes(shape, n, rows, grad=True, lean=True, logit_positions=1)))
+        assert batching.auto_batch_size(ex, n) == rows
+        eager = budget.forward_bytes(shape, n, rows, grad=True, logit_positions=None)
+        monkeypatch.setenv(budget.ENV, str(eager))
+        assert batching.auto_batch_size(ex, n, lean=False) == rows  # the eager rows (vision, encoder-decoders)
+    monkeypatch.setenv(budget.ENV, "1K")
+    assert batching.auto_batch_size(ex, n) == 1  # down to one row (checkpointed if need be)

@@ -45,20 +45,27 @@ def budget_bytes(device: Any) -> int:
     return int(limit) if limit is not None else int(budget.DEFAULT_FRACTION * available_memory(device))
 
 
-def auto_batch_size(ex: "ModelSession", n: int, *, cap: int = 256) -> int:
+def lean_by_default(ex: "ModelSession") -> bool:
+    """Whether ``ex``'s gradient rows run lean (:func:`lean_pass`): the text methods' passes do
+    (``methods/integration._target_scores``), where the model has SDPA; the vision and
+    encoder-decoder methods' passes are eager."""
+    return ex.lean_attention != "eager" and ex.head != "seq2seq_lm" and ex.adapter.family != "vit"
+
+
+def auto_batch_size(ex: "ModelSession", n: int, *, cap: int = 256, lean: bool | None = None) -> int:
     """Rows (interpolated sequences of n tokens) per forward+backward chunk, from the memory budget.
 
-    As many rows as :func:`budget.forward_bytes` (the lean pass: SDPA attention where the model
-    has it, the target read at one position for causal LMs) says fit in :func:`budget_bytes`, and
-    on CPU in ``CPU_CHUNK_BYTES``; at most ``cap`` and at least 1 (a row that does not fit even
-    then runs with activation checkpointing, see :func:`needs_checkpoint`).
+    As many rows as :func:`budget.forward_bytes` says fit in :func:`budget_bytes`, and on CPU in
+    ``CPU_CHUNK_BYTES``; at most ``cap`` and at least 1 (a row that does not fit runs with
+    activation checkpointing in :func:`lean_pass`). ``lean`` (default :func:`lean_by_default`): the
+    rows are lean passes (no attention maps; the target read at one position for causal LMs).
     """
     shape = budget.shape_of(ex)
     limit = budget_bytes(ex.device)
     if ex.device.type != "cuda":
         limit = min(limit, CPU_CHUNK_BYTES)
-    keep = 1 if ex.adapter.causal else None
-    lean = ex.lean_attention != "eager"
+    lean = lean_by_default(ex) if lean is None else lean
+    keep = 1 if ex.adapter.causal and lean else None
 
     def fits(rows: int) -> bool:
         return budget.forward_bytes(shape, n, rows, grad=True, lean=lean, logit_positions=keep) <= limit
@@ -67,6 +74,7 @@ def auto_batch_size(ex: "ModelSession", n: int, *, cap: int = 256) -> int:
 
 
 def resolve_batch_size(ex: "ModelSession", n: int, batch_size: Any) -> int:
+    """``batch_size`` checked, or for None/"auto" :func:`auto_batch_size`."""
     if batch_size in (None, "auto"):
         return auto_batch_size(ex, n)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -124,11 +132,16 @@ def attention(model: nn.Module, implementation: str) -> Iterator[None]:
     if previous == implementation:
         yield
         return
-    model.set_attn_implementation(implementation)
+    try:
+        model.set_attn_implementation(implementation)
+        switched = True
+    except (ValueError, ImportError, NotImplementedError):  # this model or config cannot: stay as it is
+        switched = False
     try:
         yield
     finally:
-        model.set_attn_implementation(previous)
+        if switched:
+            model.set_attn_implementation(previous)
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
