@@ -64,7 +64,8 @@ def _wrong(text: str) -> Verdict:
 
 
 def _waiting(what: str) -> Verdict:
-    return Verdict(None, f"{WAITING} Not answered yet: set {what} in the cell above, run it, then run this cell.")
+    return Verdict(None, f"{WAITING} Not answered yet ({what}): replace None in the cell above by your answer, run "
+                         "that cell, then this one.")
 
 
 def clean_token(token: Any) -> str:
@@ -102,7 +103,7 @@ def check_choice(answer: Any, correct: str, options: Mapping[str, str]) -> Verdi
     """A multiple-choice answer: ``options`` maps each letter to the feedback for picking it;
     ``correct`` is the right letter. Case and spaces do not matter."""
     if answer is None:
-        return _waiting("answer to one of " + ", ".join(repr(k) for k in options))
+        return _waiting("one of " + ", ".join(repr(k) for k in options))
     pick = str(answer).strip().lower()
     keys = {k.lower(): k for k in options}
     if pick not in keys:
@@ -182,6 +183,22 @@ def check_ranks(answer: Any, scores: Any) -> Verdict:
             return _wrong(f"column {j}: a larger score got a rank that is not smaller. Did you rank ascending? "
                           "Rank 1 is the largest score.")
     return _right("Ranks make the order visible even where the scores differ only in the third decimal.")
+
+
+def check_top_share(answer: Any, scores: Any, total: float, k: int = 3) -> Verdict:
+    """The share of ``total`` carried by the ``k`` largest of ``scores`` (n,): a fraction in [0, 1]."""
+    values = np.sort(np.asarray(scores, dtype=float))[::-1]
+    expected = float(values[:k].sum() / total)
+    if _is_number(answer) and abs(float(answer) - 100 * expected) <= 0.5:
+        return _wrong(f"{float(answer):.4g} looks like a percentage; give a fraction (0.5 = half).")
+    return check_number(answer, expected, name=f"top-{k} share", rtol=1e-2, atol=1e-4,
+                        hint=f"Sort the scores, add the {k} largest, divide by the total.",
+                        why=f"{k} of {len(values)} tokens carry {expected:.0%} of it.")
+
+
+def check_count(answer: Any, flags: Any, *, name: str = "count", hint: str = "") -> Verdict:
+    """Is ``answer`` the number of True values in ``flags`` (a boolean column or array)?"""
+    return check_number(answer, int(np.sum(np.asarray(flags, dtype=bool))), name=name, rtol=0.0, atol=0.0, hint=hint)
 
 
 def check_completeness(f_baseline: Any, f_x: float, f_baseline_measured: float, attribution_sum: float) -> Verdict:

@@ -1,7 +1,9 @@
-"""Workshop notebooks: saved without outputs (fast check) and executed headless (slow)."""
+"""Workshop notebooks: saved without outputs, lessons with exercises (fast checks), and executed headless
+(slow): as saved (every check says "not answered yet") and with the solutions pasted in (every check passes)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -9,11 +11,93 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
+LESSONS = [p for p in NOTEBOOKS if not p.stem.startswith("00")]
+SOLUTION = re.compile(r"<details>.*?```python\n(.*?)```.*?</details>", re.S)
+EXERCISE = re.compile(r"^### Exercise (\d+) (⭐{1,3}) \((\d+) min\): \S", re.M)
 
 
 def test_examples_exist():
     names = [p.stem[:2] for p in NOTEBOOKS]
-    assert names == ["01", "02", "03", "04", "05", "06"], names
+    assert names == ["00", "01", "02", "03", "04", "05", "06"], names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_saved_valid_with_cell_ids(path):
+    """nbformat 4.5 with an id on every cell (no MissingIDFieldWarning), ids unique."""
+    import warnings
+
+    nb = nbformat.read(path, as_version=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nbformat.validate(nb)
+    ids = [c.get("id") for c in nb.cells]
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5) and all(ids) and len(set(ids)) == len(ids), ids
+
+
+def exercises(nb) -> list[tuple[int, int, int]]:
+    """(answer cell, check cell, solution cell) indices of each exercise of ``nb``, in order.
+
+    An exercise is a markdown heading "### Exercise N ⭐.. (M min): title", then a code cell tagged
+    ``answer`` (the student's variables, ``None`` until answered), a code cell tagged ``check`` (a call to
+    ``workshop.check_*``, the cell's last line) and a markdown ``<details>`` block holding the solution code.
+    """
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and EXERCISE.search(cell.source):
+            found.append((i + 1, i + 2, i + 3))
+    return found
+
+
+def with_solutions(nb):
+    """A copy of ``nb`` whose answer cells hold the code of the exercises' hidden solutions."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    for answer, _, solution in exercises(nb):
+        nb.cells[answer].source = SOLUTION.search(nb.cells[solution].source).group(1)
+    return nb
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_each_notebook_is_a_lesson(path):
+    """Objectives, concepts before code, 2-4 time-boxed exercises tagged by difficulty with a check cell and a
+    hidden solution each, discussion prompts, and a troubleshooting cell."""
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0].source
+    assert "Learning objectives" in first and "Concepts in plain words" in first and "```" in first, path.name
+    found = exercises(nb)
+    assert 2 <= len(found) <= 4, (path.name, len(found))
+    for answer, check, solution in found:
+        heading = nb.cells[answer - 1].source
+        assert int(EXERCISE.search(heading).group(3)) <= 15, heading
+        a, c, s = nb.cells[answer], nb.cells[check], nb.cells[solution]
+        assert a.cell_type == "code" and "answer" in a.metadata.get("tags", []) and "= None" in a.source, a.source
+        assert c.cell_type == "code" and "check" in c.metadata.get("tags", []), c.source
+        assert c.source.lstrip().startswith("workshop.check_"), c.source
+        assert s.cell_type == "markdown" and SOLUTION.search(s.source), s.source
+    numbers = [int(EXERCISE.search(nb.cells[a - 1].source).group(1)) for a, _, _ in found]
+    assert numbers == list(range(1, len(found) + 1)), numbers
+    sources = [c.source for c in nb.cells]
+    assert any("## Discussion" in src for src in sources), path.name
+    assert any("workshop.memory_advice" in src for src in sources), path.name
+
+
+def test_with_solutions_fills_every_answer_cell():
+    nb = nbformat.read(LESSONS[0], as_version=4)
+    solved = with_solutions(nb)
+    for answer, _, _ in exercises(nb):
+        assert solved.cells[answer].source != nb.cells[answer].source and "= None" not in solved.cells[answer].source
+    assert [c.source for c in solved.cells if "check" in c.metadata.get("tags", [])] == \
+        [c.source for c in nb.cells if "check" in c.metadata.get("tags", [])]
+
+
+def _check_texts(nb) -> list[str]:
+    """The text each check cell of an executed ``nb`` shows (its Verdict's repr)."""
+    texts = []
+    for _, check, _ in exercises(nb):
+        outputs = nb.cells[check].outputs
+        texts.append("".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs))
+    return texts
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -34,6 +118,23 @@ def test_notebook_executes(path, tmp_path):
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
+    texts = _check_texts(nb)
+    assert all(t.startswith("⏳ Not answered yet") for t in texts), texts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_notebook_solutions_pass(path, tmp_path):
+    """Each exercise's hidden solution, pasted into its answer cell, makes its check say "Right"."""
+    from nbclient import NotebookClient
+
+    nb = with_solutions(nbformat.read(path, as_version=4))
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors
+    texts = _check_texts(nb)
+    assert texts and all(t.startswith("✅ Right.") for t in texts), texts
 
 
 def _explorer_outputs(cell) -> list[dict]:
