@@ -294,7 +294,62 @@ def test_renderer_fixtures_are_what_the_writer_writes():
     assert json.loads(FIXTURES.read_text()) == json.loads(json.dumps(fixtures, allow_nan=False))
 
 
+# ---------------------------------------------------------------------------- right-to-left tokens (issue 27)
+BIDI_FIXTURES = ROOT / "labextension" / "test" / "fixtures" / "bidi-labels.json"
+#: tokens as models and word spans hold them: Hebrew, Arabic and Persian with their marks, hostile overrides
+BIDI_TOKENS = [
+    "\u200f\u05de\u05e6\u05d5\u05d9\u05df", "\u05d4\u05e1\u05e8\u05d8", "\u061c\u0631\u0627\u0626\u0639\u0627",
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645\u200e", "\u202eevil\u202c", "\u202dgood\u202c",
+    "\u202b\u05d8\u05d5\u05d1\u202c", "\u202aok\u202c", "\u2067\u05d0\u2069", "\u2066a\u2069", "\u2068x\u2069",
+    "\u0120\u202efilm", "##\u200f", "<img src=x onerror=alert(1)>\u202e", "\u200e", "plain",
+]
+
+
+def bidi_fixtures() -> dict:
+    """What the Python labels make of BIDI_TOKENS (labextension/test/bidi.test.ts checks the TypeScript
+    labels give the same): ``visible`` = widgets.core.visible_controls, ``label`` = widgets.core.pretty_token."""
+    from xattr_lab.widgets import core
+
+    return {"cases": [{"token": t, "visible": core.visible_controls(t), "label": core.pretty_token(t)}
+                      for t in BIDI_TOKENS]}
+
+
+def test_bidi_fixtures_are_what_the_python_labels_give():
+    """The cross-language check of issue 27: the TS test reads this file (regenerate: python tests/test_payload.py)."""
+    assert json.loads(BIDI_FIXTURES.read_text(encoding="utf-8")) == bidi_fixtures()
+
+
+def test_the_escape_table_names_each_character_as_unicode_does():
+    import unicodedata
+
+    from xattr_lab.widgets import core
+
+    table = json.loads(core.BIDI_ESCAPES_PATH.read_text(encoding="utf-8"))["escapes"]
+    assert len(table) == 12 and len({row["label"] for row in table}) == 12
+    for row in table:
+        char = chr(int(row["code"][2:], 16))
+        assert unicodedata.name(char) == row["name"] and unicodedata.bidirectional(char) in {
+            "LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI", "L", "R", "AL"}
+        assert unicodedata.category(char) == "Cf" and row["label"].startswith("\u27e8")
+    # every explicit bidi formatting character of Unicode is in the table (the marks too)
+    formatting = {c for c in map(chr, range(0x110000)) if unicodedata.bidirectional(c) in
+                  {"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"}}
+    assert formatting | {"\u200e", "\u200f", "\u061c"} == {chr(int(r["code"][2:], 16)) for r in table}
+
+
+def test_visible_controls_leave_no_control_and_keep_everything_else():
+    from xattr_lab.widgets import core
+
+    controls = {chr(int(r["code"][2:], 16)) for r in json.loads(core.BIDI_ESCAPES_PATH.read_text("utf-8"))["escapes"]}
+    for case in bidi_fixtures()["cases"]:
+        assert not controls & set(case["visible"]) and not controls & set(case["label"])
+    assert core.visible_controls("\u05d4\u200f\u05d0 \u200c") == "\u05d4\u27e8RLM\u27e9\u05d0 \u200c"  # ZWNJ is a letter joiner: kept
+    assert core.token_html("<\u202e>") == '<bdi class="xattr-token">&lt;\u27e8RLO\u27e9&gt;</bdi>'
+
+
 if __name__ == "__main__":
     FIXTURES.parent.mkdir(parents=True, exist_ok=True)
     FIXTURES.write_text(json.dumps(renderer_fixtures(), allow_nan=False, indent=1) + "\n")
     print("wrote", FIXTURES)
+    BIDI_FIXTURES.write_text(json.dumps(bidi_fixtures(), ensure_ascii=True, indent=1) + "\n", encoding="utf-8")
+    print("wrote", BIDI_FIXTURES)

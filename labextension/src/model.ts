@@ -157,22 +157,69 @@ export class Budget {
   }
 }
 
-/** A v1 list of numbers (null/NaN/other -> null). */
-export function numbers(value: unknown, name: string, budget: Budget): Num[] {
-  if (!Array.isArray(value)) {
-    throw new Refused(`${name} must be a list of numbers`);
+/** A JSON value described for a message: "a string", "an object", "null", ... */
+export function describe(value: unknown): string {
+  if (value === null) {
+    return 'null';
   }
-  budget.take(value.length);
-  return value.map(v => (typeof v === 'number' && Number.isFinite(v) ? v : null));
+  if (Array.isArray(value)) {
+    return 'a list';
+  }
+  const type = typeof value;
+  return type === 'object' ? 'an object' : `a ${type}`;
 }
 
-/** A v1 list of lists of numbers. */
-export function matrix(value: unknown, name: string, budget: Budget): Num[][] {
-  if (!Array.isArray(value)) {
-    throw new Refused(`${name} must be a list of lists of numbers`);
-  }
-  budget.take(value.length);
-  return value.map(row => numbers(Array.isArray(row) ? row : [], name, budget));
+/**
+ * A v1 nested list of numbers (`Result.to_dict()`: NaN and inf saved as null) checked against its
+ * shape, as the v2 reader checks a packed array's: `dims` gives each dimension, a number (fixed) or
+ * a name (free, but the same size wherever the name occurs: rectangular lists, square (N, N)).
+ * Every list counts against `budget`. Anything else (a ragged row, a string for a number, too few
+ * rows) is refused with the place it was found. Returns the lists with every number finite or null.
+ */
+export function nested(value: unknown, name: string, dims: Array<number | string>, budget: Budget): unknown {
+  const sizes = new Map<string, number>();
+  const shape = `(${dims.join(', ')})`;
+  const fail = (path: number[], why: string): never => {
+    throw new Refused(`${name} must be ${shape} lists of numbers: ${name}${path.map(i => `[${i}]`).join('')} ${why}`);
+  };
+  const walk = (v: unknown, depth: number, path: number[]): unknown => {
+    if (depth === dims.length) {
+      if (typeof v === 'number') {
+        return Number.isFinite(v) ? v : null;
+      }
+      return v === null ? null : fail(path, `is ${describe(v)}, not a number`);
+    }
+    if (!Array.isArray(v)) {
+      return fail(path, `is ${describe(v)}, not a list`);
+    }
+    budget.take(v.length);
+    const dim = dims[depth];
+    const want = typeof dim === 'number' ? dim : sizes.get(dim);
+    if (want !== undefined && v.length !== want) {
+      return fail(path, `holds ${v.length.toLocaleString('en-US')} ${v.length === 1 ? 'entry' : 'entries'}, not ${want.toLocaleString('en-US')}`);
+    }
+    if (typeof dim === 'string') {
+      sizes.set(dim, v.length);
+    }
+    const out = new Array<unknown>(v.length);
+    for (let i = 0; i < v.length; i++) {
+      path.push(i);
+      out[i] = walk(v[i], depth + 1, path);
+      path.pop();
+    }
+    return out;
+  };
+  return walk(value, 0, []);
+}
+
+/** A v1 list of numbers: (`length`) when given, else any length. */
+export function numbers(value: unknown, name: string, budget: Budget, length: number | string = 'm'): Num[] {
+  return nested(value, name, [length], budget) as Num[];
+}
+
+/** A v1 rectangular list of lists of numbers: (`rows`, `cols`), each a size or a name. */
+export function matrix(value: unknown, name: string, budget: Budget, rows: number | string = 'rows', cols: number | string = 'cols'): Num[][] {
+  return nested(value, name, [rows, cols], budget) as Num[][];
 }
 
 /** The `k`-th largest of `values` (k >= 1; quickselect on a copy, O(n)). */

@@ -1,13 +1,22 @@
-/** v1 payloads (`Result.to_dict()`, nested lists) -> view models, with shape checks and scan caps. */
+/**
+ * v1 payloads (`Result.to_dict()`, nested lists) -> view models. Checked as the v2 reader checks
+ * packed arrays (read-v2.ts): every array has its shape (a ragged row, a number that is not one, an
+ * edge_flow that is not (L, n, n) for n tokens is a Refused with the reason, which the renderer shows),
+ * and the numbers scanned are capped (model.ts Budget).
+ */
 import {
   AttributionModel, Budget, Cell, CircuitModel, Edge, FlowModel, HeadsModel, LIMITS, Num, Refused,
-  isObject, largestCells, matrix, numbers, readMeta, readTokens, strongestOf
+  describe, isObject, largestCells, matrix, nested, numbers, readMeta, readTokens, strongestOf
 } from './model';
+
+/** `p[name]` is absent (undefined or null). */
+const absent = (p: Record<string, unknown>, name: string) => p[name] === undefined || p[name] === null;
 
 export function readAttributionV1(p: Record<string, unknown>, budget = new Budget()): AttributionModel {
   const tokens = readTokens(p.tokens);
-  const scores = numbers(p.scores, 'scores', budget);
-  const raw = Array.isArray(p.raw) ? numbers(p.raw, 'raw', budget) : scores;
+  const n = tokens.length;
+  const scores = numbers(p.scores, 'scores', budget, n);
+  const raw = absent(p, 'raw') ? scores : numbers(p.raw, 'raw', budget, n);
   return { kind: 'attribution', meta: readMeta(p), tokens, scores, raw };
 }
 
@@ -48,11 +57,16 @@ export function throughput(layer: ArrayLike<number>, from: ArrayLike<number>, to
   return out;
 }
 
+/** Refuse an edge_flow that is not (L, n, n): `where` is the path of the bad entry, `why` what it holds. */
+function badEdgeFlow(n: number, where: string, why: string): never {
+  throw new Refused(`edge_flow must be (L, ${n}, ${n}) lists of numbers for ${n} tokens: edge_flow${where} ${why}`);
+}
+
 export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): FlowModel {
   const tokens = readTokens(p.tokens);
   const n = tokens.length;
   if (!Array.isArray(p.edge_flow)) {
-    throw new Refused('edge_flow must be an (L, n, n) list');
+    badEdgeFlow(n, '', `is ${describe(p.edge_flow)}`);
   }
   const L = p.edge_flow.length;
   budget.take(L);
@@ -62,14 +76,23 @@ export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): F
   const to: number[] = [];
   const flows: number[] = [];
   const nodes = Array.from({ length: L + 1 }, () => new Array<number>(n).fill(0));
+  // checked in the same pass: every layer n rows of n numbers (or null: NaN/inf)
   p.edge_flow.forEach((m: unknown, l: number) => {
-    const rows = Array.isArray(m) ? m : [];
-    budget.take(rows.length);
-    rows.slice(0, n).forEach((row: unknown, i: number) => {
-      const values = Array.isArray(row) ? row : [];
+    if (!Array.isArray(m) || m.length !== n) {
+      badEdgeFlow(n, `[${l}]`, Array.isArray(m) ? `holds ${m.length} rows, not ${n}` : `is ${describe(m)}, not a list`);
+    }
+    budget.take(m.length);
+    m.forEach((row: unknown, i: number) => {
+      if (!Array.isArray(row) || row.length !== n) {
+        badEdgeFlow(n, `[${l}][${i}]`, Array.isArray(row) ? `holds ${row.length} numbers, not ${n}` : `is ${describe(row)}, not a list`);
+      }
+      const values = row as unknown[];
       budget.take(values.length);
-      for (let j = 0; j < Math.min(values.length, n); j++) {
+      for (let j = 0; j < n; j++) {
         const v = values[j];
+        if (typeof v !== 'number' && v !== null) {
+          badEdgeFlow(n, `[${l}][${i}][${j}]`, `is ${describe(v)}, not a number`);
+        }
         if (typeof v === 'number' && Number.isFinite(v) && v > 0) {
           layer.push(l + 1);
           from.push(i);
@@ -84,9 +107,9 @@ export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): F
     });
   });
   const edges = strongestOf(layer, from, to, Float64Array.from(flows));
-  const given = Array.isArray(p.node_flow) && p.node_flow.length === L + 1 ? matrix(p.node_flow, 'node_flow', budget) : null;
+  const given = absent(p, 'node_flow') ? null : matrix(p.node_flow, 'node_flow', budget, L + 1, n);
   return {
-    kind: 'flow', meta: readMeta(p), tokens, attributions: numbers(p.attributions, 'attributions', budget),
+    kind: 'flow', meta: readMeta(p), tokens, attributions: numbers(p.attributions, 'attributions', budget, n),
     value: typeof p.value === 'number' && Number.isFinite(p.value) ? p.value : null,
     info: typeof p.info === 'string' ? p.info : 'gaf', layers: L, edges, hiddenEdges: flows.length - edges.length,
     nodeFlow: given ? given.map(row => row.map(v => v ?? 0)) : nodes
@@ -95,18 +118,15 @@ export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): F
 
 export function readHeadsV1(p: Record<string, unknown>, budget = new Budget()): HeadsModel {
   const tokens = readTokens(p.tokens);
-  const entropy = matrix(p.entropy, 'entropy', budget);
-  const maps = Array.isArray(p.attentions) ? p.attentions : null;
-  if (maps) {
-    budget.take(maps.length);
-  }
-  const heads: Num[][][][] | null = maps
-    ? maps.map(layer => (Array.isArray(layer) ? layer : []).map(m => matrix(Array.isArray(m) ? m : [], 'attentions', budget)))
-    : null;
-  const normalised = Array.isArray(p.cone_index_normalised);
+  const n = tokens.length;
+  const entropy = matrix(p.entropy, 'entropy', budget, 'L', 'H');
+  const heads = absent(p, 'attentions') ? null : nested(p.attentions, 'attentions', ['L', 'H', n, n], budget) as Num[][][][];
+  const normalised = !absent(p, 'cone_index_normalised');
   return {
     kind: 'heads', meta: readMeta(p), tokens, entropy,
-    cone: numbers(normalised ? p.cone_index_normalised : p.cone_index, 'cone_index', budget), coneNormalised: normalised,
+    cone: normalised ? numbers(p.cone_index_normalised, 'cone_index_normalised', budget, 'L+1')
+      : numbers(p.cone_index, 'cone_index', budget, 'L+1'),
+    coneNormalised: normalised,
     patterns: p.patterns, texts: Array.isArray(p.texts) ? p.texts.length : 0,
     matrix: heads
       ? (l, h) => {
@@ -120,10 +140,10 @@ export function readHeadsV1(p: Record<string, unknown>, budget = new Budget()): 
 }
 
 export function readCircuitV1(p: Record<string, unknown>, budget = new Budget()): CircuitModel {
-  const nodeScores = matrix(p.node_scores, 'node_scores', budget);
-  const edgeScores = matrix(p.edge_scores, 'edge_scores', budget);
-  const pos = matrix(p.codes_positive, 'codes_positive', budget);
-  const neg = matrix(p.codes_negative, 'codes_negative', budget);
+  const nodeScores = matrix(p.node_scores, 'node_scores', budget, 'L', 'H');
+  const edgeScores = matrix(p.edge_scores, 'edge_scores', budget, 'L·H', 'L·H');
+  const pos = matrix(p.codes_positive, 'codes_positive', budget, 'examples', 'L·H');
+  const neg = matrix(p.codes_negative, 'codes_negative', budget, 'examples', 'L·H');
   const pairs: Array<[number, number, number]> = [];
   edgeScores.forEach((row, a) => row.forEach((v, b) => {
     if (b > a && v !== null && v > 0) {

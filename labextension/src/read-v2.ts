@@ -36,6 +36,14 @@ function integer(value: unknown, name: string): number {
   return value;
 }
 
+/** `a` holds one value per token (`n`). */
+function perToken(a: Packed, name: string, n: number): Packed {
+  if (a.values.length !== n) {
+    throw new Refused(`${name} holds ${fmtCount(a.values.length)} values for ${fmtCount(n)} tokens`);
+  }
+  return a;
+}
+
 /** Every value of `a` an integer in [lo, hi). */
 function indices(a: Packed, name: string, lo: number, hi: number): Float64Array {
   for (const v of a.values) {
@@ -48,9 +56,9 @@ function indices(a: Packed, name: string, lo: number, hi: number): Float64Array 
 
 export function readAttributionV2(p: Record<string, unknown>, d = new Decoder()): AttributionModel {
   const tokens = readTokens(p.tokens);
-  const scores = vector(d.array(p, 'scores', 1)!);
+  const scores = vector(perToken(d.array(p, 'scores', 1)!, 'scores', tokens.length));
   const raw = d.array(p, 'raw', 1, true);
-  return { kind: 'attribution', meta: readMeta(p), tokens, scores, raw: raw ? vector(raw) : scores };
+  return { kind: 'attribution', meta: readMeta(p), tokens, scores, raw: raw ? vector(perToken(raw, 'raw', tokens.length)) : scores };
 }
 
 export function readFlowV2(p: Record<string, unknown>, d = new Decoder()): FlowModel {
@@ -81,7 +89,7 @@ export function readFlowV2(p: Record<string, unknown>, d = new Decoder()): FlowM
     meta.notes.push(`${fmtCount(left)} weaker edges were not saved${share}.`);
   }
   return {
-    kind: 'flow', meta, tokens, attributions: vector(d.array(p, 'attributions', 1)!),
+    kind: 'flow', meta, tokens, attributions: vector(perToken(d.array(p, 'attributions', 1)!, 'attributions', n)),
     value: typeof p.value === 'number' && Number.isFinite(p.value) ? p.value : null,
     info: typeof p.info === 'string' ? p.info : 'gaf', layers: L, edges, hiddenEdges: m - edges.length,
     nodeFlow: nodes ? rows(nodes).map(r => r.map(v => v ?? 0)) : throughput(ls, fs, ts, flow.values, L, n)

@@ -1,4 +1,5 @@
 /** The circuit view: node scores per head, the strongest head pairs, the SAE codes of a clicked head. */
+import { visibleControls } from './bidi';
 import { SEQUENTIAL, colourFor, extent } from './colours';
 import { CircuitModel, LIMITS, Num } from './model';
 import { Doc, cellGrid, count, el, fmt, header, hiddenNote, notes } from './render-common';
@@ -60,7 +61,7 @@ export function circuitView(doc: Doc, p: CircuitModel): HTMLElement {
   }
   if (p.metrics.length) {
     root.appendChild(el(doc, 'div', 'xattr-lab-caption',
-      `Metrics: ${p.metrics.map(([k, v]) => `${k} ${typeof v === 'number' ? fmt(v) : v}`).join(', ')}`));
+      visibleControls(`Metrics: ${p.metrics.map(([k, v]) => `${k} ${typeof v === 'number' ? fmt(v) : v}`).join(', ')}`)));
   }
   notes(doc, p.meta).forEach(note => root.appendChild(note));
   root.appendChild(detail);

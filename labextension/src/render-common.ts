@@ -2,8 +2,10 @@
  * Building blocks of the views (render-*.ts): elements, labels, the header, the token strip, cell
  * grids. Pure DOM: every string from a payload reaches the page through `textContent` or
  * `setAttribute` (never innerHTML), so token strings such as `<img src=x onerror=...>` stay text.
- * Interaction is wired with addEventListener on elements we create (no inline handlers).
+ * Interaction is wired with addEventListener on elements we create (no inline handlers). Every token
+ * is drawn isolated with its bidi controls visible (bidi.ts): `tokenLabel`, `tokenNode`, `line`.
  */
+import { isolate, isolatedText, visibleControls } from './bidi';
 import { colourFor, maxAbs, textColourFor } from './colours';
 import { LIMITS, Meta, Num } from './model';
 
@@ -52,11 +54,32 @@ export function fmt(value: Num | undefined, signed = false): string {
   return signed && value >= 0 ? `+${text}` : text;
 }
 
-/** Display label of a model token: word-start markers ("Ġ", "▁") become a space, "##" is dropped. */
+/**
+ * Display label of a model token: word-start markers ("Ġ", "▁") become a space, "##" is dropped,
+ * bidi marks, embeddings, overrides and isolates become visible escapes ("⟨RLM⟩", bidi.ts). The one
+ * place a token becomes a label (xattr_lab.widgets.core.pretty_token is its Python twin).
+ */
 export function tokenLabel(token: unknown): string {
   const text = typeof token === 'string' ? token : String(token);
-  return text.replace(/^[\u0120\u2581]/, ' ').replace(/^##/, '').replace(/\u010a/g, '\\n');
+  return visibleControls(text.replace(/^[\u0120\u2581]/, ' ').replace(/^##/, '').replace(/\u010a/g, '\\n'));
 }
+
+/** A token (as the model holds it) inside a line of text: a `<bdi>` element, bidi controls visible. */
+export function tokenNode(doc: Doc, token: unknown): HTMLElement {
+  return isolate(el(doc, 'bdi', 'xattr-lab-tok', visibleControls(typeof token === 'string' ? token : String(token))));
+}
+
+/** A piece of a line: plain text, or `{ token }` drawn by `tokenNode`. */
+export type Part = string | { token: unknown };
+
+/** Fill `node` with a line of text whose tokens are isolated elements (textContent reads as the plain line). */
+export function line(doc: Doc, node: HTMLElement, parts: Part[]): HTMLElement {
+  node.replaceChildren(...parts.map(part => (typeof part === 'string' ? doc.createTextNode(part) : tokenNode(doc, part.token))));
+  return node;
+}
+
+/** A token in a tooltip (a title): plain text, bidi controls visible, isolated by FSI ... PDI. */
+export const tokenTitle = isolatedText;
 
 /** `text` cut to `max` characters with an ellipsis (SVG labels; the full text goes in a title). */
 export function shorten(text: string, max = 16): string {
@@ -66,7 +89,7 @@ export function shorten(text: string, max = 16): string {
 
 /** An SVG text label: shortened, with the full string as its tooltip. */
 export function svgLabel(doc: Doc, full: string, attrs: Record<string, string | number>): SVGElement {
-  const label = svg(doc, 'text', attrs);
+  const label = isolate(svg(doc, 'text', attrs));
   label.textContent = shorten(full);
   const title = svg(doc, 'title');
   title.textContent = full;
@@ -86,25 +109,25 @@ export const count = (n: number) => n.toLocaleString('en-US');
 export function header(doc: Doc, meta: Meta, title: string): HTMLElement {
   const head = el(doc, 'div', 'xattr-lab-header');
   head.appendChild(el(doc, 'span', 'xattr-lab-title', title));
-  const bits: string[] = [];
+  const bits: Part[][] = [];
   if (meta.model) {
-    bits.push(`model ${meta.model}`);
+    bits.push(['model ', { token: meta.model }]);
   }
   if (meta.method) {
-    bits.push(`method ${meta.method}`);
+    bits.push(['method ', { token: meta.method }]);
   }
   if (meta.target_label) {
-    bits.push(`target ${meta.target_label}`);
+    bits.push(['target ', { token: meta.target_label }]);
   }
   if (bits.length) {
-    head.appendChild(el(doc, 'span', 'xattr-lab-meta', bits.join(' \u00b7 ')));
+    head.appendChild(line(doc, el(doc, 'span', 'xattr-lab-meta'), bits.flatMap((bit, i) => (i ? [' \u00b7 ', ...bit] : bit))));
   }
   const top = [...(meta.prediction ?? [])]
     .sort((a, b) => b[1] - a[1])
     .slice(0, 3)
-    .map(([name, p]) => `${name} ${p.toFixed(3)}`);
+    .map(([name, p]): Part[] => [{ token: name }, ` ${p.toFixed(3)}`]);
   if (top.length) {
-    head.appendChild(el(doc, 'span', 'xattr-lab-prediction', `prediction: ${top.join(', ')}`));
+    head.appendChild(line(doc, el(doc, 'span', 'xattr-lab-prediction'), ['prediction: ', ...top.flatMap((t, i) => (i ? [', ', ...t] : t))]));
   }
   const warning = badge(doc, meta.options);
   if (warning) {
@@ -140,20 +163,20 @@ export function tokenStrip(
   const bound = maxAbs(scores.slice(0, LIMITS.tokens));
   shown.forEach((token, index) => {
     const value = scores[index] ?? null;
-    const span = el(doc, 'span', 'xattr-lab-token', tokenLabel(token));
+    const span = isolate(el(doc, 'span', 'xattr-lab-token', tokenLabel(token)));
     const background = colourFor(value, -bound, bound, palette);
     span.style.backgroundColor = background;
     span.style.color = textColourFor(background);
     span.dataset.index = String(index);
-    const detail = `${String(token)}  score ${fmt(value, true)}${extra ? '  ' + extra(index) : ''}`;
-    span.title = detail;
+    const rest = `  score ${fmt(value, true)}${extra ? '  ' + extra(index) : ''}`;
+    span.title = tokenTitle(token) + rest;
     span.addEventListener('mouseenter', () => {
-      readout.textContent = `#${index} ${detail}`;
+      line(doc, readout, [`#${index} `, { token }, rest]);
     });
     span.addEventListener('click', () => {
       const selected = !span.classList.contains('xattr-lab-selected');
       selectToken(strip, selected ? index : -1);
-      readout.textContent = selected ? `selected #${index} ${detail}` : '';
+      line(doc, readout, selected ? [`selected #${index} `, { token }, rest] : []);
       onClick?.(index, selected);
     });
     strip.appendChild(span);

@@ -4,6 +4,7 @@
  * clicking an input node of the flow selects the token in the strip. No kernel needed.
  */
 import { ExplorerModel } from './model';
+import { isolate, visibleControls } from './bidi';
 import { Doc, el, header, selectToken } from './render-common';
 import { FlowView, flowView } from './render-flow';
 import { HeadsView, headsView } from './render-heads';
@@ -13,7 +14,7 @@ export function explorerView(doc: Doc, p: ExplorerModel, palette: readonly strin
   const root = el(doc, 'div', 'xattr-lab-view xattr-lab-explorer');
   root.appendChild(header(doc, p.meta, 'Explorer (saved): linked token strip, flow and heads'));
   if (p.text) {
-    root.appendChild(el(doc, 'div', 'xattr-lab-caption xattr-lab-explorer-text', p.text.slice(0, 2000)));
+    root.appendChild(isolate(el(doc, 'div', 'xattr-lab-caption xattr-lab-explorer-text', visibleControls(p.text.slice(0, 2000)))));
   }
   let flow: FlowView | null = null;
   let heads: HeadsView | null = null;

@@ -2,7 +2,9 @@
 import { maxAbs } from './colours';
 import { Edge, FlowModel, LIMITS, Num } from './model';
 import { edgesV1, throughputFromEdges } from './read-v1';
-import { Doc, count, el, fmt, header, hiddenNote, notes, selectToken, svg, svgLabel, tokenLabel, tokenStrip } from './render-common';
+import {
+  Doc, Part, count, el, fmt, header, hiddenNote, line, notes, selectToken, svg, svgLabel, tokenLabel, tokenStrip, tokenTitle
+} from './render-common';
 
 /** Flow graphs draw at most this many edges (the strongest), so long inputs stay responsive. */
 export const MAX_FLOW_EDGES = LIMITS.edges;
@@ -80,13 +82,14 @@ export interface FlowView {
 export function flowView(doc: Doc, p: FlowModel, palette: readonly string[], onInput?: (index: number) => void): FlowView {
   const root = el(doc, 'div', 'xattr-lab-view xattr-lab-flow');
   root.appendChild(header(doc, p.meta, `Attention flow (${p.info}), value ${fmt(p.value)}`));
-  const L = p.layers;
+  // layers 0..L drawn, at most LIMITS.layers of them above the inputs (a note says how many more)
+  const L = Math.min(p.layers, LIMITS.layers);
   const throughput = p.nodeFlow;
   const kept = keptTokens(p);
   const row = new Map(kept.map((index, r) => [index, r]));
   const n = kept.length;
   const peakEdge = p.edges.length ? p.edges[0].flow : 0;
-  const edges = p.edges.filter(e => e.flow >= peakEdge * 0.01 && row.has(e.from) && row.has(e.to));
+  const edges = p.edges.filter(e => e.flow >= peakEdge * 0.01 && e.layer <= L && row.has(e.from) && row.has(e.to));
   const rowH = 18;
   const labelW = 110;
   const colW = Math.max(28, Math.min(90, 600 / Math.max(L, 1)));
@@ -97,7 +100,7 @@ export function flowView(doc: Doc, p: FlowModel, palette: readonly string[], onI
   const graph = svg(doc, 'svg', { class: 'xattr-lab-flow-graph', width, height, viewBox: `0 0 ${width} ${height}` });
   const readout = el(doc, 'div', 'xattr-lab-readout', 'Click a node or a token to highlight the paths that carry its flow.');
 
-  for (let layer = 0; layer <= L && layer <= LIMITS.layers; layer++) {
+  for (let layer = 0; layer <= L; layer++) {
     const caption = svg(doc, 'text', { x: x(layer), y: 10, class: 'xattr-lab-layer-label', 'text-anchor': 'middle' });
     caption.textContent = layer === 0 ? 'in' : `L${layer}`;
     graph.appendChild(caption);
@@ -113,7 +116,7 @@ export function flowView(doc: Doc, p: FlowModel, palette: readonly string[], onI
       class: 'xattr-lab-edge'
     });
     const title = svg(doc, 'title');
-    title.textContent = `L${e.layer} ${String(p.tokens[e.from])} -> L${e.layer - 1} ${String(p.tokens[e.to])}: ${fmt(e.flow)}`;
+    title.textContent = `L${e.layer} ${tokenTitle(p.tokens[e.from])} -> L${e.layer - 1} ${tokenTitle(p.tokens[e.to])}: ${fmt(e.flow)}`;
     line.appendChild(title);
     e.line = line;
     edgeGroup.appendChild(line);
@@ -151,10 +154,12 @@ export function flowView(doc: Doc, p: FlowModel, palette: readonly string[], onI
     const inputs = [...reached]
       .sort((a, b) => (throughput[0]?.[b] ?? 0) - (throughput[0]?.[a] ?? 0))
       .slice(0, 8)
-      .map(j => `${tokenLabel(p.tokens[j])} (${fmt(throughput[0]?.[j])})`);
-    readout.textContent =
-      `Layer ${layer}, token #${index} ${String(p.tokens[index])}: throughput ${fmt(throughput[layer]?.[index])}; ` +
-      `${on.size} edges on its paths` + (layer > 0 && inputs.length ? `; reaches inputs ${inputs.join(', ')}` : '');
+      .map((j): Part[] => [{ token: tokenLabel(p.tokens[j]) }, ` (${fmt(throughput[0]?.[j])})`]);
+    line(doc, readout, [
+      `Layer ${layer}, token #${index} `, { token: p.tokens[index] },
+      `: throughput ${fmt(throughput[layer]?.[index])}; ${on.size} edges on its paths`,
+      ...(layer > 0 && inputs.length ? ['; reaches inputs ', ...inputs.flatMap((t, i) => (i ? [', ', ...t] : t))] : [])
+    ]);
   };
 
   // every node when they fit; else the inputs, the top layer and the nodes on drawn edges
@@ -177,7 +182,7 @@ export function flowView(doc: Doc, p: FlowModel, palette: readonly string[], onI
         class: 'xattr-lab-node', 'data-layer': layer, 'data-index': index
       });
       const title = svg(doc, 'title');
-      title.textContent = `L${layer} #${index} ${String(p.tokens[index])}: throughput ${fmt(value)}`;
+      title.textContent = `L${layer} #${index} ${tokenTitle(p.tokens[index])}: throughput ${fmt(value)}`;
       node.appendChild(title);
       node.addEventListener('click', () => {
         select(layer, index);
@@ -203,8 +208,10 @@ export function flowView(doc: Doc, p: FlowModel, palette: readonly string[], onI
   const scroller = el(doc, 'div', 'xattr-lab-scroll');
   scroller.appendChild(graph);
   root.appendChild(scroller);
-  const hidden = p.hiddenEdges + (p.edges.length - edges.length);
-  const parts = [hidden ? `${count(hidden)} weaker edges` : '', p.tokens.length > n ? `${count(p.tokens.length - n)} tokens with the least flow` : '',
+  const above = p.edges.filter(e => e.layer > L).length; // in the layers not drawn
+  const hidden = p.hiddenEdges + (p.edges.length - edges.length - above);
+  const parts = [p.layers > L ? `${count(p.layers - L)} more layers (above L${L})` : '',
+    hidden ? `${count(hidden)} weaker edges` : '', p.tokens.length > n ? `${count(p.tokens.length - n)} tokens with the least flow` : '',
     all ? '' : `${count((L + 1) * n - nodes.size)} nodes off the drawn edges`].filter(Boolean);
   if (parts.length) {
     root.appendChild(hiddenNote(doc, `${parts.join(', ')} hidden`));

@@ -1,7 +1,8 @@
 /** The head grid (entropy per head) and the attention matrix of a clicked head. */
 import { SEQUENTIAL, colourFor, extent } from './colours';
 import { Cell, HeadsModel, LIMITS } from './model';
-import { Doc, cellGrid, count, el, fmt, header, hiddenNote, notes, svg, svgLabel, tokenLabel } from './render-common';
+import { visibleControls } from './bidi';
+import { Doc, cellGrid, count, el, fmt, header, hiddenNote, notes, svg, svgLabel, tokenLabel, tokenTitle } from './render-common';
 
 /**
  * The stored cells of one head's attention map as an SVG heat map (queries as rows, keys as
@@ -25,7 +26,7 @@ export function attentionMatrix(doc: Doc, cells: Cell[], tokens: string[], query
       fill: colourFor(w, 0, hi, SEQUENTIAL), class: 'xattr-lab-matrix-cell'
     });
     const title = svg(doc, 'title');
-    title.textContent = `${String(tokens[q] ?? q)} -> ${String(tokens[k] ?? k)}: ${fmt(w)}`;
+    title.textContent = `${tokenTitle(tokens[q] ?? q)} -> ${tokenTitle(tokens[k] ?? k)}: ${fmt(w)}`;
     rect.appendChild(title);
     out.appendChild(rect);
   }
@@ -64,7 +65,7 @@ export function headsView(doc: Doc, p: HeadsModel): HeadsView {
   const pattern = (l: number, h: number) => {
     const rows = Array.isArray(p.patterns) ? p.patterns : [];
     const row = Array.isArray(rows[l]) ? rows[l] : [];
-    return typeof row[h] === 'string' ? (row[h] as string) : '';
+    return typeof row[h] === 'string' ? visibleControls(row[h] as string) : '';
   };
   let head: [number, number] | null = null;
   let token = -1;
