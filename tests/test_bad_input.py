@@ -256,3 +256,27 @@ def test_a_word_holding_a_mark_is_shown_escaped_and_isolated(tiny):
         assert '<bdi class="xattr-token">' in html and not any(c in html for c in "\u200f\u202e\u202c")
         assert "\u27e8" in html
     assert not any(c in "".join(v._source.data["token"]) for c in "\u200f\u202e\u202c")
+
+
+def test_exported_pages_and_pngs_show_the_marks_escaped(tmp_path):
+    """The Bokeh page of a live view (widgets/export.py) and its PNG: no raw bidi control anywhere in the
+    page, the header's token isolated in <bdi>, the labels drawn with the escapes."""
+    from xattr_lab import widgets
+    from xattr_lab.results import Attribution, FlowResult
+    from xattr_lab.widgets import export
+
+    tokens = ["[CLS]", RTL_TEXTS["hebrew-rlm"].split()[2], "\u202eevil", "\u061c\u0631\u0627\u0626\u0639\u0627", "[SEP]"]
+    a = Attribution(tokens=tokens, scores=np.linspace(-1, 1, 5), target_label="\u202eevil", model="m")
+    E = np.random.default_rng(0).random((2, 5, 5))
+    f = FlowResult(tokens=tokens, attributions=E[0].sum(0), edge_flow=E, value=1.0, sources=[0])
+    controls = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    for result in (a, f):
+        page = (tmp_path / f"{result.kind}.html")
+        widgets.view(result, display=False).to_html(page)
+        text = page.read_text(encoding="utf-8")
+        assert not controls & set(text)
+        assert "\\u27e8RLO\\u27e9evil" in text or "\u27e8RLO\u27e9evil" in text
+    assert 'class=\\"xattr-token\\"' in (tmp_path / "attribution.html").read_text(encoding="utf-8")
+    fig = export.draw_strip(tokens, a.scores)
+    drawn = [t.get_text() for t in fig.axes[0].texts]
+    assert drawn[1:4] == ["\u27e8RLM\u27e9\u05de\u05e6\u05d5\u05d9\u05df", "\u27e8RLO\u27e9evil", "\u27e8ALM\u27e9\u0631\u0627\u0626\u0639\u0627"]
