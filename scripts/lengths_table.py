@@ -5,7 +5,8 @@
     .venv/bin/python scripts/lengths_table.py --lengths 128,512 --methods ig,sig --cap 600
 
 Per cell: wall and CPU seconds of the call (the model load is timed apart), peak RSS of the cell's
-process, and the outcome: "ok" with converged (IG, SIG) or certified (GAF: upper bound - value <=
+process and its RSS before the call (GB = GiB, 2**30 bytes, here and in "refused: needs X GB"), the
+memory budget's estimate for the call, and the outcome: "ok" with converged (IG, SIG) or certified (GAF: upper bound - value <=
 1e-6 value), "refused: needs X GB" (the memory budget check, which runs before any forward pass),
 "stopped at cap" (the per-cell time cap), or "error: ...". Each cell notes the git commit it ran
 on and the memory limit. Finished cells are cached (``--cache``, one JSON file per cell) and
@@ -112,6 +113,10 @@ def run_cell(model: str, method: str, n: int, options: dict) -> dict:
     text = prose_tokens(ex, n)
     record = {"load_s": round(time.time() - t0, 2), "tokens": ex.encode(text).n, "threads": torch.get_num_threads()}
     record["estimate_gb"] = round(memory_estimate(ex, method, record["tokens"]) / 2**30, 3)
+    status = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
+    rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+    if rss:  # resident memory before the call (model, tokenizer, interpreter): peak - this ~ the call's own
+        record["rss_before_gb"] = round(int(rss.group(1)) / 2**20, 3)
     wall, cpu = time.time(), time.process_time()
     try:
         if method == "gaf":

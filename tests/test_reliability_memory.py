@@ -339,3 +339,42 @@ def test_the_batch_size_comes_from_the_memory_budget(tiny, monkeypatch):
         assert batching.auto_batch_size(ex, n, lean=False) == rows  # the eager rows (vision, encoder-decoders)
     monkeypatch.setenv(budget.ENV, "1K")
     assert batching.auto_batch_size(ex, n) == 1  # down to one row (checkpointed if need be)
+
+
+def _lengths_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "lengths_table.py"
+    spec = importlib.util.spec_from_file_location("lengths_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lengths_table_cuts_prose_exactly_and_resumes(tiny, tmp_path, monkeypatch):
+    import json
+
+    script = _lengths_script()
+    ex = tiny("llama")
+    for n in (20, 64, 101):
+        text = script.prose_tokens(ex, n)
+        assert ex.encode(text).n == n and "\n" not in text[-2:]
+    assert script.prose(10).startswith("It is a truth universally acknowledged")
+    out, cache = tmp_path / "table.json", tmp_path / "cells"
+    args = ["--model", "tiny-llama", "--lengths", "24", "--methods", "attention,grad_x_input", "--cap", "300",
+            "--out", str(out), "--cache", str(cache)]
+    script.main(args)  # two fresh subprocesses
+    cells = json.loads(out.read_text())["cells"]
+    assert [(c["method"], c["tokens"], c["outcome"]) for c in cells] == [("attention", 24, "ok"), ("grad_x_input", 24, "ok")]
+    assert all(c["peak_rss_gb"] > 0 and c["cpu_s"] >= 0 and c["commit"] and c["estimate_gb"] > 0 for c in cells)
+
+    def no_runs(*a, **k):
+        raise AssertionError("a cached cell ran again")
+
+    monkeypatch.setattr(script, "spawn_cell", no_runs)
+    script.main(args)  # resumed: every cell from the cache
+    assert json.loads(out.read_text())["cells"] == cells
+    monkeypatch.setenv(budget.ENV, "1K")
+    refused = script.run_cell("tiny-llama", "attention", 24, {})  # the budget refuses before any forward pass
+    assert refused["outcome"].startswith("refused: needs ") and refused["outcome"].endswith(" GB")
