@@ -284,8 +284,8 @@ class ModelSession:
     def encode(self, text: str, *, truncate: bool = False) -> Encoding:
         """Tokenise one text (special tokens added as the model expects).
 
-        Raises on empty text and on control or bidi characters (:func:`budget.check_text`). Text
-        longer than the model's maximum positions raises unless ``truncate=True``, which keeps the
+        Raises on empty text, control characters and lone surrogates (:func:`budget.check_text`;
+        bidi marks are text). Text longer than the model's maximum positions raises unless ``truncate=True``, which keeps the
         first tokens and warns how many were dropped.
         """
         budget.check_text(text)
