@@ -50,7 +50,10 @@ export function fmt(value: Num | undefined, signed = false): string {
     return 'n/a';
   }
   const abs = Math.abs(value);
-  const text = abs !== 0 && (abs < 1e-3 || abs >= 1e5) ? value.toExponential(2) : value.toFixed(4);
+  // Small values as plain decimals with 3 significant digits ("0.000123"), which read at a glance;
+  // exponents only where a decimal would be too long to scan (below 1e-7, 1e5 and above).
+  const text = abs !== 0 && (abs < 1e-7 || abs >= 1e5) ? value.toExponential(2)
+    : abs !== 0 && abs < 1e-3 ? value.toFixed(2 - Math.floor(Math.log10(abs))) : value.toFixed(4);
   return signed && value >= 0 ? `+${text}` : text;
 }
 

@@ -297,6 +297,10 @@ describe('kernel code', () => {
   it('formats numbers', () => {
     expect(fmt(null)).toBe('n/a');
     expect(fmt(0.5, true)).toBe('+0.5000');
-    expect(fmt(1e-5)).toBe('1.00e-5');
+    expect(fmt(1e-5)).toBe('0.0000100');
+    expect(fmt(-0.000123456)).toBe('-0.000123');
+    expect(fmt(0.00062)).toBe('0.000620');
+    expect(fmt(2e-9)).toBe('2.00e-9');
+    expect(fmt(123456)).toBe('1.23e+5');
   });
 });
