@@ -126,3 +126,64 @@ def test_auto_mu_never_accepts_on_the_duality_gap_alone(monkeypatch):
     monkeypatch.undo()
     sol = barrier_max_flow(C, None)
     assert sol.gap <= VALUE_RTOL * sol.value
+
+
+# ----------------------------------------------------------------------------- issue 33: the first μ stage
+
+
+def causal_attention_like(L, n, spread, seed):
+    """Causal softmax attention with logits of standard deviation ``spread``: peaked rows whose
+    entries span 10-25 orders of magnitude, like a decoder LM's (rows sum to 1, j <= i)."""
+    rng = np.random.default_rng(seed)
+    logits = np.where(np.tril(np.ones((n, n), bool)), rng.normal(size=(L, n, n)) * spread, -np.inf)
+    A = np.exp(logits - logits.max(axis=2, keepdims=True))
+    return A / A.sum(axis=2, keepdims=True)
+
+
+@pytest.mark.parametrize("L, n, spread, seed", [(8, 24, 8.0, 0), (8, 24, 8.0, 1), (6, 32, 10.0, 2)])
+def test_peaked_causal_attention_certifies_in_few_newton_steps(L, n, spread, seed):
+    # Issue 33: from the proportional-split start most edges sat orders of magnitude below the
+    # centre of the first μ stage, and primal Newton steps grow a flow by a bounded factor each:
+    # these graphs took 124-174 Newton steps (smollm2 at 512 tokens: 400, then SolverError). The
+    # primal-dual start reaches the first stage in ~35 steps; all steps together stay under 80.
+    C = causal_attention_like(L, n, spread, seed)
+    assert C[C > 0].min() < 1e-18 * C.max()
+    sol = barrier_max_flow(C, None, [n - 1], max_iter=80)
+    assert_certified(C, sol, exact_value(C, [n - 1]))
+    assert 0 < sol.residuals["primal_dual_iterations"] < sol.iterations <= 80
+
+
+@pytest.mark.parametrize("mu", [None, 1e-4])
+def test_primal_dual_start_reaches_the_same_centre(monkeypatch, mu):
+    # The start changes how the first stage is reached, not the answer: the centre at each μ is
+    # unique, so the old start (proportional split, primal steps) gives the same μ, value and flows.
+    from xattr_lab.graphs import barrier
+
+    C = causal_attention_like(6, 16, 4.0, 3)
+    new = barrier_max_flow(C, mu, [15])
+    monkeypatch.setattr(barrier, "PRIMAL_DUAL_START", False)
+    old = barrier_max_flow(C, mu, [15])
+    assert new.residuals["primal_dual_iterations"] > 0 and old.residuals["primal_dual_iterations"] == 0
+    assert new.mu == old.mu
+    assert new.value == pytest.approx(old.value, rel=1e-9)
+    assert np.abs(new.edge_flow - old.edge_flow).max() <= 1e-7 * old.value
+    assert new.iterations < old.iterations
+
+
+def test_primal_dual_phase_gives_a_strictly_feasible_conserving_start():
+    import torch
+
+    from xattr_lab.graphs.primal_dual import primal_dual_centre
+    from xattr_lab.graphs.problem import _imbalance, _masks, _Problem
+
+    C = causal_attention_like(5, 12, 6.0, 4)
+    P = _Problem(C, np.arange(12) == 11, torch.device("cpu"))
+    state, iterations = primal_dual_centre(P, 1e-3)
+    assert state is not None and 0 < iterations < 80
+    flows = [f if m is None else f * m for (f, _), m in zip(state, _masks(P))]
+    r, rs = _imbalance(*flows, P.L)
+    assert float(r.abs().max()) <= 1e-6 * float(state[3][0]) and abs(float(rs)) <= 1e-6 * float(state[3][0])
+    F, S = state[0]
+    keep = P.keep
+    assert bool((F[keep] > 0).all()) and bool((S[keep] > 0).all())
+    assert float((F + S - P.u)[keep].abs().max()) <= 1e-12

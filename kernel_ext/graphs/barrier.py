@@ -1,6 +1,7 @@
 """The log-barrier max-flow of Generalized Attention Flow, solved by path following.
 
-docs/ARCHITECTURE.md, section "Flows and GAF". Newton steps on the equality-constrained barrier
+docs/ARCHITECTURE.md, section "Flows and GAF". The first μ stage is reached by primal-dual
+(Mehrotra) steps (:mod:`.primal_dual`); then Newton steps on the equality-constrained barrier
 problem (:mod:`.laplacian`), exact line searches on the derivative, μ lowered stage by stage, and
 a sweep-cut certificate (:mod:`.cut`) of the value. torch float64, CPU or GPU.
 """
@@ -18,6 +19,7 @@ from ..errors import InputError
 from .checks import _check_layers, _resolve_sources
 from .cut import _repair_conservation, sweep_cut
 from .laplacian import _newton_direction
+from .primal_dual import primal_dual_centre
 from .problem import _imbalance, _initial_flow, _Problem, _solver_error
 
 #: relative accuracy ``explain_flow`` certifies for ``value`` against the exact max-flow value
@@ -29,6 +31,9 @@ STAGE_DECREMENT = 2.0
 #: with mu=None, μ stages (each 20× smaller) tried after the duality gap 2mμ alone is within
 #: rtol, waiting for a sweep cut to certify the value, before SolverError
 UNCERTIFIED_STAGES = 4
+#: reach the first μ stage by primal-dual (Mehrotra) steps from the box centres (:mod:`.primal_dual`)
+#: instead of primal Newton steps from the proportional split; False restores the old start
+PRIMAL_DUAL_START = True
 
 
 @dataclass
@@ -195,8 +200,14 @@ def _solve_on(
     layer_cut = float(min(P.cap_np.reshape(L, -1).sum(axis=1).min(), P.U))
     gap0 = max(layer_cut - float(state[3][0]), 1e-12 * layer_cut)
     mu_k = max(gap0 / (2 * P.m), target)
+    # The μ grid above is set by the proportional split; the first stage starts from a point near
+    # its centre found by primal-dual steps (the split itself lies orders of magnitude below the
+    # centre on most edges: hundreds of primal steps, see .primal_dual). Same grid, same centres.
+    pd_state, pd_iterations = primal_dual_centre(P, mu_k) if PRIMAL_DUAL_START else (None, 0)
+    if pd_state is not None:
+        state = pd_state
     history: list[list[float]] = []
-    iterations = 0
+    iterations = pd_iterations
 
     def center(mu_c: float, stage_tol: float):
         """Newton steps at fixed μ until the decrement is below stage_tol. Below ``accept`` a
@@ -293,6 +304,7 @@ def _solve_on(
             "conservation": conservation_before,
             "capacity": float(max(over, 0.0)),
             "history": history,
+            "primal_dual_iterations": pd_iterations,
         },
         sources=src_list,
     )
@@ -337,14 +349,19 @@ def barrier_max_flow(
     are left out and get flow 0 (well defined: their flow is 0 in every feasible flow). So are
     all-zero layers / capacities with no path: value 0, all flows 0. n = 1 is a path graph.
 
-    Method: barrier path following (μ from the scale of the initial gap down by 20× per stage)
-    with Newton steps on the equality-constrained problem; each step solves the weighted graph
+    Method: barrier path following (μ from the scale of the initial gap down by 20× per stage;
+    the first stage's centre is approached by Mehrotra primal-dual steps from the centre of every
+    edge's box, :mod:`xattr_lab.graphs.primal_dual`, since primal steps from a flow that lies
+    orders of magnitude below the centre on most edges stall — issue 33) with Newton steps on
+    the equality-constrained problem; each step solves the weighted graph
     Laplacian B·H⁻¹·Bᵀ by a block-tridiagonal Cholesky over layers (O(L·n³)), in float64 torch
     on ``device`` (default cpu; "cuda" runs the same code on a GPU; ``threads``: CPU threads,
     default 1, see :class:`cpu_threads`). Steps are exact line searches on the derivative. Converged when
     the scale-free Newton decrement is ≤ ``tol`` (then the relative error of every flow ≲ tol);
     otherwise :class:`~xattr_lab.errors.SolverError` with the residual history in
-    ``.residuals``. Raises :class:`~xattr_lab.errors.InputError` for bad input.
+    ``.residuals``. ``iterations`` counts the primal-dual steps too (``residuals
+    ["primal_dual_iterations"]``), and ``max_iter`` bounds them all. Raises
+    :class:`~xattr_lab.errors.InputError` for bad input.
     """
     C = _check_layers(C, "C")
     if mu is not None:

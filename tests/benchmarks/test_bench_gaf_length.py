@@ -1,0 +1,136 @@
+"""GAF at length, side by side with the solver as it was before issue 33 (opt-in benchmark).
+
+``pytest tests/benchmarks/test_bench_gaf_length.py --benchmark-only -o addopts="" -p no:cacheprovider -s``
+
+Instances: (12, 512) random attention-like capacities (the ``attention_like`` of
+test_bench_flows.py, every token a source) and smollm2-135m's AGF capacities for 512 tokens of
+Rotten Tomatoes prose (the predicting position as source, as ``ex.flow`` does). Variants:
+``reference`` — the frozen pre-issue-33 solver in ``gaf_reference/`` (proportional-split start,
+primal Newton steps from the first μ stage on) — and ``current`` — ``barrier_max_flow`` (a
+primal-dual phase to the first stage, then the same stages). Both on 2 CPU threads, the same μ
+grid and certificate. Wall and CPU seconds, Newton iterations, μ and the certified gap go to
+``extra_info`` and are printed; after both variants of an instance, the ratios. A reference that
+raises SolverError records its time to failure (the ratio is then a lower bound). Each value is
+checked against scipy's max-flow on 2^30-scaled integer capacities (error ≤ the number of edges
+in a min cut × max C / 2^30, stated beside it).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import gaf_reference
+from xattr_lab.errors import SolverError
+from xattr_lab.graphs import barrier_max_flow
+
+THREADS = 2
+RESULTS: dict[str, dict[str, dict]] = {}
+
+
+def attention_like(L, n, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.random((L, n, n)) ** 4
+    return A / A.sum(axis=2, keepdims=True)
+
+
+def prose_of_tokens(tokenizer, n: int) -> str:
+    """The longest run of whole words of Rotten Tomatoes snippets (the zoo's data) with at most n tokens."""
+    from xattr_lab.core import zoo
+
+    words: list[str] = []
+    for row in zoo._rotten_tomatoes_rows():
+        words += row["text"].split()
+        if len(words) > 3 * n:
+            break
+    lo, hi = 1, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer(" ".join(words[:mid]))["input_ids"]) <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
+def scipy_value(C, sources):
+    """scipy's max-flow value on capacities floor(C·2^30 / max C), in the units of C, and its error bound."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
+    L, n, _ = C.shape
+    unit = 2.0**30 / C.max()
+    k, i, j = np.nonzero(np.floor(C * unit) > 0)
+    s, t = (L + 1) * n, (L + 1) * n + 1
+    big = np.iinfo(np.int32).max
+    tails = np.concatenate([(k + 1) * n + i, np.full(len(sources), s), np.arange(n)])
+    heads = np.concatenate([k * n + j, L * n + np.asarray(sources), np.full(n, t)])
+    caps = np.concatenate([np.floor(C[k, i, j] * unit), np.full(len(sources) + n, big)]).astype(np.int32)
+    graph = csr_matrix((caps, (tails, heads)), shape=(t + 1, t + 1))
+    value = maximum_flow(graph, s, t).flow_value / unit
+    return value, (L * n * n) / unit  # every edge rounded down by < 1/unit: a generous bound
+
+
+INSTANCES: dict[str, tuple] = {}
+
+
+def instance(name, request):
+    if name not in INSTANCES:
+        if name == "random-12x512":
+            INSTANCES[name] = (attention_like(12, 512), list(range(512)))
+        else:
+            from xattr_lab.methods import flows as method_flows
+
+            ex = request.getfixturevalue("smollm")
+            text = prose_of_tokens(ex.tokenizer, 512)
+            cap = ex.capture(ex.encode(text), None, attention_grads=True)
+            valid = method_flows._valid_positions(cap.encoding)
+            C = method_flows._capacities(ex, cap, "agf", valid)
+            INSTANCES[name] = (C, method_flows._pick_sources(ex, cap.encoding, None, valid))
+    return INSTANCES[name]
+
+
+@pytest.mark.parametrize("variant", ["reference", "current"])
+@pytest.mark.parametrize("name", ["random-12x512", "smollm2-512"])
+def test_bench_gaf_length(benchmark, request, name, variant):
+    C, sources = instance(name, request)
+    solve = gaf_reference.barrier_max_flow if variant == "reference" else barrier_max_flow
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["sol"] = solve(C, None, sources, threads=THREADS)
+        except SolverError as err:
+            outcome["error"] = err
+
+    cpu = time.process_time()
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    info = {"wall_s": benchmark.stats.stats.mean, "cpu_s": time.process_time() - cpu, "threads": THREADS,
+            "shape": list(C.shape)}
+    if "error" in outcome:
+        info.update(failed=str(outcome["error"])[:160], iterations=len(outcome["error"].residuals.get("history", [])))
+        assert variant == "reference", f"the current solver failed: {outcome['error']}"
+    else:
+        sol = outcome["sol"]
+        exact, bound = scipy_value(C, sources)
+        info.update(iterations=sol.iterations, mu=sol.mu, value=sol.value, certified_gap=sol.gap / sol.value,
+                    scipy_value=exact, scipy_error_bound=bound)
+        assert sol.gap <= 1e-6 * sol.value
+        assert abs(sol.value - exact) <= 1e-6 * sol.value + bound
+    RESULTS.setdefault(name, {})[variant] = info
+    benchmark.extra_info.update(info)
+    print(f"\nGAF {name} {variant}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in info.items()))
+    both = RESULTS[name]
+    if {"reference", "current"} <= set(both):
+        ref, cur = both["reference"], both["current"]
+        ratios = {"wall_ratio": ref["wall_s"] / cur["wall_s"], "cpu_ratio": ref["cpu_s"] / cur["cpu_s"],
+                  "iteration_ratio": ref["iterations"] / cur["iterations"]}
+        if "value" in ref:
+            assert cur["mu"] == ref["mu"]  # the same stage of the same μ grid certifies
+            assert cur["value"] == pytest.approx(ref["value"], rel=1e-9)
+        else:
+            ratios["reference_failed"] = True  # ratios are lower bounds
+        benchmark.extra_info.update(ratios)
+        print(f"GAF {name} reference / current: " + ", ".join(f"{k}={v:.3g}" for k, v in ratios.items()))
