@@ -482,6 +482,131 @@ def test_ray_patching_effects_equal_one_process(ray_runtime, tiny, tmp_path):
         assert np.abs(whole).max() > 0  # the patch changes the metric
 
 
+# ---------------------------------------------------------------------------- workers load the driver's model (issue 27)
+#: run in a fresh process (as a Ray actor is): unpickle the ``make_worker`` functions from stdin, build each worker
+#: and print its name, its load recipe's source and the attention attribution of TEXT (raw attention needs maps)
+WORKER_SCRIPT = """
+import json, pickle, sys
+makers = pickle.loads(sys.stdin.buffer.read())
+for make in makers:
+    ex = make()
+    scores = ex.attribute(sys.argv[1], method="attention").scores.tolist()
+    print(json.dumps({"name": ex.name, "scores": scores}))
+"""
+TEXT = "a good film, well acted"
+
+
+def tiny_bert(seed: int):
+    """(model, tokenizer): a tiny random BERT classifier, its classifier weights x30 so that its faithfulness
+    metrics are ~1e-4 (x1: ~1e-5), well above the 1e-6 tolerance of the Ray-vs-local comparisons."""
+    import torch
+
+    from xattr_lab.core.zoo import tiny_model
+
+    model, tokenizer = tiny_model("bert", seed=seed)
+    with torch.no_grad():
+        model.classifier.weight.mul_(30)
+    return model, tokenizer
+
+
+@pytest.fixture
+def saved_model(tmp_path, monkeypatch):
+    """A tiny random BERT saved with save_pretrained as ./model in a fresh working folder (the folder is the cwd)."""
+    model, tokenizer = tiny_bert(seed=3)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_workers_rebuild_a_relative_directory_and_a_model_object_with_attention(saved_model, tmp_path):
+    """The make_worker of a model loaded from ./model and of xa.load(model, tokenizer) (after it has run), unpickled
+    in a fresh process elsewhere, give working sessions equal to the driver's; the directory's sends no weights."""
+    import pickle
+    import subprocess
+
+    import numpy as np
+
+    import xattr_lab as xa
+    from xattr_lab.core.zoo import tiny_model
+    from xattr_lab.evaluation import provenance
+
+    by_dir = xa.load("model", device="cpu")
+    assert by_dir.load_recipe.source == str(saved_model / "model")  # resolved against the folder it was loaded from
+    by_object = xa.load(*tiny_model("bert", seed=4), device="cpu", name="mine")
+    assert by_object.load_recipe.source is None
+    reference = [ex.attribute(TEXT, method="attention").scores for ex in (by_dir, by_object)]  # both have run
+    makers = [sharded_jobs.session_factory(ex, provenance.model_fingerprint(ex)) for ex in (by_dir, by_object)]
+    assert len(pickle.dumps(makers[0])) < 5_000  # a name and options, no weights
+    payload = pickle.dumps(makers)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, TEXT], input=payload, capture_output=True,
+                          cwd=elsewhere, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    rows = [json.loads(line) for line in done.stdout.decode().splitlines() if line.startswith("{")]
+    assert [r["name"] for r in rows] == ["model", "mine"]
+    for row, scores in zip(rows, reference, strict=True):
+        np.testing.assert_allclose(row["scores"], scores, rtol=RTOL, atol=ATOL)
+        assert np.ptp(scores) > 0  # the attention maps were there and differ between tokens
+
+
+def test_worker_of_a_missing_directory_says_so(tmp_path):
+    with pytest.raises(InputError, match="not on this worker's machine"):
+        sharded_jobs.load_session(str(tmp_path / "gone"), object)
+
+
+def test_worker_re_applies_the_loading_options(saved_model):
+    """dtype= given to load() is recorded and applied by the worker (by directory and to a model object)."""
+    import torch
+
+    import xattr_lab as xa
+    from xattr_lab.core.zoo import tiny_model
+    from xattr_lab.evaluation import provenance
+
+    for ex in (xa.load("model", dtype="bfloat16"), xa.load(*tiny_model("bert"), dtype="bfloat16", name="b")):
+        worker = sharded_jobs.session_factory(ex, provenance.model_fingerprint(ex))()
+        assert worker.model.dtype == torch.bfloat16 and worker.model is not ex.model
+        assert worker.model.config._attn_implementation == "eager"
+
+
+@pytest.mark.slow
+def test_ray_cli_evaluate_on_a_relative_model_directory(ray_runtime, saved_model, capsys):
+    """The issue's command: `xattr evaluate texts.txt --model model --backend ray --workers 2` in the model's folder."""
+    import pandas as pd
+
+    from xattr_lab import cli
+
+    Path("texts.txt").write_text("a good film\na bad film\na dull, long film\nwell acted and moving\n")
+    base = ["evaluate", "texts.txt", "--model", "model", "--methods", "attention,grad_x_input", "--no-cache"]
+    assert cli.main(base + ["--backend", "ray", "--workers", "2", "--csv", "ray.csv"]) == 0, capsys.readouterr().err
+    assert cli.main(base + ["--csv", "local.csv"]) == 0
+    on_ray, local = pd.read_csv("ray.csv"), pd.read_csv("local.csv")
+    assert sorted(set(local["method"])) == ["attention", "grad_x_input"] and len(local) == 6  # 3 metrics each
+    assert local["mean"].abs().max() > 100 * ATOL  # the comparison below can tell two models apart
+    pd.testing.assert_frame_equal(on_ray.drop(columns="seconds"), local.drop(columns="seconds"), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_ray_faithfulness_of_a_model_object(ray_runtime, tmp_path):
+    """xa.load(model, tokenizer) (already used) on Ray equals the one-process harness."""
+    import numpy as np
+
+    import xattr_lab as xa
+    from xattr_lab import faithfulness
+
+    ex = xa.load(*tiny_bert(seed=5), device="cpu", name="my-bert")
+    texts = ["the cat sat on the mat", "a dog ran to the park", "my hat is red and old"]
+    ex.attribute(texts[0], method="attention")
+    kwargs = dict(cache=False, progress=False, return_per_text=True, replicates=20)
+    _, local = faithfulness.evaluate(ex, texts, ["attention"], **kwargs)
+    _, on_ray = faithfulness.evaluate(ex, texts, ["attention"], backend="ray", workers=2, out=tmp_path, **kwargs)
+    assert local["log_odds"].abs().max() > 100 * ATOL  # the comparison below can tell two models apart
+    for metric in ("log_odds", "comprehensiveness", "sufficiency", "aopc"):
+        np.testing.assert_allclose(on_ray[metric], local[metric], rtol=RTOL, atol=ATOL)
+    assert len(sharded.read_store(tmp_path)) == len(texts)
+
+
 def test_model_fingerprint_of_a_plain_config_is_stable_across_processes():
     """A config without ``to_json_string`` (the toy's) is hashed by its fields, not by a repr with an address."""
     import subprocess

@@ -1,12 +1,15 @@
 """Loading: turn an alias, a directory, a hub id or a (model, tokenizer) into a session.
 
-``xattr_lab.load`` calls :func:`load` with ``session_class=Explainer``.
+``xattr_lab.load`` calls :func:`load` with ``session_class=Explainer``. Every session :func:`load` returns
+carries its :class:`LoadRecipe` (``session.load_recipe``): what was loaded and with which options, so that
+another process (a Ray worker, :mod:`xattr_lab.evaluation.sharded_workers`) loads the same model the same way.
 """
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -37,6 +40,35 @@ def _auto_class(config):
         f"cannot tell which head to load for architectures={config.architectures}: load the model yourself "
         "(…ForSequenceClassification / …ForCausalLM / …ForMaskedLM) and pass xattr_lab.load(model, tokenizer)"
     )
+
+
+@dataclass(frozen=True)
+class LoadRecipe:
+    """How a session was loaded: ``load(source, device="auto", **options)`` loads it again elsewhere.
+
+    source: an embedded alias, an absolute directory (a relative one resolved against the folder it was
+    loaded from) or a hub id; None for a model given as an object. options: the keyword arguments
+    :func:`load` was given (dtype, device_map, offload_folder, from_pretrained options; for a model object
+    dtype/device_map/offload_folder), less those that only concern this process (``rebuild``, ``progress``).
+    Attention is eager in every case (:func:`from_pretrained`, :class:`ModelSession`).
+    """
+
+    source: str | None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: load() options that change nothing about the model (how a cached alias is built, progress bars)
+_PROCESS_ONLY = ("rebuild", "progress", "name")
+
+
+def _recipe(model: Any, kwargs: Mapping[str, Any]) -> LoadRecipe:
+    """The :class:`LoadRecipe` of ``load(model, **kwargs)`` (a name resolved, options kept)."""
+    options = {k: v for k, v in kwargs.items() if k not in _PROCESS_ONLY}
+    if not isinstance(model, str):
+        return LoadRecipe(None, options)
+    if model not in ALIASES and os.path.isdir(model):
+        model = os.path.abspath(model)
+    return LoadRecipe(model, options)
 
 
 def _hub_resolves() -> bool:
@@ -84,6 +116,9 @@ def from_pretrained(name_or_path: str, device: Any = "auto", session_class: type
     from transformers import AutoConfig, AutoTokenizer
 
     local = os.path.isdir(name_or_path)
+    name = os.path.basename(os.path.normpath(name_or_path))
+    if local:  # loaded by absolute path: the config's _name_or_path (in the fingerprint) is the same in every process
+        name_or_path = os.path.abspath(name_or_path)
     if not local and (name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").split("/", 1)[-1]):
         raise unknown_model_error(name_or_path, FileNotFoundError("no such directory"))
     if not local and "local_files_only" not in kwargs and not _hub_resolves():
@@ -94,7 +129,7 @@ def from_pretrained(name_or_path: str, device: Any = "auto", session_class: type
         raise unknown_model_error(name_or_path, error) from error
     model = _auto_class(config).from_pretrained(name_or_path, attn_implementation="eager", **kwargs, **model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-    return session_class(model, tokenizer, device=device, name=os.path.basename(os.path.normpath(name_or_path)))
+    return session_class(model, tokenizer, device=device, name=name)
 
 
 def _check_name(name: str) -> None:
@@ -107,9 +142,20 @@ def _check_name(name: str) -> None:
 
 def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto", session_class: type = ModelSession,
          **kwargs: Any):
-    """A ``session_class`` for an embedded alias, a local directory, a hub id, or a (model, tokenizer)."""
+    """A ``session_class`` for an embedded alias, a local directory, a hub id, or a (model, tokenizer).
+
+    The session's ``load_recipe`` (:class:`LoadRecipe`) records what was loaded and how.
+    """
     if isinstance(model, session_class):
         return model
+    recipe = _recipe(model, kwargs)
+    session = _load(model, tokenizer, device, session_class, **kwargs)
+    session.load_recipe = recipe
+    return session
+
+
+def _load(model: Any, tokenizer: Any, device: Any, session_class: type, **kwargs: Any):
+    """:func:`load` without the recipe."""
     resolve_device(device)  # an unknown device is reported before any model loads
     if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
         model, tokenizer = model
@@ -126,7 +172,7 @@ def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto"
             if not placing:
                 return load_alias(model, device, session_class=session_class, **kwargs)
             pair = load_alias_model(model, **kwargs)
-            return load(pair, device=device, session_class=session_class, name=model, **placing)
+            return _load(pair, None, device, session_class, name=model, **placing)
         return from_pretrained(model, device, session_class=session_class, **kwargs)
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
         raise InputTypeError(f"model must be an alias, a directory, a hub id or a transformers model, not "

@@ -1,7 +1,8 @@
 """The Ray backend of :func:`xattr_lab.evaluation.sharded.run_sharded`: shards on actors, retried when one dies.
 
 :func:`run` connects to Ray (:func:`connect`), starts ``workers`` actors that each build their
-worker once (``make_worker()``: load the model; one GPU per actor when the cluster has GPUs), keeps
+worker once (``make_worker()``: load the model; one GPU per actor when the cluster has GPUs; ``make_worker``
+is put in Ray's object store once and every actor reads it from there), keeps
 one shard in flight per actor, and hands each shard's rows to ``on_result`` as it arrives (the
 caller writes them). A shard whose actor died (killed, out of memory, its machine gone) is queued
 again and the actor replaced by a fresh one, up to ``retries`` times per shard; an error raised by
@@ -147,8 +148,9 @@ def run(tasks: Sequence, make_worker: Callable[[], Any], run_task: Callable, wor
     try:
         count = actor_count(ray, workers, len(tasks))
         remote = ray.remote(ShardActor).options(num_cpus=1, num_gpus=gpus_per_actor(ray, count), max_restarts=0)
-        actors.extend(remote.remote(make_worker, run_task, work) for _ in range(count))
-        _schedule(ray, remote, actors, list(tasks), (make_worker, run_task, work), on_result, retries)
+        maker = ray.put(make_worker)  # once in the object store (it may hold a model's weights), not once per actor
+        actors.extend(remote.remote(maker, run_task, work) for _ in range(count))
+        _schedule(ray, remote, actors, list(tasks), (maker, run_task, work), on_result, retries)
     finally:
         for actor in actors:
             ray.kill(actor)
