@@ -9,8 +9,9 @@ Notation: x (n, d) word embeddings of the text, x' (n, d) the baseline, F the ta
 - Baselines: "pad", "mask" or "zero". Special tokens ([CLS], [SEP], BOS, EOS) keep their own
   embeddings in every baseline, so they never move and score 0. Tokenizers without a [MASK] token
   (GPT-2, Llama/SmolLM) use the unknown token's embedding for "mask", then EOS; tokenizers without
-  a [PAD] token use EOS, then the unknown token. ``Attribution.options["baseline_token"]`` names the
-  token used (None for "zero").
+  a [PAD] token use EOS, then the unknown token. A (near) zero row on a model that normalises the
+  embeddings first is degenerate: the next token is used, or an error (:mod:`.baselines`).
+  ``options["baseline_token"]`` names the token used (None for "zero"), ``["baseline_note"]`` why.
 - Quadrature on [0, 1]: Gauss-Legendre (``numpy.polynomial.legendre.leggauss`` mapped from [-1, 1],
   the same nodes and weights as Captum's "gausslegendre") or "riemann_trapezoid" (nodes
   ``linspace(0, 1, steps)``, weights 1/(steps-1) with halved end points — a true trapezoid rule;
@@ -22,20 +23,20 @@ Notation: x (n, d) word embeddings of the text, x' (n, d) the baseline, F the ta
   raw_i ~= F(x) - F(x with token i at the baseline). ``scores`` = raw / ||raw||_2.
 - grad x input: raw_j = sum_d x_jd dF/dx_jd at x (one backward pass); special tokens score 0.
 
-``steps``: an int is the paper's fixed rule with that many nodes (default 50). ``"auto"`` (IG and
-SIG) starts from one panel of ``min_steps`` nodes and halves panels whose own completeness check
-fails (:func:`integration.integrate_panels`) until the relative completeness error is under
-``convergence_tol`` or ``max_steps`` nodes (per path: the text for IG, each token for SIG) are
-used. ``"exact"`` (SIG only) is the limit, F(x) - F(x_i -> x'_i), from forward passes.
+``steps`` (defaults pass the paper's own check, completeness within ``convergence_tol``): ``"auto"``
+(IG's default; SIG too) starts from one panel of ``min_steps`` nodes and halves panels whose own
+completeness check fails (:func:`integration.integrate_panels`) until the relative completeness
+error is under ``convergence_tol`` or ``max_steps`` nodes (per path) are used; ``"exact"`` (SIG's
+default) is SIG's limit, F(x) - F(x_i -> x'_i), from forward passes; an int is the paper's fixed
+rule with that many nodes. ``max_seconds`` caps the time, ``progress`` the bar (:mod:`.pacing`).
 
 Every IG and SIG result says whether it converged (``options["relative_completeness_error"]``,
 ``["converged"]``, ``["convergence_tol"]``; see :mod:`.integration`) and warns when it did not.
 ``options["completeness_error"]`` keeps its older meaning: IG's unguarded relative error; SIG's
 per-token error over scale = max(|F(x) - F(x')|, max_i |F(x) - F(x_i -> x'_i)|).
 
-Speed: all (position, node) rows are batched in memory-bounded chunks; for causal models the
-key/value cache of the unchanged prefix before SIG's moving token is computed once per chunk and
-reused (the prefix's activations do not depend on a later token).
+Speed: (position, node) rows are batched in memory-bounded chunks; for causal models the key/value
+cache of the prefix before SIG's moving token is computed once per chunk and reused.
 """
 from __future__ import annotations
 
@@ -49,27 +50,13 @@ from ..core.session import ModelSession
 from ..errors import InputError
 from ..results import Attribution
 from .integration import (  # noqa: F401  (public names of xattr_lab.gradients)
-    BASELINES, CHANGE_FLOOR, CONVERGENCE_TOL, PROGRESS_MIN_ROWS, QUADRATURES, Panels, _forward_scores, _prefix_cache,
-    _prepare, _Problem, _progress_bar, _reads_last_token, _scores_and_grads, _target_scores, baseline_token,
-    change_floor, check_tol, convergence_options, integrate_panels, normalise, percent, quadrature, relative_errors,
+    BASELINES, CHANGE_FLOOR, CONVERGENCE_TOL, IG_PANEL_NODES, QUADRATURES, Panels, _forward_scores, _prefix_cache,
+    _prepare, _Problem, _reads_last_token, _scores_and_grads, _target_scores, baseline_token, change_floor,
+    check_steps, check_tol, convergence_options, integrate_panels, normalise, percent, quadrature, relative_errors,
     warn_not_converged,
 )
+from .pacing import PROGRESS_MIN_SECONDS, Pace  # noqa: F401
 from .registry import implements
-
-
-def _check_steps(steps: Any, method: str, allowed: tuple[str, ...], min_steps: int, max_steps: int) -> None:
-    if isinstance(steps, str):
-        if steps not in allowed:
-            extra = " (steps='exact' is SIG's limit; IG has none)" if steps == "exact" else ""
-            raise InputError(f"steps must be a positive integer or one of {list(allowed)}, not {steps!r}{extra}")
-        if method not in QUADRATURES:
-            raise InputError(f"unknown quadrature {method!r}; choose one of {list(QUADRATURES)}")
-        if steps == "auto":
-            quadrature(min_steps, method)
-            if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < min_steps:
-                raise InputError(f"max_steps must be an integer >= min_steps ({min_steps}), not {max_steps!r}")
-    else:
-        quadrature(steps, method)  # validates steps and method
 
 
 # ---------------------------------------------------------------------------- IG
@@ -77,7 +64,7 @@ def integrated_gradients(
     ex: ModelSession,
     text: str,
     target: Any = None,
-    steps: Any = 50,
+    steps: Any = "auto",
     baseline: str = "pad",
     method: str = "gausslegendre",
     *,
@@ -85,22 +72,26 @@ def integrated_gradients(
     progress: Any = None,
     truncate: bool = False,
     convergence_tol: float = CONVERGENCE_TOL,
-    min_steps: int = 8,
+    min_steps: int = IG_PANEL_NODES,
     max_steps: int = 1024,
+    max_seconds: float | None = None,
 ) -> Attribution:
     """Integrated Gradients on the word embeddings -> Attribution (scores = raw, logit units).
 
-    steps: quadrature nodes (int >= 1, default 50 as in the paper) or "auto" (panels of
-    ``min_steps`` nodes halved where their completeness check fails, until the relative
-    completeness error is under ``convergence_tol`` or ``max_steps`` nodes are in use);
+    steps: "auto" (default: panels of ``min_steps`` nodes halved where their completeness check
+    fails, until the relative completeness error is under ``convergence_tol`` or ``max_steps``
+    nodes are in use), or an int >= 1 (that many nodes, the paper's fixed rule);
     method: "gausslegendre" or "riemann_trapezoid"; baseline: "pad" | "mask" | "zero".
-    options record f_x = F(x), f_baseline = F(x'), nodes, gradient_rows, completeness_error, and
-    the convergence entries (module docstring); not converged -> RuntimeWarning.
+    progress: None = a bar once the run is estimated to take over 5 s; max_seconds: stop refining
+    when the next round would end past it (module docstring of :mod:`.pacing`).
+    options record f_x = F(x), f_baseline = F(x'), nodes, gradient_rows, completeness_error, seconds,
+    stopped, and the convergence entries (module docstring); not converged -> RuntimeWarning.
     """
-    _check_steps(steps, method, ("auto",), min_steps, max_steps)
+    check_steps(steps, method, ("auto",), min_steps, max_steps)
     tol = check_tol(convergence_tol)
     adaptive = steps == "auto"
-    with ex.restored():
+    pace = Pace("IG", progress, max_seconds)
+    with ex.restored(), pace:
         problem = _prepare(ex, text, target, baseline, truncate)
         n = problem.encoding.n
         size = resolve_batch_size(ex, n, batch_size)
@@ -120,7 +111,7 @@ def integrated_gradients(
                 _, grads = _scores_and_grads(ex, problem, path(alphas[start:stop]))
                 out[start:stop] = (grads.double() * delta.double()).sum(-1)
 
-            used[0] = run_chunked(len(alphas), used[0], work, bar=bar)
+            used[0] = run_chunked(len(alphas), used[0], work, bar=pace)
             return out.cpu().numpy()
 
         def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
@@ -134,25 +125,25 @@ def integrated_gradients(
 
         nodes = min_steps if adaptive else int(steps)
         tol_abs = np.array([tol * max(abs(expected), floor)]) if adaptive else None
-        with _progress_bar(nodes, progress, "IG") as bar:
-            result = integrate_panels(np.array([f_base]), np.array([problem.f_x]), nodes, method, gradients, values,
-                                      tol_abs=tol_abs, max_nodes=max_steps, bar=bar)
+        result = integrate_panels(np.array([f_base]), np.array([problem.f_x]), nodes, method, gradients, values,
+                                  tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
     raw_np = result.integral[0]
     total = float(raw_np.sum())
     errors = relative_errors([total], [expected], floor)
+    nodes = int(result.nodes[0])
     options = {
         "steps": "auto" if adaptive else int(steps), "quadrature": method, "baseline": baseline,
-        "baseline_token": problem.baseline_token, "f_x": problem.f_x, "f_baseline": f_base,
-        "completeness_error": abs(total - expected) / max(abs(expected), 1e-12), "batch_size": used[0],
-        "nodes": int(result.nodes[0]), "gradient_rows": result.rows, "max_steps": max_steps if adaptive else None,
+        "baseline_token": problem.baseline_token, "baseline_note": problem.baseline_note, "f_x": problem.f_x,
+        "f_baseline": f_base, "completeness_error": abs(total - expected) / max(abs(expected), 1e-12),
+        "batch_size": used[0], "nodes": nodes, "gradient_rows": result.rows, "max_steps": max_steps if adaptive else None,
+        "max_seconds": pace.max_seconds, "stopped": result.stopped, "seconds": pace.elapsed(),
         **convergence_options(errors, tol, floor, per_token=False),
     }
     if not options["converged"]:
-        if adaptive:
-            fix = (f"steps='auto' stopped at {int(result.nodes[0])} nodes (max_steps={max_steps}); raise max_steps "
-                   f"or convergence_tol.")
-        else:
-            fix = f"Use steps='auto' (nodes until the error is under convergence_tol) or more steps than {int(steps)}."
+        fix = (f"stopped by max_seconds={max_seconds} after {result.rows} gradient rows ({nodes} nodes); raise it."
+               if result.stopped else f"steps='auto' stopped at {nodes} nodes (max_steps={max_steps}); raise max_steps "
+               "or convergence_tol." if adaptive else
+               f"Use steps='auto' (nodes until the error is under convergence_tol) or more steps than {int(steps)}.")
         warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
                            f"(scores sum to {total:.4g}, output change F(x) - F(x') = {expected:.4g})", fix)
     return _attribution(ex, problem, "ig", raw_np, raw_np, options)
@@ -163,7 +154,7 @@ def sequential_integrated_gradients(
     ex: ModelSession,
     text: str,
     target: Any = None,
-    steps: Any = 50,
+    steps: Any = "exact",
     baseline: str = "mask",
     method: str = "gausslegendre",
     batch_size: Any = "auto",
@@ -178,15 +169,17 @@ def sequential_integrated_gradients(
     truncate: bool = False,
     callback: Callable[[Attribution], Any] | None = None,
     stream_every: int = 4,
+    max_seconds: float | None = None,
 ) -> Attribution:
     """Sequential Integrated Gradients -> Attribution (scores = raw / ||raw||_2, raw in logit units).
 
-    steps: an int = exactly that many quadrature nodes for every token (default 50, the paper's);
+    steps: "exact" (default) = the limit of the quadrature, which for the token-level score is
+    F(x) - F(x with token i at the baseline) by the fundamental theorem of calculus along the
+    one-token path (forward passes only, no gradients: converged by construction); an int =
+    exactly that many quadrature nodes for every token (the paper's fixed rule, 50 there);
     "auto" = per token, panels of ``min_steps`` nodes halved where their completeness check fails,
     until the token's relative completeness error is under ``convergence_tol`` or it uses
-    ``max_steps`` nodes; "exact" = the limit of the quadrature, which for the token-level score is
-    F(x) - F(x with token i at the baseline) by the fundamental theorem of calculus along the
-    one-token path (forward passes only, no gradients).
+    ``max_steps`` nodes. progress / max_seconds: as in :func:`integrated_gradients`.
     tol: older name of ``convergence_tol`` (when given, it wins).
     batch_size: rows per forward+backward chunk, or "auto" (from free memory).
     prefix_reuse: for causal LMs, reuse the key/value cache of the tokens before the moving one.
@@ -200,10 +193,11 @@ def sequential_integrated_gradients(
     tokens not attributed), gradient_rows (forward+backward rows run), and the convergence
     entries (per token, reported as the maximum); not converged -> RuntimeWarning.
     """
-    _check_steps(steps, method, ("auto", "exact"), min_steps, max_steps)
+    check_steps(steps, method, ("auto", "exact"), min_steps, max_steps)
     tol = check_tol(convergence_tol if tol is None else tol, "convergence_tol" if tol is None else "tol")
     adaptive, exact = steps == "auto", steps == "exact"
-    with ex.restored():
+    pace = Pace("SIG", progress, max_seconds)
+    with ex.restored(), pace:
         problem = _prepare(ex, text, target, baseline, truncate)
         n = problem.encoding.n
         if positions is not None:
@@ -218,14 +212,14 @@ def sequential_integrated_gradients(
         window = ex.sliding_window
         reuse = prefix_reuse and _reads_last_token(ex, problem) and (window is None or problem.encoding.n < window)
         moving = list(problem.moving)
-        f_without = _sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size)
+        f_without = _sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size, reuse)
         f_base = float(_forward_scores(ex, problem, problem.x_base)[0])
         expected = problem.f_x - f_without  # (P,)
         scale = max(abs(problem.f_x - f_base), float(np.abs(expected).max()), 1e-12)
         floor = change_floor(problem.f_x, f_base)
 
         raw, nodes, rel = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n)
-        rows = 0
+        rows, stopped = 0, None
         limited: list[int] = []
         group_size = len(moving) if callback is None else max(1, int(stream_every))
         for start in range(0, len(moving), group_size):
@@ -234,12 +228,13 @@ def sequential_integrated_gradients(
             if exact:
                 raw[group] = change
             else:
-                result = _sig_quadrature(ex, problem, np.array(group), change, steps, method, size, reuse, progress,
+                result = _sig_quadrature(ex, problem, np.array(group), change, steps, method, size, reuse, pace,
                                          tol * np.maximum(np.abs(change), floor) if adaptive else None,
                                          min_steps, max_steps)
                 raw[group], nodes[group] = result.integral[:, 0], result.nodes
                 rows += result.rows
                 limited += [group[j] for j in result.limited]
+                stopped = stopped or result.stopped
             rel[group] = relative_errors(raw[group], change, floor)
             if callback is not None:
                 done = moving[:start + len(group)]
@@ -254,59 +249,74 @@ def sequential_integrated_gradients(
     completeness[moving] = np.abs(raw[moving] - expected) / scale
     options = {
         "steps": steps if (adaptive or exact) else int(steps), "quadrature": None if exact else method,
-        "baseline": baseline, "baseline_token": problem.baseline_token, "tol": tol if adaptive else None,
+        "baseline": baseline, "baseline_token": problem.baseline_token, "baseline_note": problem.baseline_note,
+        "tol": tol if adaptive else None,
         "nodes": nodes.tolist(), "completeness_error": completeness.tolist(),
         "f_x": problem.f_x, "f_baseline": f_base, "f_without": f_without_full.tolist(),
         "gradient_rows": rows, "prefix_reuse": reuse and not exact, "batch_size": size,
-        "max_steps": max_steps if adaptive else None,
-        **convergence_options(rel, tol, floor, per_token=True),
+        "max_steps": max_steps if adaptive else None, "max_seconds": pace.max_seconds, "stopped": stopped,
+        "seconds": pace.elapsed(), **convergence_options(rel, tol, floor, per_token=True),
     }
     if not options["converged"]:
         worst = int(np.argmax(rel))
         detail = (f"on token {worst} {problem.encoding.tokens[worst]!r} (score {raw[worst]:.4g}, its exact limit "
                   f"F(x) - F(x with it at the baseline) = {problem.f_x - f_without_full[worst]:.4g})")
-        over = int(np.sum(rel > tol))
-        if adaptive:
-            fix = (f"{over} token(s) stopped at max_steps={max_steps} nodes; use steps='exact' (the limit, forward "
-                   f"passes only), or raise max_steps or convergence_tol.")
-        else:
-            fix = (f"{over} token(s) above it with {int(steps)} nodes; use steps='exact' (the limit, forward passes "
-                   f"only), steps='auto', or more steps.")
+        over, limit = int(np.sum(rel > tol)), "use steps='exact' (the limit, forward passes only)"
+        fix = (f"{over} token(s) left above it when max_seconds={max_seconds} stopped the refinement; raise it, or "
+               f"{limit}." if stopped else f"{over} token(s) stopped at max_steps={max_steps} nodes; {limit}, or raise "
+               "max_steps or convergence_tol." if adaptive else
+               f"{over} token(s) above it with {int(steps)} nodes; {limit}, steps='auto', or more steps.")
         warn_not_converged(f"SIG ({options['steps']} steps)", options["relative_completeness_error"], tol, detail, fix)
     return _attribution(ex, problem, "sig", normalise(raw), raw, options)
 
 
-def _sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, progress, tol_abs, min_steps, max_steps):
+def _sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, pace, tol_abs, min_steps, max_steps):
     """Each token's one-token path integral (``Panels``; integral (P, 1)), adaptive when ``tol_abs`` is given."""
     nodes = min_steps if tol_abs is not None else int(steps)
     f_end = np.full(len(positions), problem.f_x)
 
     def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        return _sig_rows(ex, problem, positions[paths], alphas, size, reuse, bar)
+        return _sig_rows(ex, problem, positions[paths], alphas, size, reuse, pace)
 
     def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        return _sig_values(ex, problem, positions[paths], alphas, size)
+        return _sig_values(ex, problem, positions[paths], alphas, size, reuse)
 
-    with _progress_bar(len(positions) * nodes, progress, "SIG") as bar:
-        return integrate_panels(f_end - change, f_end, nodes, method, gradients, values,
-                                tol_abs=tol_abs, max_nodes=max_steps, bar=bar)
+    return integrate_panels(f_end - change, f_end, nodes, method, gradients, values,
+                            tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
 
 
-def _sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int) -> np.ndarray:
-    """F(x with token pos[r] at x'_p + alphas[r] (x_p - x'_p)) for each row r -> (R,) (forward only)."""
+def _sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int,
+                reuse: bool = False) -> np.ndarray:
+    """F(x with token pos[r] at x'_p + alphas[r] (x_p - x'_p)) for each row r -> (R,) (forward only).
+
+    Rows run sorted by position; with ``reuse`` each chunk starts after the cached prefix before its first one.
+    """
+    order = np.argsort(pos, kind="stable")
+    pos_rows, alpha_rows = pos[order], alphas[order]
     out = np.zeros(len(pos))
     delta = (problem.x - problem.x_base)[0]
+    prefixes: dict[int, Any] = {}
 
     def work(start: int, stop: int) -> None:
-        embeds = problem.x.expand(stop - start, -1, -1).clone()
+        p = torch.tensor(pos_rows[start:stop], device=ex.device)
+        first = int(p.min()) if reuse else 0
+        embeds = problem.x[:, first:].expand(stop - start, -1, -1).clone()
         rows = torch.arange(stop - start, device=ex.device)
-        cols = torch.tensor(pos[start:stop], device=ex.device)
-        a = torch.tensor(alphas[start:stop], dtype=torch.float32, device=ex.device)[:, None]
-        embeds[rows, cols] = problem.x_base[0, cols] + a * delta[cols]
-        out[start:stop] = _forward_scores(ex, problem, embeds).double().cpu().numpy()
+        a = torch.tensor(alpha_rows[start:stop], dtype=torch.float32, device=ex.device)[:, None]
+        embeds[rows, p - first] = problem.x_base[0, p] + a * delta[p]
+        if first == 0:
+            out[start:stop] = _forward_scores(ex, problem, embeds).double().cpu().numpy()
+            return
+        if first not in prefixes:
+            prefixes.clear()
+            prefixes[first] = _prefix_cache(ex, problem, first)
+        with torch.no_grad():
+            out[start:stop] = _target_scores(ex, problem, embeds, prefixes[first]).double().cpu().numpy()
 
     run_chunked(len(pos), size, work)
-    return out
+    result = np.empty(len(pos))
+    result[order] = out
+    return result
 
 
 def _sig_rows(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int, reuse: bool,
@@ -348,7 +358,7 @@ def _sig_rows(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.n
 def grad_x_input(ex: ModelSession, text: str, target: Any = None, *, truncate: bool = False) -> Attribution:
     """Gradient x input on the word embeddings: raw_j = sum_d x_jd dF/dx_jd (special tokens 0)."""
     with ex.restored():
-        problem = _prepare(ex, text, target, "zero", truncate)
+        problem = _prepare(ex, text, target, "zero", truncate, check_baseline=False)  # no path, no baseline
         _, grads = _scores_and_grads(ex, problem, problem.x)
         raw = (grads[0].double() * problem.x[0].double()).sum(-1).cpu().numpy()
     raw[[i for i, s in enumerate(problem.encoding.special_mask) if s]] = 0.0
@@ -361,18 +371,10 @@ class Cancelled(RuntimeError):
 
 
 def _attribution(ex: ModelSession, problem: _Problem, method: str, scores, raw, options: dict) -> Attribution:
-    return Attribution(
-        tokens=list(problem.encoding.tokens),
-        scores=np.asarray(scores, dtype=np.float64),
-        raw=np.asarray(raw, dtype=np.float64),
-        target=problem.target.public,
-        target_label=problem.target.label,
-        method=method,
-        options=options,
-        prediction=problem.prediction,
-        text=problem.encoding.text,
-        model=ex.name,
-    )
+    return Attribution(tokens=list(problem.encoding.tokens), scores=np.asarray(scores, dtype=np.float64),
+                       raw=np.asarray(raw, dtype=np.float64), target=problem.target.public,
+                       target_label=problem.target.label, method=method, options=options,
+                       prediction=problem.prediction, text=problem.encoding.text, model=ex.name)
 
 
 _FUNCTIONS = {"ig": integrated_gradients, "sig": sequential_integrated_gradients, "grad_x_input": grad_x_input}

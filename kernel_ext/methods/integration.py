@@ -30,13 +30,16 @@ from ..core import budget
 from ..core.session import Encoding, ModelSession
 from ..core.targets import CAUSAL_LM, Target
 from ..errors import InputError
+from .baselines import choose_baseline
+from .pacing import OutOfTime, Pace
 
 BASELINES = ("pad", "mask", "zero")
 QUADRATURES = ("gausslegendre", "riemann_trapezoid")
-#: show a progress bar by default when a call needs more gradient rows than this
-PROGRESS_MIN_ROWS = 512
 #: default tolerance on the relative completeness error (``converged``, and what ``steps="auto"`` aims at)
 CONVERGENCE_TOL = 0.05
+#: nodes per panel of IG's steps="auto" (``min_steps``): on smollm2's jagged paths small panels
+#: halved where needed cost fewer gradient rows than 8-node ones (README, "Gradients")
+IG_PANEL_NODES = 4
 #: an output change below this fraction of max(1, |F(x)|, |F(x')|) counts as ~0 (the guard)
 CHANGE_FLOOR = 0.01
 #: panels narrower than this are not split again (float32 interpolation cannot resolve them)
@@ -94,11 +97,20 @@ def normalise(raw: np.ndarray) -> np.ndarray:
     return raw / norm if norm > 0 else raw.copy()
 
 
-def _progress_bar(total: int, progress: Any, desc: str):
-    show = total > PROGRESS_MIN_ROWS if progress is None else bool(progress)
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="row", disable=not show, leave=False)
+def check_steps(steps: Any, method: str, allowed: tuple[str, ...], min_steps: int, max_steps: int) -> None:
+    """InputError unless ``steps`` is an int >= 1 or one of ``allowed`` with a valid quadrature and node range."""
+    if not isinstance(steps, str):
+        quadrature(steps, method)  # validates steps and method
+        return
+    if steps not in allowed:
+        extra = " (steps='exact' is SIG's limit; IG has none)" if steps == "exact" else ""
+        raise InputError(f"steps must be a positive integer or one of {list(allowed)}, not {steps!r}{extra}")
+    if method not in QUADRATURES:
+        raise InputError(f"unknown quadrature {method!r}; choose one of {list(QUADRATURES)}")
+    if steps == "auto":
+        quadrature(min_steps, method)
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < min_steps:
+            raise InputError(f"max_steps must be an integer >= min_steps ({min_steps}), not {max_steps!r}")
 
 
 # ---------------------------------------------------------------------------- convergence
@@ -147,19 +159,21 @@ def warn_not_converged(what: str, error: float, tol: float, detail: str, fix: st
 @dataclass
 class Panels:
     """Composite quadrature of several paths: ``integral`` (P, k), active ``nodes`` (P,),
-    gradient ``rows`` run, ``limited`` = paths left above tolerance by the node cap or panel width."""
+    gradient ``rows`` run, ``limited`` = paths left above tolerance by the node cap or panel width,
+    ``stopped`` = "max_seconds" when the time cap ended the refinement (else None)."""
 
     integral: np.ndarray
     nodes: np.ndarray
     rows: int
     limited: list[int]
+    stopped: str | None = None
 
 
 def integrate_panels(
     f_start: np.ndarray, f_end: np.ndarray, nodes: int, method: str,
     gradients: Callable[[np.ndarray, np.ndarray], np.ndarray],
     values: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    *, tol_abs: np.ndarray | None = None, max_nodes: int = 0, bar=None,
+    *, tol_abs: np.ndarray | None = None, max_nodes: int = 0, bar=None, pace: Pace | None = None,
 ) -> Panels:
     """Integrate each path p's integrand over alpha in [0, 1] with ``nodes``-point panels.
 
@@ -173,12 +187,14 @@ def integrate_panels(
     ``tol_abs``, its worst panels are halved (F at the midpoint from a forward pass), worst first
     until the e of the panels left alone sums to at most tol_abs / 2, as long as the path keeps at
     most ``max_nodes`` nodes and panels stay wider than ``MIN_PANEL_WIDTH``. The summed e bounds
-    the reported error.
+    the reported error. ``pace`` (:class:`~.pacing.Pace`): rows are counted for the estimate and the
+    bar; a round that would end past its ``max_seconds`` is not run or is dropped, keeping the
+    panels it would have split (``stopped``). ``bar``: a plain progress bar (older callers).
     """
     t, w = quadrature(nodes, method)
     done: list[list[list]] = [[] for _ in range(len(f_start))]  # per path: [a, b, fa, fb, integral, error]
     todo = [(p, 0.0, 1.0, float(f_start[p]), float(f_end[p])) for p in range(len(f_start))]
-    rows, limited = 0, set()
+    rows, limited, parents, stopped = 0, set(), [], None
     while todo:
         paths = np.repeat([p for p, *_ in todo], nodes)
         starts = np.repeat([a for _, a, *_ in todo], nodes)
@@ -187,8 +203,24 @@ def integrate_panels(
         if bar is not None and bar.n + len(alphas) > bar.total:
             bar.total = bar.n + len(alphas)
             bar.refresh()
-        g = np.asarray(gradients(paths, alphas), dtype=np.float64).reshape(len(alphas), -1)
+        if pace is not None:
+            if parents and (pace.out_of_time() or not pace.fits(len(alphas))):
+                stopped = "max_seconds"
+                break
+            pace.plan(len(alphas))
+            pace.stoppable = bool(parents)
+        try:
+            g = np.asarray(gradients(paths, alphas), dtype=np.float64).reshape(len(alphas), -1)
+        except OutOfTime:
+            stopped = "max_seconds"
+            break
+        finally:
+            if pace is not None:
+                pace.stoppable = False
         rows += len(alphas)
+        for p, panel in parents:  # the halves are done: the panels they replace go
+            done[p] = [q for q in done[p] if q is not panel]
+        parents = []
         pieces = (weights[:, None] * g).reshape(len(todo), nodes, -1).sum(1)
         for (p, a, b, fa, fb), piece in zip(todo, pieces):
             done[p].append([a, b, fa, fb, piece, abs(float(piece.sum()) - (fb - fa))])
@@ -217,10 +249,11 @@ def integrate_panels(
         for (p, j), m, fm in zip(splits, mids, f_mid):
             a, b, fa, fb = done[p][j][:4]
             todo += [(p, a, float(m), fa, float(fm)), (p, float(m), b, float(fm), fb)]
-        for p, j in sorted(splits, key=lambda s: -s[1]):
-            del done[p][j]
+        parents = [(p, done[p][j]) for p, j in splits]
+    if stopped is not None:
+        limited |= {p for p, panels in enumerate(done) if tol_abs is not None and sum(q[5] for q in panels) > tol_abs[p]}
     integral = np.stack([np.sum([q[4] for q in panels], axis=0) for panels in done])
-    return Panels(integral, np.array([len(panels) * nodes for panels in done]), rows, sorted(limited))
+    return Panels(integral, np.array([len(panels) * nodes for panels in done]), rows, sorted(limited), stopped)
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -238,9 +271,11 @@ class _Problem:
     prediction: dict[str, float]
     baseline: str
     baseline_token: str | None
+    baseline_note: str | None = None  # why another token than the requested one is the baseline
 
 
-def _prepare(ex: ModelSession, text: str | Encoding, target: Any, baseline: str, truncate: bool = False) -> _Problem:
+def _prepare(ex: ModelSession, text: str | Encoding, target: Any, baseline: str, truncate: bool = False,
+             check_baseline: bool = True) -> _Problem:
     if baseline not in BASELINES:
         raise InputError(f"unknown baseline {baseline!r}; choose one of {list(BASELINES)}")
     encoding = text if isinstance(text, Encoding) else ex.encode(text, truncate=truncate)
@@ -250,13 +285,12 @@ def _prepare(ex: ModelSession, text: str | Encoding, target: Any, baseline: str,
         raise InputError(
             f"the text tokenises to special tokens only ({encoding.tokens}); give some words to explain"
         )
-    token_id = baseline_token(ex.tokenizer, baseline)
     with torch.no_grad():
         x = ex.embed(encoding.input_ids).detach().float()
-        if token_id is None:
-            row = torch.zeros_like(x[0, 0])
-        else:
-            row = ex.embed(torch.tensor([[token_id]], device=ex.device))[0, 0].detach().float()
+    # a (near) zero row on a model that normalises the embeddings first is degenerate: the next token, or an error
+    token_id, row, note = choose_baseline(ex, encoding, x, moving, baseline, baseline_token(ex.tokenizer, baseline),
+                                          check_baseline)
+    with torch.no_grad():
         x_base = x.clone()
         x_base[0, moving] = row
         position = ex.readout_position(encoding)
@@ -267,7 +301,7 @@ def _prepare(ex: ModelSession, text: str | Encoding, target: Any, baseline: str,
     return _Problem(
         encoding, x, x_base, moving, resolved, f_x, logits_row.detach().float().cpu(),
         ex.prediction(logits_row), baseline,
-        None if token_id is None else ex.tokenizer.convert_ids_to_tokens(token_id),
+        None if token_id is None else ex.tokenizer.convert_ids_to_tokens(token_id), note,
     )
 
 

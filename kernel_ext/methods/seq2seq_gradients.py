@@ -172,11 +172,15 @@ def _sig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: 
     return _result(ex, joint, "sig", normalise(raw), raw, options)
 
 
-def attribute(ex, item: Seq2SeqInput, method: str, target: Any = None, *, steps: Any = 50, baseline: str | None = None,
+def attribute(ex, item: Seq2SeqInput, method: str, target: Any = None, *, steps: Any = None, baseline: str | None = None,
               quadrature: str = "gausslegendre", convergence_tol: float = 0.05, max_steps: int | None = None,
               batch_size: Any = "auto"):
-    """``ig``, ``sig`` or ``grad_x_input`` for one encoder-decoder input -> Attribution (module docstring)."""
+    """``ig``, ``sig`` or ``grad_x_input`` for one encoder-decoder input -> Attribution (module docstring).
+
+    steps None: the defaults of the decoder-only methods, IG "auto" and SIG "exact" (both pass the completeness check).
+    """
     tol = check_tol(convergence_tol)
+    steps = ("exact" if method == "sig" else "auto") if steps is None else steps
     if method != "grad_x_input":
         allowed = ("auto", "exact") if method == "sig" else ("auto",)
         if isinstance(steps, str) and steps not in allowed:

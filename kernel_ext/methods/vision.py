@@ -118,7 +118,7 @@ def _steps(steps: Any, method: str, allowed: tuple[str, ...]) -> None:
         quadrature(steps, method)
 
 
-def _ig(ex, image: ImageInput, target: Any, steps: Any = 50, baseline: str = "black", quadrature: str = "gausslegendre",
+def _ig(ex, image: ImageInput, target: Any, steps: Any = "auto", baseline: str = "black", quadrature: str = "gausslegendre",
         convergence_tol: float = 0.05, max_steps: int = 1024, min_steps: int = 8, batch_size: Any = "auto",
         truncate: bool = False) -> Attribution:
     if baseline != "black":
@@ -178,7 +178,7 @@ def _patch_module(ex) -> torch.nn.Module:
     raise ModelError(f"{ex.name}: no patch-embedding module (…PatchEmbeddings) to run SIG on")
 
 
-def _sig(ex, image: ImageInput, target: Any, steps: Any = 50, baseline: str = "zero", quadrature: str = "gausslegendre",
+def _sig(ex, image: ImageInput, target: Any, steps: Any = "exact", baseline: str = "zero", quadrature: str = "gausslegendre",
          convergence_tol: float = 0.05, max_steps: int = 128, min_steps: int = 4, batch_size: Any = "auto",
          truncate: bool = False) -> Attribution:
     if baseline not in ("zero", "mask"):
