@@ -122,3 +122,14 @@ def test_workshop_stays_pure():
     imported = {n.names[0].name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= {"__future__", "os", "resource", "sys", "dataclasses", "importlib", "typing", "numpy"}, imported
+
+
+def test_check_top_share_and_count():
+    scores, total = [0.5, 0.1, 0.3, 0.1], 1.0
+    assert _kind(w.check_top_share(0.9, scores, total, k=2)) == "wrong"
+    assert _kind(w.check_top_share(0.8, scores, total, k=2)) == "right"
+    percent = w.check_top_share(80, scores, total, k=2)
+    assert _kind(percent) == "wrong" and "percentage" in repr(percent)
+    flags = pd.Series([True, False, True])
+    assert _kind(w.check_count(2, flags)) == "right" and _kind(w.check_count(3, flags)) == "wrong"
+    assert _kind(w.check_count(None, flags)) == "waiting"
