@@ -5,7 +5,7 @@
 
 Cases (model, method, tokens): ``ig40`` smollm2-135m IG on a 40-token sentence; ``sig26`` smollm2-135m SIG on a
 26-token sentence; ``minilm`` minilm-rt (the demo classifier) IG and SIG on the Makefile's demo sentence.
-Each case runs ``steps=50`` (the default before issue 33) and the default (no ``steps``: IG "auto", SIG "exact");
+Each case runs the default (no ``steps``: IG "auto", SIG "exact"), then ``steps=50`` (the default before issue 33);
 ``--extra`` adds IG ``steps="auto", min_steps=8`` (the 8-node panels "auto" used before). Baselines are the defaults
 (IG "pad", SIG "mask"); the target is the predicted token or class. Prints one markdown row per run: wall and CPU
 seconds (``time.process_time``: all threads of this process) of that call alone, model already loaded.
@@ -25,9 +25,9 @@ DEMO = "A gripping, beautifully acted film."
 
 def _runs(extra: bool) -> dict:
     before, default = {"steps": 50}, {}
-    ig = [("ig", before), ("ig", default)] + ([("ig", {"steps": "auto", "min_steps": 8})] if extra else [])
-    return {"ig40": ("smollm2-135m", IG40, ig), "sig26": ("smollm2-135m", SIG26, [("sig", before), ("sig", default)]),
-            "minilm": ("minilm-rt", DEMO, [("ig", before), ("ig", default), ("sig", before), ("sig", default)])}
+    ig = [("ig", default), ("ig", before)] + ([("ig", {"steps": "auto", "min_steps": 8})] if extra else [])
+    return {"ig40": ("smollm2-135m", IG40, ig), "sig26": ("smollm2-135m", SIG26, [("sig", default), ("sig", before)]),
+            "minilm": ("minilm-rt", DEMO, [("ig", default), ("ig", before), ("sig", default), ("sig", before)])}
 
 
 def main(argv=None) -> None:
