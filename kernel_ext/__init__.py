@@ -21,7 +21,7 @@ _SUBMODULES = {
     "results": "results", "magic": "magic", "cli": "cli", "commands": "commands", "widgets": "widgets",
     "errors": "errors", "constants": "constants", "explainer": "explainer", "core": "core",
     "graphs": "graphs", "methods": "methods", "evaluation": "evaluation", "targets": "core.targets",
-    "payload": "payload",
+    "payload": "payload", "workshop": "workshop",
 }
 _ATTRIBUTES = {
     "Explainer": "explainer",
