@@ -51,7 +51,8 @@ _GAF_SOURCES = Option("sources", None, "rows to explain: None = every token for 
                       "the predicting position for LMs; 'cls'/'readout'; 'all'; positions")
 _CONVERGENCE_TOL = Option("convergence_tol", 0.05, "relative completeness error under which a result counts as "
                           "converged (and steps='auto' stops)")
-_STEPS = Option("steps", 50, "quadrature nodes (int); 'auto' grows them to the tolerance; 'exact' (sig) the limit")
+_MAX_SECONDS = Option("max_seconds", None, "time cap on steps='auto': the last complete result, marked not "
+                      "converged, with a warning")
 
 SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("attention", "attribution", "xattr_lab.methods.attention",
@@ -71,14 +72,21 @@ SPECS: tuple[MethodSpec, ...] = (
                 _TRUNCATE)),
     MethodSpec("ig", "attribution", "xattr_lab.methods.gradients",
                "Integrated Gradients from a baseline token", "Sundararajan et al. (2017)",
-               (_STEPS, Option("baseline", "pad", "baseline token: pad, mask or zero"),
+               (Option("steps", "auto", "quadrature nodes: 'auto' adds nodes until completeness holds within "
+                       "convergence_tol (the paper's check); an int is the paper's fixed rule"),
+                Option("baseline", "pad", "baseline token: pad, mask or zero (a zero row on a norm-first model "
+                       "falls back to the next token, named in options)"),
                 Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _CONVERGENCE_TOL,
-                Option("max_steps", 1024, "cap on the nodes steps='auto' may use"), _TRUNCATE)),
+                Option("max_steps", 1024, "cap on the nodes steps='auto' may use"), _MAX_SECONDS, _TRUNCATE)),
     MethodSpec("sig", "attribution", "xattr_lab.methods.gradients",
                "Sequential Integrated Gradients: each word moved alone from [MASK]", "Enguehard (2023)",
-               (_STEPS, Option("baseline", "mask", "baseline token: mask, pad or zero"),
+               (Option("steps", "exact", "'exact': the limit of the paper's integral per word, "
+                       "F(x) − F(x with the word at the baseline), forward passes only; 'auto' adds nodes until "
+                       "convergence_tol holds; an int is the paper's fixed rule"),
+                Option("baseline", "mask", "baseline token: mask, pad or zero (a zero row on a norm-first model "
+                       "falls back to the next token, named in options)"),
                 Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _CONVERGENCE_TOL,
-                Option("max_steps", 128, "cap on the nodes per token steps='auto' may use"), _TRUNCATE)),
+                Option("max_steps", 128, "cap on the nodes per token steps='auto' may use"), _MAX_SECONDS, _TRUNCATE)),
     MethodSpec("grad_x_input", "attribution", "xattr_lab.methods.gradients",
                "gradient times input embedding (one backward pass)", "", (_TRUNCATE,)),
     MethodSpec("flow", "flow", "xattr_lab.methods.flows",
