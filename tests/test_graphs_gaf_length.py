@@ -3,7 +3,7 @@
 Before issue 33 the barrier solver started the first μ stage from a proportional split that left
 most edges orders of magnitude below the centre; on smollm2's AGF capacities for 255 tokens of
 Rotten Tomatoes prose it ran 400 Newton steps in that stage and raised SolverError (measured
-with the frozen copy in tests/benchmarks/gaf_reference). The reference is scipy's max-flow,
+with ``barrier.PRIMAL_DUAL_START = False``, which restores that start). The reference is scipy's max-flow,
 bracketed exactly: its integer flow on floor-scaled capacities is a feasible flow (a lower bound,
 loose by the rounding of every edge it uses) and the cut of its residual graph, priced at the
 true capacities, an upper bound (tight: within 5e-8 of the value at 128 tokens).
@@ -13,60 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gaf_length_cases import max_flow_bracket, prose_of_tokens  # tests/ is on sys.path (its conftest)
 from xattr_lab.graphs import VALUE_RTOL, barrier_max_flow
-
-
-def prose_of_tokens(tokenizer, n: int) -> str:
-    """The longest run of whole words of Rotten Tomatoes snippets (the zoo's data) with at most n tokens."""
-    from xattr_lab.core import zoo
-
-    words: list[str] = []
-    for row in zoo._rotten_tomatoes_rows():
-        words += row["text"].split()
-        if len(words) > 3 * n:
-            break
-    lo, hi = 1, len(words)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(tokenizer(" ".join(words[:mid]))["input_ids"]) <= n:
-            lo = mid
-        else:
-            hi = mid - 1
-    return " ".join(words[:lo])
-
-
-def max_flow_bracket(C, sources, resolution=2.0**30):
-    """(lower, upper) around the exact max-flow value of the layered graph of C (L, n, n): scipy's
-    max flow on floor(C·unit) (feasible for C: a lower bound), and the capacity in C
-    of the cut between the nodes its residual graph reaches from s and the rest (an upper bound)."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
-
-    L, n, _ = C.shape
-    # every edge flow is at most the value, itself at most the sources' out-capacity and any
-    # layer's total: scaled so, no integer flow overflows scipy's int32
-    bound = min(float(C[L - 1][list(sources)].sum()), float(C.sum(axis=(1, 2)).min()))
-    unit = resolution / max(float(C.max()), bound)
-    k, i, j = np.nonzero(C > 0)
-    s, t = (L + 1) * n, (L + 1) * n + 1
-    U, big = float(C.sum()), np.iinfo(np.int32).max
-    tails = np.concatenate([(k + 1) * n + i, np.full(len(sources), s), np.arange(n)])
-    heads = np.concatenate([k * n + j, L * n + np.asarray(sources), np.full(n, t)])
-    true_caps = np.concatenate([C[k, i, j], np.full(len(sources) + n, U)])
-    ints = np.concatenate([np.floor(C[k, i, j] * unit), np.full(len(sources) + n, big)]).astype(np.int32)
-    graph = csr_matrix((ints, (tails, heads)), shape=(t + 1, t + 1))
-    result = maximum_flow(graph, s, t)
-    flow = np.asarray(result.flow[tails, heads]).ravel()
-    residual = csr_matrix(((ints - flow).astype(np.int64) + 0, (tails, heads)), shape=(t + 1, t + 1))
-    back = csr_matrix((flow.astype(np.int64), (heads, tails)), shape=(t + 1, t + 1))
-    reach = np.zeros(t + 1, dtype=bool)
-    open_edges = residual + back
-    open_edges.data = (open_edges.data > 0).astype(np.int8)
-    open_edges.eliminate_zeros()
-    reach[breadth_first_order(open_edges, s, return_predecessors=False)] = True
-    assert not reach[t]
-    crossing = reach[tails] & ~reach[heads]
-    return result.flow_value / unit, float(true_caps[crossing].sum())
 
 
 @pytest.mark.slow
