@@ -114,14 +114,18 @@ def test_the_flow_view_is_rebuilt_when_the_layer_count_changes():
     e.widget
     e.refresh()
     first = e.flow
-    assert first._figure.x_range.end == pytest.approx(2 + 1.3)
+
+    def layer_axis_ends_after(figure, layers):  # the last column, then room for its labels (< 1.5 columns)
+        return layers < figure.x_range.end < layers + 1.5
+
+    assert layer_axis_ends_after(first._figure, 2)
     e.set(model="three")
-    assert e.flow.n_layers == 3 and e.flow._figure.x_range.end == pytest.approx(3 + 1.3)
+    assert e.flow.n_layers == 3 and layer_axis_ends_after(e.flow._figure, 3)
     assert e._containers["flow"].children == (e.flow.widget,)
     view = widgets.FlowView(fakes["two"].flow("a b c"))  # update() alone rebuilds too
     view.widget
     view.update(fakes["three"].flow("a b c"))
-    assert view._figure.x_range.end == pytest.approx(3 + 1.3) and len(view._nodes.data["x"]) == 4 * 5
+    assert layer_axis_ends_after(view._figure, 3) and len(view._nodes.data["x"]) == 4 * 5
 
 
 # ---------------------------------------------------------------------------- the magic

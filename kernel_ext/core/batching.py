@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import BudgetError, InputError
 from . import budget
 from .budget import available_bytes
+from .locking import complete
 
 if TYPE_CHECKING:  # pragma: no cover
     from .session import ModelSession
@@ -133,15 +134,21 @@ def attention(model: nn.Module, implementation: str) -> Iterator[None]:
         yield
         return
     try:
-        model.set_attn_implementation(implementation)
-        switched = True
-    except (ValueError, ImportError, NotImplementedError):  # this model or config cannot: stay as it is
-        switched = False
-    try:
+        try:
+            model.set_attn_implementation(implementation)
+        except (ValueError, ImportError, NotImplementedError):  # this model or config cannot: stay as it is
+            pass
         yield
     finally:
-        if switched:
-            model.set_attn_implementation(previous)
+        # by the state, not a flag: an interrupt between the switch and a flag would leave SDPA behind
+        complete(lambda: restore_attention(model, previous))
+
+
+def restore_attention(model: nn.Module, implementation: str) -> None:
+    """Put ``implementation`` back if the model computes with another one (idempotent: safe to
+    repeat inside :func:`locking.complete`)."""
+    if attention_implementation(model) != implementation:
+        model.set_attn_implementation(implementation)
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from ..errors import InputError, ModelError
-from . import budget
+from . import batching, budget
 from .encoding import Encoding
 from .targets import Target
 
@@ -125,7 +125,8 @@ def capture(
                      lambda n: sum(budget.capture_parts(shape, n, **flags).values()) <= limit, encoding.n))
     position = session.readout_position(encoding)
     recorded: dict[int, torch.Tensor] = {}
-    with session.restored():
+    # maps need eager attention: a lean pass (SDPA) left behind by anything must not make this fail
+    with session.restored(), batching.attention(session.model, "eager"):
         if head_outputs:
             record_projection_inputs(session, recorded)
         with torch.enable_grad() if attention_grads else torch.no_grad():

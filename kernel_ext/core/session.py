@@ -45,6 +45,7 @@ class _SavedState:
     threads: int  # torch's thread count: per thread (OpenMP), like grad mode
     thread: int
     entry: Any  # the frame that opened the block: blocks opened below it are nested in it
+    attention: str = "eager"  # the model's attention implementation (lean passes switch it to SDPA)
     hooks: list[Any] = field(default_factory=list)
     generator: Any = None  # weak reference to the block's generator, to close it if it is left suspended
     done: bool = False
@@ -150,9 +151,8 @@ class ModelSession:
         return bool(batching.blocks(self.model))
 
     def lean(self, rows: int, n: int, *, past: int = 0, logit_positions: int | None = None):
-        """Context for passes that need no attention maps (gradients, scores): SDPA attention, and
-        activation checkpointing when a forward+backward pass over ``rows`` x n tokens would not fit
-        the memory budget otherwise (:func:`batching.lean_pass`); yields whether it checkpoints."""
+        """Context for passes that need no attention maps (gradients, scores): SDPA, and checkpointing
+        when ``rows`` x n tokens would not fit otherwise (:func:`batching.lean_pass`); yields whether it checkpoints."""
         return batching.lean_pass(self, rows, n, past=past, logit_positions=logit_positions)
 
     def __repr__(self) -> str:
@@ -212,7 +212,8 @@ class ModelSession:
                 training=[(m, m.training) for m in self.model.modules()],
                 requires_grad=[(p, p.requires_grad) for p in self.model.parameters()],
                 grad_enabled=torch.is_grad_enabled(), threads=torch.get_num_threads(), thread=threading.get_ident(),
-                entry=sys._getframe(2), generator=holder[0] if holder else None)
+                entry=sys._getframe(2), generator=holder[0] if holder else None,
+                attention=batching.attention_implementation(self.model))
             try:
                 try:
                     self._state = state
@@ -238,6 +239,7 @@ class ModelSession:
                 p.requires_grad_(flag)
         for module, flag in state.training:
             module.training = flag
+        batching.restore_attention(self.model, state.attention)
         if state.thread == threading.get_ident():  # grad mode and torch's thread count are per thread
             torch.set_grad_enabled(state.grad_enabled)
             if torch.get_num_threads() != state.threads:
@@ -284,9 +286,8 @@ class ModelSession:
     def encode(self, text: str, *, truncate: bool = False) -> Encoding:
         """Tokenise one text (special tokens added as the model expects).
 
-        Raises on empty text, control characters and lone surrogates (:func:`budget.check_text`;
-        bidi marks are text). Text longer than the model's maximum positions raises unless ``truncate=True``, which keeps the
-        first tokens and warns how many were dropped.
+        Raises on empty text, control characters and lone surrogates (:func:`budget.check_text`). Too
+        long a text raises unless ``truncate=True``, which keeps the first tokens and warns.
         """
         budget.check_text(text)
         with self._lock:  # fast tokenizers are not thread-safe ("Already borrowed")
