@@ -754,3 +754,13 @@ def test_views_wrap_instead_of_overflowing(results, tiny):
     e.widget
     assert e._text_box.layout.width == "auto" and e._text_box.layout.max_width == "900px"
     assert e.widget.children[0].children[0].layout.flex_flow == "row wrap"
+
+
+def test_readable_numbers_match_the_renderer_and_avoid_exponents():
+    """Side panels read 0.000128, not 1.28319e-07 style (the TypeScript fmt's rule, render.test.ts)."""
+    assert widgets.core.readable(1e-5) == "0.0000100"
+    assert widgets.core.readable(-0.000123456) == "-0.000123"
+    assert widgets.core.readable(0.00062) == "0.000620"
+    assert widgets.core.readable(0.5) == "0.5000"
+    assert widgets.core.readable(2e-9) == "2.00e-09"
+    assert widgets.core.readable(float("nan")) == "n/a"

@@ -80,6 +80,20 @@ def shorten(label: str, width: int = 14) -> str:
     return label if len(label) <= width else label[: width - 1] + "\u2026"
 
 
+def readable(value: float) -> str:
+    """A number for people, as the TypeScript renderer's ``fmt`` writes it: 4 decimals, small values
+    as plain decimals with 3 significant digits ("0.000123"), exponents only below 1e-7 or from 1e5."""
+    v = float(value)
+    if not np.isfinite(v):
+        return "n/a"
+    a = abs(v)
+    if a != 0 and (a < 1e-7 or a >= 1e5):
+        return f"{v:.2e}"
+    if a != 0 and a < 1e-3:
+        return f"{v:.{2 - int(np.floor(np.log10(a)))}f}"
+    return f"{v:.4f}"
+
+
 def escape(text) -> str:
     """HTML-escape any value (quotes too), bidi controls shown as visible escapes
     (:func:`visible_controls`): the only way data reaches markup in this package."""

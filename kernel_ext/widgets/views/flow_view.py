@@ -65,7 +65,7 @@ class FlowView(View):
 
     def header_html(self) -> str:
         r = self.result
-        parts = [f"<b>flow ({core.escape(r.info)})</b>", f"value {r.value:.6g}"]
+        parts = [f"<b>flow ({core.escape(r.info)})</b>", f"value {core.readable(r.value)}"]
         sources = list(getattr(r, "sources", []) or [])
         if len(sources) == 1 and 0 <= sources[0] < len(r.tokens):
             parts.append(f"from <code>{core.token_html(r.tokens[sources[0]])}</code> (position {sources[0]})")
@@ -162,7 +162,7 @@ class FlowView(View):
         total = float(np.nan_to_num(self.result.attributions[j]))
         value = max(abs(self.result.value), 1e-300)
         self._draw_highlight(carried, f"flow into <code>{core.token_html(self.tokens[j])}</code> (position {j}): "
-                                      f"{total:.6g} = {100 * total / value:.1f}% of {self.result.value:.6g}",
+                                      f"{core.readable(total)} = {100 * total / value:.1f}% of {core.readable(self.result.value)}",
                              throughput=self.node_flow[:, j], kind="input", position=j)
 
     def _show_output(self, i: int) -> None:
