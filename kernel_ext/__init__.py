@@ -34,6 +34,7 @@ _ATTRIBUTES = {
     "FlowResult": "results",
     "HeadStats": "results",
     "CircuitResult": "results",
+    "PatchingCircuitResult": "results",
     "GenerationResult": "results",
     "ALIASES": "core.zoo",
     "DEFAULT_MODEL": "constants",

@@ -9,116 +9,15 @@ This module imports numpy only: the front end may import it without paying for t
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .constants import MIME_TYPE, SCHEMA  # noqa: F401  (MIME_TYPE: public name here too)
+from .result_base import FRONT_END, KINDS, Result, as_float64, float_array, to_plain  # noqa: F401  (public here too)
 
-#: The module whose ``mime_bundle(result)`` draws results in notebooks (docs/ARCHITECTURE.md, "Front end").
-FRONT_END = "xattr_lab.widgets"
-
-_KINDS: dict[str, type["Result"]] = {}
-
-
-def _to_plain(value: Any) -> Any:
-    """Convert arrays/tuples/numpy scalars into JSON-safe Python objects."""
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "fc":
-            return _to_plain(value.tolist())
-        return value.tolist()
-    if isinstance(value, (np.floating,)):
-        return _to_plain(float(value))
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _to_plain(v) for k, v in value.items()}
-    return value
-
-
-def _float_array(value: Any) -> np.ndarray:
-    array = np.asarray(value if value is not None else [], dtype=object)
-    return np.asarray(np.where(array == None, np.nan, array), dtype=np.float64)  # noqa: E711
-
-
-@dataclass
-class Result:
-    """Base of every result: knows its JSON kind and which fields are float arrays."""
-
-    kind: ClassVar[str] = "result"
-    #: names of fields held as float64 numpy arrays
-    array_fields: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        _KINDS[cls.kind] = cls
-
-    def __post_init__(self) -> None:
-        for name in self.array_fields:
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, _as_float64(value))
-
-    def to_dict(self) -> dict[str, Any]:
-        payload = {"schema": SCHEMA, "kind": self.kind}
-        for f in dataclasses.fields(self):
-            payload[f.name] = _to_plain(getattr(self, f.name))
-        return payload
-
-    def to_json(self, **json_kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False, **json_kwargs)
-
-    @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "Result":
-        schema = payload.get("schema")
-        if schema != SCHEMA:
-            raise ValueError(f"unsupported xattr payload schema {schema!r}; this version reads {SCHEMA!r}")
-        kind = payload.get("kind")
-        target_cls = _KINDS.get(kind)
-        if target_cls is None:
-            raise ValueError(f"unknown result kind {kind!r}; known: {sorted(_KINDS)}")
-        if cls is not Result and not issubclass(target_cls, cls):
-            raise ValueError(f"payload holds a {kind!r}, not a {cls.kind!r}")
-        names = {f.name for f in dataclasses.fields(target_cls)}
-        values = {k: v for k, v in payload.items() if k in names}
-        for name in target_cls.array_fields:
-            if values.get(name) is not None:
-                values[name] = _float_array(values[name])
-        return target_cls._from_plain(values)
-
-    @classmethod
-    def _from_plain(cls, values: dict[str, Any]) -> "Result":
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Result":
-        return cls.from_dict(json.loads(text))
-
-    # Rich display: the front end (FRONT_END, a plug-in named by module path, so the compute
-    # layers never import it) supplies the bundle; without it, text.
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        try:
-            mime_bundle = importlib.import_module(FRONT_END).mime_bundle
-        except Exception:  # pragma: no cover - front end missing or broken
-            return {"text/plain": repr(self)}
-        return mime_bundle(self)
-
-
-def _as_float64(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float64)
+_to_plain = to_plain  # the name scripts/payload_sizes.py reads
 
 
 def _target_from_plain(target: Any) -> Any:
@@ -315,6 +214,71 @@ class CircuitResult(Result):
         H = max(self.n_heads, 1)
         heads = ", ".join(f"{i // H}.{i % H}" for i in top)
         return f"CircuitResult(L={self.n_layers}, H={self.n_heads}, top heads=[{heads}])"
+
+
+@dataclass
+class PatchingCircuitResult(Result):
+    """Attribution-patching circuit over attention heads: AtP, EAP or EAP-IG (issue 31).
+
+    node_scores: (L, H) metric units: mean over prompts of each prompt's score (summed over positions).
+    edge_scores: (L*H, L*H + 1) for "eap"/"eap-ig": row = sender head ``l*H + h``, column = receiver
+        head ``l*H + h``, last column = logits; 0 where sender layer >= receiver layer. (0, 0) for "atp".
+    prompt_node_scores: (P, L, H) the same score per prompt.
+    prompt_edge_scores: "s->r" (flat indices, r = L*H for logits) -> per-prompt scores, top 200 edges.
+    faithfulness: {"unit": "nodes"|"edges", "sizes": [k...], "faithfulness": [f(k)...], "cpr": float,
+        "cmd": float} (MIB's definitions, Mueller et al. 2025); {} when not computed.
+    method: "atp", "eap" or "eap-ig"; metric: the metric's name.
+    """
+
+    kind: ClassVar[str] = "patching-circuit"
+    array_fields: ClassVar[tuple[str, ...]] = ("node_scores", "edge_scores", "prompt_node_scores")
+
+    node_scores: np.ndarray
+    edge_scores: np.ndarray
+    prompt_node_scores: np.ndarray
+    prompt_edge_scores: dict[str, list[float]] = field(default_factory=dict)
+    faithfulness: dict[str, Any] = field(default_factory=dict)
+    n_layers: int = 0
+    n_heads: int = 0
+    method: str = "eap-ig"
+    metric: str = ""
+    positive: list[str] = field(default_factory=list)
+    negative: list[str] = field(default_factory=list)
+    truth: list[list[int]] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        L, H = int(self.n_layers), int(self.n_heads)
+        if self.edge_scores.size == 0:
+            self.edge_scores = self.edge_scores.reshape(0, 0)
+        if self.prompt_node_scores.size == 0:
+            self.prompt_node_scores = self.prompt_node_scores.reshape(0, L, H)
+        if self.node_scores.shape != (L, H):
+            raise ValueError(f"node_scores {self.node_scores.shape} must be (n_layers, n_heads) = ({L}, {H})")
+        if self.edge_scores.shape not in ((0, 0), (L * H, L * H + 1)):
+            raise ValueError(f"edge_scores {self.edge_scores.shape} must be (0, 0) or ({L * H}, {L * H + 1})")
+        if self.prompt_node_scores.shape[1:] != (L, H):
+            raise ValueError(f"prompt_node_scores {self.prompt_node_scores.shape} must be (P, {L}, {H})")
+
+    def top_edges(self, k: int = 10) -> list[tuple[str, str, float]]:
+        """The ``k`` edges of largest |score| as ("l.h" or "logits", "l.h" or "logits", score)."""
+        if self.edge_scores.size == 0:
+            return []
+        H, n = max(self.n_heads, 1), self.n_layers * self.n_heads
+        flat = np.nan_to_num(self.edge_scores).ravel()
+        order = np.argsort(-np.abs(flat), kind="stable")[:k]
+        name = lambda i: "logits" if i == n else f"{i // H}.{i % H}"  # noqa: E731
+        return [(name(i // (n + 1)), name(i % (n + 1)), float(flat[i])) for i in order]
+
+    def __repr__(self) -> str:
+        top = np.argsort(-np.abs(np.nan_to_num(self.node_scores)).ravel(), kind="stable")[:5]
+        H = max(self.n_heads, 1)
+        heads = ", ".join(f"{i // H}.{i % H}" for i in top)
+        return (f"PatchingCircuitResult(method={self.method!r}, L={self.n_layers}, H={self.n_heads}, "
+                f"prompts={self.prompt_node_scores.shape[0]}, top heads=[{heads}])")
 
 
 @dataclass
