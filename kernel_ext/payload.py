@@ -21,6 +21,9 @@ What each kind keeps (its view draws no more):
   ``attention_bytes``; the share of attention mass kept (mean, min), the largest weight left out
   (``threshold``) and the count of weights left out.
 - circuit: node scores, the strongest ``max_pairs`` head pairs, the SAE codes (integers).
+- patching-circuit (AtP, EAP, EAP-IG): node scores, per-prompt node scores, the ``max_pairs`` edges of
+  largest |score| (signed; the count left out), the per-prompt scores of the stored edges among them,
+  the faithfulness curve (plain numbers).
 - explorer: the results of its linked views (token strip, flow, heads), each as above.
 
 numpy only (no torch): the front end imports it.
@@ -36,14 +39,14 @@ from typing import Any
 import numpy as np
 
 from .constants import SCHEMA_V2
-from .results import Attribution, CircuitResult, FlowResult, HeadStats, Result, _to_plain
+from .results import Attribution, CircuitResult, FlowResult, HeadStats, PatchingCircuitResult, Result, _to_plain
 
 __all__ = ["to_payload", "from_payload", "schema", "decode_array", "float16_array", "MAX_EDGES", "MAX_PAIRS",
            "attention_budget"]
 
 #: Flow edges kept (the flow view draws the strongest 400-800; clicks follow paths among these).
 MAX_EDGES = 20_000
-#: Circuit head pairs kept (the circuit view lists the top 10).
+#: Circuit head pairs (and patching-circuit edges) kept (the circuit view lists the top 10).
 MAX_PAIRS = 500
 #: Attention-map budget, bytes before base64: 4 KB per token (the head view draws an n x n map, so
 #: each query keeps about as many keys at every length), at most 1.8 MB (a saved Explorer, with its
@@ -258,6 +261,31 @@ def _circuit(c: CircuitResult, max_pairs: int) -> dict:
                          "options"))}
 
 
+def _signed_edges(edge_scores: np.ndarray, max_pairs: int) -> dict:
+    """The ``max_pairs`` non-zero entries of largest |score| of a sender x receiver matrix (strongest
+    first), its ``shape``, and how many non-zero entries there are (``total``) and were left out."""
+    S = np.nan_to_num(np.asarray(edge_scores, dtype=np.float64))
+    s, r = np.nonzero(S) if S.ndim == 2 else (np.zeros(0, int), np.zeros(0, int))
+    v = S[s, r] if S.ndim == 2 else np.zeros(0)
+    keep = np.argsort(-np.abs(v), kind="stable")[:max_pairs]
+    return {"shape": [int(n) for n in np.shape(S)], "sender": index_array(s[keep]), "receiver": index_array(r[keep]),
+            "score": float16_array(v[keep]), "total": int(v.size), "hidden": int(v.size - keep.size)}
+
+
+def _patching(c: PatchingCircuitResult, max_pairs: int) -> dict:
+    edges = _signed_edges(c.edge_scores, max_pairs)
+    kept = set(zip(decode_array(edges["sender"]).tolist(), decode_array(edges["receiver"]).tolist()))
+    stored = [(int(a), int(b), v) for key, v in (c.prompt_edge_scores or {}).items()
+              for a, b in [key.split("->")] if (int(a), int(b)) in kept]
+    per_edge = np.asarray([t[2] for t in stored], dtype=np.float64).reshape(len(stored), len(c.prompt_node_scores))
+    return {"node_scores": float16_array(c.node_scores), "prompt_node_scores": float16_array(c.prompt_node_scores),
+            "edges": edges, "prompt_edges": {"sender": index_array([t[0] for t in stored]),
+                                             "receiver": index_array([t[1] for t in stored]),
+                                             "scores": float16_array(per_edge)},
+            **_plain(c, ("faithfulness", "n_layers", "n_heads", "method", "metric", "positive", "negative", "truth",
+                         "metrics", "model", "options"))}
+
+
 def _explorer(ex: Any, capacities: bool, max_edges: int, attention_bytes: int | None) -> dict:
     results = ex.view_results()
     views = {name: to_payload(r, capacities=capacities, max_edges=max_edges, attention_bytes=attention_bytes,
@@ -269,8 +297,8 @@ def _explorer(ex: Any, capacities: bool, max_edges: int, attention_bytes: int | 
 
 def to_payload(result: Any, *, capacities: bool = False, max_edges: int = MAX_EDGES, max_pairs: int = MAX_PAIRS,
                attention_bytes: int | None = None, model_id: str | None | bool = None) -> dict:
-    """The v2 payload of a result (Attribution, FlowResult, HeadStats, CircuitResult) or of an Explorer
-    (anything with ``view_type == "explorer"`` and ``view_results()``: {"strip"|"flow"|"heads": result}).
+    """The v2 payload of a result (Attribution, FlowResult, HeadStats, CircuitResult, PatchingCircuitResult)
+    or of an Explorer (anything with ``view_type == "explorer"`` and ``view_results()``: {"strip"|"flow"|"heads": result}).
 
     capacities: keep a flow's capacity tensor (float16; large). max_edges / max_pairs: flow edges and
     circuit pairs kept. attention_bytes: the attention-map budget (default :func:`attention_budget`).
@@ -284,6 +312,8 @@ def to_payload(result: Any, *, capacities: bool = False, max_edges: int = MAX_ED
         kind, body = "heads", _heads(result, attention_bytes)
     elif isinstance(result, CircuitResult):
         kind, body = "circuit", _circuit(result, max_pairs)
+    elif isinstance(result, PatchingCircuitResult):
+        kind, body = "patching-circuit", _patching(result, max_pairs)
     elif getattr(result, "view_type", None) == "explorer":
         kind, body = "explorer", _explorer(result, capacities, max_edges, attention_bytes)
     else:
@@ -338,6 +368,17 @@ def from_payload(payload: dict) -> Any:
                     baseline_scores=None if baseline is None else {k: decode_array(v).tolist()
                                                                    for k, v in baseline.items()})
         return CircuitResult(**keep)
+    if kind == "patching-circuit":
+        e, pe = p["edges"], p["prompt_edges"]
+        edge = np.zeros(e["shape"])
+        edge[decode_array(e["sender"]), decode_array(e["receiver"])] = decode_array(e["score"])
+        keep.pop("edges"), keep.pop("prompt_edges")
+        per_edge = decode_array(pe["scores"])
+        keep.update(node_scores=decode_array(p["node_scores"]), edge_scores=edge,
+                    prompt_node_scores=decode_array(p["prompt_node_scores"]),
+                    prompt_edge_scores={f"{a}->{b}": per_edge[i].tolist() for i, (a, b) in
+                                        enumerate(zip(decode_array(pe["sender"]), decode_array(pe["receiver"])))})
+        return PatchingCircuitResult(**keep)
     if kind == "explorer":
         return {name: from_payload({**view}) for name, view in p["views"].items()}
     raise ValueError(f"unknown v2 payload kind {kind!r}")

@@ -66,7 +66,7 @@ class HeadGrid(View):
                            "labels": [[("" if not np.isfinite(v) else fmt.format(v)) for v in row] for row in values]}
 
         if getattr(r, "node_scores", None) is not None:
-            numeric("circuit node score", r.node_scores, "{:.0f}")
+            numeric("circuit node score", r.node_scores, "{:.3f}" if getattr(r, "kind", "") == "patching-circuit" else "{:.0f}")
         if getattr(r, "difference_scores", None) is not None:  # circuits.mean_difference_scores
             numeric("class-mean difference", r.difference_scores, "{:.2g}")
         for name in ("ablation", "ablation_effect"):
