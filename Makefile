@@ -2,7 +2,7 @@
 SENTENCE ?= A gripping, beautifully acted film that never lets go.
 PY := .venv/bin/python
 
-.PHONY: setup setup-dev demo test test-fast bench results clean
+.PHONY: setup setup-dev demo test test-fast bench results docs clean
 
 setup:
 	bash scripts/setup.sh
@@ -34,6 +34,12 @@ bench:
 ## every table of the README's Results section (resumable; outputs under results/)
 results: setup
 	$(PY) scripts/results.py
+
+## the documentation site (docs/_build/html): installs docs/requirements.txt into .venv (once),
+## executes the workshop notebooks (cached in docs/_build/.jupyter_cache), warnings are errors
+docs: setup
+	$(PY) -m pip install --disable-pip-version-check -q -r docs/requirements.txt
+	$(PY) -m sphinx -E -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf build *.egg-info labextension/dist labextension/lib .pytest_cache

@@ -54,11 +54,12 @@ def test_every_design_reference_points_at_a_section_that_exists():
     assert cited and not missing, f"cited sections missing from docs/ARCHITECTURE.md: {missing}"
 
 
-def test_readme_method_table_is_the_registry():
+def test_docs_method_table_is_the_registry():
     from xattr_lab.methods import registry
 
-    assert registry.markdown_table() in (ROOT / "README.md").read_text(), (
-        "README's method table differs from the registry: paste xattr_lab.methods.registry.markdown_table()"
+    assert registry.markdown_table() in (ROOT / "docs" / "guides" / "methods.md").read_text(), (
+        "docs/guides/methods.md's method table differs from the registry: paste "
+        "xattr_lab.methods.registry.markdown_table()"
     )
 
 
