@@ -26,7 +26,11 @@ export const LIMITS = {
   /** example rows in a circuit's code table */
   codeRows: 200,
   /** entries of a prediction / metrics / unique-codes list */
-  entries: 50
+  entries: 50,
+  /** edges of a patching circuit graph (the strongest |score|) */
+  graphEdges: 400,
+  /** prompt pairs listed under a clicked head or edge */
+  promptRows: 200
 };
 
 export interface Meta {
@@ -108,6 +112,36 @@ export interface CircuitModel {
   metrics: Array<[string, number | string]>;
 }
 
+/** One edge of a patching circuit: flat sender head l * H + h -> receiver head (L * H: the logits). */
+export interface GraphEdge {
+  sender: number;
+  receiver: number;
+  score: number;
+}
+
+/** A patching circuit (AtP, EAP, EAP-IG; kernel_ext/payload.py kind "patching-circuit"). */
+export interface PatchingModel {
+  kind: 'patching-circuit';
+  meta: Meta;
+  layers: number;
+  heads: number;
+  nodeScores: Num[][];
+  /** stored edges, strongest |score| first (at most LIMITS.graphEdges) */
+  edges: GraphEdge[];
+  /** non-zero edges of the result that are not drawn (left out when saved, or past the cap) */
+  hiddenEdges: number;
+  /** what the circuit size counts: the top edges (eap, eap-ig) or the top heads (atp) */
+  unit: 'nodes' | 'edges';
+  faithfulness: { sizes: number[]; values: Num[]; cpr: Num; cmd: Num } | null;
+  metric: string;
+  positive: string[];
+  negative: string[];
+  /** per-prompt effect of head (l, h); of an edge (null when not stored) */
+  promptNode: (l: number, h: number) => Num[];
+  promptEdge: (sender: number, receiver: number) => Num[] | null;
+  storedEdges: number;
+}
+
 export interface ExplorerModel {
   kind: 'explorer';
   meta: Meta;
@@ -117,7 +151,7 @@ export interface ExplorerModel {
   heads: HeadsModel | null;
 }
 
-export type ViewModel = AttributionModel | FlowModel | HeadsModel | CircuitModel | ExplorerModel;
+export type ViewModel = AttributionModel | FlowModel | HeadsModel | CircuitModel | PatchingModel | ExplorerModel;
 export type Read<T> = { ok: true; model: T } | { ok: false; message: string };
 
 export class Refused extends Error {}

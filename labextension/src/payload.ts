@@ -2,7 +2,7 @@
  * The saved payloads. `application/vnd.xattr.v1+json`: a result's `to_dict()`
  * (kernel_ext/results.py), arrays as nested lists (NaN/inf as null). `application/vnd.xattr.v2+json`:
  * `xattr_lab.payload.to_payload(result)`, what the views draw as packed arrays (read-v2.ts; format
- * in kernel_ext/data/payload-v2.schema.json), kinds as v1 plus "explorer". Both carry `model_id`,
+ * in kernel_ext/data/payload-v2.schema.json), kinds as v1 plus "patching-circuit" (read-patching.ts) and "explorer". Both carry `model_id`,
  * the id of the live ipywidget model that showed the result (or null).
  *
  * Saved output is untrusted data: `readPayload` checks it and returns a message for anything it
@@ -10,6 +10,7 @@
  */
 import { Budget, Read, Refused, ViewModel } from './model';
 import { readAttributionV1, readCircuitV1, readFlowV1, readHeadsV1 } from './read-v1';
+import { readPatchingV2 } from './read-patching';
 import { readAttributionV2, readCircuitV2, readExplorerV2, readFlowV2, readHeadsV2 } from './read-v2';
 
 export const MIME_TYPE = 'application/vnd.xattr.v1+json';
@@ -24,7 +25,7 @@ export const WIDGET_MIME_TYPE = 'application/vnd.jupyter.widget-view+json';
 export const SCHEMA = 'xattr.v1';
 export const SCHEMA_V2 = 'xattr.v2';
 export const KINDS = ['attribution', 'flow', 'heads', 'circuit'] as const;
-export const KINDS_V2 = ['attribution', 'flow', 'heads', 'circuit', 'explorer'] as const;
+export const KINDS_V2 = ['attribution', 'flow', 'heads', 'circuit', 'patching-circuit', 'explorer'] as const;
 
 export type Num = number | null;
 export type Kind = (typeof KINDS)[number];
@@ -113,6 +114,7 @@ export const REQUIRED_V2: Record<(typeof KINDS_V2)[number], string[]> = {
   flow: ['tokens', 'attributions', 'edges', 'n_layers', 'value'],
   heads: ['tokens', 'entropy', 'cone_index'],
   circuit: ['node_scores', 'pairs', 'n_edges', 'codes_positive', 'codes_negative'],
+  'patching-circuit': ['node_scores', 'prompt_node_scores', 'edges', 'prompt_edges', 'n_layers', 'n_heads', 'faithfulness'],
   explorer: ['views']
 };
 
@@ -172,7 +174,8 @@ export function readPayload(data: unknown): Read<ViewModel> {
       return { ok: true, model: read(p, budget) };
     }
     const read = {
-      attribution: readAttributionV2, flow: readFlowV2, heads: readHeadsV2, circuit: readCircuitV2, explorer: readExplorerV2
+      attribution: readAttributionV2, flow: readFlowV2, heads: readHeadsV2, circuit: readCircuitV2,
+      'patching-circuit': readPatchingV2, explorer: readExplorerV2
     }[kind as (typeof KINDS_V2)[number]];
     return { ok: true, model: read(p) };
   } catch (error) {

@@ -11,7 +11,7 @@ import {
 import { circuitModel, throughput } from './read-v1';
 
 /** Decoding budget shared by the arrays of one payload. */
-class Decoder {
+export class Decoder {
   left = MAX_ELEMENTS;
   array(p: Record<string, unknown>, name: string, rank: number | null, optional = false, label = name): Packed | null {
     const desc = p[name];
@@ -29,7 +29,7 @@ class Decoder {
 
 const fmtCount = (n: number) => n.toLocaleString('en-US');
 
-function integer(value: unknown, name: string): number {
+export function integer(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
     throw new Refused(`${name} must be a non-negative integer`);
   }
@@ -45,7 +45,7 @@ function perToken(a: Packed, name: string, n: number): Packed {
 }
 
 /** Every value of `a` an integer in [lo, hi). */
-function indices(a: Packed, name: string, lo: number, hi: number): Float64Array {
+export function indices(a: Packed, name: string, lo: number, hi: number): Float64Array {
   for (const v of a.values) {
     if (!Number.isInteger(v) || v < lo || v >= hi) {
       throw new Refused(`${name} holds ${v}, outside [${lo}, ${hi})`);

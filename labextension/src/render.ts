@@ -2,7 +2,7 @@
  * Draw an xattr result from its saved payload (v1 or v2, any kind), in the browser, with no kernel.
  * `renderResult` is the entry point (the JupyterLab renderer and the self-contained HTML player
  * use it): it checks the payload (payload.ts: read-v1.ts, read-v2.ts) and draws the view of its
- * kind (render-tokens, render-flow, render-heads, render-circuit, render-explorer), or a message.
+ * kind (render-tokens, render-flow, render-heads, render-circuit, render-graph, render-explorer), or a message.
  * It never throws: untrusted saved output is data. Pure DOM: strings reach the page through
  * `textContent` / `setAttribute` only (render-common.ts).
  */
@@ -12,6 +12,7 @@ import { RenderOptions, renderMessage } from './render-common';
 import { circuitView } from './render-circuit';
 import { explorerView } from './render-explorer';
 import { flowView } from './render-flow';
+import { patchingView } from './render-graph';
 import { headsView } from './render-heads';
 import { attributionView } from './render-tokens';
 
@@ -19,6 +20,7 @@ export type { RenderOptions } from './render-common';
 export { convergenceBadge, fmt, renderMessage, shorten, tokenLabel, tokenStrip } from './render-common';
 export { MAX_FLOW_EDGES, nodeThroughput, pathsThrough, topEdges } from './render-flow';
 export { attentionMatrix } from './render-heads';
+export { faithfulnessAt, faithfulnessText } from './render-graph';
 export { LIMITS } from './model';
 
 /** Render a payload (any kind, v1 or v2), or a clear message when it cannot be drawn. */
@@ -44,6 +46,9 @@ export function renderResult(data: unknown, options: RenderOptions = {}): HTMLEl
         break;
       case 'circuit':
         view = circuitView(doc, model);
+        break;
+      case 'patching-circuit':
+        view = patchingView(doc, model, palette);
         break;
       case 'explorer':
         view = explorerView(doc, model, palette);

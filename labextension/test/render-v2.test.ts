@@ -10,7 +10,9 @@ import { renderResult } from '../src/render';
 const FIXTURES = JSON.parse(readFileSync(resolve(__dirname, 'fixtures/payloads.json'), 'utf8'));
 const SCHEMA = JSON.parse(readFileSync(resolve(__dirname, '../../kernel_ext/data/payload-v2.schema.json'), 'utf8'));
 const v1 = (kind: string) => structuredClone(FIXTURES.v1[kind]);
-const v2 = (kind: string) => structuredClone(FIXTURES.v2[kind]);
+// Written by tests/test_circuit_graph_view.py (patching_fixtures): the "patching-circuit" kind.
+const PATCHING = JSON.parse(readFileSync(resolve(__dirname, 'fixtures/patching.json'), 'utf8'));
+const v2 = (kind: string) => structuredClone(kind === 'patching-circuit' ? PATCHING.eap : FIXTURES.v2[kind]);
 
 function mount(node: HTMLElement): HTMLElement {
   document.body.replaceChildren(node);
