@@ -60,6 +60,18 @@ def truth(ex, task: str, rebuild: bool = False):
     return ioi_truth(ex, n=32, rebuild=rebuild) if task == "ioi" else toy_truth(ex, rebuild=rebuild)
 
 
+def write_truth(path: Path, t, ex, task: str, argv) -> None:
+    """The truth as JSON (:meth:`CircuitTruth.to_json`: nodes and edges as flat head indices ``l * H + h``,
+    each round's effects and intervals) under ``truth``, its provenance under ``provenance``."""
+    from xattr_lab.evaluation.provenance import model_fingerprint, run_record
+
+    record = run_record("python scripts/circuits_report.py " + " ".join(argv), [MODEL[task]], t.info.get("seconds"))
+    record["model_state_fingerprint"] = model_fingerprint(ex)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"provenance": record, "truth": json.loads(t.to_json())}, indent=1) + "\n")
+    log(f"wrote {path}")
+
+
 def prompts(ex, task: str, n: int, seed: int):
     from xattr_lab import tasks
 
@@ -125,30 +137,76 @@ def table(args) -> None:
             records.append(json.loads(path.read_text()))
             log(f"run {run + 1}/{args.runs}: cached")
             continue
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         record = one_run(ex, args.task, run, ground, args)
+        record["run_cpu_seconds"] = time.process_time() - cpu
         path.write_text(json.dumps(record))
         records.append(record)
         log(f"run {run + 1}/{args.runs}: {time.perf_counter() - start:.0f} s "
             f"(paper count {record['paper']['count']:.2f}, xattr jsd {record['xattr']['jsd']:.2f})")
-    name = {"ioi": "IOI `smollm2-135m`", "toy": "toy induction"}[args.task]
-    heads = int(ground.nodes.sum())
-    print(f"{name}: truth {heads} of {ground.nodes.size} heads, {int(ground.edges.sum())} edges; {args.runs} runs "
-          f"(SAE seed and prompt sample), {args.examples} training + {args.score_examples} held-out prompts per class; "
-          f"mean [bootstrap 95% CI]\n")
-    print("| recipe (position) | node ROC-AUC, count | node ROC-AUC, JSD | paper_edge_metric | edge_roc_auc | "
-          "class-mean difference | output norm | output variance | s / run |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if args.out:
+        write_runs(Path(args.out), args, records, ground)
+    print_table(args, records, ground)
+
+
+def write_runs(folder: Path, args, records: list[dict], ground) -> None:
+    """``folder/<task>_runs.json``: every run's record (what the table's means and intervals come from), the
+    options, the truth's key and size, and the provenance."""
+    from xattr_lab.evaluation.provenance import run_record
+
+    folder.mkdir(parents=True, exist_ok=True)
+    command = "python scripts/circuits_report.py " + " ".join(sys.argv[1:])
+    data = {"provenance": run_record(command, [MODEL[args.task]]),
+            "options": {"task": args.task, "runs": args.runs, "examples": args.examples,
+                        "score_examples": args.score_examples, "entropy_prompts": args.entropy_prompts},
+            "truth": {"key": ground.info.get("key"), "heads": int(ground.nodes.sum()), "of": int(ground.nodes.size),
+                      "edges": int(ground.edges.sum())},
+            "runs": records}
+    (folder / f"{args.task}_runs.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+def runs_table(records: list[dict]) -> str:
+    """The table (markdown) from the runs' records: mean [bootstrap 95% CI] over runs of each measure, per recipe;
+    wall seconds of the circuit call, and CPU seconds of the whole run (both recipes, entropy) where recorded."""
+    lines = ["| recipe (position) | node ROC-AUC, count | node ROC-AUC, JSD | paper_edge_metric | edge_roc_auc | "
+             "class-mean difference | output norm | output variance | s per call (wall) |", "|---|---|---|---|---|---|---|---|---|"]
     for recipe in RECIPES:
         rows = [r[recipe] for r in records]
-        col = lambda k: fmt([r[k] for r in rows])  # noqa: E731
+        col = lambda k: fmt([r.get(k) for r in rows])  # noqa: E731
         seconds = np.mean([r["seconds"] for r in rows])
-        print(f"| {recipe} ({rows[0]['position']}) | {col('count')} | {col('jsd')} | {col('paper_edge_metric')} | "
-              f"{col('edge_roc_auc')} | {col('difference_node_roc_auc')} | {col('norm_roc_auc')} | "
-              f"{col('variance_roc_auc')} | {seconds:.0f} |")
-    print(f"\nattention entropy (label-free, focused = circuit): {fmt([r['entropy_roc_auc'] for r in records])}")
+        lines.append(f"| {recipe} ({rows[0]['position']}) | {col('count')} | {col('jsd')} | {col('paper_edge_metric')} | "
+                     f"{col('edge_roc_auc')} | {col('difference_node_roc_auc')} | {col('norm_roc_auc')} | "
+                     f"{col('variance_roc_auc')} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def runs_summary(data: dict) -> str:
+    """One line over the table: truth size, runs, prompts; the entropy baseline and the CPU time per run."""
+    o, t, records = data["options"], data["truth"], data["runs"]
+    cpu = [r["run_cpu_seconds"] for r in records if "run_cpu_seconds" in r]
+    name = {"ioi": "IOI on `smollm2-135m` (dequantised from a Q4_1 GGUF)", "toy": "toy induction model"}[o["task"]]
+    return (f"{name}: truth {t['heads']} of {t['of']} heads, {t['edges']} edges; {len(records)} runs (SAE seed and "
+            f"prompt sample), {o['examples']} training + {o['score_examples']} held-out prompts per class; mean "
+            f"[bootstrap 95% CI over runs]. Attention entropy (label-free, focused = circuit): "
+            f"{fmt([r['entropy_roc_auc'] for r in records])}"
+            + (f". CPU per run (both recipes and the entropy baseline): {np.mean(cpu):.0f} s" if cpu else "") + ".")
+
+
+def print_table(args, records: list[dict], ground) -> None:
+    data = {"options": {"task": args.task, "examples": args.examples, "score_examples": args.score_examples},
+            "truth": {"heads": int(ground.nodes.sum()), "of": int(ground.nodes.size), "edges": int(ground.edges.sum())},
+            "runs": records}
+    print(runs_summary(data) + "\n\n" + runs_table(records))
     print(f"\ncommand: python scripts/circuits_report.py table --task {args.task} --runs {args.runs} "
           f"--examples {args.examples} --score-examples {args.score_examples}")
+
+
+def variants_table(rows: list[dict]) -> str:
+    """The SAE variants' table (markdown) from their rows."""
+    lines = ["| recipe | position | L1 | centred | node, count | node, JSD | CPU s (SAE) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['recipe']} | {r['position']} | {r['l1']} | {'yes' if r['centred'] else 'no'} | {r['count']:.2f} | "
+              f"{r['jsd']:.2f} | {r['sae_cpu_seconds']:.0f} |" for r in rows]
+    return "\n".join(lines)
 
 
 VARIANTS = (  # (recipe, position, l1, center_heads): the SAE variants that `variants` compares
@@ -170,6 +228,7 @@ def variants(args) -> None:
     print(f"{args.task}, prompt sample {args.run}, SAE seed {args.run}: {k} training + {len(pos) - k} held-out prompts "
           f"per class\n\n| recipe | position | L1 | centred | node, count | node, JSD | CPU s (SAE) |\n|---|---|---|---|---|---|---|")
     cache: dict = {}
+    rows: list[dict] = []
     for recipe, position, l1, centre in VARIANTS:
         if position not in cache:
             cache[position] = circuits.head_outputs(ex, ordered, position=position, progress=args.progress)
@@ -180,9 +239,19 @@ def variants(args) -> None:
         c_pos, c_neg = circuits.codes(sae, X[2 * k : 2 * k + n_pos]), circuits.codes(sae, X[2 * k + n_pos :])
         count = circuits.roc_auc(circuits.node_scores(c_pos, c_neg), nodes)
         jsd = circuits.roc_auc(circuits.jsd_scores(c_pos, c_neg), nodes)
-        print(f"| {recipe} | {position} | {l1} | {centre} | {count:.2f} | {jsd:.2f} | {time.process_time() - start:.0f} |",
-              flush=True)
+        cpu = time.process_time() - start
+        print(f"| {recipe} | {position} | {l1} | {centre} | {count:.2f} | {jsd:.2f} | {cpu:.0f} |", flush=True)
+        rows.append({"recipe": recipe, "position": position, "l1": l1, "centred": centre, "count": count, "jsd": jsd,
+                     "sae_cpu_seconds": cpu})
         del sae, c_pos, c_neg
+    if args.out:
+        from xattr_lab.evaluation.provenance import run_record
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        data = {"provenance": run_record("python scripts/circuits_report.py " + " ".join(sys.argv[1:]), [MODEL[args.task]]),
+                "options": {"task": args.task, "run": args.run, "examples": k, "score_examples": len(pos) - k},
+                "rows": rows}
+        (Path(args.out) / f"{args.task}_variants.json").write_text(json.dumps(data, indent=1) + "\n")
     print(f"\ncommand: python scripts/circuits_report.py variants --task {args.task} --run {args.run} "
           f"--examples {args.examples} --score-examples {args.score_examples}")
 
@@ -197,10 +266,14 @@ def main(argv=None) -> None:
     parser.add_argument("--score-examples", type=int, default=250, help="held-out prompts per class")
     parser.add_argument("--entropy-prompts", type=int, default=50, help="held-out prompts per class for the entropy baseline")
     parser.add_argument("--cache", default=None, help="folder for cached runs (default cache_dir()/circuits/runs)")
+    parser.add_argument("--out", default=None, help="table: also write every run's record, with provenance, to "
+                        "OUT/<task>_runs.json (results/data/circuits)")
     parser.add_argument("--rebuild", action="store_true", help="truth: recompute even when cached")
     parser.add_argument("--progress", action="store_true", help="progress bars inside each run (head outputs, SAE epochs)")
     parser.add_argument("--backend", choices=["local", "ray"], default=None,
                         help="truth: shard each path-patching round's sender heads (default: one process, today's loop)")
+    parser.add_argument("--json", default=None, help="truth: also write it here as JSON with its provenance "
+                        "(results/data/circuits/<task>_truth.json)")
     parser.add_argument("--address", default=None, help="truth: a Ray cluster to join (with --backend ray)")
     parser.add_argument("--workers", type=int, default=None, help="truth: Ray actors (default: the CPUs or GPUs)")
     args = parser.parse_args(argv)
@@ -218,6 +291,8 @@ def main(argv=None) -> None:
         H = t.nodes.shape[1]
         print(json.dumps({name: [f"{h // H}.{h % H}" for h in heads] for name, heads in t.classes.items()}))
         print(json.dumps({k: v for k, v in t.info.items() if k != "key"}))
+        if args.json:
+            write_truth(Path(args.json), t, ex, args.task, sys.argv[1:])
     elif args.command == "variants":
         variants(args)
     else:

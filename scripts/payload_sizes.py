@@ -177,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--flow", choices=("real", "worst"), default="real",
                         help="worst: a synthetic flow with every edge positive instead of GAF (see compute)")
+    parser.add_argument("--worst-for", nargs="+", default=None, choices=list(TARGETS),
+                        help="with --flow worst: only these models get the synthetic flow (default: every model)")
     args = parser.parse_args(argv)
-    found = {model: compute(model, TARGETS[model][0], args.cache, args.flow) for model in args.models}
+    worst = set(args.worst_for or TARGETS) if args.flow == "worst" else set()
+    found = {model: compute(model, TARGETS[model][0], args.cache, "worst" if model in worst else "real")
+             for model in args.models}
     rows = {model: sizes(results, model) for model, results in found.items()}
     synthetic = frozenset((m, k) for m, r in found.items() if r["flow"].info.startswith("worst")
                           for k in ("flow", "explorer"))

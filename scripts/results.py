@@ -60,36 +60,57 @@ class Step:
         return [python] + [a.replace("{out}", str(out)) for a in self.argv]
 
 
-#: the owners of the per-area scripts keep these commands equal to the ones the README cites
+#: the owners of the per-area scripts keep these commands equal to the ones the Results page cites; every step
+#: writes its data under {out}/data/ (committed: results/data/, with provenance in results/data/provenance/)
+CIRCUITS = ("--examples", "10", "--score-examples", "250", "--out", "{out}/data/circuits")
 STEPS: tuple[Step, ...] = (
     Step("demo-classifier", "Demo classifier (accuracy, build time, from the build manifest)",
-         ("-c", 'import xattr_lab as xa, json; xa.load("minilm-rt"); '
-                'print(json.dumps(xa.zoo.manifest("minilm-rt"), indent=1))'), models=("minilm-rt",)),
+         ("-c", 'import xattr_lab as xa, json, pathlib, sys; xa.load("minilm-rt"); '
+                'text = json.dumps(xa.zoo.manifest("minilm-rt"), indent=1); print(text); '
+                'path = pathlib.Path(sys.argv[1]); path.parent.mkdir(parents=True, exist_ok=True); '
+                'path.write_text(text + "\\n")', "{out}/data/demo/minilm-rt-manifest.json"),
+         models=("minilm-rt",), outputs=("data/demo/minilm-rt-manifest.json",)),
+    Step("circuits-truth-ioi", "SAE circuits: path-patching truth, IOI on smollm2-135m (32 prompts, cached once)",
+         ("scripts/circuits_report.py", "truth", "--task", "ioi", "--json", "{out}/data/circuits/ioi_smollm2_truth.json"),
+         models=("smollm2-135m",), backend=True, outputs=("data/circuits/ioi_smollm2_truth.json",)),
+    Step("circuits-truth-toy", "SAE circuits: path-patching truth, toy induction model",
+         ("scripts/circuits_report.py", "truth", "--task", "toy", "--json", "{out}/data/circuits/toy_truth.json"),
+         models=("toy-induction",), outputs=("data/circuits/toy_truth.json",)),
+    Step("circuits-toy", "SAE circuits: toy induction model",
+         ("scripts/circuits_report.py", "table", "--task", "toy", "--runs", "10") + CIRCUITS, models=("toy-induction",),
+         outputs=("data/circuits/toy_runs.json",)),
     Step("faithfulness", "Faithfulness on minilm-rt (every method, paired bootstrap)",
-         ("scripts/eval_faithfulness.py", "--n", "300", "--out", "{out}/faithfulness"), models=("minilm-rt",),
-         outputs=("faithfulness/table.md",), backend=True),
-    Step("robustness", "Robustness on minilm-rt",
-         ("scripts/robustness_report.py", "--out", "{out}/robustness"), models=("minilm-rt",),
-         outputs=("robustness/tables.md",), backend=True),
+         ("scripts/eval_faithfulness.py", "--n", "300", "--out", "{out}/data/faithfulness"), models=("minilm-rt",),
+         outputs=("data/faithfulness/summary.csv", "data/faithfulness/pairs.csv"), backend=True),
+    Step("circuits-ioi", "SAE circuits: IOI on smollm2-135m",
+         ("scripts/circuits_report.py", "table", "--task", "ioi", "--runs", "5") + CIRCUITS, models=("smollm2-135m",),
+         outputs=("data/circuits/ioi_runs.json",)),
     Step("geometry", "Attention geometry",
          ("scripts/geometry_report.py", "--texts", "200", "--models", "minilm-rt", "smollm2-135m", "--out",
-          "{out}/geometry"), models=("minilm-rt", "smollm2-135m"), outputs=("geometry/tables.md",)),
-    Step("convergence", "Gradient convergence on smollm2-135m (IG, SIG)",
-         ("scripts/convergence_report.py", "--json", "{out}/convergence/rows.json"), models=("smollm2-135m",),
-         outputs=("convergence/rows.json",)),
-    Step("circuits-truth-ioi", "SAE circuits: path-patching truth, IOI (cached once)",
-         ("scripts/circuits_report.py", "truth", "--task", "ioi"), models=("smollm2-135m",), backend=True),
-    Step("circuits-ioi", "SAE circuits: IOI on smollm2-135m",
-         ("scripts/circuits_report.py", "table", "--task", "ioi", "--runs", "5", "--examples", "10",
-          "--score-examples", "250"), models=("smollm2-135m",)),
-    Step("circuits-toy", "SAE circuits: toy induction model",
-         ("scripts/circuits_report.py", "table", "--task", "toy", "--runs", "10", "--examples", "10",
-          "--score-examples", "250"), models=("toy-induction",)),
+          "{out}/data/geometry"), models=("minilm-rt", "smollm2-135m"), outputs=("data/geometry/geometry.json",)),
+    Step("circuits-variants", "SAE circuits: SAE variants on one IOI prompt sample",
+         ("scripts/circuits_report.py", "variants", "--task", "ioi", "--run", "0") + CIRCUITS,
+         models=("smollm2-135m",), outputs=("data/circuits/ioi_variants.json",)),
     Step("circuits-speed", "SAE circuits: the IOI pipeline's time (2 threads; meaningful on a quiet machine)",
-         ("scripts/circuits_pipeline_time.py", "2", "paper"), models=("smollm2-135m",)),
+         ("scripts/circuits_pipeline_time.py", "2", "paper", "--json", "{out}/data/circuits/pipeline_time.json"),
+         models=("smollm2-135m",), outputs=("data/circuits/pipeline_time.json",)),
+    Step("robustness", "Robustness on minilm-rt (87 CPU-min; resumable)",
+         ("scripts/robustness_report.py", "--out", "{out}/data/robustness"), models=("minilm-rt",),
+         outputs=("data/robustness/narrowing.csv",), backend=True, group="long"),
+    Step("convergence", "Gradient convergence on smollm2-135m (IG, SIG; ≈ 40 CPU-min)",
+         ("scripts/convergence_report.py", "--json", "{out}/data/convergence/rows.json"), models=("smollm2-135m",),
+         outputs=("data/convergence/rows.json",), group="long"),
+    Step("payload-sizes", "README: bytes per saved output (real GAF flow on minilm-rt, worst-case flow on smollm2)",
+         ("scripts/payload_sizes.py", "--cache", "{out}/cache/payload", "--flow", "worst", "--worst-for", "smollm2-135m"),
+         models=("minilm-rt", "smollm2-135m")),
+    Step("architecture-matrix", "README: architecture x method matrix (wall and CPU seconds in the provenance)",
+         ("scripts/architecture_matrix.py",)),
+    Step("half-precision", "README: half precision against float32 on minilm-rt",
+         ("scripts/half_precision.py", "minilm-rt"), models=("minilm-rt",)),
     Step("bench", "GAF solver speed, SIG speed (benchmarks)",
-         ("-m", "pytest", "tests/benchmarks", "--benchmark-only", "-p", "no:cacheprovider", "-o", "addopts="),
-         group="bench"),
+         # not --benchmark-only: that skips the tests without the benchmark fixture (the GAF growth exponent)
+         ("-m", "pytest", "tests/benchmarks", "-s", "-p", "no:cacheprovider", "-o", "addopts=", "--benchmark-json",
+          "{out}/data/bench/benchmarks.json"), group="bench", outputs=("data/bench/benchmarks.json",)),
     Step("latency", "Notebook latency (JupyterLab + Chromium)",
          ("-m", "pytest", "tests/browser", "-m", "browser", "-p", "no:cacheprovider"), group="bench"),
 )
@@ -153,7 +174,7 @@ def run_step(step: Step, out: Path, python: str = sys.executable, extra: list[st
         if path.resolve().is_relative_to(out):
             (path.parent if path.suffix else path).mkdir(parents=True, exist_ok=True)
     log = out / f"{step.name}.log"
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     with open(log, "w") as handle:
         handle.write(f"$ {shlex.join(step.command(out) + extra)}\n")
         process = subprocess.Popen(step.command(out, python) + extra, cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -161,7 +182,37 @@ def run_step(step: Step, out: Path, python: str = sys.executable, extra: list[st
             sys.stdout.write(line)
             handle.write(line)
         code = process.wait()
-    return code, time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
+        handle.write(f"[results] {step.name}: exit {code}, {seconds:.0f} s wall, {cpu:.0f} CPU-s\n")
+    if code == 0:
+        write_provenance(step, out, seconds, cpu)
+    return code, seconds
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_provenance(step: Step, out: Path, seconds: float, cpu: float) -> Path:
+    """``out/data/provenance/<step>.json``: the command, code version, model fingerprints, date, machine, wall and
+    CPU seconds (the step's processes), and the sha256 of each output and of the printed log."""
+    from xattr_lab.evaluation.provenance import run_record
+
+    record = run_record(shlex.join(step.command(out)), step.models, seconds)
+    record["cpu_seconds"] = round(cpu, 1)
+    record["files"] = {name: file_sha256(out / name) for name in step.outputs + (f"{step.name}.log",)
+                       if (out / name).is_file()}
+    path = out / "data" / "provenance" / f"{step.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
 
 
 def collect(steps, out: Path) -> Path:
@@ -187,13 +238,39 @@ def select(names=None, groups=("main",)) -> list[Step]:
     return [s for s in STEPS if (s.name in names if names else s.group in groups)]
 
 
+def render_or_check(render: bool, data: Path, page: Path | None = None) -> int:
+    """--render: rewrite the page's tables from ``data``; --check: 1 when one differs (both list "no data yet")."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import results_tables
+
+    page = page or results_tables.PAGE
+    text = page.read_text()
+    if render:
+        page.write_text(results_tables.render_page(text, data))
+        text = page.read_text()
+    problems, waiting = results_tables.check_page(text, data)
+    for line in waiting:
+        print(f"[results] {line}")
+    for line in problems:
+        print(f"[results] MISMATCH {line}", file=sys.stderr)
+    done = len(results_tables.TABLES) - len(waiting) - len(problems)
+    print(f"[results] {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}: {done} tables agree with their "
+          f"data, {len(waiting)} have no data yet, {len(problems)} problems")
+    return 1 if problems else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="output folder, relative to the repository root (default results/)")
     parser.add_argument("--only", nargs="+", default=None, metavar="STEP", help="these steps only")
-    parser.add_argument("--group", nargs="+", default=["main"], choices=["main", "bench"])
+    parser.add_argument("--group", nargs="+", default=["main"], choices=["main", "long", "bench"],
+                        help="main (default): every step under an hour; long: robustness, convergence; bench")
     parser.add_argument("--list", action="store_true", help="print every step's command and exit")
+    parser.add_argument("--render", action="store_true", help="write the tables of docs/results.md from the "
+                        "committed data (results/data), then exit")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a table of docs/results.md differs from its "
+                        "data; list the tables with no data yet")
     parser.add_argument("--force", action="store_true", help="rerun steps that finished with the same key")
     parser.add_argument("--keep-going", action="store_true", help="run the other steps when one fails")
     parser.add_argument("--backend", choices=["local", "ray"], default=None,
@@ -203,6 +280,8 @@ def main(argv=None) -> int:
     parser.add_argument("--address", default=None, help="with --backend ray: the cluster to join")
     parser.add_argument("--workers", type=int, default=None, help="with --backend ray: actors")
     args = parser.parse_args(argv)
+    if args.render or args.check:
+        return render_or_check(args.render, (ROOT / args.out).resolve() / "data")
     steps = select(args.only, args.group)
     if args.list:
         for step in steps:

@@ -79,10 +79,29 @@ def gap_table(narrowing, level: str, k: int, w: int, metric: str = "lens_recall"
     for _, r in part.iterrows():
         rows.append([NAMES.get(r.method, r.method), r.permission, r.pair, int(r.n), fmt(r.topk_gap_corrected),
                      fmt(r.gap_corrected), fmt(r.narrowed, r.narrowed_lo, r.narrowed_hi),
+                     fmt(getattr(r, "narrowed_p_holm", float("nan")), digits=3),
+                     fmt(getattr(r, "narrowed_p_bh", float("nan")), digits=3),
                      fmt(r.narrowed_raw, r.narrowed_raw_lo, r.narrowed_raw_hi)])
     header = ["method", "top-k", "arms", "n", f"gap top-{k} ∩ corr.", f"gap {metric} corr. (w={w})",
-              "narrowed corr. [95 % CI]", "narrowed raw [95 % CI]"]
+              "narrowed corr. [95 % CI]", "p Holm", "p BH", "narrowed raw [95 % CI]"]
     return pipe(header, rows)
+
+
+def family_summary(narrowing, metric: str = "lens_recall", alpha: float = 0.05) -> str:
+    """How many of the narrowing cells of ``metric`` (one family: every method, arm pair, top-k, level, k, w) lie
+    above or below 0: uncorrected 95 % intervals, then Holm and Benjamini–Hochberg adjusted p < alpha, per method."""
+    part = narrowing[narrowing.metric == metric]
+    lines = [f"{metric} narrowing (corrected), {len(part)} cells read together: uncorrected 95 % intervals above 0 / "
+             f"below 0; Holm p < {alpha} above / below; Benjamini–Hochberg p < {alpha} above / below"]
+    for method, sub in [("all", part)] + list(part.groupby("method", sort=False)):
+        up, down = sub.narrowed > 0, sub.narrowed < 0
+        counts = [int((sub.narrowed_lo > 0).sum()), int((sub.narrowed_hi < 0).sum())]
+        for col in ("narrowed_p_holm", "narrowed_p_bh"):
+            hit = sub[col] < alpha if col in sub else up & False
+            counts += [int((hit & up).sum()), int((hit & down).sum())]
+        lines.append(f"- {NAMES.get(method, method)} ({len(sub)} cells): {counts[0]} / {counts[1]}; Holm {counts[2]} / "
+                     f"{counts[3]}; BH {counts[4]} / {counts[5]}")
+    return "\n".join(lines)
 
 
 def sweep_table(narrowing, pair: str, permission: str, metric: str = "lens_recall") -> str:
@@ -212,7 +231,8 @@ def main(argv=None) -> int:
              "### Arms, top-k replaceable (k = 3, w = 3, token level)", arms_table(summary, drops, "any", "token", 3, 3),
              "### Arms, top-k kept, word level (k = 3, w = 3)", arms_table(summary, drops, "kept", "word", 3, 3),
              "### Does LENS narrow the gap? (k = 3, w = 3, token level)", gap_table(narrow, "token", 3, 3),
-             "### Same, word level", gap_table(narrow, "word", 3, 3)]
+             "### Same, word level", gap_table(narrow, "word", 3, 3),
+             "### Narrowing read as one family (multiplicity-corrected)", family_summary(narrow)]
     for permission in ("kept", "any"):
         parts += [f"### Methods compared on the same snippets, top-k {permission} (first − second, chance-corrected, "
                   "k = 3, w = 3, token level)", methods_table(mgaps, permission, "token", 3, 3)]

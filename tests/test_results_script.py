@@ -84,3 +84,39 @@ def test_a_failing_step_is_not_marked_done(results, tmp_path, monkeypatch):
     assert (out / ".steps" / "good.json").exists()
     with pytest.raises(SystemExit, match="unknown step"):
         results.main(["--only", "nope"])
+
+
+def test_bench_step_runs_the_tests_without_the_benchmark_fixture(results):
+    # --benchmark-only skipped test_growth_exponent_in_n (no benchmark fixture), the GAF growth exponent
+    bench = next(s for s in results.STEPS if s.name == "bench")
+    assert "--benchmark-only" not in bench.argv and "-s" in bench.argv
+
+
+def test_every_circuits_script_step_is_in_results_and_reads_the_tables_truth(results):
+    names = {s.name for s in results.STEPS}
+    assert {"circuits-truth-ioi", "circuits-truth-toy", "circuits-ioi", "circuits-toy", "circuits-variants",
+            "circuits-speed"} <= names
+    import ast
+
+    tree = ast.parse((ROOT / "scripts" / "circuits_pipeline_time.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "ioi_truth"]
+    assert calls and all(any(k.arg == "n" and k.value.value == 32 for k in c.keywords) for c in calls)
+
+
+def test_payload_worst_flow_only_for_the_models_named(monkeypatch):
+    spec = importlib.util.spec_from_file_location("payload_sizes_script", ROOT / "scripts" / "payload_sizes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen = {}
+
+    class Flow:
+        info = ""
+
+    monkeypatch.setattr(module, "compute", lambda model, n, cache, flow: seen.setdefault(model, flow) and {"flow": Flow()})
+    monkeypatch.setattr(module, "sizes", lambda results, model: {"flow": (10, 1)})
+    monkeypatch.setattr(module, "table", lambda rows, synthetic: "")
+    module.main(["--flow", "worst", "--worst-for", "smollm2-135m"])
+    assert seen == {"minilm-rt": "real", "smollm2-135m": "worst"}
+    seen.clear()
+    module.main(["--flow", "worst"])  # unchanged meaning without --worst-for: every model
+    assert seen == {"minilm-rt": "worst", "smollm2-135m": "worst"}

@@ -12,7 +12,11 @@ draw. Hence
 - the two-sided p-value of "mean a = mean b" is 2 · min(#(d* ≤ 0) + 1, #(d* ≥ 0) + 1) / (B + 1),
   capped at 1 (the smallest level at which the percentile interval excludes 0; never 0);
 - multiple comparisons: :func:`holm` (Holm 1979, step-down, controls the family-wise error rate);
-  :func:`pairwise` applies it within each family it is given (here: all pairs of one metric).
+  :func:`pairwise` applies it within each family it is given (here: all pairs of one metric);
+  :func:`benjamini_hochberg` (1995, controls the false discovery rate; ``scipy.stats.false_discovery_control``);
+- equivalence: :func:`tost` (two one-sided tests at level alpha, margin stated by the caller): the difference is
+  declared within ±margin when the (1 − 2·alpha) percentile interval lies inside it. An interval that merely
+  contains 0 is "no significant difference", not equivalence.
 
 Pure numpy, no model.
 """
@@ -75,6 +79,39 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     out = np.empty(m)
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+def bootstrap_p_values(replicates: np.ndarray) -> np.ndarray:
+    """:func:`p_value` of each column of (replicates, cells), NaN replicates ignored: (cells,) float64."""
+    r = np.asarray(replicates, dtype=np.float64)
+    valid = ~np.isnan(r)
+    below, above = np.sum(valid & (r <= 0), axis=0), np.sum(valid & (r >= 0), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.minimum(1.0, 2 * (np.minimum(below, above) + 1) / (valid.sum(axis=0) + 1))
+    return np.where(valid.any(axis=0), p, np.nan)
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (same order as given; NaN stays NaN), by scipy."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = false_discovery_control(p[ok], method="bh")
+    return out
+
+
+def tost(replicates: np.ndarray, margin: float, alpha: float = 0.05) -> dict[str, float | bool]:
+    """Bootstrap two one-sided tests of |difference| < ``margin`` from replicate differences (1-D).
+
+    Returns low, high (the (1 − 2·alpha) percentile interval) and equivalent (that interval inside
+    (−margin, margin)): equivalence at level alpha (Schuirmann 1987, percentile-bootstrap version)."""
+    if margin <= 0:
+        raise ValueError("the equivalence margin must be > 0")
+    low, high = percentile_interval(np.asarray(replicates, dtype=np.float64), 1 - 2 * alpha)
+    return {"low": low, "high": high, "margin": float(margin), "equivalent": bool(-margin < low and high < margin)}
 
 
 def mean_intervals(values: np.ndarray, replicates: int = REPLICATES, seed: int = SEED,

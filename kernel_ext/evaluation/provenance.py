@@ -177,3 +177,48 @@ def cache_key(**parts: Any) -> str:
     """sha256 (20 hex digits) of the JSON of ``parts`` (sorted keys; other objects by ``str``)."""
     payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+# ---------------------------------------------------------------------------- committed result files
+def weights_fingerprint(name: str) -> str | None:
+    """sha256 (16 hex digits) of an embedded model's files (weights, config, tokenizer, manifest) as built
+    under ``cache_dir()/name``, without loading it; None while it is not built."""
+    from ..core.cache import cache_dir
+
+    folder = cache_dir() / name
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def run_record(command: str, models: Iterable[str] = (), seconds: float | None = None) -> dict:
+    """Where a committed result came from: the command, the code version (git commit, whether the work tree
+    had uncommitted changes, and a hash of the package's source), each model's fingerprint, the UTC date and
+    the machine (host, platform, CPUs, load average)."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=PACKAGE_ROOT.parent, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ()
+    return {
+        "command": command,
+        "code": {"commit": git("rev-parse", "HEAD"), "package_hash": source_hash(sorted(PACKAGE_ROOT.rglob("*.py"))),
+                 "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "kernel_ext", "scripts"))},
+        "models": {name: weights_fingerprint(name) for name in models},
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_average": [round(x, 2) for x in load]},
+        **({"seconds": round(seconds, 1)} if seconds is not None else {}),
+    }

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .bootstrap import benjamini_hochberg, bootstrap_p_values, holm
 from .robustness import kendall, lens_precision, lens_recall, topk_div_intersection, topk_intersection
 from .robustness_chance import chance_div_overlap, chance_overlap
 
@@ -248,13 +249,32 @@ def narrowing(frame, pairs: Sequence[tuple[str, str]] = (("neighbour", "attack")
             narrowed, narrowed_raw = corr_t - corr_m, raw_t - raw_m
             lo, hi = _interval(narrowed[1:])
             raw_lo, raw_hi = _interval(narrowed_raw[1:])
+            p = bootstrap_p_values(narrowed[1:])
             table = pd.DataFrame(cells, columns=["permission", "level", "metric", "k", "w"])
             table.insert(0, "pair", f"{first} − {second}")
             table.insert(0, "method", method)
             out.append(table.assign(n=count[0].astype(int), topk_gap_corrected=corr_t[0], gap_corrected=corr_m[0],
                                     narrowed=narrowed[0], narrowed_lo=lo, narrowed_hi=hi, narrowed_raw=narrowed_raw[0],
-                                    narrowed_raw_lo=raw_lo, narrowed_raw_hi=raw_hi))
-    return pd.concat(out, ignore_index=True)
+                                    narrowed_raw_lo=raw_lo, narrowed_raw_hi=raw_hi, narrowed_p=p))
+    return adjust_family(pd.concat(out, ignore_index=True), "narrowed_p", by="metric")
+
+
+def adjust_family(table, column: str, by: str | None = None):
+    """``table`` with ``<column>_holm`` and ``<column>_bh``: Holm and Benjamini–Hochberg adjusted p-values over
+    every row read together (one family per value of ``by``, e.g. per metric: LENS recall's 320 narrowing cells
+    of the Results page are one family)."""
+    table = table.copy()
+    groups = [table.index] if by is None else [g.index for _, g in table.groupby(by, sort=False)]
+    for suffix in ("holm", "bh"):
+        table[f"{column}_{suffix}"] = np.nan
+    for index in groups:
+        p = table.loc[index, column].to_numpy(dtype=np.float64)
+        ok = ~np.isnan(p)
+        holm_p = np.full(p.shape, np.nan)
+        holm_p[ok] = holm(p[ok])
+        table.loc[index, f"{column}_holm"] = holm_p
+        table.loc[index, f"{column}_bh"] = benjamini_hochberg(p)
+    return table
 
 
 def method_gaps(frame, pairs: Sequence[tuple[str, str]] = (("ig", "sig"), ("sig", "gaf"), ("gaf", "attention")),
