@@ -91,7 +91,8 @@ export function patchingView(doc: Doc, p: PatchingModel, palette: readonly strin
   const H = p.heads;
   const P = p.promptNode(0, 0).length;
   const root = el(doc, 'div', 'xattr-lab-view xattr-lab-patching');
-  root.appendChild(header(doc, p.meta, `Patching circuit: ${L} layers \u00d7 ${H} heads, ${P} prompt pairs`));
+  const plural = (n: number, word: string) => `${count(n)} ${word}${n === 1 ? '' : 's'}`;
+  root.appendChild(header(doc, p.meta, `Patching circuit: ${plural(L, 'layer')} \u00d7 ${plural(H, 'head')}, ${plural(P, 'prompt pair')}`));
   if (p.metric) {
     root.appendChild(line(doc, el(doc, 'div', 'xattr-lab-caption'), ['metric ', { token: p.metric }]));
   }
@@ -196,8 +197,9 @@ export function patchingView(doc: Doc, p: PatchingModel, palette: readonly strin
     edgeGroups.forEach((g, rank) => g.setAttribute('display', rank < k ? 'inline' : 'none'));
     circles.forEach((c, i) => c.setAttribute('opacity', inCircuit.has(i) ? '1' : '0.35'));
   }
-  function mark(l: number, h: number): void {
+  function mark(l: number, h: number, edge = -1): void {
     root.querySelectorAll('.xattr-lab-selected').forEach(node => node.classList.remove('xattr-lab-selected'));
+    edgeGroups.forEach((g, rank) => g.firstElementChild?.setAttribute('stroke-opacity', edge < 0 ? '0.8' : rank === edge ? '1' : '0.3'));
     circles.forEach(c => c.setAttribute('stroke-width', '1'));
     if (l >= 0) {
       circles[l * H + h]?.setAttribute('stroke-width', '3');
@@ -211,7 +213,7 @@ export function patchingView(doc: Doc, p: PatchingModel, palette: readonly strin
   }
   function selectEdge(rank: number): void {
     const e = p.edges[rank];
-    mark(-1, -1);
+    mark(-1, -1, rank);
     edgeGroups[rank].classList.add('xattr-lab-selected');
     const title = `edge ${name(e.sender, L, H)} -> ${name(e.receiver, L, H)}`;
     const effects = p.promptEdge(e.sender, e.receiver);

@@ -38,6 +38,7 @@ describe('the saved circuit graph', () => {
   it('draws heads by layer, a logits node and edges by score', () => {
     const view = mount(renderResult(fixture('eap')));
     expect(view.dataset.kind).toBe('patching-circuit');
+    expect(view.querySelector('.xattr-lab-title')!.textContent).toBe('Patching circuit: 3 layers \u00d7 2 heads, 4 prompt pairs');
     expect(view.querySelectorAll('circle.xattr-lab-graph-node').length).toBe(L * H);
     expect(view.querySelectorAll('rect.xattr-lab-graph-logits').length).toBe(1);
     const strongest = view.querySelector('g.xattr-lab-graph-edge[data-rank="0"]')!;
@@ -96,6 +97,8 @@ describe('the saved circuit graph', () => {
     const effects = [...view.querySelectorAll('.xattr-lab-effects td.xattr-lab-effect')].map(td => td.textContent);
     expect(effects).toEqual(['-4.0000', '-3.0000', '-5.0000', '-4.0000']);
     expect(view.querySelector('.xattr-lab-detail-title')!.textContent).toContain('edge 0.1 -> logits');
+    const opacity = (rank: number) => view.querySelector(`g.xattr-lab-graph-edge[data-rank="${rank}"] line`)!.getAttribute('stroke-opacity');
+    expect([opacity(1), opacity(0)]).toEqual(['1', '0.3']); // the picked edge stands out
     view.querySelector('g.xattr-lab-graph-edge[data-rank="2"]')!.dispatchEvent(new MouseEvent('click'));
     expect(view.querySelector('.xattr-lab-detail')!.textContent).toContain('saved for the top 2 edges only');
   });
