@@ -65,12 +65,16 @@ def test_edges_ranked_by_absolute_score_with_logits_at_the_end():
     x, y = cf.node_xy([0, 3, L * H], L, H)  # 0.0, 1.1, logits
     assert x.tolist() == [0, 1, L] and y.tolist() == [0, -1, -(H - 1) / 2]
     assert cf.head_name(L * H, L, H) == "logits" and cf.head_name(5, L, H) == "2.1"
-    data = cf.edge_data(s, r, v, 2, L, H)
+    data = cf.edge_data(s[:2], r[:2], v[:2], L, H)
     assert data["name"] == ["0.0 -> 1.0", "0.1 -> logits"] and data["text"] == ["5.0000", "-4.0000"]
     assert data["colour"][0] != data["colour"][1]  # sign is visible
     assert data["width"][0] > data["width"][1] > 0
     assert cf.circuit_nodes(1, "edges", np.zeros((L, H)), s, r) == {0, 2}
     assert cf.circuit_nodes(2, "nodes", np.array([[0.1, -3.0], [2.0, 0.0], [0.0, 0.0]]), s, r) == {1, 2}
+    assert cf.circuit_edges(3, "edges", s, r, set()).tolist() == [0, 1, 2]
+    between = cf.circuit_edges(99, "nodes", s, r, {0, 1, 2, L * H})  # heads 0.0, 0.1, 1.0 and the logits
+    assert [(s[i], r[i]) for i in between] and all(s[i] in {0, 1, 2} and r[i] in {0, 1, 2, L * H} for i in between)
+    assert (0, 2) in [(s[i], r[i]) for i in between] and (1, 6) in [(s[i], r[i]) for i in between]
 
 
 def test_faithfulness_at_uses_the_largest_computed_size_not_above_k():
@@ -138,6 +142,20 @@ def test_clicking_an_edge_shows_its_stored_per_prompt_effects():
     assert "edge 0.1 -&gt; logits" in v._effects.value and v._effects.value.count("xattr-prompt-row") == P
     v.select_edge(4, 6)  # not among the stored top edges
     assert v.detail["effects"] is None and "top 2 edges only" in v._effects.value
+
+
+def test_edge_circuit_sized_by_nodes_draws_the_edges_among_its_heads():
+    """Regression: with a node-level faithfulness curve (what ex.circuit computes for eap-ig) the graph
+    drew no edges at all."""
+    r = eap_result(faithfulness={"unit": "nodes", "sizes": [1, 2, 3], "faithfulness": [0.2, 0.4, 0.9]})
+    v = CircuitGraphView(r, size=3)
+    v.widget
+    heads = {int(i) for i in cf.ranked_nodes(r.node_scores)[:3]}
+    drawn = list(zip(v._edges.data["sender"], v._edges.data["receiver"]))
+    assert drawn and all(a in heads and (b in heads or b == L * H) for a, b in drawn)
+    s, rr, _ = cf.ranked_edges(r.edge_scores)
+    expected = [(a, b) for a, b in zip(s.tolist(), rr.tolist()) if a in heads and (b in heads or b == L * H)]
+    assert drawn == expected and "top 3 nodes · faithfulness 0.9000" in v._readout.value
 
 
 def test_atp_has_no_edges_and_sizes_the_circuit_by_nodes():
@@ -212,7 +230,9 @@ def patching_fixtures() -> dict:
     """v2 payloads for labextension/test/render-graph.test.ts (regenerate: python tests/test_circuit_graph_view.py)."""
     return {"eap": to_payload(eap_result(), model_id=None), "atp": to_payload(atp_result(), model_id=None),
             "not-computed": to_payload(eap_result(faithfulness={}), model_id=None),
-            "capped": to_payload(eap_result(), model_id=None, max_pairs=3)}
+            "capped": to_payload(eap_result(), model_id=None, max_pairs=3),
+            "eap-nodes": to_payload(eap_result(faithfulness={"unit": "nodes", "sizes": [1, 2, 3],
+                                                             "faithfulness": [0.2, 0.4, 0.9]}), model_id=None)}
 
 
 def test_renderer_fixture_is_what_the_writer_writes():

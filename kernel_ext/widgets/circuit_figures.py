@@ -3,7 +3,8 @@
 Heads are nodes at (x = layer, y = -head); the logits are one more node at x = L, halfway down.
 Edges run sender head -> receiver head (or -> logits), drawn with width by |score| and colour by
 sign (``core.DIVERGING``: red positive, blue negative). The circuit of size k is the k strongest
-edges by |score| (eap, eap-ig) or the k strongest heads (atp, no edge scores).
+edges by |score| (unit "edges") or the k strongest heads by |node score| with the edges among them
+and the logits (unit "nodes": atp, and eap / eap-ig when the faithfulness curve counts nodes).
 
 Every string from data (prompts never reach here; head names are ours) goes to Bokeh as glyph data
 or ``PlainText``; numbers are pre-formatted with ``core.readable`` (plain decimals).
@@ -20,7 +21,7 @@ from . import core
 from .figures import plain, plain_title
 from .sizing import responsive
 
-__all__ = ["ranked_edges", "ranked_nodes", "circuit_nodes", "node_xy", "edge_data", "node_data", "graph_figure",
+__all__ = ["ranked_edges", "ranked_nodes", "circuit_nodes", "circuit_edges", "node_xy", "edge_data", "node_data", "graph_figure",
            "draw_graph", "head_name"]
 
 #: Edges drawn at most (the slider's top end; the payload keeps ``payload.MAX_PAIRS``).
@@ -68,15 +69,24 @@ def node_xy(flat: np.ndarray | Sequence[int], n_layers: int, n_heads: int) -> tu
     return x, y
 
 
-def edge_data(senders: np.ndarray, receivers: np.ndarray, scores: np.ndarray, k: int, n_layers: int, n_heads: int,
-              max_width: float = 7.0) -> dict:
-    """Columns of the top-``k`` edges: x0, y0, x1, y1, width (px, by |score| / max |score|), colour
-    (sign), score, text (plain decimal), sender, receiver, name ("0.1 -> 2.3")."""
-    k = int(min(max(k, 0), len(scores), MAX_DRAWN))
-    s, r, v = senders[:k], receivers[:k], np.asarray(scores[:k], dtype=np.float64)
+def circuit_edges(k: int, unit: str, senders: np.ndarray, receivers: np.ndarray, members: set[int]) -> np.ndarray:
+    """Ranks (into the ranked edge arrays) of the edges drawn for a circuit of size ``k``: the top ``k``
+    (unit "edges"), or every edge between circuit heads and the logits (unit "nodes"); at most MAX_DRAWN."""
+    if unit == "edges":
+        return np.arange(int(min(max(k, 0), len(senders), MAX_DRAWN)))
+    ends = set(members)
+    keep = [i for i, (a, b) in enumerate(zip(senders, receivers)) if int(a) in ends and int(b) in ends]
+    return np.asarray(keep[:MAX_DRAWN], dtype=np.int64)
+
+
+def edge_data(senders: np.ndarray, receivers: np.ndarray, scores: np.ndarray, n_layers: int, n_heads: int,
+              peak: float | None = None, max_width: float = 7.0) -> dict:
+    """Columns of the given edges: x0, y0, x1, y1, width (px, by |score| / ``peak``, default max |score|),
+    colour (sign), score, text (plain decimal), sender, receiver, name ("0.1 -> 2.3")."""
+    s, r, v = np.asarray(senders), np.asarray(receivers), np.asarray(scores, dtype=np.float64)
     x0, y0 = node_xy(s, n_layers, n_heads)
     x1, y1 = node_xy(r, n_layers, n_heads)
-    peak = float(np.abs(scores).max()) if len(scores) else 1.0
+    peak = float(np.abs(v).max()) if peak is None and len(v) else (peak or 1.0)
     peak = peak if peak > 0 else 1.0
     return {"x0": x0.tolist(), "y0": y0.tolist(), "x1": x1.tolist(), "y1": y1.tolist(),
             "width": (0.8 + max_width * np.abs(v) / peak).tolist(),

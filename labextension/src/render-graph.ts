@@ -194,7 +194,13 @@ export function patchingView(doc: Doc, p: PatchingModel, palette: readonly strin
     readout.textContent = faithfulnessText(p, k);
     const inCircuit = new Set<number>(p.unit === 'nodes' ? ranked.slice(0, k)
       : p.edges.slice(0, k).flatMap(e => [e.sender, e.receiver]));
-    edgeGroups.forEach((g, rank) => g.setAttribute('display', rank < k ? 'inline' : 'none'));
+    // unit "edges": the top k; unit "nodes": every edge between circuit heads and the logits
+    const ends = new Set(inCircuit).add(L * H);
+    edgeGroups.forEach((g, rank) => {
+      const e = p.edges[rank];
+      const shown = p.unit === 'edges' ? rank < k : ends.has(e.sender) && ends.has(e.receiver);
+      g.setAttribute('display', shown ? 'inline' : 'none');
+    });
     circles.forEach((c, i) => c.setAttribute('opacity', inCircuit.has(i) ? '1' : '0.35'));
   }
   function mark(l: number, h: number, edge = -1): void {

@@ -76,6 +76,20 @@ describe('the saved circuit graph', () => {
     expect(opaque.map(c => `${c.getAttribute('data-layer')}.${c.getAttribute('data-head')}`)).toEqual(['2.0', '2.1']);
   });
 
+  it('an edge circuit sized by nodes draws the edges among its heads and the logits', () => {
+    const view = mount(renderResult(fixture('eap-nodes')));
+    slide(view, 2); // sizes [1, 2, 3]: 3 heads
+    const opaque = new Set([...view.querySelectorAll('circle.xattr-lab-graph-node')]
+      .map((c, i) => (c.getAttribute('opacity') === '1' ? i : -1)).filter(i => i >= 0));
+    expect(opaque.size).toBe(3);
+    const shown = shownEdges(view).map(g => [Number(g.getAttribute('data-sender')), Number(g.getAttribute('data-receiver'))]);
+    expect(shown.length).toBeGreaterThan(0);
+    for (const [a, b] of shown) {
+      expect(opaque.has(a) && (opaque.has(b) || b === L * H)).toBe(true);
+    }
+    expect(view.querySelector('.xattr-lab-faithfulness')!.textContent).toContain('top 3 nodes \u00b7 faithfulness 0.9000');
+  });
+
   it('a clicked head lists its effect per prompt (prompts as text) and is picked in the grid too', () => {
     const view = mount(renderResult(fixture('eap')));
     view.querySelector<SVGElement>('circle.xattr-lab-graph-node[data-layer="1"][data-head="0"]')!.dispatchEvent(new MouseEvent('click'));

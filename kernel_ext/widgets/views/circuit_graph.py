@@ -86,8 +86,11 @@ class CircuitGraphView(View):
         return cf.circuit_nodes(self.size, self.unit, self.result.node_scores, self.senders, self.receivers)
 
     def _edge_columns(self) -> dict:
-        k = self.size if self.unit == "edges" else 0
-        return cf.edge_data(self.senders, self.receivers, self.scores, k, self.n_layers, self.n_heads)
+        members = self.circuit() | {self.n_layers * self.n_heads}
+        ranks = cf.circuit_edges(self.size, self.unit, self.senders, self.receivers, members)
+        peak = float(np.abs(self.scores).max()) if len(self.scores) else 1.0
+        return cf.edge_data(self.senders[ranks], self.receivers[ranks], self.scores[ranks], self.n_layers,
+                            self.n_heads, peak=peak)
 
     def faithfulness_text(self) -> str:
         """The readout under the slider (plain text)."""
