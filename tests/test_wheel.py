@@ -166,8 +166,8 @@ def test_the_wheel_installs_without_node_and_runs_the_quickstart(tmp_path):
     notebooks = sorted(p.name for p in (ROOT / "examples").glob("*.ipynb"))
     assert len(notebooks) >= 7 and {f"xattr_lab/examples/{n}" for n in notebooks} <= names
     check = shutil.which("check-wheel-contents", path=str(Path(sys.executable).parent))
-    if check:  # a dev dependency; the build itself does not need it
-        _run([check, str(wheel)], build_env, cwd=tmp_path)
+    assert check, "check-wheel-contents is a [dev] dependency: pip install -e '.[dev]'"
+    assert "OK" in _run([check, str(wheel)], build_env, cwd=tmp_path).stdout
 
     # 2. a fresh venv, Node off the PATH; the dependencies reached through a .pth, the project from the wheel
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True, timeout=300)
