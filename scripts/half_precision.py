@@ -23,10 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("models", nargs="+", choices=sorted(TEXTS))
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"])
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--methods", nargs="+", default=["ig", "sig", "attention", "rollout", "gaf"],
+                        choices=["ig", "sig", "attention", "rollout", "gaf"])
     args = parser.parse_args(argv)
     import xattr_lab as xa
 
     methods = {"ig": {"steps": args.steps}, "sig": {"steps": args.steps}, "attention": {}, "rollout": {}, "gaf": {}}
+    methods = {m: o for m, o in methods.items() if m in args.methods}
     print("| model | dtype | method | max rel. difference | top-3 tokens | completeness error (half / float32) | s |")
     print("|---|---|---|---|---|---|---|")
     warnings.simplefilter("ignore")
