@@ -3,11 +3,11 @@
     python scripts/results_coverage.py            # counts, per table
     python scripts/results_coverage.py --missing  # also list the numbers not found
 
-A table is a run of markdown lines starting with "|" (header and rule lines excluded). A number in it counts as
-found when its table is rendered from committed data and agrees with it (a marked table that
-``results.py --check`` passes), or when it has at least 3 digits and the same literal appears in a file under
-``results/`` that git tracks (shorter numbers such as 0, 3 or 0.5 match by chance, so they count only when
-rendered).
+A table is a run of markdown lines starting with "|" (header and rule lines excluded); a marked block that is not
+a table counts too. A number in it counts as found when its table is rendered from committed data and agrees with
+it (a marked table that ``results.py --check`` passes). ``--literal`` also counts numbers of other tables with at
+least 3 digits whose literal appears in a file under ``results/`` that git tracks — a loose upper bound, since
+two-decimal numbers match by chance.
 """
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--page", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--missing", action="store_true")
+    parser.add_argument("--literal", action="store_true", help="also count a number of an unrendered table found as a "
+                        "literal in a committed file (loose: two-decimal numbers match by chance)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "scripts"))
     import results_tables
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
     for name, rows in tables(text):
         numbers = [n for cell in rows for n in NUMBER.findall(cell)]
         backed = name in results_tables.TABLES and name not in unchecked
-        hits = [n for n in numbers if backed or (sum(c.isdigit() for c in n) >= 3 and _literal(n, corpus))]
+        hits = [n for n in numbers if backed or (args.literal and sum(c.isdigit() for c in n) >= 3 and _literal(n, corpus))]
         total, found = total + len(numbers), found + len(hits)
         print(f"{name:<24} {len(hits):>4} of {len(numbers):>4} found" + (" (rendered from data)" if backed else ""))
         if args.missing and len(hits) < len(numbers):

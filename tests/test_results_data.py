@@ -176,3 +176,15 @@ def test_run_record_names_command_code_models_date_machine(tmp_path, monkeypatch
     before = record["models"]["tiny"]
     (tmp_path / "tiny" / "model.safetensors").write_bytes(b"weights-2")  # a rebuilt model: a new fingerprint
     assert provenance.weights_fingerprint("tiny") != before
+
+
+def test_coverage_counts_only_numbers_of_tables_rendered_from_data():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import results_coverage
+
+    page = ("| a | b |\n|---|---|\n| x | 1.25 [0.5, 2] |\n\n<!-- results:demo -->\n`m`: 80.2 % of 1,000\n"
+            "<!-- /results:demo -->\n")
+    found = dict(results_coverage.tables(page))
+    assert found["line 1"] == [" 1.25 [0.5, 2] "] and found["demo"] == ["`m`: 80.2 % of 1,000"]
+    numbers = [n for cell in found["line 1"] for n in results_coverage.NUMBER.findall(cell)]
+    assert numbers == ["1.25", "0.5", "2"]
