@@ -133,3 +133,80 @@ def test_check_top_share_and_count():
     flags = pd.Series([True, False, True])
     assert _kind(w.check_count(2, flags)) == "right" and _kind(w.check_count(3, flags)) == "wrong"
     assert _kind(w.check_count(None, flags)) == "waiting"
+
+
+# ---------------------------------------------------------------------------- lesson 05's heat map, the loader
+def _jsd_circuit():
+    from xattr_lab.results import CircuitResult
+
+    scores = np.array([[0.8731, 0.0412, 0.9104, 0.0033], [0.0521, 0.6688, 0.012, 0.7012]])  # JSD scores in [0, 1]
+    edges = np.zeros((8, 8))
+    edges[0, 5] = edges[5, 0] = 0.4375
+    return CircuitResult(node_scores=scores, edge_scores=edges, codes_positive=np.zeros((3, 8), int),
+                         codes_negative=np.ones((3, 8), int), n_layers=2, n_heads=4, positive=["p"] * 3,
+                         negative=["n"] * 3)
+
+
+def test_circuit_heat_map_writes_decimals_not_0_and_1():
+    """Regression (issue 32, 05): the SAE grid wrote JSD node scores with "{:.0f}", so 0.87 read "1" and 0.04 "0";
+    the top-edge table did the same to 0.4375."""
+    from xattr_lab.widgets.views.circuit_view import CircuitView
+
+    view = CircuitView(_jsd_circuit())
+    labels = view.statistics["circuit node score"]["labels"]
+    assert labels[0][:3] == ["0.87", "0.04", "0.91"] and labels[1][1] == "0.67", labels
+    assert "<td>0.44</td>" in view.edges_html(), view.edges_html()
+    assert view.png_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("values, places", [([0.8731, 0.2], 2), ([4.1, -0.5], 1), ([0.0031], 4), ([37.0, 2.5], 0),
+                                            ([3.0, 5.0], 0), ([0.0, float("nan")], 0), ([], 0)])
+def test_significant_decimals(values, places):
+    from xattr_lab.widgets.export import significant_decimals
+
+    assert significant_decimals(values) == places
+
+
+def test_bokeh_loader_is_sent_once_per_front_end_and_never_saved(monkeypatch):
+    """Regression (issue 32, item 4): the loader cell saved BokehJS twice (application/javascript and
+    bokehjs_load, ~4 MB each) in every executed notebook. Now each front-end session gets it once, under a
+    display id whose output is replaced at once by an empty one: what a notebook saves holds no script."""
+    import IPython.display
+
+    from xattr_lab.widgets import bundle
+
+    sent: list[tuple[str, dict, dict]] = []
+    monkeypatch.setattr(IPython.display, "publish_display_data",
+                        lambda data, metadata=None, *, transient=None, **kw: sent.append(("show", data, transient)))
+    monkeypatch.setattr(IPython.display, "update_display",
+                        lambda obj, *, display_id, **kw: sent.append(("update", obj, {"display_id": display_id})))
+    monkeypatch.setattr(bundle, "in_kernel", lambda: True)
+    monkeypatch.setattr(bundle, "_loaded_sessions", set())
+    session = {"id": "page-1"}
+    monkeypatch.setattr(bundle, "_client_session", lambda: session["id"])
+
+    assert bundle.ensure_bokeh_loaded() and not bundle.ensure_bokeh_loaded()  # once per front end
+    assert [kind for kind, _, _ in sent] == ["show", "update"]
+    (_, shown, first), (_, saved, second) = sent
+    assert set(shown) == {"application/javascript", bundle.BOKEH_LOADER_MIME}
+    assert all(len(js) > 1_000_000 and "cdn.bokeh.org" not in js for js in shown.values())  # INLINE, offline
+    assert first["display_id"] == second["display_id"] and saved == {}  # the saved output: nothing
+    session["id"] = "page-2"  # a reload or a second tab: a new session gets it again
+    assert bundle.ensure_bokeh_loaded() and len(sent) == 4
+    assert sent[2][2]["display_id"] != first["display_id"]
+
+
+def test_smollm2_ioi_truth_is_the_committed_path_patching_truth():
+    """Lesson 05 checks SmolLM2's top heads against ``workshop.SMOLLM2_IOI_TRUTH``: it must be, role by role, the
+    path-patching truth committed under results/data/circuits (scripts/circuits_report.py truth --task ioi)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results" / "data" / "circuits" / "ioi_smollm2_truth.json"
+    truth = json.loads(path.read_text(encoding="utf-8"))["truth"]
+    L, H = truth["shape"]
+    committed = {role: sorted(w.head_names(heads, H)) for role, heads in truth["classes"].items()}
+    ours = {role: sorted(heads) for role, heads in w.SMOLLM2_IOI_TRUTH.items()}
+    assert sorted(map(sorted, committed.values())) == sorted(map(sorted, ours.values())), (committed, ours)
+    assert sorted(h for heads in ours.values() for h in heads) == sorted(w.head_names(truth["nodes"], H))
+    assert (L, H) == (30, 9)

@@ -28,8 +28,14 @@ from . import export, player
 XATTR_MIME = MIME_TYPE
 
 __all__ = ["mime_bundle", "add_html_item", "widget_entry", "in_kernel", "ensure_bokeh_loaded", "main_loop_scheduler",
+           "bokeh_loader", "publish_bokeh_loader", "BOKEH_LOADER_MIME", "LOADER_SENT",
            "LinkedViews",
            "ResultCache", "WIDGET_MIME", "XATTR_MIME", "MIME_TYPE"]
+
+#: the MIME type of BokehJS loader outputs (jupyter_bokeh's renderer in JupyterLab and Notebook 7)
+BOKEH_LOADER_MIME = "application/vnd.bokehjs_load.v0+json"
+#: what a sent loader output is replaced by (:func:`publish_bokeh_loader`): no data, nothing drawn or saved
+LOADER_SENT: dict = {}
 
 _loaded_sessions: set[str] = set()
 _bokeh_lock = threading.Lock()
@@ -64,8 +70,43 @@ def _client_session() -> str:
         return ""
 
 
+def bokeh_loader() -> dict:
+    """The display data that loads BokehJS from INLINE resources (no CDN), as ``bokeh.io.output_notebook``
+    builds it: ``application/javascript`` for classic front ends and ``application/vnd.bokehjs_load.v0+json``
+    for JupyterLab and Notebook 7 (jupyter_bokeh's renderer). Each is the whole of BokehJS (~4 MB, str);
+    a front end runs one of them."""
+    from bokeh.core.templates import AUTOLOAD_NB_JS
+    from bokeh.embed.bundle import bundle_for_objs_and_resources
+    from bokeh.resources import INLINE
+
+    scripts = bundle_for_objs_and_resources(None, INLINE)
+
+    def loader(register_mime: bool) -> str:
+        return AUTOLOAD_NB_JS.render(bundle=scripts, elementid=None, force=True, timeout=5000,
+                                     register_mime=register_mime)
+
+    return {"application/javascript": loader(True), BOKEH_LOADER_MIME: loader(False)}
+
+
+def publish_bokeh_loader() -> str:
+    """Send BokehJS to the front end as a display-only output: published under a display id, then at once
+    replaced (same id) by :data:`LOADER_SENT`, which draws nothing. The page runs the script when the first
+    message arrives (outputs are rendered in message order, a script when it is attached); what a notebook
+    saves (JupyterLab, Notebook 7, nbclient) is the replacement, so no saved notebook carries BokehJS.
+    Returns the display id."""
+    import uuid
+
+    from IPython.display import publish_display_data, update_display
+
+    display_id = f"xattr-bokehjs-{uuid.uuid4().hex}"
+    publish_display_data(bokeh_loader(), transient={"display_id": display_id})
+    update_display(LOADER_SENT, raw=True, display_id=display_id)
+    return display_id
+
+
 def ensure_bokeh_loaded() -> bool:
-    """Load BokehJS, from INLINE resources (no CDN), once per kernel and front-end connection.
+    """Load BokehJS (INLINE resources, no CDN) once per kernel and front-end connection, without saving it
+    (:func:`publish_bokeh_loader`).
 
     A page that connects later (a reload, a second tab) has no BokehJS yet: it is recognised by its
     new session id and gets the loader with its first view. Returns True if it published it now.
@@ -76,10 +117,7 @@ def ensure_bokeh_loaded() -> bool:
         session = _client_session()
         if session in _loaded_sessions:
             return False
-        from bokeh.io import output_notebook
-        from bokeh.resources import INLINE
-
-        output_notebook(resources=INLINE, hide_banner=True)
+        publish_bokeh_loader()
         _loaded_sessions.add(session)
         return True
 

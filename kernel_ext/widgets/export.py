@@ -63,6 +63,17 @@ def _text(ax, x, y, s, **kwargs):
     return ax.text(x, y, str(s), parse_math=False, **kwargs)
 
 
+def significant_decimals(values: Any, digits: int = 2, most: int = 4) -> int:
+    """Decimals that write the largest |value| of ``values`` (any shape) with ``digits`` significant digits:
+    0.87 -> 2 ("0.87"), 4.1 -> 1, 0.0031 -> 4 (at most ``most``), 37 or more -> 0; 0 when every value is a
+    whole number (code counts) or none is finite and non-zero."""
+    finite = np.abs(np.asarray(values, dtype=np.float64))
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    if finite.size == 0 or np.all(finite == np.round(finite)):
+        return 0
+    return int(min(most, max(0, digits - 1 - int(np.floor(np.log10(finite.max()))))))
+
+
 def plain_text(markup: str, limit: int = 160) -> str:
     """A header's HTML as one plain line (tags dropped, entities decoded), for a PNG caption."""
     return html.unescape(re.sub(r"<[^>]+>", "", markup))[:limit]
@@ -179,7 +190,8 @@ def draw_grid(title: str, colours: Sequence[Sequence[str]], labels: Sequence[Seq
     lines = []
     if edges:
         lines.append("top edges:")
-        lines += [f"  {a} - {b}: {v:.0f}" for a, b, v in edges]
+        places = significant_decimals([v for _, _, v in edges])
+        lines += [f"  {a} - {b}: {v:.{places}f}" for a, b, v in edges]
     if codes:
         def named(values):  # the silent code: no SAE feature fired
             return "[" + ", ".join("silent" if c == codes["silent"] else str(c) for c in values) + "]"

@@ -1,7 +1,9 @@
 """Circuit view: a head grid of SAE circuit node scores, the top edges and the code table."""
 from __future__ import annotations
 
-from .. import core
+import numpy as np
+
+from .. import core, export
 from .base import LinkedState, _html
 from .head_grid import HeadGrid
 
@@ -17,6 +19,16 @@ class CircuitView(HeadGrid):
         super().__init__(result, state=state, **kwargs)
         self.top = top
 
+    def _statistics(self) -> dict:
+        """The head grid's statistics, the SAE node scores written with 2 significant digits (scores in
+        [0, 1] as "0.87", never rounded to "0" / "1")."""
+        stats = super()._statistics()
+        node = stats.get("circuit node score")
+        if node is not None:
+            places = export.significant_decimals(node["values"])
+            node["labels"] = [["" if not np.isfinite(v) else f"{v:.{places}f}" for v in row] for row in node["values"]]
+        return stats
+
     def top_edges(self) -> list[tuple[str, str, float]]:
         H = self.shape[1]
         return [(core.head_label(a, H), core.head_label(b, H), v)
@@ -26,8 +38,10 @@ class CircuitView(HeadGrid):
         return self.top_edges()
 
     def edges_html(self) -> str:
-        rows = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{v:.0f}</td></tr>" for a, b, v in self.top_edges())
-        metrics = ", ".join(f"{core.escape(k)} {v:.3f}" for k, v in (self.result.metrics or {}).items()
+        edges = self.top_edges()
+        places = export.significant_decimals([v for _, _, v in edges])
+        rows = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{v:.{places}f}</td></tr>" for a, b, v in edges)
+        metrics = ", ".join(f"{core.escape(k)} {v:.2f}" for k, v in (self.result.metrics or {}).items()
                             if isinstance(v, (int, float)))
         return (f"<div class='xattr-edges'><b>top edges</b>{' &middot; ' + metrics if metrics else ''}"
                 f"<table><tr><th>head</th><th>head</th><th>score</th></tr>{rows}</table></div>")
