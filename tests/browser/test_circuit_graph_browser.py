@@ -48,7 +48,17 @@ view = view_for(result)
 clicks = widgets.Label("no click yet")
 view.state.observe(lambda ch: setattr(clicks, "value", f"python saw head {tuple(ch['new'])}"), names="head")
 '''
-CELLS = [SETUP, "display(mime_bundle(result, view=view), raw=True)", "clicks"]
+BIG = r'''
+L2, H2 = 30, 9  # smollm2-135m's heads
+rng2 = np.random.default_rng(5)
+E2 = rng2.normal(size=(L2 * H2, L2 * H2 + 1)) * (rng2.random((L2 * H2, L2 * H2 + 1)) > 0.97)
+E2 = np.where((np.arange(L2 * H2)[:, None] // H2 < np.append(np.arange(L2 * H2) // H2, L2)[None, :]), E2, 0.0)
+big = PatchingCircuitResult(node_scores=rng2.normal(size=(L2, H2)), edge_scores=E2,
+                            prompt_node_scores=rng2.normal(size=(2, L2, H2)), n_layers=L2, n_heads=H2,
+                            method="eap-ig", positive=["a", "b"], negative=["c", "d"], model="synthetic-30x9")
+display(mime_bundle(big, view=view_for(big, size=60)), raw=True)
+'''
+CELLS = [SETUP, "display(mime_bundle(result, view=view), raw=True)", "clicks", BIG]
 NAME = "circuit_graph.ipynb"
 
 POINT_JS = with_bokeh_finder("""
@@ -145,6 +155,10 @@ def test_live_graph_click_and_slider(jupyterlab, page, notebook, artifacts):
     assert page.locator('img[src="x"]').count() == 0 and not page.dialogs  # ... and never as markup
     # the linked head grid (same LinkedState) shows the same head
     page.wait_for_function(_text_in(".xattr-circuit-graph .xattr-head-grid", "head 1.0"), timeout=20_000)
+    # an edge: the middle of 0.0 -> 1.0 (no node there) shows its saved per-prompt effects
+    _click_glyph(page, "xattr-circuit-graph", 0.5, 0.0, _text_in(".xattr-circuit-graph .xattr-effects", "edge 0.0 -&gt; 1.0")
+                 .replace("-&gt;", "->"))
+    assert effects.locator("td.xattr-effect").all_inner_texts() == ["5.5000", "4.5000", "5.0000", "5.0000"]
     # the size slider (ipywidgets SelectionSlider, sizes 1, 2, 4, 8): one step right is 8 edges
     handle = page.locator(".xattr-circuit-graph .widget-slider .noUi-handle, .xattr-circuit-graph .slider-container "
                           "input[type=range]").first
@@ -153,13 +167,26 @@ def test_live_graph_click_and_slider(jupyterlab, page, notebook, artifacts):
     page.wait_for_function(_text_in(".xattr-circuit-graph .xattr-faithfulness", "top 8 edges · faithfulness 0.9500"),
                            timeout=20_000)
     page.locator(".xattr-circuit-graph").first.screenshot(path=str(artifacts / "circuit-graph-live.png"))
+    # a 30 x 9 model fits the output's width: no horizontal overflow, the logits label drawn
+    big = page.locator(".xattr-circuit-graph").nth(1)
+    big.locator("canvas").first.wait_for(timeout=60_000)
+    big.scroll_into_view_if_needed()
+    area = (page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output")
+            .filter(has=page.locator(".xattr-circuit-graph")).nth(1).bounding_box())
+    canvas = big.locator("canvas").first.bounding_box()
+    assert canvas["x"] >= area["x"] - 1 and canvas["x"] + canvas["width"] <= area["x"] + area["width"] + 1
+    assert page.evaluate("""() => { for (const doc of window.Bokeh.documents) { for (const m of doc.all_models) {
+        if (m.name !== 'xattr-circuit-graph' || m.x_range.end < 30) continue;
+        const o = m.below.find(a => a.major_label_overrides).major_label_overrides;
+        return o instanceof Map ? (o.get(30) ?? o.get('30')) : o['30']; } } return null; }""") == "logits"
+    big.locator("canvas").first.screenshot(path=str(artifacts / "circuit-graph-live-30x9.png"))
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first.click()
     page.keyboard.press("Control+s")
     page.wait_for_function("() => !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')", timeout=30_000)
     saved = json.loads(notebook.read_text(encoding="utf-8"))
     kinds = [o["data"][MIME_TYPE_V2]["kind"] for c in saved["cells"] for o in c.get("outputs", [])
              if MIME_TYPE_V2 in o.get("data", {})]
-    assert kinds == ["patching-circuit"]
+    assert kinds == ["patching-circuit", "patching-circuit"]
 
 
 def test_saved_graph_draws_without_a_kernel(jupyterlab, page, notebook, artifacts):
