@@ -32,7 +32,11 @@ extensions = [
 root_doc = "index"
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "jupyter_execute", "requirements.txt", "**.ipynb_checkpoints"]
-suppress_warnings: list[str] = []
+# xattr outputs also carry application/vnd.xattr.v2+json (and Bokeh's loader carries
+# application/vnd.bokehjs_load.v0+json): data for JupyterLab's renderer, which a static page does not draw;
+# MyST-NB warns about every such item although the bundle's text/html is what the page shows. An output with
+# nothing the page can show still fails the build (mystnb.mime_priority is not suppressed).
+suppress_warnings = ["mystnb.unknown_mime_type"]
 # docs/workshop/FACILITATOR.md links to folders of the repository (docs/workshop/expected/, slides/): GitHub
 # shows them as folder listings, the site has no page for a folder, so those links stay text here.
 nitpick_ignore = [("myst", "expected/"), ("myst", "slides/")]
@@ -57,6 +61,7 @@ nb_merge_streams = True
 # xattr outputs carry a live widget, application/vnd.xattr.v2+json, text/html (the offline player),
 # image/png and text/plain. A static page has no kernel behind the widget, so the text/html item
 # (payload + player, clickable without a kernel) is the one shown; PNG where there is no HTML.
+nb_ipywidgets_js: dict = {}        # MyST-NB would load require.js and the widget manager from CDNs
 nb_mime_priority_overrides = [
     ("html", "application/vnd.jupyter.widget-view+json", None),
     ("html", "application/vnd.xattr.v2+json", None),

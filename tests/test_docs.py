@@ -97,6 +97,7 @@ def test_notebooks_execute_at_build_with_a_timeout_and_show_the_player():
     # the offline player (text/html) wins over the kernel-bound widget view on a static page
     assert '("html", "application/vnd.jupyter.widget-view+json", None)' in conf
     assert '("html", "text/html", 0)' in conf
+    assert "nb_ipywidgets_js: dict = {}" in conf  # no require.js / widget manager from a CDN
     extensions = ast.literal_eval(re.search(r"^extensions = (\[.*?\])$", conf, re.M | re.S).group(1))
     assert "myst_nb" in extensions and "sphinx.ext.autodoc" in extensions and "xattr_docs" in extensions
     offline = {"sphinx.ext.intersphinx", "sphinx.ext.mathjax", "sphinxcontrib.mermaid"}  # they fetch at build or view time
@@ -155,6 +156,15 @@ def test_plain_text_docstrings_become_valid_rst_with_the_same_words():
     # a field body continued on indented lines stays one field; literal blocks are left as they are
     assert ext.rst_docstring([":param x: the", "    input", "Example::", "", "    a |b| *c"]) == [
         ":param x: the", "    input", "", "Example::", "", "    a |b| *c"]
+
+
+def test_pages_that_load_from_the_network_are_found():
+    ext = _ext()
+    page = """<script src="https://cdn.jsdelivr.net/npm/mathjax@4/tex-mml-chtml.js"></script>
+    <link rel="stylesheet" href="//fonts.example.org/a.css"><img alt='x' src='http://x.org/i.png'>
+    <script src="_static/local.js"></script><a href="https://github.com/">a link is not a load</a>"""
+    assert ext.remote_assets(page) == ["https://cdn.jsdelivr.net/npm/mathjax@4/tex-mml-chtml.js",
+                                       "//fonts.example.org/a.css", "http://x.org/i.png"]
 
 
 def test_math_becomes_mathml_at_build_time():

@@ -13,6 +13,9 @@ continuation lines, ``**kwargs``), which reStructuredText reads as substitutions
 text. :func:`rst_docstring` makes such text valid RST without changing its words (escapes, blank lines where the
 indentation changes), so autodoc under ``-W`` shows the docstrings as written.
 
+After an HTML build, :func:`remote_assets` scans every page: one that loads a script, stylesheet, font,
+image or frame from the network fails the build (the site is offline).
+
 Math renderer ``mathml``: LaTeX math converted to MathML at build time (latex2mathml), which browsers draw
 natively, so no page loads MathJax from a CDN.
 
@@ -211,6 +214,29 @@ def _process_docstring(app, what, name, obj, options, lines) -> None:
     lines[:] = rst_docstring(lines)
 
 
+_REMOTE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)=["']((?:https?:)?//[^"']+)["']""", re.I)
+
+
+def remote_assets(html_text: str) -> list[str]:
+    """URLs a page would load from the network: script/img/iframe sources and link hrefs (stylesheets,
+    fonts, preloads). Plain ``<a href>`` links are not loads and are not listed."""
+    return _REMOTE.findall(html_text)
+
+
+def _check_offline(app, exception) -> None:
+    """After an HTML build: fail if any page loads anything from the network (a CDN script, a font)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    from pathlib import Path
+
+    from sphinx.errors import ExtensionError
+
+    found = {str(p.relative_to(app.outdir)): urls for p in Path(app.outdir).rglob("*.html")
+             if (urls := remote_assets(p.read_text(errors="replace")))}
+    if found:
+        raise ExtensionError(f"pages load from the network (the site must work offline): {found}")
+
+
 def mathml(latex: str, display: bool) -> str:
     """MathML for a LaTeX formula (``display``: a block); the escaped source in ``<code>`` if it cannot convert."""
     import html
@@ -264,6 +290,7 @@ def setup(app):
 
     app.add_html_math_renderer("mathml", (visit_math, None), (visit_displaymath, None))
     app.connect("autodoc-process-docstring", _process_docstring, priority=900)  # after napoleon
+    app.connect("build-finished", _check_offline)
     app.add_directive("xattr-cli", CliReference)
     app.add_directive("mermaid", Mermaid)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
