@@ -13,7 +13,7 @@ import pytest
 
 from xattr_lab.payload import decode_array, from_payload, schema, to_payload
 from xattr_lab.results import PatchingCircuitResult
-from xattr_lab.widgets import circuit_figures as cf
+from xattr_lab.widgets.views import circuit_figures as cf
 from xattr_lab.widgets import mime_bundle
 from xattr_lab.widgets.select import view_for
 from xattr_lab.widgets.views import CircuitGraphView, HeadGrid, LinkedState
@@ -166,6 +166,14 @@ def test_atp_has_no_edges_and_sizes_the_circuit_by_nodes():
     top = {i for i, a in enumerate(v._nodes.data["alpha"]) if a == 1.0}
     assert top == {4, 5}  # the two largest |node score| (the last heads: means 8, 9)
     assert v.png_bytes().startswith(b"\x89PNG")
+
+
+def test_header_says_how_many_edges_are_not_drawn(monkeypatch):
+    monkeypatch.setattr(cf, "MAX_DRAWN", 5)
+    r = eap_result()
+    v = CircuitGraphView(r)
+    total = int(np.count_nonzero(r.edge_scores))
+    assert f"{total - 5:,} more edges not drawn" in v.header_html() and v.max_size == 5
 
 
 def test_head_grid_labels_patching_scores_as_plain_decimals():

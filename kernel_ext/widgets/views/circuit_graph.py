@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import circuit_figures as cf
 from .. import core
+from . import circuit_figures as cf
 from .base import LinkedState, View, _bokeh, _html
 from .head_grid import HeadGrid
 

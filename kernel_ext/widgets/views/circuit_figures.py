@@ -17,9 +17,9 @@ import numpy as np
 from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, TapTool
 from bokeh.plotting import figure
 
-from . import core
-from .figures import plain, plain_title
-from .sizing import responsive
+from .. import core
+from ..figures import plain, plain_title
+from ..sizing import responsive
 
 __all__ = ["ranked_edges", "ranked_nodes", "circuit_nodes", "circuit_edges", "node_xy", "edge_data", "node_data", "graph_figure",
            "draw_graph", "head_name"]
