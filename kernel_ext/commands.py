@@ -146,6 +146,10 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
             kind = _KINDS.get(option.name) or (number if isinstance(option.default, float) else type(option.default))
             p.add_argument(flag, type=kind, default=option.default, choices=option.choices,
                            help=f"{option.help} (default {option.default})")
+    for option in registry.PATCHING_OPTIONS:  # --method, --ig-steps, --faithfulness yes|no (issue 31)
+        kind = {bool: _yes_no, int: int}.get(type(option.default), str)
+        p.add_argument("--" + option.name.replace("_", "-"), type=kind, default=None, choices=option.choices,
+                       help=f"{option.help} (default {option.default})")
     _outputs(p, "circuit", front_end)
 
     p = sub.add_parser("evaluate", help="faithfulness of attribution methods over texts",
@@ -254,9 +258,26 @@ def steps_option(method: str, value) -> dict:
 
 
 def circuit_kwargs(args) -> dict:
-    """The circuit options the user gave, by their registry names (None: the recipe decides)."""
-    given = {o.name: getattr(args, o.name) for o in registry.spec("circuit").options}
-    return {name: value for name, value in given.items() if value is not None}
+    """The circuit options the user gave, by their registry names (None: the recipe decides). With a patching
+    ``--method`` (atp, eap, eap-ig) the SAE options must stay at their defaults and ``--ig-steps`` needs eap-ig."""
+    method = getattr(args, "method", None) or "sae"
+    sae = registry.spec("circuit").options
+    given = {o.name: getattr(args, o.name) for o in sae}
+    if method == "sae":
+        extra = [o.name for o in registry.PATCHING_OPTIONS[1:] if getattr(args, o.name, None) is not None]
+        if extra:
+            raise UsageError(f"--{extra[0].replace('_', '-')} applies to --method atp, eap or eap-ig, not sae")
+        return {name: value for name, value in given.items() if value is not None}
+    changed = [o.name for o in sae if given[o.name] != o.default]
+    if changed:
+        raise UsageError(f"--{changed[0].replace('_', '-')} is an SAE option; --method {method} does not take it")
+    if args.ig_steps is not None and method != "eap-ig":
+        raise UsageError(f"--ig-steps applies to --method eap-ig, not {method}")
+    if args.ig_steps is not None and args.ig_steps < 1:
+        raise UsageError(f"--ig-steps must be at least 1, not {args.ig_steps}")
+    kwargs: dict[str, Any] = {"method": method}
+    kwargs.update({name: getattr(args, name) for name in ("ig_steps", "faithfulness") if getattr(args, name) is not None})
+    return kwargs
 
 
 def options(args) -> dict:

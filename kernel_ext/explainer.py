@@ -118,7 +118,11 @@ class Explainer(ModelSession):
         return self._verb("heads", texts, None, options, lambda: registry.function("heads")(self, text, **options))
 
     def circuit(self, positive: Sequence[str], negative: Sequence[str], **options: Any):
-        """SAE circuit codes -> :class:`xattr_lab.results.CircuitResult`."""
+        """A circuit over attention heads. ``method="sae"`` (default): SAE circuit codes ->
+        :class:`xattr_lab.results.CircuitResult`; ``"atp"``, ``"eap"``, ``"eap-ig"``: attribution patching of
+        clean ``positive`` prompts against their corrupted ``negative`` twins (paired by index, same token
+        length; ``metric``, ``ig_steps``, ``truth``, ``faithfulness``) ->
+        :class:`xattr_lab.results.PatchingCircuitResult` (:mod:`xattr_lab.methods.patching_circuits`)."""
         if modalities.routed(self, positive):
             return modalities.explain(self, "circuit", positive, "circuit", None, **options)
         texts = _text_list(positive, "positive") + _text_list(negative, "negative")

@@ -11,7 +11,8 @@ Pipeline (docs/ARCHITECTURE.md, section "SAE circuits"):
 4. With a ground truth, ``metrics`` compares the scores, the paper's edge metric, and the
    baselines with it.
 
-:func:`discover` is what :meth:`xattr_lab.Explainer.circuit` calls. Flat head index: ``l * H + h``.
+:func:`discover` is what :meth:`xattr_lab.Explainer.circuit` calls (:func:`discover_sae` here; the
+attribution-patching methods in :mod:`.patching_circuits`). Flat head index: ``l * H + h``.
 """
 from __future__ import annotations
 
@@ -86,7 +87,23 @@ def _load_sae(sae: Any, d_model: int) -> torch.nn.Module:
 
 
 @implements("circuit")
-def discover(
+def discover(ex: ModelSession, positive: Sequence[str], negative: Sequence[str], method: str = "sae", **options: Any):
+    """``ex.circuit``: SAE circuit codes (``method="sae"``, :func:`discover_sae`, the default) or an
+    attribution-patching circuit (``"atp"``, ``"eap"``, ``"eap-ig"``:
+    :func:`xattr_lab.methods.patching_circuits.discover_patching`, positives clean and negatives their corrupted
+    twins, paired by index)."""
+    from .registry import CIRCUIT_METHODS
+
+    if method == "sae":
+        return discover_sae(ex, positive, negative, **options)
+    if method not in CIRCUIT_METHODS:
+        raise InputError(f"method must be one of {CIRCUIT_METHODS}, not {method!r}")
+    from .patching_circuits import discover_patching
+
+    return discover_patching(ex, positive, negative, method=method, **options)
+
+
+def discover_sae(
     ex: ModelSession,
     positive: Sequence[str],
     negative: Sequence[str],

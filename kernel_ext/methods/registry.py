@@ -119,6 +119,18 @@ SPECS: tuple[MethodSpec, ...] = (
 GRANULARITY = Option("granularity", "token", "token: subword tokens; word: tokens merged into whitespace-delimited "
                      "words by the tokenizer's offsets (sum, or max-abs for attention_flow)", ("token", "word"))
 SPECS = tuple(replace(s, options=s.options + (GRANULARITY,)) if s.kind in ("attribution", "flow") else s for s in SPECS)
+#: ``ex.circuit(method=...)`` (issue 31): the SAE codes (default, the options in SPECS) or an attribution-patching
+#: circuit (:mod:`xattr_lab.methods.patching_circuits`). Like GRANULARITY, these options stay out of the README's
+#: method table (a line below it names them).
+CIRCUIT_METHODS = ("sae", "atp", "eap", "eap-ig")
+PATCHING_OPTIONS = (
+    Option("method", "sae", "sae: SAE circuit codes (O'Neill & Bui 2024); atp: attribution patching, node scores "
+           "(Nanda 2023; Kramár et al. 2024); eap: edge attribution patching (Syed et al. 2023); eap-ig: EAP with "
+           "integrated gradients (Hanna et al. 2024). Patching methods pair positive (clean) and negative "
+           "(corrupted) prompts by index", CIRCUIT_METHODS),
+    Option("ig_steps", 5, "eap-ig: gradient points between the corrupted and clean input embeddings (5: Hanna et al.)"),
+    Option("faithfulness", True, "atp/eap/eap-ig: MIB's faithfulness curve over head-circuit sizes, CPR and CMD"),
+)
 #: ``ex.attribute_generation``: a verb over the attribution methods, not one of them (kept out of
 #: :data:`SPECS`, the README's method table, and :data:`ATTRIBUTION_METHODS`).
 GENERATION_METHODS = ("ig", "sig", "attention", "rollout", "gaf")
