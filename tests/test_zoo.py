@@ -136,3 +136,35 @@ def test_building_hides_the_expected_missing_head_report(tmp_path):
     assert not any("LOAD REPORT" in m for m in quiet) and not bars_inside
     assert hf_logging.get_verbosity() == before
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_loading_a_cached_model_hides_the_bars_but_not_a_missing_weight(tmp_path, monkeypatch):
+    """Loading minilm-rt from the cache shows no "Loading weights" bar (make demo printed one on every
+    start); a weight missing from the cached folder is a fault there and its LOAD REPORT still shows."""
+    import logging
+
+    import transformers
+    from transformers import BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    from xattr_lab.core import zoo as core_zoo
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(tmp_path)  # a cached folder that lost its classification head
+    load = transformers.AutoModelForSequenceClassification.from_pretrained
+    bars_during = []
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained",
+                        lambda *a, **k: bars_during.append(hf_logging.is_progress_bar_enabled()) or load(*a, **k))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda folder: "tokenizer")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    library = logging.getLogger("transformers")
+    library.addHandler(handler)
+    try:
+        model, tokenizer = core_zoo._load_classifier(tmp_path)
+    finally:
+        library.removeHandler(handler)
+    assert bars_during == [False] and tokenizer == "tokenizer" and model.config.num_labels == 2
+    assert any("LOAD REPORT" in r.getMessage() and r.levelno >= logging.WARNING for r in records)
+    assert hf_logging.is_progress_bar_enabled()

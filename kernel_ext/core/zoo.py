@@ -104,19 +104,21 @@ def rotten_tomatoes(split: str = "test", seed: int = 0, test_size: int = 1000) -
 
 
 @contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' loading chatter while a zoo model is built, then restore it.
+def quiet_transformers(keep_warnings: bool = False):
+    """Silence transformers' loading chatter while a zoo model is built or loaded, then restore it.
 
     Building starts from checkpoints that lack the parts we add on purpose (minilm-rt's new
     classification head, smollm2's dequantised copy): transformers then prints a "LOAD REPORT …
     MISSING" table and weight-loading bars that read as failures to a newcomer. The build says in
-    one line what it does instead. Errors still raise.
+    one line what it does instead. Errors still raise. ``keep_warnings=True`` (loading a model we
+    built and cached) hides only the bars: a weight missing there is a fault and is still reported.
     """
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
+    if not keep_warnings:
+        hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
@@ -201,7 +203,8 @@ def evaluate_accuracy(model, tokenizer, data: list[tuple[str, int]], max_length:
 def _load_classifier(folder: Path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager")
+    with quiet_transformers(keep_warnings=True):  # no "Loading weights" bar on every start
+        model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager")
     return model, AutoTokenizer.from_pretrained(folder)
 
 
@@ -235,7 +238,8 @@ def _build_smollm2(out: Path, progress: bool = True) -> dict[str, Any]:
 def _load_causal(folder: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
+    with quiet_transformers(keep_warnings=True):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
     return model, AutoTokenizer.from_pretrained(folder)
 
 
