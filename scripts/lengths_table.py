@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/lengths_table.py                       # every cell, resumable
     .venv/bin/python scripts/lengths_table.py --lengths 128,512 --methods ig,sig --cap 600
+    .venv/bin/python scripts/lengths_table.py --markdown                 # print the table (no runs)
 
 Per cell: wall and CPU seconds of the call (the model load is timed apart), peak RSS of the cell's
 process and its RSS before the call (GB = GiB, 2**30 bytes, here and in "refused: needs X GB"), the
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -170,20 +172,49 @@ def spawn_cell(args, method: str, n: int) -> dict:
     env = dict(os.environ, XATTR_LAB_MEMORY_LIMIT=args.memory_limit, OMP_NUM_THREADS=str(args.threads),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     start = time.time()
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def cpu_limit() -> None:  # in the child: SIGXCPU (ends it) once it has used --cpu-cap CPU seconds
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CPU, (int(args.cpu_cap), int(args.cpu_cap) + 60))
+
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=cpu_limit if args.cpu_cap else None)
+    stopped = {"outcome": "stopped at cap", "cap_s": args.cap, "cpu_cap_s": args.cpu_cap,
+               "note": "wall and CPU include the model load"}
     try:
         out, err = proc.communicate(timeout=args.cap)
     except subprocess.TimeoutExpired:
         rss, cpu = _proc_status(proc.pid)
         proc.kill()
         proc.communicate()
-        return {"outcome": "stopped at cap", "cap_s": args.cap, "wall_s": round(time.time() - start, 1),
-                "cpu_s": None if cpu is None else round(cpu, 1),
-                "peak_rss_gb": None if rss is None else round(rss, 3), "note": "wall and CPU include the model load"}
+        return {**stopped, "cap": "wall", "wall_s": round(time.time() - start, 1),
+                "cpu_s": None if cpu is None else round(cpu, 1), "peak_rss_gb": None if rss is None else round(rss, 3)}
+    if args.cpu_cap and proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):  # the handler did not get to run
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # this driver's ended children: the cells so far
+        return {**stopped, "cap": "cpu", "wall_s": round(time.time() - start, 1), "cpu_s": float(args.cpu_cap),
+                "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3), "peak_rss_note": "largest of the cells run so far"}
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"outcome": f"error: exit {proc.returncode}", "stderr": err.strip().splitlines()[-5:]}
-    return json.loads(lines[-1])
+    record = json.loads(lines[-1])
+    return {**stopped, **record} if record["outcome"] == "stopped at cap" else record
+
+
+def _over_cpu_cap(signum, frame) -> None:
+    """SIGXCPU in a cell: print its record (stopped at the CPU cap, its own peak RSS) and end at once."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"outcome": "stopped at cap", "cap": "cpu", "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+                      "wall_s": round(time.time() - _STARTED, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3),
+                      "note": "wall and CPU include the model load"}), flush=True)
+    os._exit(0)
+
+
+_STARTED = time.time()
 
 
 def cell_options(args, method: str) -> dict:
@@ -202,10 +233,13 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="results/lengths.json", help="the table (JSON)")
     parser.add_argument("--cache", default="results/lengths_cells", help="folder of finished cells (resume)")
     parser.add_argument("--cap", type=float, default=900.0, help="seconds per cell, model load included")
+    parser.add_argument("--cpu-cap", type=float, default=None,
+                        help="CPU seconds per cell, model load included (RLIMIT_CPU; a shared machine's load does not move it)")
     parser.add_argument("--memory-limit", default="8G", help="XATTR_LAB_MEMORY_LIMIT for every cell")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads per cell")
     parser.add_argument("--steps", default=None, help="IG/SIG steps (default: the methods' own defaults)")
     parser.add_argument("--force", action="store_true", help="rerun cells already in the cache")
+    parser.add_argument("--markdown", action="store_true", help="print --out as a markdown table and exit")
     parser.add_argument("--cell", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -217,7 +251,11 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+        signal.signal(signal.SIGXCPU, _over_cpu_cap)
         print(json.dumps(run_cell(args.model, args.cell[0], int(args.cell[1]), json.loads(args.options))), flush=True)
+        return 0
+    if args.markdown:
+        print(markdown(json.loads((ROOT / args.out).read_text())))
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -256,6 +294,42 @@ def write_table(args, cache: Path, extra: dict | None = None) -> None:
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": "scripts/lengths_table.py", "model": args.model, "cells": rows}, indent=1))
+
+
+def outcome_text(cell: dict) -> str:
+    """One cell's outcome for people: converged / certified / refused (with what fits) / over the cap."""
+    outcome = cell["outcome"]
+    if outcome == "stopped at cap":
+        if cell.get("cap") == "cpu":
+            return f"over the CPU time cap {cell['cpu_cap_s']:.0f} s"
+        return f"over the time cap {cell['cap_s']:.0f} s"
+    if outcome.startswith("refused"):
+        fit = re.search(r"at most ([0-9,]+) tokens fit", cell.get("message", ""))
+        return outcome + (f" (at most {fit.group(1)} tokens fit)" if fit else "")
+    if outcome != "ok":
+        return outcome
+    if "certified" in cell:
+        return "certified" if cell["certified"] else "not certified"
+    if "converged" in cell:
+        error = cell.get("relative_completeness_error")
+        detail = "" if error is None else f" ({100 * error:.2g} %"
+        detail += "" if not detail else (f", {cell['gradient_rows']} rows)" if cell.get("gradient_rows") else ")")
+        return ("converged" if cell["converged"] else "not converged") + detail
+    return "ok"
+
+
+def markdown(table: dict) -> str:
+    """The table (``--out``'s JSON) as markdown: one row per cell, sorted by length then method."""
+    def num(value, digits=1):
+        return "" if value is None else f"{value:,.{digits}f}"
+
+    lines = [f"| tokens | method | outcome | wall s | CPU s | peak RSS GB | estimate GB | commit |",
+             "|---:|---|---|---:|---:|---:|---:|---|"]
+    for c in table["cells"]:
+        lines.append(f"| {c.get('tokens', c['tokens_requested']):,} | {c['method']} | {outcome_text(c)} | "
+                     f"{num(c.get('wall_s'))} | {num(c.get('cpu_s'))} | {num(c.get('peak_rss_gb'), 2)} | "
+                     f"{num(c.get('estimate_gb'), 2)} | {c.get('commit', '')} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from xattr_lab import gradients as G
 from xattr_lab.errors import InputError
 from xattr_lab.methods import integration as I
+from xattr_lab.methods.panels import NESTED_NODES
 
 TEXT = "A gripping, beautifully acted film."
 
@@ -275,8 +276,10 @@ def test_max_seconds_returns_the_last_complete_result_with_a_warning(tiny):
     with pytest.warns(RuntimeWarning, match=r"not converged.*stopped by max_seconds=1e-09"):
         a = G.integrated_gradients(ex, TEXT, convergence_tol=1e-9, max_seconds=1e-9)
     assert a.options["stopped"] == "max_seconds" and a.options["converged"] is False
-    assert a.options["nodes"] == a.options["gradient_rows"] == I.IG_PANEL_NODES  # the first pass, nothing after
-    np.testing.assert_allclose(a.raw, G.integrated_gradients(ex, TEXT, steps=I.IG_PANEL_NODES).raw, rtol=1e-6, atol=1e-9)
+    assert a.options["nodes"] == a.options["gradient_rows"] == NESTED_NODES  # the first pass, nothing after
+    first = G.integrated_gradients(ex, TEXT, convergence_tol=1e9)  # the first panel passes any check this loose
+    assert first.options["gradient_rows"] == NESTED_NODES
+    np.testing.assert_allclose(a.raw, first.raw, rtol=1e-6, atol=1e-9)
     with pytest.warns(RuntimeWarning, match=r"SIG.*not converged.*max_seconds=1e-09 stopped"):
         s = G.sequential_integrated_gradients(ex, TEXT, steps="auto", convergence_tol=1e-9, max_seconds=1e-9)
     assert s.options["stopped"] == "max_seconds" and max(s.options["nodes"]) == 4

@@ -264,7 +264,9 @@ def test_out_of_memory_shrinks_the_chunk_and_continues(tiny, monkeypatch):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(ex_, problem, embeds, prefix)
 
-    monkeypatch.setattr(G, "_scores_and_grads", limited)
+    from xattr_lab.methods import sig_paths  # SIG's rows run there
+
+    monkeypatch.setattr(sig_paths, "_scores_and_grads", limited)
     with pytest.warns(RuntimeWarning, match="out of memory"):
         got = G.sequential_integrated_gradients(ex, TEXT, steps=4, batch_size=64)
     assert max(seen) == 28 and max(s for s in seen if s <= 8) == 7
@@ -273,7 +275,7 @@ def test_out_of_memory_shrinks_the_chunk_and_continues(tiny, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("some other failure")
 
-    monkeypatch.setattr(G, "_scores_and_grads", broken)
+    monkeypatch.setattr(sig_paths, "_scores_and_grads", broken)
     with pytest.raises(RuntimeError, match="other failure"):
         G.sequential_integrated_gradients(ex, TEXT, steps=4)
 

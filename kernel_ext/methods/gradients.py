@@ -56,6 +56,8 @@ from .integration import (  # noqa: F401  (public names of xattr_lab.gradients)
     warn_not_converged,
 )
 from .pacing import PROGRESS_MIN_SECONDS, Pace  # noqa: F401
+from .panels import CANCELLATION_GUARD, NESTED_NODES, integrate_nested, newton_cotes
+from .sig_paths import sig_quadrature, sig_values
 from .registry import implements
 
 
@@ -66,30 +68,44 @@ def integrated_gradients(
     target: Any = None,
     steps: Any = "auto",
     baseline: str = "pad",
-    method: str = "gausslegendre",
+    method: str | None = None,
     *,
     batch_size: Any = "auto",
     progress: Any = None,
     truncate: bool = False,
     convergence_tol: float = CONVERGENCE_TOL,
-    min_steps: int = IG_PANEL_NODES,
+    min_steps: int | None = None,
     max_steps: int = 1024,
     max_seconds: float | None = None,
+    cancellation_guard: float | None = CANCELLATION_GUARD,
 ) -> Attribution:
     """Integrated Gradients on the word embeddings -> Attribution (scores = raw, logit units).
 
     steps: "auto" (default: panels of ``min_steps`` nodes halved where their completeness check
     fails, until the relative completeness error is under ``convergence_tol`` or ``max_steps``
     nodes are in use), or an int >= 1 (that many nodes, the paper's fixed rule);
-    method: "gausslegendre" or "riemann_trapezoid"; baseline: "pad" | "mask" | "zero".
+    method (the quadrature): None = "gausslegendre" for an int ``steps``, "nested" for "auto"
+    (:mod:`.panels`: 5-node Newton-Cotes panels whose nodes are reused when halved, stopping on the
+    signed completeness check within ``cancellation_guard``; None there = every panel's own check);
+    "gausslegendre" / "riemann_trapezoid" with "auto": panels of that rule (4 nodes), none reused.
+    baseline: "pad" | "mask" | "zero".
     progress: None = a bar once the run is estimated to take over 5 s; max_seconds: stop refining
     when the next round would end past it (module docstring of :mod:`.pacing`).
     options record f_x = F(x), f_baseline = F(x'), nodes, gradient_rows, completeness_error, seconds,
     stopped, and the convergence entries (module docstring); not converged -> RuntimeWarning.
     """
-    check_steps(steps, method, ("auto",), min_steps, max_steps)
-    tol = check_tol(convergence_tol)
     adaptive = steps == "auto"
+    method = method or ("nested" if adaptive else "gausslegendre")
+    nested = method == "nested"
+    if nested and not adaptive:
+        raise InputError("quadrature 'nested' is steps='auto''s panel rule; give steps='auto' or another quadrature")
+    min_steps = min_steps if min_steps is not None else NESTED_NODES if nested else IG_PANEL_NODES
+    check_steps(steps, "gausslegendre" if nested else method, ("auto",), min_steps, max_steps)
+    if nested:
+        newton_cotes(min_steps)  # validates the panel's nodes
+    if cancellation_guard is not None:
+        check_tol(cancellation_guard, "cancellation_guard")
+    tol = check_tol(convergence_tol)
     pace = Pace("IG", progress, max_seconds)
     with ex.restored(), pace:
         problem = _prepare(ex, text, target, baseline, truncate)
@@ -104,15 +120,20 @@ def integrated_gradients(
         def path(alphas: np.ndarray) -> torch.Tensor:
             return problem.x_base + torch.tensor(alphas, dtype=torch.float32, device=ex.device)[:, None, None] * delta
 
-        def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        def rows(paths: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             out = torch.zeros(len(alphas), n, dtype=torch.float64, device=ex.device)
+            scores = np.zeros(len(alphas))
 
             def work(start: int, stop: int) -> None:
-                _, grads = _scores_and_grads(ex, problem, path(alphas[start:stop]))
+                f, grads = _scores_and_grads(ex, problem, path(alphas[start:stop]))
                 out[start:stop] = (grads.double() * delta.double()).sum(-1)
+                scores[start:stop] = f.double().cpu().numpy()
 
             used[0] = run_chunked(len(alphas), used[0], work, bar=pace)
-            return out.cpu().numpy()
+            return out.cpu().numpy(), scores
+
+        def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+            return rows(paths, alphas)[0]
 
         def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
             out = np.zeros(len(alphas))
@@ -125,8 +146,12 @@ def integrated_gradients(
 
         nodes = min_steps if adaptive else int(steps)
         tol_abs = np.array([tol * max(abs(expected), floor)]) if adaptive else None
-        result = integrate_panels(np.array([f_base]), np.array([problem.f_x]), nodes, method, gradients, values,
-                                  tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
+        if nested:
+            result = integrate_nested(np.array([f_base]), np.array([problem.f_x]), rows, tol_abs=tol_abs, nodes=nodes,
+                                      max_nodes=max_steps, guard=cancellation_guard, pace=pace)
+        else:
+            result = integrate_panels(np.array([f_base]), np.array([problem.f_x]), nodes, method, gradients, values,
+                                      tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
     raw_np = result.integral[0]
     total = float(raw_np.sum())
     errors = relative_errors([total], [expected], floor)
@@ -139,6 +164,9 @@ def integrated_gradients(
         "max_seconds": pace.max_seconds, "stopped": result.stopped, "seconds": pace.elapsed(),
         **convergence_options(errors, tol, floor, per_token=False),
     }
+    if nested:  # the guard and the unsigned sum of the panels' errors (relative, as the error is)
+        options["cancellation_guard"] = cancellation_guard
+        options["panel_error_sum"] = float(result.error_sum[0]) / max(abs(expected), floor)
     if not options["converged"]:
         fix = (f"stopped by max_seconds={max_seconds} after {result.rows} gradient rows ({nodes} nodes); raise it."
                if result.stopped else f"steps='auto' stopped at {nodes} nodes (max_steps={max_steps}); raise max_steps "
@@ -212,7 +240,7 @@ def sequential_integrated_gradients(
         window = ex.sliding_window
         reuse = prefix_reuse and _reads_last_token(ex, problem) and (window is None or problem.encoding.n < window)
         moving = list(problem.moving)
-        f_without = _sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size, reuse)
+        f_without = sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size, reuse)
         f_base = float(_forward_scores(ex, problem, problem.x_base)[0])
         expected = problem.f_x - f_without  # (P,)
         scale = max(abs(problem.f_x - f_base), float(np.abs(expected).max()), 1e-12)
@@ -228,7 +256,7 @@ def sequential_integrated_gradients(
             if exact:
                 raw[group] = change
             else:
-                result = _sig_quadrature(ex, problem, np.array(group), change, steps, method, size, reuse, pace,
+                result = sig_quadrature(ex, problem, np.array(group), change, steps, method, size, reuse, pace,
                                          tol * np.maximum(np.abs(change), floor) if adaptive else None,
                                          min_steps, max_steps)
                 raw[group], nodes[group] = result.integral[:, 0], result.nodes
@@ -268,90 +296,6 @@ def sequential_integrated_gradients(
                f"{over} token(s) above it with {int(steps)} nodes; {limit}, steps='auto', or more steps.")
         warn_not_converged(f"SIG ({options['steps']} steps)", options["relative_completeness_error"], tol, detail, fix)
     return _attribution(ex, problem, "sig", normalise(raw), raw, options)
-
-
-def _sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, pace, tol_abs, min_steps, max_steps):
-    """Each token's one-token path integral (``Panels``; integral (P, 1)), adaptive when ``tol_abs`` is given."""
-    nodes = min_steps if tol_abs is not None else int(steps)
-    f_end = np.full(len(positions), problem.f_x)
-
-    def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        return _sig_rows(ex, problem, positions[paths], alphas, size, reuse, pace)
-
-    def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        return _sig_values(ex, problem, positions[paths], alphas, size, reuse)
-
-    return integrate_panels(f_end - change, f_end, nodes, method, gradients, values,
-                            tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
-
-
-def _sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int,
-                reuse: bool = False) -> np.ndarray:
-    """F(x with token pos[r] at x'_p + alphas[r] (x_p - x'_p)) for each row r -> (R,) (forward only).
-
-    Rows run sorted by position; with ``reuse`` each chunk starts after the cached prefix before its first one.
-    """
-    order = np.argsort(pos, kind="stable")
-    pos_rows, alpha_rows = pos[order], alphas[order]
-    out = np.zeros(len(pos))
-    delta = (problem.x - problem.x_base)[0]
-    prefixes: dict[int, Any] = {}
-
-    def work(start: int, stop: int) -> None:
-        p = torch.tensor(pos_rows[start:stop], device=ex.device)
-        first = int(p.min()) if reuse else 0
-        embeds = problem.x[:, first:].expand(stop - start, -1, -1).clone()
-        rows = torch.arange(stop - start, device=ex.device)
-        a = torch.tensor(alpha_rows[start:stop], dtype=torch.float32, device=ex.device)[:, None]
-        embeds[rows, p - first] = problem.x_base[0, p] + a * delta[p]
-        if first == 0:
-            out[start:stop] = _forward_scores(ex, problem, embeds).double().cpu().numpy()
-            return
-        if first not in prefixes:
-            prefixes.clear()
-            prefixes[first] = _prefix_cache(ex, problem, first)
-        with torch.no_grad():
-            out[start:stop] = _target_scores(ex, problem, embeds, prefixes[first]).double().cpu().numpy()
-
-    run_chunked(len(pos), size, work)
-    result = np.empty(len(pos))
-    result[order] = out
-    return result
-
-
-def _sig_rows(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int, reuse: bool,
-              bar=None) -> np.ndarray:
-    """<dF/dx_p, x_p - x'_p> with token pos[r] at alphas[r] along its path, every row batched -> (R,).
-
-    Rows are run sorted by position, so with ``reuse`` each chunk starts after a cached prefix.
-    """
-    device = ex.device
-    order = np.argsort(pos, kind="stable")
-    pos_rows = torch.tensor(pos[order], device=device)
-    alpha_rows = torch.tensor(alphas[order], dtype=torch.float32, device=device)
-    delta = (problem.x - problem.x_base)[0]  # (n, d)
-    along = torch.zeros(len(pos_rows), dtype=torch.float64, device=device)
-    prefixes: dict[int, Any] = {}
-
-    def work(start: int, stop: int) -> None:
-        p = pos_rows[start:stop]
-        rows = torch.arange(stop - start, device=device)
-        first = int(p.min()) if reuse else 0
-        embeds = problem.x[:, first:].expand(stop - start, -1, -1).clone()
-        embeds[rows, p - first] = problem.x_base[0, p] + alpha_rows[start:stop, None] * delta[p]
-        prefix = None
-        if first > 0:
-            if first not in prefixes:
-                prefixes.clear()  # chunks advance through positions: keep one prefix alive
-                prefixes[first] = _prefix_cache(ex, problem, first)
-            prefix = prefixes[first]
-        _, grads = _scores_and_grads(ex, problem, embeds, prefix)
-        along[start:stop] = (grads[rows, p - first].double() * delta[p].double()).sum(-1)
-
-    run_chunked(len(pos_rows), size, work, bar=bar)
-    out = np.empty(len(pos))
-    out[order] = along.cpu().numpy()
-    return out
 
 
 # ---------------------------------------------------------------------------- grad x input

@@ -1,0 +1,98 @@
+"""SIG's one-token paths, batched (docs/ARCHITECTURE.md, section "Gradients"): F and the integrand
+<dF/dx_p, x_p - x'_p> with token p moved along its path, rows sorted by position so that each chunk
+of a causal LM starts after a cached key/value prefix. Used by :func:`.gradients.sequential_integrated_gradients`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.batching import run_chunked
+from ..core.session import ModelSession
+from .integration import _forward_scores, _prefix_cache, _Problem, _scores_and_grads, _target_scores, integrate_panels
+
+
+def sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, pace, tol_abs, min_steps, max_steps):
+    """Each token's one-token path integral (``Panels``; integral (P, 1)), adaptive when ``tol_abs`` is given."""
+    nodes = min_steps if tol_abs is not None else int(steps)
+    f_end = np.full(len(positions), problem.f_x)
+
+    def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        return sig_rows(ex, problem, positions[paths], alphas, size, reuse, pace)
+
+    def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        return sig_values(ex, problem, positions[paths], alphas, size, reuse)
+
+    return integrate_panels(f_end - change, f_end, nodes, method, gradients, values,
+                            tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
+
+
+def sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int,
+                reuse: bool = False) -> np.ndarray:
+    """F(x with token pos[r] at x'_p + alphas[r] (x_p - x'_p)) for each row r -> (R,) (forward only).
+
+    Rows run sorted by position; with ``reuse`` each chunk starts after the cached prefix before its first one.
+    """
+    order = np.argsort(pos, kind="stable")
+    pos_rows, alpha_rows = pos[order], alphas[order]
+    out = np.zeros(len(pos))
+    delta = (problem.x - problem.x_base)[0]
+    prefixes: dict[int, Any] = {}
+
+    def work(start: int, stop: int) -> None:
+        p = torch.tensor(pos_rows[start:stop], device=ex.device)
+        first = int(p.min()) if reuse else 0
+        embeds = problem.x[:, first:].expand(stop - start, -1, -1).clone()
+        rows = torch.arange(stop - start, device=ex.device)
+        a = torch.tensor(alpha_rows[start:stop], dtype=torch.float32, device=ex.device)[:, None]
+        embeds[rows, p - first] = problem.x_base[0, p] + a * delta[p]
+        if first == 0:
+            out[start:stop] = _forward_scores(ex, problem, embeds).double().cpu().numpy()
+            return
+        if first not in prefixes:
+            prefixes.clear()
+            prefixes[first] = _prefix_cache(ex, problem, first)
+        with torch.no_grad():
+            out[start:stop] = _target_scores(ex, problem, embeds, prefixes[first]).double().cpu().numpy()
+
+    run_chunked(len(pos), size, work)
+    result = np.empty(len(pos))
+    result[order] = out
+    return result
+
+
+def sig_rows(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int, reuse: bool,
+              bar=None) -> np.ndarray:
+    """<dF/dx_p, x_p - x'_p> with token pos[r] at alphas[r] along its path, every row batched -> (R,).
+
+    Rows are run sorted by position, so with ``reuse`` each chunk starts after a cached prefix.
+    """
+    device = ex.device
+    order = np.argsort(pos, kind="stable")
+    pos_rows = torch.tensor(pos[order], device=device)
+    alpha_rows = torch.tensor(alphas[order], dtype=torch.float32, device=device)
+    delta = (problem.x - problem.x_base)[0]  # (n, d)
+    along = torch.zeros(len(pos_rows), dtype=torch.float64, device=device)
+    prefixes: dict[int, Any] = {}
+
+    def work(start: int, stop: int) -> None:
+        p = pos_rows[start:stop]
+        rows = torch.arange(stop - start, device=device)
+        first = int(p.min()) if reuse else 0
+        embeds = problem.x[:, first:].expand(stop - start, -1, -1).clone()
+        embeds[rows, p - first] = problem.x_base[0, p] + alpha_rows[start:stop, None] * delta[p]
+        prefix = None
+        if first > 0:
+            if first not in prefixes:
+                prefixes.clear()  # chunks advance through positions: keep one prefix alive
+                prefixes[first] = _prefix_cache(ex, problem, first)
+            prefix = prefixes[first]
+        _, grads = _scores_and_grads(ex, problem, embeds, prefix)
+        along[start:stop] = (grads[rows, p - first].double() * delta[p].double()).sum(-1)
+
+    run_chunked(len(pos_rows), size, work, bar=bar)
+    out = np.empty(len(pos))
+    out[order] = along.cpu().numpy()
+    return out
