@@ -250,5 +250,28 @@ def test_renderer_fixture_is_what_the_writer_writes():
     assert json.loads(FIXTURE.read_text()) == json.loads(json.dumps(fixtures, allow_nan=False))
 
 
+# ---------------------------------------------------------------------------- the real API
+def test_a_real_eap_ig_circuit_of_the_toy_draws_clicks_and_saves():
+    """``ex.circuit(method="eap-ig")`` on the toy induction model, shown and saved by this view."""
+    import xattr_lab as xa
+    from xattr_lab.evaluation.tasks import induction_task
+
+    ex = xa.load("toy-induction", device="cpu")
+    task = induction_task(ex.tokenizer, n=6)
+    r = ex.circuit(task.positive, task.negative, method="eap-ig", metric=task.metric, ig_steps=2, progress=False)
+    v = view_for(r)
+    assert isinstance(v, CircuitGraphView)
+    v.widget
+    v._nodes.selected.indices = [1]  # head 0.1
+    assert v.detail["effects"] == np.asarray(r.prompt_node_scores)[:, 0, 1].tolist() and len(v.detail["effects"]) == 6
+    readout = v._readout.value
+    assert ("not computed" in readout) == (not r.faithfulness)
+    p = to_payload(r)
+    VALIDATOR.validate(p)
+    back = from_payload(json.loads(json.dumps(p)))
+    peak = float(np.abs(r.node_scores).max())
+    assert np.allclose(back.node_scores, r.node_scores, rtol=2 ** -10, atol=2 ** -24 * 2 * peak)
+
+
 if __name__ == "__main__":
     FIXTURE.write_text(json.dumps(patching_fixtures(), allow_nan=False, indent=1) + "\n")
