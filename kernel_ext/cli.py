@@ -203,12 +203,13 @@ def quickstart_notebook() -> Path | None:
 
 
 def lab_command(notebook: Path, port: int, open_browser: bool) -> list[str]:
-    """The JupyterLab command line: bound to 127.0.0.1, rooted at the notebook's folder.
+    """The JupyterLab command line: bound to 127.0.0.1, rooted at the notebook's folder; ``python -m
+    jupyterlab`` of this interpreter, so no ``jupyter-lab`` script needs to be on PATH.
 
     It holds no token: the process list is visible to every user of the machine. The token goes
     in the server's environment (``JUPYTER_TOKEN``, see :func:`run_lab`), readable only by its owner.
     """
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+    cmd = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            "--ServerApp.port_retries=0", f"--ServerApp.root_dir={notebook.parent}", str(notebook)]
     if not open_browser:
         cmd.append("--no-browser")

@@ -132,6 +132,24 @@ def _dependency_links(dest: Path) -> Path:
     return dest
 
 
+def _dependency_data(fresh: Path) -> None:
+    """The dependencies' Jupyter data and config in the dev venv (JupyterLab's app folder, the other
+    extensions) linked into ``fresh`` where their wheels would have put them; xattr-lab's extension
+    there stays the one the wheel installed."""
+    for sub in ("share/jupyter", "etc/jupyter"):
+        source = Path(sys.prefix) / sub
+        for entry in source.iterdir() if source.is_dir() else ():
+            target = fresh / sub / entry.name
+            if entry.name == "labextensions":
+                target.mkdir(parents=True, exist_ok=True)
+                for extension in entry.iterdir():
+                    if extension.name != "xattr-lab":
+                        (target / extension.name).symlink_to(extension)
+            elif not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(entry)
+
+
 def _run(cmd, env, cwd, timeout=300) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{cmd} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -176,6 +194,7 @@ def test_the_wheel_installs_without_node_and_runs_the_quickstart(tmp_path):
                    no_node, cwd=tmp_path).stdout.strip()
     (Path(purelib) / "_xattr_test_dependencies.pth").write_text(f"{_dependency_links(tmp_path / 'deps')}\n")
     _run([str(python), "-m", "pip", "install", "--no-index", f"{wheel}[lab]"], no_node, cwd=tmp_path)
+    _dependency_data(fresh)
     assert shutil.which("node", path=no_node["PATH"]) is None
     work = tmp_path / "user"  # outside any clone
     work.mkdir()
@@ -206,3 +225,53 @@ def test_the_wheel_installs_without_node_and_runs_the_quickstart(tmp_path):
     assert result["tokens"][top] not in ("[CLS]", "[SEP]")
     dry = _run([xattr, "lab", "--no-browser", "--dry-run"], no_node, cwd=work).stdout
     assert "would copy the workshop notebooks to xattr-workshop/" in dry and "/lab/tree/01_quickstart.ipynb" in dry
+
+    # 4. `xattr lab` outside a clone: the notebooks copied to ./xattr-workshop, JupyterLab serving the extension
+    page = _lab_page(xattr, no_node, work)
+    assert (work / "xattr-workshop" / "01_quickstart.ipynb").read_bytes() == (ROOT / "examples" / "01_quickstart.ipynb").read_bytes()
+    assert '"name": "xattr-lab"' in page or '"name":"xattr-lab"' in page  # page_config's federated_extensions
+
+
+def _lab_page(xattr: str, env: dict, cwd: Path, timeout: float = 240.0) -> str:
+    """Start ``xattr lab --no-browser``, read its URL, fetch /lab (127.0.0.1 only), then stop it by its PID."""
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    port = _free_port()
+    lab = subprocess.Popen([xattr, "lab", "--no-browser", "--port", str(port)], env=env, cwd=cwd,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        for line in lab.stdout:
+            found = re.search(r"JupyterLab: (http://127\.0\.0\.1:\d+/\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "xattr lab printed no URL"
+        token = url.split("token=", 1)[1]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as reply:
+                    return reply.read().decode("utf-8")
+            except OSError:
+                assert lab.poll() is None, f"xattr lab exited ({lab.returncode})"
+                assert time.monotonic() < deadline, "JupyterLab did not answer"
+                time.sleep(1)
+    finally:
+        lab.send_signal(signal.SIGTERM)  # xattr lab stops its server, then exits
+        try:
+            lab.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            lab.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
