@@ -210,3 +210,20 @@ def test_smollm2_ioi_truth_is_the_committed_path_patching_truth():
     assert sorted(map(sorted, committed.values())) == sorted(map(sorted, ours.values())), (committed, ours)
     assert sorted(h for heads in ours.values() for h in heads) == sorted(w.head_names(truth["nodes"], H))
     assert (L, H) == (30, 9)
+
+
+def test_export_drops_the_sent_loaders_empty_output(recwarn):
+    """``xattr export`` of a notebook executed since issue 32: the empty output that replaced the BokehJS loader
+    is dropped (regression: nbconvert warned "mimetype(s) dict_keys([]) is not able to be represented"), other
+    outputs, including an empty stream, stay."""
+    import nbformat
+
+    from xattr_lab.widgets.notebook_html import notebook_html
+
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={}),
+                    nbformat.v4.new_output("stream", name="stdout", text="kept 42\n")]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    page = notebook_html(nb)
+    assert [o.output_type for o in nb.cells[0].outputs] == ["stream"] and "kept 42" in page
+    assert not [w for w in recwarn if "not able to be represented" in str(w.message)]

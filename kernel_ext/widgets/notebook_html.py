@@ -6,7 +6,8 @@ widget-manager scripts from a CDN (their blocks are emptied); the player inlined
 xattr output drawn from its ``text/html`` item (the player's copy in it dropped; one is made for
 outputs saved before that item existed); no saved widget state, so a live view saved with the
 notebook never shows as a disconnected widget: the file has no kernel behind it, every output draws
-from its data; and no BokehJS loader outputs (~8 MB of script that only live widgets use). Markdown
+from its data; and no BokehJS loader outputs (~8 MB of script that only live widgets use, in notebooks
+saved before issue 32; since then the empty output that replaced the loader). Markdown
 math stays as typed TeX (MathJax needs a CDN).
 """
 from __future__ import annotations
@@ -33,6 +34,15 @@ _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 
+def _loader_output(output: dict) -> bool:
+    """A BokehJS loader output: the script itself (notebooks saved before issue 32) or the empty display that
+    replaces it once sent (``bundle.publish_bokeh_loader``), which nbconvert cannot represent."""
+    if output.get("output_type") not in ("display_data", "execute_result"):
+        return False
+    data = output.get("data")
+    return not data or BOKEH_LOADER in data
+
+
 def _xattr_payload(data: dict) -> dict | None:
     return next((value for key, value in data.items() if key.startswith(XATTR_PREFIX) and isinstance(value, dict)),
                 None)
@@ -46,7 +56,7 @@ def prepare_notebook(nb: Any) -> int:
     count = 0
     for cell in nb.cells:
         if cell.get("cell_type") == "code":
-            cell["outputs"] = [o for o in cell.get("outputs", []) if BOKEH_LOADER not in (o.get("data") or {})]
+            cell["outputs"] = [o for o in cell.get("outputs", []) if not _loader_output(o)]
         for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             data = output.get("data")
             payload = _xattr_payload(data) if isinstance(data, dict) else None
