@@ -6,7 +6,7 @@
     widgets.Explorer(ex, "A gripping film.")   # controls + linked token strip, flow view, head grid
 
 Views: TokenStrip (Attribution), FlowView (FlowResult), HeadGrid (HeadStats), CircuitView
-(CircuitResult), Explorer. ``mime_bundle(result)`` is what results display as.
+(CircuitResult), CircuitGraphView (PatchingCircuitResult), GenerationView, ImageView, Explorer. ``mime_bundle(result)`` is what results display as.
 
 Layers, bottom to top (each imports only those below it; docs/ARCHITECTURE.md, section "Front end"):
 ``core`` (pure helpers), ``figures`` (data -> Bokeh models), ``export`` (models / data -> HTML, PNG),
@@ -18,11 +18,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["view", "view_for", "mime_bundle", "TokenStrip", "FlowView", "HeadGrid", "CircuitView", "Explorer",
+__all__ = ["view", "view_for", "mime_bundle", "TokenStrip", "FlowView", "HeadGrid", "CircuitView", "CircuitGraphView", "GenerationView", "ImageView",
+           "Explorer",
            "LinkedState", "WIDGET_MIME", "XATTR_MIME"]
 
 _LAZY = {
-    "TokenStrip": "views", "FlowView": "views", "HeadGrid": "views", "CircuitView": "views", "View": "views",
+    "TokenStrip": "views", "FlowView": "views", "HeadGrid": "views", "CircuitView": "views", "CircuitGraphView": "views", "GenerationView": "views",
+    "ImageView": "views", "View": "views",
     "LinkedState": "views", "Explorer": "explorer", "view_for": "select", "WIDGET_MIME": "bundle",
     "XATTR_MIME": "bundle", "MIME_TYPE": "bundle", "in_kernel": "bundle",
 }
