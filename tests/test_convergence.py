@@ -356,6 +356,9 @@ def test_smollm_defaults_converge(smollm):
     assert len(ig.tokens) == 40 and len(sig.tokens) == 26 and sig.method == "sig"
     f_x, f_base, _, _ = _independent_f(smollm, ig40, "pad")
     assert ig.options["converged"] and abs(ig.raw.sum() - (f_x - f_base)) <= 0.05 * abs(f_x - f_base)
+    # nested panels + the signed stop: 181 gradient rows here (the Gauss-Legendre panels before them ran 452 and 56
+    # forward passes), results/measured/gradient_defaults_time.md
+    assert ig.options["gradient_rows"] == ig.options["nodes"] <= 226 and ig.options["panel_error_sum"] <= 0.2
     f_x, _, f_one, moving = _independent_f(smollm, sig26, "mask")
     np.testing.assert_allclose(sig.raw[moving], f_x - f_one, rtol=1e-3, atol=1e-3)
     assert sig.options["converged"] and sig.options["relative_completeness_error"] == 0.0
