@@ -56,11 +56,17 @@ nb_execution_cache_path = str(HERE / "_build" / ".jupyter_cache")
 nb_execution_in_temp = True
 nb_execution_timeout = int(os.environ.get("XATTR_DOCS_CELL_TIMEOUT", "1800"))   # seconds per cell
 nb_execution_raise_on_error = True  # a failing cell fails the build
+# The kernels inherit this environment. Progress bars are transient: saved, a widget-based bar shows its
+# first frame ("Loading weights: 0%") on a static page, so they are off while the notebooks run here.
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 nb_execution_show_tb = True
 nb_merge_streams = True
 # xattr outputs carry a live widget, application/vnd.xattr.v2+json, text/html (the offline player),
 # image/png and text/plain. A static page has no kernel behind the widget, so the text/html item
 # (payload + player, clickable without a kernel) is the one shown; PNG where there is no HTML.
+# Bokeh's loader output (BokehJS inlined, ~4 MB) is dropped from the pages by _ext/xattr_docs.py: xattr
+# outputs are drawn by the offline player in their text/html item, which needs no BokehJS.
 nb_ipywidgets_js: dict = {}        # MyST-NB would load require.js and the widget manager from CDNs
 nb_mime_priority_overrides = [
     ("html", "application/vnd.jupyter.widget-view+json", None),

@@ -167,6 +167,17 @@ def test_pages_that_load_from_the_network_are_found():
                                        "//fonts.example.org/a.css", "http://x.org/i.png"]
 
 
+def test_only_bokehs_loader_is_dropped_from_pages():
+    ext = _ext()
+    loader = "(function(root) { if (typeof root._bokeh_onload_callbacks === 'undefined') { } })(window);"
+    assert ext.is_bokeh_loader(["application/javascript"], loader)
+    assert ext.is_bokeh_loader(["application/javascript", "application/vnd.bokehjs_load.v0+json"], loader)
+    # an xattr output (the player in text/html) or any other script output stays
+    assert not ext.is_bokeh_loader(["text/html"], loader)
+    assert not ext.is_bokeh_loader(["application/javascript", "text/html"], loader)
+    assert not ext.is_bokeh_loader(["application/javascript"], "console.log('another script')")
+
+
 def test_math_becomes_mathml_at_build_time():
     ext = _ext()
     out = ext.mathml(r"\sum_e f_e", display=True)

@@ -237,6 +237,19 @@ def _check_offline(app, exception) -> None:
         raise ExtensionError(f"pages load from the network (the site must work offline): {found}")
 
 
+#: Bokeh's notebook loader (BokehJS inlined, ~4 MB) is an output of application/javascript (plus
+#: application/vnd.bokehjs_load.v0+json, which MyST-NB does not render) whose script sets up
+#: ``_bokeh_onload_callbacks``. The live views need it; a static page does not: each xattr output's text/html
+#: item is the self-contained offline player.
+BOKEH_LOADER_MARK = "_bokeh_onload_callbacks"
+
+
+def is_bokeh_loader(mime_types, script: str) -> bool:
+    """Whether an output (its rendered mime types, its script) is Bokeh's loader and nothing else."""
+    types = set(mime_types) - {"application/vnd.bokehjs_load.v0+json"}
+    return types == {"application/javascript"} and BOKEH_LOADER_MARK in script
+
+
 def mathml(latex: str, display: bool) -> str:
     """MathML for a LaTeX formula (``display``: a block); the escaped source in ``<code>`` if it cannot convert."""
     import html
@@ -290,6 +303,21 @@ def setup(app):
 
     app.add_html_math_renderer("mathml", (visit_math, None), (visit_displaymath, None))
     app.connect("autodoc-process-docstring", _process_docstring, priority=900)  # after napoleon
+    from sphinx.transforms.post_transforms import SphinxPostTransform
+
+    class DropBokehLoader(SphinxPostTransform):
+        """Remove Bokeh's loader outputs before MyST-NB picks a mime type per output (its priority is 4)."""
+
+        default_priority = 3
+        formats = ("html",)
+
+        def run(self, **kwargs):
+            for bundle in list(self.document.findall(nodes.container)):
+                if bundle.get("nb_element") == "mime_bundle" and is_bokeh_loader(
+                        [child.get("mime_type") for child in bundle.children], bundle.astext()):
+                    bundle.parent.remove(bundle)
+
+    app.add_post_transform(DropBokehLoader)
     app.connect("build-finished", _check_offline)
     app.add_directive("xattr-cli", CliReference)
     app.add_directive("mermaid", Mermaid)
