@@ -394,7 +394,9 @@ def test_no_hooks_train_mode_or_requires_grad_left_behind(tiny, monkeypatch):
         def boom(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(G, "_scores_and_grads", boom)
+        from xattr_lab.methods import sig_paths  # SIG's rows run there
+
+        monkeypatch.setattr(sig_paths, "_scores_and_grads", boom)
         with pytest.raises(KeyboardInterrupt):
             G.sequential_integrated_gradients(ex, TEXT, steps=2)
         assert ex.model.training
