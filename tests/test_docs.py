@@ -72,7 +72,8 @@ def test_the_required_pages_are_there():
         assert page in pages, page
     start = (DOCS / "getting-started.md").read_text()
     for must in ("make demo", "make test", "torch==2.13.0", "download.pytorch.org/whl/cpu",
-                 "torch.cuda.is_available()", "python -m build", "[lab]"):
+                 "torch.cuda.is_available()", "TORCH_INDEX_URL=", "python -m build", "[lab]", "xattr zoo install",
+                 "xattr examples DIR"):
         assert must in start, must
     trouble = (DOCS / "troubleshooting.md").read_text()
     for must in ("XATTR_LAB_MEMORY_LIMIT", "Ray", "Chromium", "Right-to-left", "Long inputs"):
@@ -183,6 +184,19 @@ def test_math_becomes_mathml_at_build_time():
     out = ext.mathml(r"\sum_e f_e", display=True)
     assert out.startswith("<math") and 'display="block"' in out and ("<msub>" in out or "<munder>" in out)
     assert ext.mathml(r"\frac{a", display=False).startswith("<")  # unconvertible: shown as its source, escaped
+
+
+def test_the_options_left_out_of_the_method_table_are_named_below_it():
+    from xattr_lab.methods import registry
+
+    page = (DOCS / "guides" / "methods.md").read_text()
+    table = registry.markdown_table()
+    below = page.split(table, 1)[1].split("The families, one guide each", 1)[0]
+    left_out = {registry.GRANULARITY.name, "truncate"} | {o.name for o in registry.PATCHING_OPTIONS}
+    for name in left_out:
+        assert f"`{name}`" in below, f"option {name} is neither in the method table nor named below it"
+    for method in registry.CIRCUIT_METHODS:
+        assert f"'{method}'" in below, method
 
 
 def test_readme_is_a_landing_page_that_links_into_the_docs():
