@@ -412,3 +412,13 @@ def test_cell_magic_runs_eap_ig():
     assert result.error_in_exec is None and result.error_before_exec is None, result
     r = ip.user_ns["pc"]
     assert r.method == "eap-ig" and r.edge_scores.shape == (8, 9) and r.options["ig_steps"] == 2
+
+
+def test_the_public_circuits_namespace_names_the_patching_methods():
+    from xattr_lab.methods import patching_circuits, registry
+
+    assert xa.circuits.PATCHING_METHODS == registry.CIRCUIT_METHODS[1:] == ("atp", "eap", "eap-ig")
+    assert xa.circuits.discover_patching is patching_circuits.discover_patching
+    assert xa.circuits.MIB_PERCENTAGES == (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    valid = xa.circuits.valid_edges(2, 3)
+    assert valid.shape == (6, 7) and valid[:, 6].all() and not valid[3, 4] and valid[0, 4]
