@@ -108,6 +108,21 @@ def test_saved_without_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has saved outputs"
 
 
+#: the most an executed workshop notebook may weigh (issue 32: "saved notebooks that travel")
+MAX_EXECUTED_BYTES = 2_000_000
+BOKEH_LOADERS = ("application/vnd.bokehjs_load.v0+json", "application/javascript")
+
+
+def assert_travels(nb) -> None:
+    """An executed notebook as saved: at most 2 MB, and no output carries a BokehJS loader (~4 MB of script
+    each; regression: every executed notebook weighed 8.2-9.3 MB)."""
+    loaders = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if any(mime in (o.get("data") or {}) for mime in BOKEH_LOADERS)]
+    assert not loaders, [sorted(o["data"]) for o in loaders]
+    size = len(nbformat.writes(nb).encode("utf-8"))
+    assert size <= MAX_EXECUTED_BYTES, f"executed notebook is {size / 1e6:.2f} MB"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, tmp_path):
@@ -120,6 +135,7 @@ def test_notebook_executes(path, tmp_path):
     assert not errors, errors
     texts = _check_texts(nb)
     assert all(t.startswith("⏳ Not answered yet") for t in texts), texts
+    assert_travels(nb)
 
 
 @pytest.mark.slow
@@ -200,3 +216,27 @@ def test_quickstart_explorer_saves_its_views(tmp_path):
     saved = _explorer_outputs(cell)
     assert len(saved) == 1, cell.outputs
     _assert_keeps_linked_views(saved[0], saved[0]["application/vnd.xattr.v2+json"]["text"])
+
+
+FACILITATOR = EXAMPLES.parent / "docs" / "workshop" / "FACILITATOR.md"
+ROW = re.compile(r"^\| (\d):(\d\d) \| (\d+) \| [^|]+\| (?:`(\d\d)_\w+`|—) \| ([^|]*) \|$", re.M)
+
+
+def test_facilitator_schedule_fills_three_hours_and_matches_the_notebooks():
+    """The guide's session table: rows start where the previous ended, add up to 180 minutes, and each lesson's
+    row has the notebook's own minutes ("**Time:** N min") and its exercises (number, stars, minutes)."""
+    rows = ROW.findall(FACILITATOR.read_text(encoding="utf-8"))
+    assert len(rows) >= 8, rows
+    clock = 0
+    seen = set()
+    for hours, minutes, length, stem, listed in rows:
+        assert 60 * int(hours) + int(minutes) == clock, (hours, minutes, clock)
+        clock += int(length)
+        if not stem:
+            continue
+        seen.add(stem)
+        nb = nbformat.read(next(p for p in LESSONS if p.stem.startswith(stem)), as_version=4)
+        assert re.search(rf"\*\*Time:\*\* {length} min\b", nb.cells[0].source), (stem, length)
+        heads = [EXERCISE.search(nb.cells[a - 1].source) for a, _, _ in exercises(nb)]
+        assert listed.strip() == ", ".join(f"{m.group(1)} {m.group(2)} {m.group(3)}" for m in heads), (stem, listed)
+    assert clock == 180 and seen == {p.stem[:2] for p in LESSONS}, (clock, seen)
