@@ -190,7 +190,7 @@ def test_bokeh_loader_is_sent_once_per_front_end_and_never_saved(monkeypatch):
     (_, shown, first), (_, saved, second) = sent
     assert set(shown) == {"application/javascript", bundle.BOKEH_LOADER_MIME}
     assert all(len(js) > 1_000_000 and "cdn.bokeh.org" not in js for js in shown.values())  # INLINE, offline
-    assert first["display_id"] == second["display_id"] and saved == {}  # the saved output: nothing
+    assert first["display_id"] == second["display_id"] and saved == {"text/plain": ""}  # saved: an empty text
     session["id"] = "page-2"  # a reload or a second tab: a new session gets it again
     assert bundle.ensure_bokeh_loaded() and len(sent) == 4
     assert sent[2][2]["display_id"] != first["display_id"]
@@ -222,6 +222,7 @@ def test_export_drops_the_sent_loaders_empty_output(recwarn):
 
     cell = nbformat.v4.new_code_cell("x = 1")
     cell.outputs = [nbformat.v4.new_output("display_data", data={}),
+                    nbformat.v4.new_output("display_data", data={"text/plain": ""}),
                     nbformat.v4.new_output("stream", name="stdout", text="kept 42\n")]
     nb = nbformat.v4.new_notebook(cells=[cell])
     page = notebook_html(nb)

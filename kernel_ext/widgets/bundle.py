@@ -34,8 +34,10 @@ __all__ = ["mime_bundle", "add_html_item", "widget_entry", "in_kernel", "ensure_
 
 #: the MIME type of BokehJS loader outputs (jupyter_bokeh's renderer in JupyterLab and Notebook 7)
 BOKEH_LOADER_MIME = "application/vnd.bokehjs_load.v0+json"
-#: what a sent loader output is replaced by (:func:`publish_bokeh_loader`): no data, nothing drawn or saved
-LOADER_SENT: dict = {}
+#: what a sent loader output is replaced by (:func:`publish_bokeh_loader`): an empty text, which every reader of
+#: a saved notebook shows as nothing (JupyterLab, nbconvert, MyST-NB; an output with no data at all makes
+#: nbconvert and MyST-NB warn that nothing can represent it)
+LOADER_SENT: dict = {"text/plain": ""}
 
 _loaded_sessions: set[str] = set()
 _bokeh_lock = threading.Lock()
@@ -90,7 +92,7 @@ def bokeh_loader() -> dict:
 
 def publish_bokeh_loader() -> str:
     """Send BokehJS to the front end as a display-only output: published under a display id, then at once
-    replaced (same id) by :data:`LOADER_SENT`, which draws nothing. The page runs the script when the first
+    replaced (same id) by :data:`LOADER_SENT`, an empty text. The page runs the script when the first
     message arrives (outputs are rendered in message order, a script when it is attached); what a notebook
     saves (JupyterLab, Notebook 7, nbclient) is the replacement, so no saved notebook carries BokehJS.
     Returns the display id."""

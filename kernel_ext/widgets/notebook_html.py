@@ -36,11 +36,11 @@ _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 
 def _loader_output(output: dict) -> bool:
     """A BokehJS loader output: the script itself (notebooks saved before issue 32) or the empty display that
-    replaces it once sent (``bundle.publish_bokeh_loader``), which nbconvert cannot represent."""
+    replaces it once sent (``bundle.publish_bokeh_loader``: an empty text; no data at all in early builds)."""
     if output.get("output_type") not in ("display_data", "execute_result"):
         return False
     data = output.get("data")
-    return not data or BOKEH_LOADER in data
+    return not data or data == {"text/plain": ""} or BOKEH_LOADER in data
 
 
 def _xattr_payload(data: dict) -> dict | None:
