@@ -17,23 +17,23 @@ import sys
 import warnings
 from pathlib import Path
 
-from setuptools import build_meta as _setuptools
-from setuptools.dist import Distribution
-
-# setuptools' editable install looks up `Distribution.has_data`, which no longer exists, and
-# silently drops data files without it.
-if not hasattr(Distribution, "has_data"):
-    Distribution.has_data = Distribution.has_data_files  # type: ignore[attr-defined]
-
 HERE = Path(__file__).resolve().parent
 DIST = HERE / "dist"
 SOURCES = ("src", "style", "schema", "package.json")
 NODE_BUILD_REQUIRES = ["jupyter-builder>=1.3"]  # `jupyter-builder build .` in `npm run build`
 
-get_requires_for_build_sdist = _setuptools.get_requires_for_build_sdist
-prepare_metadata_for_build_wheel = _setuptools.prepare_metadata_for_build_wheel
-prepare_metadata_for_build_editable = _setuptools.prepare_metadata_for_build_editable
-build_sdist = _setuptools.build_sdist
+
+
+def _setuptools():
+    """setuptools' PEP 517 backend, imported when a hook runs (the rules below need no setuptools)."""
+    from setuptools import build_meta
+    from setuptools.dist import Distribution
+
+    # setuptools' editable install looks up `Distribution.has_data`, which no longer exists, and
+    # silently drops data files without it.
+    if not hasattr(Distribution, "has_data"):
+        Distribution.has_data = Distribution.has_data_files  # type: ignore[attr-defined]
+    return build_meta
 
 
 def dist_is_built(dist: Path | None = None) -> bool:
@@ -90,19 +90,41 @@ def _build_labextension() -> None:
     subprocess.run([npm, "run", "build:player"], cwd=HERE, env=env, check=True)
 
 
+def node_build_requires() -> list[str]:
+    """What a build needs beyond setuptools: jupyter-builder when npm builds the extension, else nothing."""
+    return list(NODE_BUILD_REQUIRES) if needs_node() else []
+
+
+# ---------------------------------------------------------------------------- PEP 517 hooks
+def get_requires_for_build_sdist(config_settings=None):
+    return _setuptools().get_requires_for_build_sdist(config_settings)
+
+
 def get_requires_for_build_wheel(config_settings=None):
-    return _setuptools.get_requires_for_build_wheel(config_settings) + (NODE_BUILD_REQUIRES if needs_node() else [])
+    return _setuptools().get_requires_for_build_wheel(config_settings) + node_build_requires()
 
 
 def get_requires_for_build_editable(config_settings=None):
-    return _setuptools.get_requires_for_build_editable(config_settings) + (NODE_BUILD_REQUIRES if needs_node() else [])
+    return _setuptools().get_requires_for_build_editable(config_settings) + node_build_requires()
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    return _setuptools().prepare_metadata_for_build_wheel(metadata_directory, config_settings)
+
+
+def prepare_metadata_for_build_editable(metadata_directory, config_settings=None):
+    return _setuptools().prepare_metadata_for_build_editable(metadata_directory, config_settings)
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    return _setuptools().build_sdist(sdist_directory, config_settings)
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     _build_labextension()
-    return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    return _setuptools().build_wheel(wheel_directory, config_settings, metadata_directory)
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
     _build_labextension()
-    return _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)
+    return _setuptools().build_editable(wheel_directory, config_settings, metadata_directory)
