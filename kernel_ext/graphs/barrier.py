@@ -1,14 +1,14 @@
 """The log-barrier max-flow of Generalized Attention Flow, solved by path following.
 
-docs/ARCHITECTURE.md, section "Flows and GAF". The first μ stage is reached by primal-dual
-(Mehrotra) steps (:mod:`.primal_dual`); then Newton steps on the equality-constrained barrier
-problem (:mod:`.laplacian`), exact line searches on the derivative, μ lowered stage by stage, and
-a sweep-cut certificate (:mod:`.cut`) of the value. torch float64, CPU or GPU.
+docs/ARCHITECTURE.md, section "Flows and GAF". The μ grid (20× per stage) is followed by
+primal-dual (Mehrotra) steps (:mod:`.primal_dual`), each stage's sweep cut (:mod:`.cut`) checked on
+the iterate near its μ; where that cut nearly certifies the value (and at a fixed μ), Newton steps
+on the equality-constrained barrier problem (:mod:`.laplacian`, exact line searches on the
+derivative) centre exactly and the cut of the centre decides. torch float64, CPU or GPU.
 """
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,7 +19,8 @@ from ..errors import InputError
 from .checks import _check_layers, _resolve_sources
 from .cut import _repair_conservation, sweep_cut
 from .laplacian import _newton_direction
-from .primal_dual import primal_dual_centre
+from .primal_dual import _PrimalDual
+from .threads import cpu_threads
 from .problem import _imbalance, _initial_flow, _Problem, _solver_error
 
 #: relative accuracy ``explain_flow`` certifies for ``value`` against the exact max-flow value
@@ -34,6 +35,13 @@ UNCERTIFIED_STAGES = 4
 #: reach the first μ stage by primal-dual (Mehrotra) steps from the box centres (:mod:`.primal_dual`)
 #: instead of primal Newton steps from the proportional split; False restores the old start
 PRIMAL_DUAL_START = True
+#: follow the μ grid by primal-dual steps too, centring by primal Newton steps only where a stage's
+#: cut nearly certifies the value (and at a fixed μ); False: primal Newton centring at every stage
+PRIMAL_DUAL_PATH = True
+#: relative distance to a stage's μ at which the primal-dual iterate's cut is checked
+STAGE_REL = 1.0
+#: steps of < 10% in a row after which a later stage is centred by primal steps and re-seeded
+STAGE_STALL = 4
 
 
 @dataclass
@@ -48,7 +56,7 @@ class FlowSolution:
     upper_bound: capacity of the best sweep cut of the final node potentials plus every dropped
     edge — the exact max-flow value lies in [value, upper_bound]. iterations: Newton steps in all. residuals: final Newton
     decrement ("decrement", scale-free), relative conservation and capacity residuals, and the
-    per-iteration history.
+    per-iteration history ([μ, Newton decrement]; NaN decrement for a primal-dual step).
     """
 
     value: float
@@ -113,49 +121,6 @@ def _take(state, step, t):
     return tuple((f + t * d, s - t * d) for (f, s), d in zip(state, step))
 
 
-class cpu_threads:
-    """Run CPU torch work on ``count`` threads (default 1), restored afterwards; no-op off CPU.
-
-    Measured on the shared 2-core machine: with torch's default 2 OpenMP threads a (6, 32) solve
-    took 16.4 s against 0.87 s on one thread, and a (12, 256) solve 445 s (spinning threads
-    under load); most of the work is elementwise over L·n² edges, which gains little from threads.
-    The same holds for the small forward/backward pass of a GAF capture (minilm-rt, 29 tokens:
-    1.0–3.9 s on 2 threads under load, 0.10–0.15 s on one). Pass ``threads=k`` on an idle
-    many-core machine for large n or large models.
-    """
-
-    def __init__(self, count: int | None, device: Any):
-        self.count = 1 if count is None else int(count)
-        self.active = torch.device(device).type == "cpu"
-        self.saved: int | None = None
-        self.owned = False
-
-    def __enter__(self):
-        # One solve at a time changes the count (issue #20: two threads solving at once put back each
-        # other's count, and MKL's count is process-wide). Another thread's solve already running on
-        # `count` threads: run as it is rather than wait (no lock-order deadlock with session locks).
-        if self.active and _COUNT_LOCK.acquire(blocking=False):
-            self.owned = True
-            self.saved = torch.get_num_threads()
-            if self.saved != self.count:
-                torch.set_num_threads(self.count)
-        return self
-
-    def __exit__(self, *exc):
-        if not self.owned:
-            return
-        try:
-            if torch.get_num_threads() != self.saved:
-                torch.set_num_threads(self.saved)
-        finally:
-            self.owned = False
-            _COUNT_LOCK.release()
-
-
-#: held by the cpu_threads block that changed torch's thread count (re-entrant: nested blocks)
-_COUNT_LOCK = threading.RLock()
-
-
 _threads = cpu_threads
 
 
@@ -203,11 +168,30 @@ def _solve_on(
     # The μ grid above is set by the proportional split; the first stage starts from a point near
     # its centre found by primal-dual steps (the split itself lies orders of magnitude below the
     # centre on most edges: hundreds of primal steps, see .primal_dual). Same grid, same centres.
-    pd_state, pd_iterations = primal_dual_centre(P, mu_k) if PRIMAL_DUAL_START else (None, 0)
-    if pd_state is not None:
-        state = pd_state
+    # (Tried: starting it from the conserving split with f·z = s·w = 1e3·μ_k reached the first stage
+    # of smollm2 AGF at 255 / 511 tokens in 21 / 16 steps instead of 46 / 84, but left it so poorly
+    # centred that the next stages crawled (steps of < 1%) and primal centring from it stalled.)
+    pd = _PrimalDual(P, mu_k) if PRIMAL_DUAL_START else None
     history: list[list[float]] = []
-    iterations = pd_iterations
+    iterations = pd_iterations = 0
+
+    def advance(mu_c: float, rel: float = 0.25, stall: int = 0) -> bool:
+        """Primal-dual steps to μ_c; on failure the primal method goes on from the last good state."""
+        nonlocal pd, state, iterations, pd_iterations
+        before = pd.iterations
+        reached = pd.advance(mu_c, max_iter=max(min(150, max_iter - iterations), 1), rel=rel, stall=stall)
+        iterations += pd.iterations - before
+        pd_iterations += pd.iterations - before
+        # primal-dual steps enter the history as [duality measure μ, NaN] (no Newton decrement)
+        history.extend([m * P.scale, math.nan] for m in pd.trace[before:])
+        if reached:
+            state = pd.state()
+        return reached
+
+    if pd is not None and not advance(mu_k):
+        pd = None
+    on_path = pd is not None and PRIMAL_DUAL_PATH  # stages checked on primal-dual iterates
+    pd_ok = on_path
 
     def center(mu_c: float, stage_tol: float):
         """Newton steps at fixed μ until the decrement is below stage_tol. Below ``accept`` a
@@ -244,9 +228,14 @@ def _solve_on(
         if not auto and mu_k <= target:
             (nu, nus), dec = center(target, tol)
             break
-        (nu, nus), dec = center(mu_k, STAGE_DECREMENT)
-        if auto:
+        if pd_ok:  # the primal-dual iterate near μ_k stands in for the stage's centre
+            (nu, nus), dec, value = pd.potentials(), math.nan, pd.value
+        else:  # primal centring (where primal-dual steps stalled: re-seeded from the centre)
+            (nu, nus), dec = center(mu_k, STAGE_DECREMENT)
             value = float(state[3][0])
+            if on_path:
+                pd.reseed(state, (nu, nus), mu_k)
+        if auto:
             upper = _certificate(P, nu, nus)
             if upper - value <= 0.5 * rtol * value or 2 * P.m * mu_k <= 0.5 * rtol * value:
                 (nu, nus), dec = center(mu_k, tol)
@@ -257,6 +246,8 @@ def _solve_on(
                 if upper - value <= rtol * value:
                     target = mu_k
                     break
+                if on_path:
+                    pd.reseed(state, (nu, nus), mu_k)
                 if 2 * P.m * mu_k <= rtol * value:
                     uncertified += 1
                     if uncertified > UNCERTIFIED_STAGES:
@@ -270,6 +261,8 @@ def _solve_on(
             mu_k *= shrink
         else:
             mu_k = max(mu_k * shrink, target)
+        if on_path:  # a stage's check needs μ within 2× (rel 0.25: 13 steps, not 12, at (12, 256))
+            pd_ok = advance(mu_k, STAGE_REL, STAGE_STALL)
     if not auto:
         upper = _certificate(P, nu, nus)
     keep = P.cap_np > 0
@@ -349,11 +342,12 @@ def barrier_max_flow(
     are left out and get flow 0 (well defined: their flow is 0 in every feasible flow). So are
     all-zero layers / capacities with no path: value 0, all flows 0. n = 1 is a path graph.
 
-    Method: barrier path following (μ from the scale of the initial gap down by 20× per stage;
-    the first stage's centre is approached by Mehrotra primal-dual steps from the centre of every
-    edge's box, :mod:`xattr_lab.graphs.primal_dual`, since primal steps from a flow that lies
-    orders of magnitude below the centre on most edges stall — issue 33) with Newton steps on
-    the equality-constrained problem; each step solves the weighted graph
+    Method: barrier path following (μ from the scale of the initial gap down by 20× per stage),
+    the stages followed by Mehrotra primal-dual steps from the centre of every edge's box
+    (:mod:`xattr_lab.graphs.primal_dual`; primal steps from a flow that lies orders of magnitude
+    below the centre on most edges stall — issue 33), and Newton steps on the
+    equality-constrained problem centring exactly where a stage's cut nearly certifies the value
+    (or at the fixed mu); each step solves the weighted graph
     Laplacian B·H⁻¹·Bᵀ by a block-tridiagonal Cholesky over layers (O(L·n³)), in float64 torch
     on ``device`` (default cpu; "cuda" runs the same code on a GPU; ``threads``: CPU threads,
     default 1, see :class:`cpu_threads`). Steps are exact line searches on the derivative. Converged when

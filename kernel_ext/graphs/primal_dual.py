@@ -105,65 +105,125 @@ def _step_to_boundary(x, dx) -> float:
     return math.inf if worst <= 0 else 1.0 / worst
 
 
+class _PrimalDual:
+    """Mehrotra predictor-corrector iterates (f, s, z, w, ν) on the edge vectors of P, started at the
+    box centres (f = s = u/2, z = w = μ/f, ν = 0) and moved from one target μ to the next by
+    :meth:`advance` (the state carries over, so a μ grid costs a few steps per stage)."""
+
+    def __init__(self, P: _Problem, mu_start: float):
+        E = self.E = _Edges(P)
+        f = 0.5 * E.u
+        # terminal edges (capacity U = ΣC): half the capacity of the internal edges beside them, not
+        # U/2 — weights f²/μ of size U²/μ next to those of tiny edges break the Cholesky factors
+        K, ns, nb = E.K, E.src.numel(), E.snk.numel()
+        beside = torch.zeros(E.nodes, dtype=f.dtype, device=f.device)
+        beside.index_add_(0, E.tail[:K], E.u[:K])
+        beside.index_add_(0, E.head[:K], E.u[:K])
+        f[K:-1] = torch.minimum(f[K:-1], 0.5 * beside[torch.cat([E.head[K : K + ns], E.tail[K + ns : K + ns + nb]])])
+        f[-1] = torch.minimum(f[-1], f[K : K + ns].sum())
+        s = E.u - f
+        self.f, self.s = f, s
+        self.z = mu_start / f
+        self.w = mu_start / self.s - E.cost  # z − w = c + Bᵀν with ν = 0
+        self.nu = torch.zeros(E.nodes, dtype=f.dtype, device=f.device)
+        self.iterations = 0
+        self.trace: list[float] = []  # duality measure before each step (normalised units)
+
+    def _vectors(self, state):
+        """Flows and slacks of a primal state as edge vectors."""
+        E = self.E
+        return tuple(torch.cat([F.reshape(-1)[E.idx], fa[E.src], fb[E.snk], fts.reshape(1)])
+                     for F, fa, fb, fts in zip(*state))
+
+    def reseed(self, state, potentials, mu: float):
+        """Restart from a primal point near its centre at μ: z = μ/f, w = μ/s, ν = its potentials
+        ((L+1, n), ν_s; the dual residual is then the centring error only)."""
+        self.f, self.s = self._vectors(state)
+        self.z, self.w = mu / self.f, mu / self.s
+        nu, nus = potentials
+        self.nu = torch.cat([nu.reshape(-1), nu.new_tensor([float(nus), 0.0])])
+
+    @property
+    def value(self) -> float:
+        """Flow on t -> s (normalised units; conserving only to the ``advance`` tolerance)."""
+        return float(self.f[-1])
+
+    def state(self):
+        """The primal solver's state (see :meth:`_Edges.state`)."""
+        return self.E.state(self.f, self.s)
+
+    def potentials(self):
+        """Node potentials ((L+1, n) tensor, ν_s) with t = 0, as :func:`.laplacian._newton_direction`
+        returns them (s near −1, the sink side near 0): any of them gives a sweep cut."""
+        P = self.E.P
+        return self.nu[: (P.L + 1) * P.n].reshape(P.L + 1, P.n), float(self.nu[-2] - self.nu[-1])
+
+    def advance(self, mu_target: float, *, max_iter: int = 150, rel: float = 0.25, conserve: float = 1e-6,
+                stall: int = 0) -> bool:
+        """Mehrotra steps until the duality measure is within ``rel`` of ``mu_target`` (normalised
+        units) and every node's imbalance is within ``conserve`` of the largest flow at it (so the
+        primal Newton step that removes the imbalance changes every flow there by a small relative
+        amount: a tolerance relative to the flow value let a 1e-9 imbalance land on edges of 1e-13
+        and stall it). False when ``max_iter`` steps did not get there or the weights went beyond
+        what float64 factors (the caller then goes on with primal steps)."""
+        E = self.E
+        f, s, z, w, nu = self.f, self.s, self.z, self.w, self.nu
+        m2 = 2 * f.numel()
+        reached, short = False, 0
+        for _ in range(max_iter):
+            mu = float((f @ z + s @ w)) / m2
+            rp = E.imbalance(f)
+            rp[-1] = 0.0
+            residual = float((rp.abs() / E.node_scale(f)).max())
+            if abs(mu / mu_target - 1) <= rel and residual <= conserve:
+                reached = True
+                break
+            rd = E.cost + E.potential_drop(nu) - z + w
+            d = 1.0 / (z / f + w / s)
+            try:
+                lap = E.laplacian(d)
+            except SolverError:  # weights beyond what float64 factors
+                break
+
+            def direction(rc1, rc2):
+                # Δf = D(−rd + rc1/f − rc2/s − BᵀΔν) with B D Bᵀ Δν = B D(−rd + rc1/f − rc2/s) + rp
+                q = d * (-rd + rc1 / f - rc2 / s)
+                rhs = E.imbalance(q) + rp
+                dnu = E.solve(lap, rhs)
+                df = q - d * E.potential_drop(dnu)
+                return df, (rc1 - z * df) / f, (rc2 + w * df) / s, dnu
+
+            def lengths(df, dz, dw):
+                return (min(_step_to_boundary(f, df), _step_to_boundary(s, -df)),
+                        min(_step_to_boundary(z, dz), _step_to_boundary(w, dw)))
+
+            df, dz, dw, _ = direction(-f * z, -s * w)  # predictor (affine scaling)
+            ap, ad = lengths(df, dz, dw)
+            ap, ad = min(1.0, ap), min(1.0, ad)
+            mu_aff = float((f + ap * df) @ (z + ad * dz) + (s - ap * df) @ (w + ad * dw)) / m2
+            sigma_mu = max((mu_aff / mu) ** 3 * mu, mu_target)
+            df, dz, dw, dnu = direction(sigma_mu - f * z - df * dz, sigma_mu - s * w + df * dw)  # corrector
+            ap, ad = lengths(df, dz, dw)
+            ap, ad = min(1.0, 0.99 * ap), min(1.0, 0.99 * ad)
+            f, s = f + ap * df, s - ap * df
+            z, w, nu = z + ad * dz, w + ad * dw, nu + ad * dnu
+            self.iterations += 1
+            self.trace.append(mu)
+            short = short + 1 if max(ap, ad) < 0.1 else 0
+            if stall and short >= stall:  # poorly centred: steps of a few % (the caller re-centres)
+                break
+            if DEBUG:
+                print(f"pd {self.iterations}: mu/target={mu / mu_target:.3g} rp={residual:.3g} ap={ap:.3g} ad={ad:.3g}")
+        self.f, self.s, self.z, self.w, self.nu = f, s, z, w, nu
+        return reached
+
+
 def primal_dual_centre(P: _Problem, mu_target: float, *, max_iter: int = 150, rel: float = 0.25,
                        conserve: float = 1e-6):
-    """Mehrotra predictor-corrector from the box centres (f = s = u/2, z = w = μ/f, ν = 0) until
-    the duality measure is within ``rel`` of ``mu_target`` (normalised units) and every node's
-    imbalance is within ``conserve`` of the largest flow at it (so the primal Newton step that
-    removes the imbalance changes every flow there by a small relative amount: a tolerance
-    relative to the flow value let a 1e-9 imbalance land on edges of 1e-13 and stall it). Returns (state, iterations), or (None, iterations) when it
-    has not got there in ``max_iter`` steps (the caller then starts from its own flow)."""
-    E = _Edges(P)
-    f = 0.5 * E.u
-    # terminal edges (capacity U = ΣC): half the capacity of the internal edges beside them, not
-    # U/2 — weights f²/μ of size U²/μ next to those of tiny edges break the Cholesky factors
-    K, ns, nb = E.K, E.src.numel(), E.snk.numel()
-    beside = torch.zeros(E.nodes, dtype=f.dtype, device=f.device)
-    beside.index_add_(0, E.tail[:K], E.u[:K])
-    beside.index_add_(0, E.head[:K], E.u[:K])
-    f[K:-1] = torch.minimum(f[K:-1], 0.5 * beside[torch.cat([E.head[K : K + ns], E.tail[K + ns : K + ns + nb]])])
-    f[-1] = torch.minimum(f[-1], f[K : K + ns].sum())
-    s = E.u - f
-    z = mu_target / f
-    w = mu_target / s - E.cost  # z − w = c + Bᵀν with ν = 0
-    nu = torch.zeros(E.nodes, dtype=f.dtype, device=f.device)
-    m2 = 2 * f.numel()
-    for it in range(max_iter):
-        mu = float((f @ z + s @ w)) / m2
-        rp = E.imbalance(f)
-        rp[-1] = 0.0
-        residual = float((rp.abs() / E.node_scale(f)).max())
-        if abs(mu / mu_target - 1) <= rel and residual <= conserve:
-            return E.state(f, s), it
-        rd = E.cost + E.potential_drop(nu) - z + w
-        d = 1.0 / (z / f + w / s)
-        try:
-            lap = E.laplacian(d)
-        except SolverError:  # weights beyond what float64 factors: start as before
-            return None, it
-
-        def direction(rc1, rc2):
-            # Δf = D(−rd + rc1/f − rc2/s − BᵀΔν) with B D Bᵀ Δν = B D(−rd + rc1/f − rc2/s) + rp
-            q = d * (-rd + rc1 / f - rc2 / s)
-            rhs = E.imbalance(q) + rp
-            dnu = E.solve(lap, rhs)
-            df = q - d * E.potential_drop(dnu)
-            return df, (rc1 - z * df) / f, (rc2 + w * df) / s, dnu
-
-        def lengths(df, dz, dw):
-            return (min(_step_to_boundary(f, df), _step_to_boundary(s, -df)),
-                    min(_step_to_boundary(z, dz), _step_to_boundary(w, dw)))
-
-        df, dz, dw, _ = direction(-f * z, -s * w)  # predictor (affine scaling)
-        ap, ad = lengths(df, dz, dw)
-        ap, ad = min(1.0, ap), min(1.0, ad)
-        mu_aff = float((f + ap * df) @ (z + ad * dz) + (s - ap * df) @ (w + ad * dw)) / m2
-        sigma_mu = max((mu_aff / mu) ** 3 * mu, mu_target)
-        df, dz, dw, dnu = direction(sigma_mu - f * z - df * dz, sigma_mu - s * w + df * dw)  # corrector
-        ap, ad = lengths(df, dz, dw)
-        ap, ad = min(1.0, 0.99 * ap), min(1.0, 0.99 * ad)
-        f, s = f + ap * df, s - ap * df
-        z, w, nu = z + ad * dz, w + ad * dw, nu + ad * dnu
-        if DEBUG:
-            print(f"pd {it}: mu/target={mu / mu_target:.3g} rp={residual:.3g} ap={ap:.3g} ad={ad:.3g}")
-    return None, max_iter
+    """Mehrotra predictor-corrector from the box centres until the duality measure is within
+    ``rel`` of ``mu_target`` and conservation within ``conserve`` (:meth:`_PrimalDual.advance`).
+    Returns (state, iterations), or (None, iterations) when it has not got there in ``max_iter``
+    steps (the caller then starts from its own flow)."""
+    pd = _PrimalDual(P, mu_target)
+    reached = pd.advance(mu_target, max_iter=max_iter, rel=rel, conserve=conserve)
+    return (pd.state() if reached else None), pd.iterations

@@ -6,13 +6,17 @@ Instances: (12, 512) random attention-like capacities (the ``attention_like`` of
 test_bench_flows.py, every token a source) and smollm2-135m's AGF capacities for 512 tokens of
 Rotten Tomatoes prose (the predicting position as source, as ``ex.flow`` does). Variants:
 ``reference`` — the solver as it was before issue 33 (``barrier.PRIMAL_DUAL_START = False``:
-proportional-split start, primal Newton steps from the first μ stage on; every later stage is the same code) — and ``current`` — ``barrier_max_flow`` (a
-primal-dual phase to the first stage, then the same stages). Both on ``THREADS`` CPU threads,
-the same μ grid and certificate. Wall and CPU seconds, Newton iterations, μ and the certified gap go to
-``extra_info`` and are printed; after both variants of an instance, the ratios. A reference that
-raises SolverError records its time to failure (the ratio is then a lower bound). Each value is
-checked against scipy's max-flow (``max_flow_bracket``, as in tests/test_graphs_gaf_length.py):
-the value lies below scipy's cut priced at the true capacities and within 1e-6 of it.
+proportional-split start, primal Newton centring at every μ stage; random instance only: on smollm2 it
+ran 400 steps and raised SolverError after 625 s) — ``previous`` — the first stage reached by
+primal-dual steps, then primal centring at every stage (``barrier.PRIMAL_DUAL_PATH = False``) — and
+``current`` — ``barrier_max_flow`` (the whole μ grid followed by primal-dual steps, primal centring
+only where a stage's cut nearly certifies the value). All on ``THREADS`` CPU threads, the same μ grid
+and certificate. Wall and CPU seconds, Newton iterations, μ and the certified gap go to
+``extra_info`` and are printed; after the variants of an instance, the ratios to ``current``. A
+variant that raises SolverError records its time to failure (a ratio is then a lower bound). Each
+value is checked against scipy's max-flow (``max_flow_bracket``, as in
+tests/test_graphs_gaf_length.py): the value lies below scipy's cut priced at the true capacities
+and within 1e-6 of it.
 """
 from __future__ import annotations
 
@@ -57,17 +61,21 @@ def instance(name, request):
     return INSTANCES[name]
 
 
-@pytest.mark.parametrize("variant", ["reference", "current"])
-@pytest.mark.parametrize("name", ["random-12x512", "smollm2-512"])
+VARIANTS = {"reference": (False, False), "previous": (True, False), "current": (True, True)}
+
+
+@pytest.mark.parametrize("name, variant", [("random-12x512", v) for v in VARIANTS]
+                         + [("smollm2-512", v) for v in ("previous", "current")])
 def test_bench_gaf_length(benchmark, request, monkeypatch, name, variant):
     C, sources = instance(name, request)
-    monkeypatch.setattr(barrier, "PRIMAL_DUAL_START", variant == "current")
-    solve = barrier_max_flow
+    start, path = VARIANTS[variant]
+    monkeypatch.setattr(barrier, "PRIMAL_DUAL_START", start)
+    monkeypatch.setattr(barrier, "PRIMAL_DUAL_PATH", path)
     outcome: dict = {}
 
     def run():
         try:
-            outcome["sol"] = solve(C, None, sources, threads=THREADS)
+            outcome["sol"] = barrier_max_flow(C, None, sources, threads=THREADS)
         except SolverError as err:
             outcome["error"] = err
 
@@ -77,28 +85,36 @@ def test_bench_gaf_length(benchmark, request, monkeypatch, name, variant):
             "shape": list(C.shape)}
     if "error" in outcome:
         info.update(failed=str(outcome["error"])[:160], iterations=len(outcome["error"].residuals.get("history", [])))
-        assert variant == "reference", f"the current solver failed: {outcome['error']}"
+        assert variant == "reference", f"the {variant} solver failed: {outcome['error']}"
     else:
         sol = outcome["sol"]
         lower, upper = max_flow_bracket(C, sources)  # lower <= exact max-flow value <= upper
-        info.update(iterations=sol.iterations, mu=sol.mu, value=sol.value, certified_gap=sol.gap / sol.value,
-                    scipy_lower=lower, scipy_upper=upper)
+        info.update(iterations=sol.iterations, primal_dual_iterations=sol.residuals["primal_dual_iterations"],
+                    mu=sol.mu, value=sol.value, certified_gap=sol.gap / sol.value, scipy_lower=lower,
+                    scipy_upper=upper)
         assert sol.gap <= 1e-6 * sol.value
         assert sol.value <= upper * (1 + 1e-9) and sol.upper_bound >= lower * (1 - 1e-9)
         assert upper - sol.value <= 1e-6 * sol.value  # scipy's cut certifies the value too
+        RESULTS.setdefault(name + ":flows", {})[variant] = sol.edge_flow
     RESULTS.setdefault(name, {})[variant] = info
     benchmark.extra_info.update(info)
     print(f"\nGAF {name} {variant}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                            for k, v in info.items()))
-    both = RESULTS[name]
-    if {"reference", "current"} <= set(both):
-        ref, cur = both["reference"], both["current"]
+    done = RESULTS[name]
+    if variant != "current" or len(done) < 2:
+        return
+    cur = done["current"]
+    for other, ref in done.items():
+        if other == "current":
+            continue
         ratios = {"wall_ratio": ref["wall_s"] / cur["wall_s"], "cpu_ratio": ref["cpu_s"] / cur["cpu_s"],
                   "iteration_ratio": ref["iterations"] / cur["iterations"]}
         if "value" in ref:
-            assert cur["mu"] == ref["mu"]  # the same stage of the same μ grid certifies
+            assert cur["mu"] == ref["mu"]  # the same stage of the same μ grid certifies: the same centre
             assert cur["value"] == pytest.approx(ref["value"], rel=1e-9)
+            flows = RESULTS[name + ":flows"]
+            assert np.abs(flows["current"] - flows[other]).max() <= 1e-7 * cur["value"]
         else:
             ratios["reference_failed"] = True  # ratios are lower bounds
-        benchmark.extra_info.update(ratios)
-        print(f"GAF {name} reference / current: " + ", ".join(f"{k}={v:.3g}" for k, v in ratios.items()))
+        benchmark.extra_info.update({f"{other}_{k}": v for k, v in ratios.items()})
+        print(f"GAF {name} {other} / current: " + ", ".join(f"{k}={v:.3g}" for k, v in ratios.items()))
