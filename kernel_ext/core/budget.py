@@ -9,7 +9,9 @@ at n = 254, 510 and 1,022 tokens, and err on the high side (by up to ~30%):
   backward pass, plus transients: a forward+backward row costs ~1.5·A + L·n·(8·d + 5·d_ff)·4.
 - lean passes (IG, SIG, grad x input: ``batching.lean_pass``): SDPA keeps no map; a row costs
   L·n·(10·d + 6·d_ff)·4 (smollm2 at 1,023 tokens: 16 % over the measured peak), or checkpointed
-  (when that is what fits) the layers' inputs L·n·d·4 plus one layer's activations.
+  (when that is what fits) the layers' inputs L·n·d·4 plus four layers' activations (the recomputed
+  one, the backward's gradients and the allocator's retention; smollm2 at 1,023 tokens: 0.352 GiB
+  counted, 0.290 GiB measured; tests/test_budget_checkpointed.py).
 - ``capture``: logits (n·V·4 for language models) + 2.2·A; with attention gradients, the
   forward+backward row + 3·A (the gradients and the stacked copies) + twice the logits.
 - flow arrays (GAF, rollout, attention flow): float64 copies of the maps (6·A), and for GAF the
@@ -37,6 +39,9 @@ ENV = "XATTR_LAB_MEMORY_LIMIT"
 DEFAULT_FRACTION = 0.75
 #: fixed bytes a lean (SDPA) pass allocates besides its tensors: autograd and kernel workspace
 LEAN_WORKSPACE = 8 << 20  # measured ~2.5 MiB over the tensors on a tiny Llama at 1,024 tokens
+#: a checkpointed row holds this many layers' activations more than the recomputed one (the backward's gradients
+#: and the allocator's retention over 2 x L layer passes): fitted to bound the measured peak (_lean_bytes)
+CHECKPOINT_EXTRA_LAYERS = 3
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
@@ -117,14 +122,20 @@ def _lean_bytes(shape: Shape, n: int, rows: int, *, grad: bool, checkpoint: bool
     transients and the kernels' workspace; with it, every layer's saved activations, or with
     ``checkpoint`` the layers' inputs plus one layer's activations and the gradient flowing back.
     Per token and layer ~(10 d + 6 d_ff) floats: measured 12,600 on smollm2 (d = 576, d_ff = 1,536)
-    at 1,023 tokens, i.e. ~16 % under this; tiny models add ~8 MiB of fixed workspace."""
+    at 1,023 tokens, i.e. ~16 % under this; tiny models add ~8 MiB of fixed workspace. Checkpointed,
+    the peak resident memory held ``CHECKPOINT_EXTRA_LAYERS`` layers' activations more than the inputs
+    plus one layer: measured 0.290 GiB on smollm2 at 1,023 tokens where those counted 0.181 GiB (too
+    low); this counts 0.352 GiB (21 % over; one measurement, results/measured/
+    peak_memory_1024_checkpointed_row.log). Capped at L - 2 extra layers, so a checkpointed row
+    never counts more than an un-checkpointed one."""
     transient = 4 * 4 * rows * n * (2 * shape.d_model + shape.d_ff) + LEAN_WORKSPACE
     layer = 4 * rows * n * (10 * shape.d_model + 6 * shape.d_ff)  # one layer's saved activations
     if not grad:
         return transient
     if not checkpoint:
         return shape.layers * layer + transient
-    return 4 * rows * n * shape.d_model * (shape.layers + 4) + layer + transient
+    extra = min(CHECKPOINT_EXTRA_LAYERS, max(shape.layers - 2, 0)) * layer  # never more than un-checkpointed
+    return 4 * rows * n * shape.d_model * (shape.layers + 4) + layer + extra + transient
 
 
 def capture_parts(shape: Shape, n: int, *, attention_grads: bool = False, hidden_states: bool = False,
