@@ -83,6 +83,23 @@ def circuit_table(circuit, top: int = 10) -> str:
     return "\n".join(lines)
 
 
+def patching_table(circuit, top: int = 10) -> str:
+    """The ``top`` heads by |node score| (signed, metric units) and, for EAP/EAP-IG, the ``top`` edges."""
+    scores = np.nan_to_num(np.asarray(circuit.node_scores, dtype=float)).ravel()
+    H = max(circuit.n_heads, 1)
+    order = np.argsort(-np.abs(scores), kind="stable")[:top]
+    lines = ["head   node score"] + [f"{i // H:>2}.{i % H:<3} {scores[i]:>10.4g}" for i in order]
+    edges = circuit.top_edges(top)
+    if edges:
+        lines += ["", "sender -> receiver   edge score"]
+        lines += [f"{a:>6} -> {b:<9} {v:>12.4g}" for a, b, v in edges]
+    if circuit.faithfulness:
+        f = circuit.faithfulness
+        lines.append(f"faithfulness over {len(f.get('sizes', []))} circuit sizes: CPR {f.get('cpr', float('nan')):.3f}, "
+                     f"CMD {f.get('cmd', float('nan')):.3f}")
+    return "\n".join(lines)
+
+
 def generation_table(result, top: int = 3) -> str:
     """One line per generated token: its position, text, and the ``top`` inputs by |score|."""
     lines = [f"{'#':>3}  {'generated':<16}  top inputs"]
@@ -169,6 +186,10 @@ def run_command(args) -> int:
     elif args.command == "heads":
         print(f"model {result.model}: entropy (nats) and pattern per head\n")
         print(heads_table(result))
+    elif args.command == "circuit" and result.kind == "patching-circuit":
+        print(f"model {result.model}: {result.method} circuit over {len(result.positive)} clean/corrupted prompt pairs, "
+              f"metric {result.metric or '(default)'}\n")
+        print(patching_table(result))
     elif args.command == "circuit":
         print(f"model {result.model}: SAE circuit over {len(result.codes_positive)} positive / "
               f"{len(result.codes_negative)} negative prompts\n")

@@ -56,6 +56,22 @@ def test_heads_prints_entropy_table_and_exports(tmp_path, capsys):
     assert not CDN.search((tmp_path / "h.html").read_text())
 
 
+def test_patching_circuit_prints_heads_and_edges(tmp_path, capsys):
+    """``xattr circuit --method eap-ig`` printed the SAE table and crashed (no ``codes_positive``)."""
+    from xattr_lab.core.toy import induction_prompts
+
+    positive, negative = induction_prompts(n=4, length=5, seed=0, vocab_tokens=20)
+    (tmp_path / "pos.txt").write_text("\n".join(positive) + "\n")
+    (tmp_path / "neg.txt").write_text("\n".join(negative) + "\n")
+    code = cli.main(["circuit", "--model", "toy-induction", "--method", "eap-ig", "--ig-steps", "2",
+                     "--positive", str(tmp_path / "pos.txt"), "--negative", str(tmp_path / "neg.txt"),
+                     "--html", "", "--json", str(tmp_path / "c.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "eap-ig circuit over 4" in out and "node score" in out and "sender -> receiver" in out
+    assert json.loads((tmp_path / "c.json").read_text())["kind"] == "patching-circuit"
+
+
 def test_circuit_reads_prompt_files(tmp_path, capsys):
     (tmp_path / "pos.txt").write_text("a good film\na great film\n")
     (tmp_path / "neg.txt").write_text("a bad film\na poor film\n")
