@@ -228,3 +228,37 @@ def test_export_drops_the_sent_loaders_empty_output(recwarn):
     page = notebook_html(nb)
     assert [o.output_type for o in nb.cells[0].outputs] == ["stream"] and "kept 42" in page
     assert not [w for w in recwarn if "not able to be represented" in str(w.message)]
+
+
+def _assets():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "workshop_assets.py"
+    spec = importlib.util.spec_from_file_location("workshop_assets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_assets_size_parts_count_loaders_widget_state_and_outputs():
+    """scripts/workshop_assets.py sizes: a loader output (either MIME type), the saved widget state and the
+    other outputs are counted apart; an xattr output is never counted as a loader."""
+    assets = _assets()
+    loader = {"output_type": "display_data", "metadata": {}, "data": {"application/javascript": "x" * 5000}}
+    xattr = {"output_type": "display_data", "metadata": {},
+             "data": {"application/vnd.xattr.v2+json": {"kind": "flow"}, "text/plain": "y" * 300}}
+    nb = {"cells": [{"cell_type": "code", "outputs": [loader, xattr]}], "metadata": {"widgets": {"s": "z" * 700}}}
+    parts = assets.size_parts(nb)
+    assert 5000 < parts["bokehjs_loaders"] < 5200 and 300 < parts["other_outputs"] < 500
+    assert 700 < parts["widget_state"] < 800
+
+
+def test_slide_heat_map_has_numbers_colour_bar_and_boxes():
+    assets = _assets()
+    values = np.array([[0.64, 0.0], [0.12, 0.54]])
+    fig = assets.heatmap(values, ["L0", "L1"], [0, 1], title="t", colour_label="node score", outline=[(0, 0)],
+                         numbers=100 * values, fmt="{:.1f}")
+    ax, bar = fig.axes
+    assert sorted(t.get_text() for t in ax.texts) == ["0.0", "12.0", "54.0", "64.0"]
+    assert bar.get_ylabel() == "node score" and len(ax.patches) == 1 and ax.patches[0].get_edgecolor()[0] > 0.8

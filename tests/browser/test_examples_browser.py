@@ -212,6 +212,25 @@ def _head_click(page, name_nth: int, layer: int, head: int, tag: str, matrix: bo
     return view
 
 
+def test_00_preflight(run_example):
+    """The instructor's preflight runs through the UI: the versions table, every embedded model's row
+    "ok", the toy truth line, and READY (its last code cell asserts, so a failure is a traceback)."""
+    import xattr_lab as xa
+
+    page = run_example("00_preflight", timeout=600_000)
+    outputs = "\n".join(page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts())
+    assert "missing packages: none" in outputs, outputs[-3000:]
+    assert "READY: every embedded model builds and loads" in outputs, outputs[-3000:]
+    assert "NOT READY" not in outputs and "FAILED" not in outputs, outputs[-3000:]
+    assert "toy truth heads ['0.0', '0.2', '1.1', '1.3']" in outputs, outputs[-3000:]
+    rows = page.locator(f"{PANEL} .jp-OutputArea-output table tbody tr")
+    texts = rows.all_inner_texts()
+    for alias in xa.ALIASES:  # one row per embedded model, its status "ok"
+        row = [t for t in texts if t.split("\t")[0].strip() == alias]
+        assert row and "\tok\t" in row[0], (alias, texts)
+    no_errors(page)
+
+
 def test_01_quickstart(run_example):
     page = run_example("01_quickstart")
     # strips: %xattr explain (sig), %%xattr explain (ig), widgets.view(a), the Explorer's strip
@@ -256,7 +275,7 @@ def test_04_trust(run_example):
 
 
 def test_05_circuits(run_example):
-    page = run_example("05_circuits", timeout=400_000)
+    page = run_example("05_circuits", timeout=900_000)  # SmolLM2 SAEs + EAP-IG on the toy; slow on a loaded CPU
     wait_views(page, ".xattr-circuit", 2)
     for nth, tag in ((0, "circuit-toy"), (1, "circuit-ioi")):
         view = click_glyph(page, "xattr-head-grid", 0.0, 0.0, nth, tag, "head 0.0")
