@@ -188,3 +188,25 @@ def test_coverage_counts_only_numbers_of_tables_rendered_from_data():
     assert found["line 1"] == [" 1.25 [0.5, 2] "] and found["demo"] == ["`m`: 80.2 % of 1,000"]
     numbers = [n for cell in found["line 1"] for n in results_coverage.NUMBER.findall(cell)]
     assert numbers == ["1.25", "0.5", "2"]
+
+
+def test_committed_faithfulness_tables_follow_from_the_per_text_data():
+    folder = DATA / "faithfulness"
+    assert folder / "per_text.csv" in _committed("faithfulness/per_text.csv")
+    per_text, summary, pairs = (pd.read_csv(folder / f) for f in ("per_text.csv", "summary.csv", "pairs.csv"))
+    means = per_text.groupby(["method"])[["aopc", "log_odds", "comprehensiveness", "sufficiency"]].mean()
+    assert per_text.groupby("method").size().eq(300).all()  # 300 snippets, every method on every one
+    for r in summary.itertuples():
+        assert r.mean == pytest.approx(means.loc[r.method, r.metric], abs=1e-12)
+        assert r.ci_low <= r.mean <= r.ci_high
+    for r in pairs.itertuples():
+        assert r.difference == pytest.approx(means.loc[r.a, r.metric] - means.loc[r.b, r.metric], abs=1e-12)
+    for metric, part in pairs.groupby("metric"):  # Holm by hand over the 66 pairs of each metric
+        assert len(part) == 66
+        p = part["p"].to_numpy()
+        order = np.argsort(p, kind="stable")
+        steps = np.minimum(np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]), 1.0)
+        holm = np.empty_like(steps)
+        holm[order] = steps
+        np.testing.assert_allclose(part["p_holm"].to_numpy(), holm)
+        assert (part["significant"].to_numpy() == (holm < 0.05)).all()
