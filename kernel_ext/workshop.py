@@ -24,7 +24,7 @@ import numpy as np
 
 RIGHT, WRONG, WAITING = "✅", "❌", "⏳"
 
-#: The IOI circuit of ``smollm2-135m`` found by path patching (README, Results: ``python
+#: The IOI circuit of ``smollm2-135m`` found by path patching (docs/results.md: ``python
 #: scripts/circuits_report.py truth --task ioi``; 32 prompts, seed 1000): 12 of 270 heads as "layer.head".
 SMOLLM2_IOI_TRUTH: dict[str, tuple[str, ...]] = {
     "name mover": ("23.3", "29.1", "24.4", "23.0", "29.0", "23.7", "23.1", "23.2", "24.5"),

@@ -5,7 +5,7 @@ Each architecture is a tiny randomly initialised model built offline from its ``
 config class (2-3 layers, 4 heads, hidden 32) with a tokenizer from the embedded models (WordPiece
 for encoders, SmolLM2's byte-level BPE for decoders). To add one: append ``(name, builder)`` to
 :data:`ARCHITECTURES` (a builder returns ``(model, tokenizer)``). ``scripts/architecture_matrix.py``
-prints the README's table from :func:`run_matrix`.
+prints the table of docs/guides/models.md from :func:`run_matrix`.
 """
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ def run_matrix(names=None) -> dict[str, dict[str, str]]:
 
 
 def markdown(matrix: dict[str, dict[str, str]]) -> str:
-    """The README table: one row per architecture, ✓ / n/a (why, as a footnote) / FAIL."""
+    """The table of docs/guides/models.md: one row per architecture, ✓ / n/a (why, as a footnote) / FAIL."""
     notes: list[str] = []
     lines = ["| architecture | head | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
     for name, row in matrix.items():
@@ -220,7 +220,7 @@ def markdown(matrix: dict[str, dict[str, str]]) -> str:
 # ----------------------------------------------------------------------------- tests
 @pytest.mark.slow
 def test_architecture_matrix():
-    """Every (architecture, method) works or raises an XattrError; prints the README table."""
+    """Every (architecture, method) works or raises an XattrError; prints the table of docs/guides/models.md."""
     start = time.perf_counter()
     matrix = run_matrix()
     print("\n" + markdown(matrix) + f"\n\n({time.perf_counter() - start:.0f} s)")

@@ -1,7 +1,7 @@
 """Issue #20, the bad-input table: every public entry x {empty, whitespace only, 100k characters, control
 characters and lone surrogates, NaN/inf where numbers go, unknown label/target, unknown option, wrong types}
 gives a clear error class and message, and leaves nothing changed (model state, loaded explainers, torch's
-global state). The README's table is this one. Issue 27: right-to-left text with bidi marks, embeddings,
+global state). The table of docs/guides/reliability.md is this one. Issue 27: right-to-left text with bidi marks, embeddings,
 overrides and isolates is explained (no longer refused); the views draw each token isolated, the marks as
 visible escapes."""
 from __future__ import annotations

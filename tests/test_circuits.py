@@ -703,7 +703,7 @@ def test_built_toy_circuit_and_decoys_by_construction():
 
 @pytest.fixture(scope="module")
 def toy_scored():
-    """The toy's path-patching truth and one held-out run of each recipe (count), as in the README."""
+    """The toy's path-patching truth and one held-out run of each recipe (count), as in docs/results.md."""
     from xattr_lab import toy
 
     ex = toy.load_toy(progress=False)
@@ -754,7 +754,7 @@ def test_ioi_short_run_on_smollm(smollm):
 
 @pytest.mark.slow
 def test_ioi_sae_finds_the_ablation_circuit_on_smollm(smollm):
-    """The README's IOI result, small: 16-prompt ablation truth, one seed, 10 SAE examples (about 4 min)."""
+    """The IOI result of docs/results.md, small: 16-prompt ablation truth, one seed, 10 SAE examples (about 4 min)."""
     truth_task = tasks.ioi_prompts(smollm.tokenizer, n=16, seed=1000)  # disjoint from the SAE prompts
     effects = circuits.head_ablation_effects(smollm, truth_task.positive, truth_task.metric,
                                              negatives=truth_task.negative, progress=False, logit_positions=[-1])
@@ -775,7 +775,7 @@ def test_ioi_sae_finds_the_ablation_circuit_on_smollm(smollm):
 @pytest.mark.slow
 def test_ioi_name_movers_by_path_patching_on_smollm(smollm):
     """Round 1 of the IOI truth on 4 of its 32 prompts: the heads whose direct paths carry the answer
-    (measured on 32 prompts: 23.3 -2.99, 29.1 -1.46, 24.4 +1.29, 23.0 -1.19, 29.0 +1.18; README)."""
+    (measured on 32 prompts: 23.3 -2.99, 29.1 -1.46, 24.4 +1.29, 23.0 -1.19, 29.0 +1.18; docs/results.md)."""
     task = tasks.ioi_prompts(smollm.tokenizer, n=4, seed=1000)
     runs = circuits.prepare_runs(smollm, task.positive, task.negative, task.metric)
     assert runs.prefix is not None  # one token per row on the cached clean prefix

@@ -1,9 +1,9 @@
 """Attention flows on the embedded models (slow): correctness at real sizes, and a quick faithfulness
 sanity check of AF / GF / AGF / rollout / raw attention on 20 held-out Rotten Tomatoes snippets.
 
-The README's faithfulness table comes from ``scripts/eval_faithfulness.py`` (300 snippets, paired bootstrap);
+The faithfulness table of docs/results.md comes from ``scripts/eval_faithfulness.py`` (300 snippets, paired bootstrap);
 this test only checks that the flows are exact on real capacities and that GAF-AGF beats random attribution
-on AOPC (README: 0.218 vs 0.069 on 300 snippets). ``pytest tests/test_flows_model.py -m slow -s`` prints the means.
+on AOPC (docs/results.md: 0.218 vs 0.069 on 300 snippets). ``pytest tests/test_flows_model.py -m slow -s`` prints the means.
 """
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ def test_bad_requests(tiny):
 @pytest.mark.slow
 def test_smollm2_greedy_generation_rows_and_ig_reporting(smollm):
     """Greedy tokens = model.generate's; attention rows are distributions over earlier tokens; IG rows
-    report their completeness honestly (32 nodes are not enough on SmolLM2; see the README on convergence)."""
+    report their completeness honestly (32 nodes are not enough on SmolLM2; see docs/guides/gradients.md on convergence)."""
     prompt = "The capital of France is"
     result = smollm.attribute_generation(prompt, max_new_tokens=4, method="attention")
     assert result.generated_ids == _model_greedy(smollm, prompt, 4)

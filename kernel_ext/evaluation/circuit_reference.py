@@ -1,4 +1,4 @@
-"""The reference circuits of the README: IOI on a language model and the toy's induction circuit,
+"""The reference circuits of docs/results.md: IOI on a language model and the toy's induction circuit,
 found by path patching (:func:`xattr_lab.evaluation.circuit_truth.patching_truth`) and cached once per
 model and options under ``cache_dir()/circuits/`` (docs/ARCHITECTURE.md, section "SAE circuits")."""
 from __future__ import annotations

@@ -38,7 +38,7 @@ QUADRATURES = ("gausslegendre", "riemann_trapezoid")
 #: default tolerance on the relative completeness error (``converged``, and what ``steps="auto"`` aims at)
 CONVERGENCE_TOL = 0.05
 #: nodes per panel of IG's steps="auto" (``min_steps``): on smollm2's jagged paths small panels
-#: halved where needed cost fewer gradient rows than 8-node ones (README, "Gradients")
+#: halved where needed cost fewer gradient rows than 8-node ones (docs/guides/gradients.md)
 IG_PANEL_NODES = 4
 #: an output change below this fraction of max(1, |F(x)|, |F(x')|) counts as ~0 (the guard)
 CHANGE_FLOOR = 0.01

@@ -2,7 +2,7 @@
 
 Each entry says what a method is called, which result kind it returns, which family module
 implements it, and its options with defaults and help. The CLI, ``%xattr``, the widgets' method
-menus, ``xattr_lab.METHODS`` and the README's method table all read this list. The family module
+menus, ``xattr_lab.METHODS`` and the method table of docs/guides/methods.md all read this list. The family module
 binds its implementation with :func:`implements` when it is imported; :func:`function` imports
 it on first use. This module is pure data: no numpy, no torch (the front end reads it).
 """
@@ -115,12 +115,12 @@ SPECS: tuple[MethodSpec, ...] = (
 )
 
 #: Every attribution method and ``flow`` take ``granularity``; the Explainer applies it after the method
-#: (:mod:`xattr_lab.methods.words`). Not in the README's method table: one line below it says so.
+#: (:mod:`xattr_lab.methods.words`). Not in the method table (docs/guides/methods.md): one line below it says so.
 GRANULARITY = Option("granularity", "token", "token: subword tokens; word: tokens merged into whitespace-delimited "
                      "words by the tokenizer's offsets (sum, or max-abs for attention_flow)", ("token", "word"))
 SPECS = tuple(replace(s, options=s.options + (GRANULARITY,)) if s.kind in ("attribution", "flow") else s for s in SPECS)
 #: ``ex.circuit(method=...)`` (issue 31): the SAE codes (default, the options in SPECS) or an attribution-patching
-#: circuit (:mod:`xattr_lab.methods.patching_circuits`). Like GRANULARITY, these options stay out of the README's
+#: circuit (:mod:`xattr_lab.methods.patching_circuits`). Like GRANULARITY, these options stay out of the docs'
 #: method table (a line below it names them).
 CIRCUIT_METHODS = ("sae", "atp", "eap", "eap-ig")
 PATCHING_OPTIONS = (
@@ -132,7 +132,7 @@ PATCHING_OPTIONS = (
     Option("faithfulness", True, "atp/eap/eap-ig: MIB's faithfulness curve over head-circuit sizes, CPR and CMD"),
 )
 #: ``ex.attribute_generation``: a verb over the attribution methods, not one of them (kept out of
-#: :data:`SPECS`, the README's method table, and :data:`ATTRIBUTION_METHODS`).
+#: :data:`SPECS`, the method table of docs/guides/methods.md, and :data:`ATTRIBUTION_METHODS`).
 GENERATION_METHODS = ("ig", "sig", "attention", "rollout", "gaf")
 GENERATE = MethodSpec(
     "generate", "generation", "xattr_lab.methods.generation",
@@ -190,7 +190,7 @@ def function(name: str) -> Callable[..., Any]:
 
 
 def markdown_table() -> str:
-    """The README's method table, generated from :data:`SPECS`."""
+    """The method table of docs/guides/methods.md, generated from :data:`SPECS`."""
     rows = ["| method | returns | what it computes | paper | options (default) |", "|---|---|---|---|---|"]
     for s in SPECS:
         opts = ", ".join(f"`{o.name}` ({o.default!r})" for o in s.options if o.name not in ("truncate", "granularity"))
