@@ -76,7 +76,8 @@ SPECS: tuple[MethodSpec, ...] = (
                        "convergence_tol (the paper's check); an int is the paper's fixed rule"),
                 Option("baseline", "pad", "baseline token: pad, mask or zero (a zero row on a norm-first model "
                        "falls back to the next token, named in options)"),
-                Option("quadrature", "gausslegendre", "gausslegendre or riemann_trapezoid"), _CONVERGENCE_TOL,
+                Option("quadrature", None, "None: nested Boole panels for steps='auto' (methods/panels.py), "
+                       "gausslegendre for an int; or gausslegendre, riemann_trapezoid"), _CONVERGENCE_TOL,
                 Option("max_steps", 1024, "cap on the nodes steps='auto' may use"), _MAX_SECONDS, _TRUNCATE)),
     MethodSpec("sig", "attribution", "xattr_lab.methods.gradients",
                "Sequential Integrated Gradients: each word moved alone from [MASK]", "Enguehard (2023)",
