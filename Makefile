@@ -29,11 +29,14 @@ test-fast:
 
 ## benchmarks (opt-in), side-by-side ratios against reference implementations
 bench:
-	$(PY) -m pytest tests/benchmarks --benchmark-only -p no:cacheprovider -o addopts=""
+	$(PY) -m pytest tests/benchmarks -s -p no:cacheprovider -o addopts=""
 
-## every table of the README's Results section (resumable; outputs under results/)
+## every table of the Results page (docs/results.md): all steps incl. the long ones (resumable; outputs under
+## results/), then the tables rendered from the committed data and checked against it
 results: setup
-	$(PY) scripts/results.py
+	$(PY) scripts/results.py --group main long --keep-going
+	$(PY) scripts/results.py --render
+	$(PY) scripts/results.py --check
 
 ## the documentation site (docs/_build/html): installs docs/requirements.txt into .venv (once),
 ## executes the workshop notebooks (cached in docs/_build/.jupyter_cache), warnings are errors
