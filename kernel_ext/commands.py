@@ -146,7 +146,7 @@ def build_parser(front_end: str = "magic", extra: Callable[[Any], None] | None =
             kind = _KINDS.get(option.name) or (number if isinstance(option.default, float) else type(option.default))
             p.add_argument(flag, type=kind, default=option.default, choices=option.choices,
                            help=f"{option.help} (default {option.default})")
-    for option in registry.PATCHING_OPTIONS:  # --method, --ig-steps, --faithfulness yes|no (issue 31)
+    for option in registry.PATCHING_OPTIONS:  # --method, --ig-steps, --faithfulness yes|no
         kind = {bool: _yes_no, int: int}.get(type(option.default), str)
         p.add_argument("--" + option.name.replace("_", "-"), type=kind, default=None, choices=option.choices,
                        help=f"{option.help} (default {option.default})")

@@ -218,7 +218,7 @@ class CircuitResult(Result):
 
 @dataclass
 class PatchingCircuitResult(Result):
-    """Attribution-patching circuit over attention heads: AtP, EAP or EAP-IG (issue 31).
+    """Attribution-patching circuit over attention heads: AtP, EAP or EAP-IG.
 
     node_scores: (L, H) metric units: mean over prompts of each prompt's score (summed over positions).
     edge_scores: (L*H, L*H + 1) for "eap"/"eap-ig": row = sender head ``l*H + h``, column = receiver

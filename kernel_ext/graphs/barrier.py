@@ -345,7 +345,7 @@ def barrier_max_flow(
     Method: barrier path following (μ from the scale of the initial gap down by 20× per stage),
     the stages followed by Mehrotra primal-dual steps from the centre of every edge's box
     (:mod:`xattr_lab.graphs.primal_dual`; primal steps from a flow that lies orders of magnitude
-    below the centre on most edges stall — issue 33), and Newton steps on the
+    below the centre on most edges stall), and Newton steps on the
     equality-constrained problem centring exactly where a stage's cut nearly certifies the value
     (or at the fixed mu); each step solves the weighted graph
     Laplacian B·H⁻¹·Bᵀ by a block-tridiagonal Cholesky over layers (O(L·n³)), in float64 torch

@@ -30,7 +30,7 @@ class cpu_threads:
         self.owned = False
 
     def __enter__(self):
-        # One solve at a time changes the count (issue #20: two threads solving at once put back each
+        # One solve at a time changes the count (two threads solving at once put back each
         # other's count, and MKL's count is process-wide). Another thread's solve already running on
         # `count` threads: run as it is rather than wait (no lock-order deadlock with session locks).
         if self.active and _COUNT_LOCK.acquire(blocking=False):

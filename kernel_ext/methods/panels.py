@@ -1,4 +1,4 @@
-"""Nested composite quadrature for IG's ``steps="auto"`` (issue 33 item 2): panels whose nodes
+"""Nested composite quadrature for IG's ``steps="auto"``: panels whose nodes
 are reused when a panel is halved, and a stop on the paper's signed completeness check.
 
 docs/ARCHITECTURE.md, section "Gradients". :func:`integration.integrate_panels` halves Gauss-Legendre

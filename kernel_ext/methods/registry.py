@@ -120,7 +120,7 @@ SPECS: tuple[MethodSpec, ...] = (
 GRANULARITY = Option("granularity", "token", "token: subword tokens; word: tokens merged into whitespace-delimited "
                      "words by the tokenizer's offsets (sum, or max-abs for attention_flow)", ("token", "word"))
 SPECS = tuple(replace(s, options=s.options + (GRANULARITY,)) if s.kind in ("attribution", "flow") else s for s in SPECS)
-#: ``ex.circuit(method=...)`` (issue 31): the SAE codes (default, the options in SPECS) or an attribution-patching
+#: ``ex.circuit(method=...)``: the SAE codes (default, the options in SPECS) or an attribution-patching
 #: circuit (:mod:`xattr_lab.methods.patching_circuits`). Like GRANULARITY, these options stay out of the docs'
 #: method table (a line below it names them).
 CIRCUIT_METHODS = ("sae", "atp", "eap", "eap-ig")

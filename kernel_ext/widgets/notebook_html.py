@@ -7,7 +7,7 @@ xattr output drawn from its ``text/html`` item (the player's copy in it dropped;
 outputs saved before that item existed); no saved widget state, so a live view saved with the
 notebook never shows as a disconnected widget: the file has no kernel behind it, every output draws
 from its data; and no BokehJS loader outputs (~8 MB of script that only live widgets use, in notebooks
-saved before issue 32; since then the empty output that replaced the loader). Markdown
+saved before BokehJS was sent display-only; since then the empty output that replaced the loader). Markdown
 math stays as typed TeX (MathJax needs a CDN).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 
 
 def _loader_output(output: dict) -> bool:
-    """A BokehJS loader output: the script itself (notebooks saved before issue 32) or the empty display that
+    """A BokehJS loader output: the script itself (notebooks saved before BokehJS was sent display-only) or the empty display that
     replaces it once sent (``bundle.publish_bokeh_loader``: an empty text; no data at all in early builds)."""
     if output.get("output_type") not in ("display_data", "execute_result"):
         return False

@@ -1,4 +1,4 @@
-"""Widths and tick formats of the live figures: a view fits its notebook cell (issue 27).
+"""Widths and tick formats of the live figures: a view fits its notebook cell.
 
 Live figures stretch to their cell's width (Bokeh ``stretch_width``, at most their natural width,
 :func:`responsive`); Bokeh reports the width it drew (``inner_width``) back to the kernel and the
