@@ -203,12 +203,9 @@ def integrate_panels(
         if bar is not None and bar.n + len(alphas) > bar.total:
             bar.total = bar.n + len(alphas)
             bar.refresh()
-        if pace is not None:
-            if parents and (pace.out_of_time() or not pace.fits(len(alphas))):
-                stopped = "max_seconds"
-                break
-            pace.plan(len(alphas))
-            pace.stoppable = bool(parents)
+        if pace is not None and not pace.begin_round(len(alphas), refining=bool(parents)):
+            stopped = "max_seconds"
+            break
         try:
             g = np.asarray(gradients(paths, alphas), dtype=np.float64).reshape(len(alphas), -1)
         except OutOfTime:

@@ -64,6 +64,15 @@ class Pace:
     def out_of_time(self) -> bool:
         return self.max_seconds is not None and self.elapsed() > self.max_seconds
 
+    def begin_round(self, rows: int, refining: bool) -> bool:
+        """Start a quadrature round of ``rows`` gradient rows; False (nothing planned) when it is a refinement
+        round (``refining``: the first pass always runs) and ``max_seconds`` is spent or would be overrun."""
+        if refining and (self.out_of_time() or not self.fits(rows)):
+            return False
+        self.plan(rows)
+        self.stoppable = refining
+        return True
+
     # -------------------------------------------------------------- the bar protocol (run_chunked)
     def plan(self, rows: int) -> None:
         """``rows`` more gradient rows are about to run."""

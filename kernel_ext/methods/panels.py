@@ -86,12 +86,9 @@ def integrate_nested(
         need = sorted({(p, a + (b - a) * s) for p, a, b in todo for s in t} - {(p, a) for p in range(count)
                                                                               for a in known[p]})
         if need:
-            if pace is not None:
-                if parents and (pace.out_of_time() or not pace.fits(len(need))):
-                    stopped = "max_seconds"
-                    break
-                pace.plan(len(need))
-                pace.stoppable = bool(parents)
+            if pace is not None and not pace.begin_round(len(need), refining=bool(parents)):
+                stopped = "max_seconds"
+                break
             try:
                 g, f = evaluate(np.array([p for p, _ in need]), np.array([a for _, a in need]))
             except OutOfTime:
