@@ -39,10 +39,10 @@ def log(*parts) -> None:
 
 
 def code_version() -> str:
-    h = hashlib.sha256()
-    for name in CODE:
-        h.update((ROOT / name).read_bytes())
-    return h.hexdigest()[:12]
+    """Hash of the CODE files (the cache key's code part)."""
+    from xattr_lab.evaluation.provenance import source_hash
+
+    return source_hash((ROOT / name for name in CODE), ROOT)[:12]
 
 
 def load(task: str):
