@@ -12,7 +12,8 @@ import torch
 import xattr_lab as xa
 from xattr_lab.evaluation import tasks
 from xattr_lab.methods.attribution_patching import encode_pairs
-from xattr_lab.methods.patching_faithfulness import patched_metric, record_z
+from xattr_lab.core.capture import projection_inputs
+from xattr_lab.methods.patching_faithfulness import patched_metric
 
 torch.set_num_threads(1)  # a shared 2-core box
 ex = xa.load("toy-induction", device="cpu")
@@ -28,7 +29,7 @@ for m, kw in [("atp", {}), ("eap-ig", {"ig_steps": 5}), ("eap-ig", {"ig_steps": 
     r = ex.circuit(pos, neg, method=m, metric=metric, faithfulness=False, progress=False, **kw)
     print(m, kw, "node scores (L, H):", np.round(r.node_scores, 4).tolist())
 ids, mask, bad = encode_pairs(ex, pos, neg)
-zb = record_z(ex, bad, mask)
+zb = projection_inputs(ex, bad, mask)
 idx = torch.arange(len(pos))
 clean = patched_metric(ex, ids, mask, zb, np.ones((2, 4), bool), metric, idx).mean()
 exact = np.zeros((2, 4))

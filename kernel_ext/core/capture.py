@@ -95,6 +95,18 @@ def projection_inputs_by_batch(session: "ModelSession", ids: torch.Tensor, mask:
             yield dict(store)
 
 
+def projection_inputs(session: "ModelSession", ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 64,
+                      to_cpu: bool = False) -> list[torch.Tensor]:
+    """Every layer's output-projection input z on these prompts: L x (N, n, H*k), float32, no grad
+    (on the CPU with ``to_cpu``, else where the model runs)."""
+    keep = (lambda z: z.detach().float().cpu()) if to_cpu else (lambda z: z.detach().float())
+    parts: dict[int, list[torch.Tensor]] = {l: [] for l in range(session.adapter.n_layers)}
+    for batch in projection_inputs_by_batch(session, ids, mask, batch_size, keep):
+        for layer, z in batch.items():
+            parts[layer].append(z)
+    return [torch.cat(parts[l]) for l in range(session.adapter.n_layers)]
+
+
 def _check_recorded(session: "ModelSession", recorded: dict[int, torch.Tensor]) -> None:
     L = session.adapter.n_layers
     if len(recorded) != L:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..core.capture import _StopForward, encode_batch, equal_lengths, progress_bar
-from ..core.capture import projection_inputs_by_batch
+from ..core.capture import projection_inputs
 from ..core.session import ModelSession
 from ..errors import InputError
 
@@ -47,14 +47,6 @@ class PatchRuns:
     metric: Metric
     prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # clean key/value cache of all but the last token
     clean: dict[str, torch.Tensor] = field(default_factory=dict)  # clean metric per prompt, by mode
-
-
-def _record_z(ex: ModelSession, ids: torch.Tensor, mask: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    parts: dict[int, list[torch.Tensor]] = {l: [] for l in range(ex.adapter.n_layers)}
-    for batch in projection_inputs_by_batch(ex, ids, mask, batch_size, lambda z: z.detach().float().cpu()):
-        for layer, z in batch.items():
-            parts[layer].append(z)
-    return [torch.cat(parts[l]) for l in range(ex.adapter.n_layers)]
 
 
 def _cache_keyword(model: torch.nn.Module) -> str | None:
@@ -85,7 +77,8 @@ def prepare_runs(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence[s
     n = equal_lengths(mask, "path patching")
     if equal_lengths(bad_mask, "path patching") != n:
         raise InputError(f"corrupted prompts must have the prompts' {n} tokens; build both from one template")
-    return PatchRuns(ids, mask, _record_z(ex, ids, mask, batch_size), _record_z(ex, bad_ids, bad_mask, batch_size),
+    return PatchRuns(ids, mask, projection_inputs(ex, ids, mask, batch_size, to_cpu=True),
+                     projection_inputs(ex, bad_ids, bad_mask, batch_size, to_cpu=True),
                      metric, _prefix_cache(ex, ids, mask))
 
 

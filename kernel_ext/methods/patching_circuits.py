@@ -12,12 +12,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.capture import check_prompts, progress_bar
+from ..core.capture import check_prompts, progress_bar, projection_inputs
 from ..core.session import ModelSession
 from ..errors import InputError
 from .attribution_patching import PATCHING_METHODS, Gradients, encode_pairs, gradients
 from .circuit_scores import roc_auc
-from .patching_faithfulness import MIB_PERCENTAGES, faithfulness_curve, record_z
+from .patching_faithfulness import MIB_PERCENTAGES, faithfulness_curve
 
 TOP_EDGES = 200  # per-prompt edge scores kept in the result (largest |mean score|)
 
@@ -89,7 +89,7 @@ def patching_scores(ex: ModelSession, positive: list[str], negative: list[str], 
     starts = range(0, len(positive), batch_size)
     for s in progress_bar(starts, len(starts), f"{method} over {len(positive)} prompt pairs", progress):
         sl = slice(s, s + batch_size)
-        z_bad = record_z(ex, bad[sl], mask[sl])
+        z_bad = projection_inputs(ex, bad[sl], mask[sl])
         grads = gradients(ex, ids[sl], mask[sl], bad[sl], metric, torch.arange(s, s + ids[sl].shape[0]), steps,
                           edges=method != "atp", logit_positions=logit_positions)
         with torch.no_grad():

@@ -19,19 +19,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.capture import projection_inputs_by_batch
+from ..core.capture import projection_inputs
 from ..core.session import ModelSession
 
 MIB_PERCENTAGES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-def record_z(ex: ModelSession, ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 64) -> list[torch.Tensor]:
-    """Every layer's output-projection input z on these prompts: L x (B, n, H*k), float32, no grad."""
-    parts: dict[int, list[torch.Tensor]] = {l: [] for l in range(ex.adapter.n_layers)}
-    for batch in projection_inputs_by_batch(ex, ids, mask, batch_size, lambda z: z.detach().float()):
-        for layer, z in batch.items():
-            parts[layer].append(z)
-    return [torch.cat(parts[l]) for l in range(ex.adapter.n_layers)]
 
 
 def patched_metric(ex: ModelSession, ids: torch.Tensor, mask: torch.Tensor, z_corrupt: list[torch.Tensor],
@@ -82,7 +73,7 @@ def faithfulness_curve(ex: ModelSession, positive: Sequence[str], negative: Sequ
     totals = np.zeros(len(sizes) + 2)
     for s in range(0, P, batch_size):
         sl, index = slice(s, s + batch_size), torch.arange(s, min(s + batch_size, P))
-        z_bad = record_z(ex, bad[sl], mask[sl])
+        z_bad = projection_inputs(ex, bad[sl], mask[sl])
         masks = [np.ones(scores.shape, bool), np.zeros(scores.shape, bool)] + [top_heads(scores, c) for c in sizes]
         for i, keep in enumerate(masks):
             totals[i] += float(patched_metric(ex, ids[sl], mask[sl], z_bad, keep, metric, index).sum())
