@@ -165,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_export(args) -> int:
     """``xattr export NOTEBOOK --html OUT``: :func:`xattr_lab.widgets.notebook_html.export_notebook`."""
-    from .widgets.notebook_html import export_notebook
+    from .widgets import notebook_html
 
-    print(f"wrote {export_notebook(args.notebook, args.html)}")
+    print(f"wrote {notebook_html.export_notebook(args.notebook, args.html)}")
     return 0
 
 

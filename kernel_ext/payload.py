@@ -44,8 +44,11 @@ from .results import Attribution, CircuitResult, FlowResult, HeadStats, Patching
 __all__ = ["to_payload", "from_payload", "schema", "decode_array", "float16_array", "MAX_EDGES", "MAX_PAIRS",
            "attention_budget"]
 
-#: Flow edges kept (the flow view draws the strongest 400-800; clicks follow paths among these).
-MAX_EDGES = 20_000
+#: The display rules shared with the views and the TypeScript renderer (palettes, caps, token labels).
+DISPLAY_RULES_PATH = Path(__file__).with_name("data") / "display-rules.json"
+#: Flow edges kept (``flow.edges_saved``; the views draw the strongest ``flow.edges_drawn``, clicks follow
+#: paths among these).
+MAX_EDGES = int(json.loads(DISPLAY_RULES_PATH.read_text(encoding="utf-8"))["flow"]["edges_saved"])
 #: Circuit head pairs (and patching-circuit edges) kept (the circuit view lists the top 10).
 MAX_PAIRS = 500
 #: Attention-map budget, bytes before base64: 4 KB per token (the head view draws an n x n map, so
@@ -132,7 +135,11 @@ def top_edges(edge_flow: np.ndarray, max_edges: int = MAX_EDGES) -> dict:
 
 
 def node_throughput(edge_flow: np.ndarray) -> np.ndarray:
-    """(L+1, n): inflow of each node from the layer above; the top layer's outflow."""
+    """(L, n, n) edge flows -> (L+1, n) throughput: each node's inflow from the layer above; the top layer
+    (which has none) its outflow. The one definition every view uses (``flow.node_throughput`` in
+    data/display-rules.json; the TypeScript renderer's ``throughput``). Inflow, because then layer 0 is
+    the flow reaching each input token, the attribution itself, and because it is what a saved payload
+    can recompute from the edges it keeps; where flow is conserved, inflow and outflow are equal."""
     E = np.nan_to_num(np.asarray(edge_flow, dtype=np.float64))
     L = E.shape[0]
     out = np.zeros((L + 1, E.shape[2] if E.ndim == 3 else 0))

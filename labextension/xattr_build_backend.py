@@ -1,7 +1,7 @@
 """In-tree PEP 517 backend: pack the prebuilt JupyterLab extension, then delegate to setuptools.
 
 The wheel carries ``labextension/dist`` as data files (``share/jupyter/labextensions/xattr-lab``),
-``kernel_ext/widgets/static/xattr-player.js`` (the offline player) and ``examples/*.ipynb`` as package
+``widgets/static/xattr-player.js`` (the offline player) and ``examples/*.ipynb`` as package
 data. Where ``labextension/dist`` is built (a checkout after ``npm run build``, or an sdist, which
 carries it) the build needs no Node. Where it is missing, ``npm install --no-save``, ``npm run build``
 and ``npm run build:player`` run in ``labextension/`` when npm is on PATH, else the build stops with a

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xattr_lab.constants import MIME_TYPE as MIME, MIME_TYPE_V2 as MIME_V2
@@ -166,3 +167,83 @@ def test_labextension_list_shows_it_enabled():
     out = subprocess.run([str(jupyter), "labextension", "list"], capture_output=True, text=True, timeout=120)
     lines = [line for line in (out.stdout + out.stderr).splitlines() if "xattr-lab" in line]
     assert lines and "enabled" in lines[0] and "OK" in lines[0], out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------- one source for display rules
+DISPLAY_FIXTURE = EXT / "test" / "fixtures" / "display-rules.json"
+RULES_FILE = REPO / "kernel_ext" / "data" / "display-rules.json"
+#: tokens whose labels each rule decides: word-start marks (first and inner), "##", whitespace alone, a
+#: newline as the byte-level "Ċ", a bidi mark, HTML
+DISPLAY_TOKENS = ["[CLS]", "\u0120hello", "##ing", " ", "\n", "\u010a", "a\u2581b", "\u2581", "\t\t", "\u200fx",
+                  "<b>film</b>", "[SEP]"]
+
+
+def display_fixture() -> dict:
+    """One attribution and one flow as saved (v2) and as public JSON (v1), and what the Python views draw of
+    them: labels, cell and text colours, the edges drawn and left out, node throughput.
+    labextension/test/display-rules.test.ts draws the same payloads and expects the same.
+
+    Scores are multiples of 1/8 (exact in float16, so the saved payload's colours are the live ones). The
+    flow is not conserved (inner nodes' inflow differs from their outflow: the throughput definition
+    shows), has more positive edges than the drawing cap, and a few below its floor."""
+    from xattr_lab.payload import to_payload
+    from xattr_lab.results import Attribution, FlowResult
+    from xattr_lab.widgets import core, figures
+
+    n, L = len(DISPLAY_TOKENS), 3
+    scores = np.array([-1, -0.875, -0.625, -0.5, -0.25, -0.125, 0, 0.125, 0.375, 0.5, 0.75, 1.0])
+    attribution = Attribution(tokens=DISPLAY_TOKENS, scores=scores, method="ig", model="tiny")
+    E = np.random.default_rng(28).random((L, n, n)) + 0.01
+    E[0, :2, :3] = 1e-9  # below edge_floor x the largest: never drawn
+    flow = FlowResult(tokens=DISPLAY_TOKENS, attributions=E[0].sum(axis=0), edge_flow=E, value=float(E[-1].sum()),
+                      model="tiny")
+    labels = core.pretty_tokens(DISPLAY_TOKENS)
+    strip = figures.strip_data(labels, scores, scores, range(n), None, 900)
+    edges = figures.flow_edge_data(E)
+    return {
+        "rules": json.loads(RULES_FILE.read_text(encoding="utf-8")),
+        "attribution": to_payload(attribution), "flow_v1": flow.to_dict(), "flow_v2": to_payload(flow),
+        "expected": {"labels": labels, "colours": strip["colour"], "text_colours": strip["text_colour"],
+                     "edges_drawn": len(edges["flow"]), "edges_positive": int((E > 0).sum()),
+                     "strongest_flow": float(max(edges["flow"])), "throughput": core.node_throughput(E).tolist()},
+    }
+
+
+def test_the_display_rules_are_one_file_both_languages_read():
+    """Python reads kernel_ext/data/display-rules.json (the views, the payload), and the TypeScript renderer
+    imports the same file (src/rules.ts); no palette, cap or label rule is written out anywhere else."""
+    from xattr_lab import payload
+    from xattr_lab.widgets import core
+
+    rules = json.loads(RULES_FILE.read_text(encoding="utf-8"))
+    assert core.RULES == rules
+    assert core.DIVERGING == tuple(rules["palettes"]["diverging"]["RdBu"]) and core.EDGES_DRAWN == 400
+    assert payload.MAX_EDGES == rules["flow"]["edges_saved"] and rules["flow"]["node_throughput"] == "inflow"
+    assert "from '../../kernel_ext/data/display-rules.json'" in (EXT / "src" / "rules.ts").read_text()
+    sources = {p.name: p.read_text(encoding="utf-8") for p in (EXT / "src").glob("*.ts")}
+    python = {p.name: p.read_text(encoding="utf-8") for p in (REPO / "widgets").rglob("*.py")}
+    for colour in ("#053061", "#67000d", "#4e79a7", "#d9d9d9"):  # a table's colour lives in the rules alone
+        assert not [name for name, text in {**sources, **python}.items() if colour in text.lower()], colour
+    assert not re.search(r"edges:\s*\d", sources["model.ts"])  # the edge cap is the rules'
+    assert "\u2423" not in sources["render-common.ts"] and "\u2423" not in python["core.py"]
+
+
+def test_display_fixture_is_what_the_python_views_draw():
+    """The cross-language check: labextension/test/display-rules.test.ts draws these payloads and must show
+    these labels, colours, caps and throughputs (regenerate: python tests/test_labextension.py)."""
+    expected = json.loads(json.dumps(display_fixture(), allow_nan=False))
+    assert json.loads(DISPLAY_FIXTURE.read_text(encoding="utf-8")) == expected
+    drawn = expected["expected"]
+    assert drawn["edges_positive"] > drawn["edges_drawn"] == 400  # the cap decides what is drawn
+    throughput = np.array(drawn["throughput"])
+    E = np.array(expected["flow_v1"]["edge_flow"])
+    np.testing.assert_allclose(throughput[1:-1], E[1:].sum(axis=1))  # inner nodes: inflow from above
+    assert not np.allclose(throughput[1:-1], E[:-1].sum(axis=2))  # ... which is not their outflow here
+    assert drawn["labels"][3] == "\u2423" and drawn["labels"][1] == "hello" and drawn["labels"][5] == "\\n"
+    assert drawn["text_colours"][0] == "#ffffff" and drawn["text_colours"][6] == "#000000"
+
+
+if __name__ == "__main__":
+    DISPLAY_FIXTURE.write_text(json.dumps(display_fixture(), allow_nan=False, ensure_ascii=True, indent=1) + "\n",
+                               encoding="utf-8")
+    print("wrote", DISPLAY_FIXTURE)

@@ -1,4 +1,4 @@
-"""Notebook front end (xattr_lab.widgets): views from fake results, callbacks, exports, MIME bundle."""
+"""Notebook front end (xattr_widgets, folder widgets/, imported as xattr_lab.widgets): views from fake results, callbacks, exports, MIME bundle."""
 from __future__ import annotations
 
 import base64
@@ -76,59 +76,153 @@ def test_front_end_never_imports_torch():
 
 
 #: The front end's layers, bottom to top: a module imports only modules of lower layers (views/*
-#: also each other), and from the rest of xattr_lab only the torch-free pure modules below.
-LAYERS = ["core", "player", "sizing", "figures", "export", "bundle", "views", "select", "explorer", "notebook_html"]
+#: also each other), and from the rest of xattr_lab only the torch-free pure modules below. ``alias``
+#: (stdlib only) gives the package its public name ``xattr_lab.widgets``.
+LAYERS = ["alias", "core", "player", "sizing", "figures", "export", "bundle", "views", "select", "explorer",
+          "notebook_html"]
 PURE = {"xattr_lab", "xattr_lab.constants", "xattr_lab.target_spec", "xattr_lab.methods", "xattr_lab.methods.registry",
         "xattr_lab.graphs", "xattr_lab.graphs.rollout", "xattr_lab.core", "xattr_lab.core.cache",
-        "xattr_lab.core.locking", "xattr_lab.errors", "xattr_lab.payload"}  # stdlib/numpy only  # graphs.rollout: numpy only (the one rollout)
+        "xattr_lab.core.locking", "xattr_lab.errors", "xattr_lab.payload"}  # stdlib/numpy only (graphs.rollout: numpy)
+FRONT_END = "xattr_widgets"
 
 
-def _imports(path: Path, package: str) -> list[str]:
-    """Every module ``path`` imports, at any depth (function-level imports count too)."""
-    import ast
-
+def _homes() -> dict[str, Path]:
+    """The folder of each root package: xattr_lab (kernel_ext/) and the front end (widgets/)."""
     import xattr_lab
 
-    home = Path(xattr_lab.__file__).parent
+    return {"xattr_lab": Path(xattr_lab.__file__).parent, FRONT_END: Path(widgets.__file__).parent}
 
-    def is_module(name: str) -> bool:
-        if not name.startswith("xattr_lab."):
-            return False
-        where = home.joinpath(*name.split(".")[1:])
-        return where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
+
+def _is_module(name: str) -> bool:
+    root, *rest = name.split(".")
+    home = _homes().get(root)
+    if home is None or not rest:
+        return False
+    where = home.joinpath(*rest)
+    return where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
+
+
+def _import_nodes(path: Path, package: str) -> list[tuple[str, list[str]]]:
+    """(module imported, names taken from it) for every import statement of ``path``, at any depth
+    (function-level imports count too); relative imports resolved against ``package``."""
+    import ast
 
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
+            found += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            found.append(base)
-            found += [f"{base}.{a.name}" for a in node.names if is_module(f"{base}.{a.name}")]
+            found.append((base, [a.name for a in node.names]))
     return found
 
 
-def test_front_end_layers_import_only_downwards():
+def _imports(path: Path, package: str) -> list[str]:
+    """Every module ``path`` imports (a ``from package import module`` counts the module too)."""
+    found = []
+    for base, names in _import_nodes(path, package):
+        found.append(base)
+        found += [f"{base}.{name}" for name in names if _is_module(f"{base}.{name}")]
+    return found
+
+
+def _front_end_modules():
+    """(path, parts below the package, package of the module) of every front-end module."""
     root = Path(widgets.__file__).parent
-    checked = 0
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).with_suffix("").parts
+        yield path, rel, ".".join([FRONT_END, *rel[:-1]])
+
+
+def test_the_front_end_is_its_own_root_package_under_its_public_name():
+    import importlib
+
+    import xattr_lab
+    import xattr_widgets
+
+    root = Path(__file__).resolve().parents[1]
+    assert Path(xattr_widgets.__file__).parent == root / "widgets"  # the card's top-level folder
+    assert not (root / "kernel_ext" / "widgets").exists()
+    assert widgets is xattr_widgets and xattr_lab.widgets is xattr_widgets
+    # every submodule under both names is one module object, with its own spec (resources, reload)
+    for name in ("core", "views", "views.head_grid", "views.circuit_view", "explorer", "notebook_html", "player"):
+        public = importlib.import_module(f"xattr_lab.widgets.{name}")
+        assert public is importlib.import_module(f"{FRONT_END}.{name}"), name
+        assert public.__spec__.name == f"{FRONT_END}.{name}", name
+    assert importlib.util.find_spec("xattr_lab.widgets.no_such_module") is None
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("xattr_lab.widgets.no_such_module")
+
+
+def test_no_front_end_module_over_the_size_limit():
+    """docs/ARCHITECTURE.md's ~400-line limit, for the front end's folder (tests/test_architecture.py walks kernel_ext/)."""
+    long = {"/".join(rel): n for path, rel, _ in _front_end_modules() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
+
+
+def test_front_end_layers_import_only_downwards():
+    checked = 0
+    for path, rel, package in _front_end_modules():
         if rel == ("__init__",):
             continue  # the package imports its layers lazily, on top of all of them
         layer = LAYERS.index(rel[0])
-        for name in _imports(path, ".".join(["xattr_lab", "widgets", *rel[:-1]])):
+        for name in _imports(path, package):
             where = "/".join(rel)
-            if name.startswith("xattr_lab.widgets."):
-                target = name.split(".")[2]
+            assert not name.startswith("xattr_lab.widgets"), f"{where} imports {name}: inside, say {FRONT_END}"
+            if name.startswith(f"{FRONT_END}."):
+                target = name.split(".")[1]
                 assert target == rel[0] or LAYERS.index(target) < layer, f"{where} imports {name}, a layer above it"
-            elif name.startswith("xattr_lab") and name != "xattr_lab.widgets":
+            elif name.startswith("xattr_lab"):
                 assert name in PURE, f"{where} imports {name}: the front end reads only {sorted(PURE)}"
             assert name.split(".")[0] != "torch", f"{where} imports torch"
             checked += 1
     assert checked > 50
+
+
+def test_front_end_modules_share_no_private_names():
+    """What one front-end module takes from another is named as shared (no leading underscore)."""
+    taken = []
+    for path, rel, package in _front_end_modules():
+        for base, names in _import_nodes(path, package):
+            if base.startswith(FRONT_END) or base.startswith("xattr_lab"):
+                taken += [f"{'/'.join(rel)}: {base}.{name}" for name in names
+                          if name.startswith("_") and not name.startswith("__")]
+    assert taken == []
+
+
+def test_a_front_end_module_importing_torch_breaks_the_build(tmp_path):
+    """lint-imports (make test, CI) fails when a widgets module imports torch, directly or through the compute
+    package: .importlinter run against a copy of the front end, unchanged (kept) and then with such an import."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert lint, "import-linter is part of the dev extra"
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    (packages / "xattr_lab").symlink_to(root / "kernel_ext", target_is_directory=True)
+    copy = Path(shutil.copytree(root / "widgets", packages / FRONT_END,
+                                ignore=shutil.ignore_patterns("__pycache__", "static")))
+    shutil.copy(root / ".importlinter", tmp_path / ".importlinter")
+    env = {**__import__("os").environ, "PYTHONPATH": str(packages)}
+
+    def lint_copy() -> subprocess.CompletedProcess:
+        return subprocess.run([lint, "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    kept = lint_copy()
+    assert kept.returncode == 0 and "0 broken" in kept.stdout, kept.stdout[-3000:] + kept.stderr[-2000:]
+    base = copy / "views" / "base.py"
+    original = base.read_text(encoding="utf-8")
+    for line in ("import torch", "from xattr_lab.methods import gradients"):  # directly; through xattr-lab
+        base.write_text(f"{original}\n\ndef _later():\n    {line}\n", encoding="utf-8")
+        broken = lint_copy()
+        assert broken.returncode != 0, line
+        report = broken.stdout.split("Broken contracts")[-1]
+        assert "never imports torch" in report and f"{FRONT_END}.views.base" in report, report[-3000:]
 
 
 # ---------------------------------------------------------------------------- core helpers

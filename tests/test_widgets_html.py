@@ -80,7 +80,7 @@ def test_the_player_is_small_and_cannot_close_its_script_element():
 
 
 def test_the_shipped_player_is_built_from_the_current_sources(tmp_path):
-    """kernel_ext/widgets/static/xattr-player.js is committed (a clone or a Python-only install works
+    """widgets/static/xattr-player.js is committed (a clone or a Python-only install works
     without npm); it must be what `npm run build:player` makes of labextension/src today."""
     ext = REPO / "labextension"
     esbuild = ext / "node_modules" / ".bin" / "esbuild"
@@ -91,7 +91,7 @@ def test_the_shipped_player_is_built_from_the_current_sources(tmp_path):
     args = script.split()[1:]
     args = [a for a in args if not a.startswith("--outfile=")] + [f"--outfile={out}", "--log-level=error"]
     subprocess.run([str(esbuild), *args], cwd=ext, check=True, timeout=120)
-    shipped = REPO / "kernel_ext" / "widgets" / "static" / "xattr-player.js"
+    shipped = REPO / "widgets" / "static" / "xattr-player.js"
     assert out.read_bytes() == shipped.read_bytes(), "stale player: run `npm run build:player` in labextension/"
 
 

@@ -148,7 +148,7 @@ export function download(filename: string, blob: Blob): void {
 }
 
 // ---------------------------------------------------------------------------- notebook -> offline HTML
-/** The player's own `<script>` in an output's text/html (kernel_ext/widgets/player.py writes it). */
+/** The player's own `<script>` in an output's text/html (widgets/player.py writes it). */
 export const PLAYER_TAG = /<script data-xattr-player="\d+">[\s\S]*?<\/script>/;
 const MOUNT = '<script>window.xattrLabPlayer&&window.xattrLabPlayer.mountAll(document);</script>';
 

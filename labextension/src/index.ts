@@ -1,7 +1,8 @@
 /**
- * xattr-lab JupyterLab extension: the `application/vnd.xattr.v1+json` renderer (added to each
- * notebook's rendermime with a rank that beats the widget renderer), the commands "Explain selected
- * text" and "Export result as HTML/PNG/JSON", and settings pushed to the kernel's `%xattr` magic.
+ * xattr-lab JupyterLab extension: the renderer of xattr results, `application/vnd.xattr.v2+json` and
+ * `application/vnd.xattr.v1+json` (added to each notebook's rendermime with a rank that beats the
+ * widget renderer), the commands "Explain selected text" and "Export result as HTML/PNG/JSON", and
+ * settings pushed to the kernel's `%xattr` magic.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, ISessionContext, Notification } from '@jupyterlab/apputils';

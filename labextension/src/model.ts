@@ -4,6 +4,8 @@
  * the work: a payload too large to read gives a message (never an exception, never a frozen tab).
  */
 
+import { RULES } from './rules';
+
 export type Num = number | null;
 
 /** Caps on what is read and drawn (a "N more hidden" note says what was left out). */
@@ -12,8 +14,8 @@ export const LIMITS = {
   scan: 5_000_000,
   /** tokens drawn in a strip */
   tokens: 1024,
-  /** flow edges drawn (the strongest) */
-  edges: 800,
+  /** flow edges drawn (the strongest; display-rules.json, as the live view) */
+  edges: RULES.flow.edges_drawn,
   /** flow nodes drawn before only the nodes on drawn edges are kept */
   nodes: 8000,
   /** token rows of a flow graph (those carrying the most flow) */
@@ -292,10 +294,13 @@ export function kthLargest(values: Float64Array, k: number): number {
  */
 export function strongestOf(layer: ArrayLike<number>, from: ArrayLike<number>, to: ArrayLike<number>, flow: Float64Array,
   limit = LIMITS.edges): Edge[] {
-  const positive = flow.filter(v => Number.isFinite(v) && v > 0);
-  const cut = positive.length > limit ? kthLargest(positive, limit) : 0;
+  const finite = flow.filter(v => Number.isFinite(v) && v > 0);
+  // edges below RULES.flow.edge_floor x the strongest are never drawn (as the live view)
+  const floor = RULES.flow.edge_floor * finite.reduce((a, b) => Math.max(a, b), 0);
+  const positive = finite.filter(v => v > floor);
+  const cut = positive.length > limit ? kthLargest(positive, limit) : floor;
   const out: Edge[] = [];
-  let ties = positive.length > limit ? limit - positive.filter(v => v > cut).length : Infinity;
+  let ties = positive.length > limit ? limit - positive.filter(v => v > cut).length : 0;
   for (let i = 0; i < flow.length; i++) {
     const v = flow[i];
     if (Number.isFinite(v) && v > 0 && (v > cut || (v === cut && ties-- > 0))) {

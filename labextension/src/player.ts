@@ -6,7 +6,7 @@
  * A result travels as `<div class="xattr-lab-player">` holding a `<script type="application/json"
  * class="xattr-lab-payload">` (the payload, with `<`, `>`, `&` written as \u003c, \u003e, \u0026)
  * and a text fallback. esbuild bundles this file into one IIFE
- * (kernel_ext/widgets/static/xattr-player.js, `npm run build:player`); the Python side wraps it in a
+ * (widgets/static/xattr-player.js, `npm run build:player`); the Python side wraps it in a
  * guard so a page sets the global `xattrLabPlayer` up once however many outputs carry it, and every
  * output then calls `xattrLabPlayer.mountAll()`, which draws the blocks not drawn yet.
  */

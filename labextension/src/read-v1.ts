@@ -33,7 +33,11 @@ export function edgesV1(edgeFlow: Num[][][]): Edge[] {
   return edges;
 }
 
-/** (L+1, n) throughput from edges: inflow from above; the top layer's outflow. */
+/**
+ * (L+1, n) throughput from edges, the one definition (display-rules.json `flow.node_throughput`,
+ * xattr_lab.payload.node_throughput): each node's inflow from the layer above; the top layer, which
+ * has none, its outflow.
+ */
 export function throughputFromEdges(edges: Edge[], L: number, n: number): number[][] {
   return throughput(edges.map(e => e.layer), edges.map(e => e.from), edges.map(e => e.to), edges.map(e => e.flow), L, n);
 }
@@ -75,7 +79,6 @@ export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): F
   const from: number[] = [];
   const to: number[] = [];
   const flows: number[] = [];
-  const nodes = Array.from({ length: L + 1 }, () => new Array<number>(n).fill(0));
   // checked in the same pass: every layer n rows of n numbers (or null: NaN/inf)
   p.edge_flow.forEach((m: unknown, l: number) => {
     if (!Array.isArray(m) || m.length !== n) {
@@ -98,10 +101,6 @@ export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): F
           from.push(i);
           to.push(j);
           flows.push(v);
-          nodes[l][j] += v; // inflow from above
-          if (l + 1 === L) {
-            nodes[L][i] += v; // the top layer has no inflow: its outflow
-          }
         }
       }
     });
@@ -112,7 +111,7 @@ export function readFlowV1(p: Record<string, unknown>, budget = new Budget()): F
     kind: 'flow', meta: readMeta(p), tokens, attributions: numbers(p.attributions, 'attributions', budget, n),
     value: typeof p.value === 'number' && Number.isFinite(p.value) ? p.value : null,
     info: typeof p.info === 'string' ? p.info : 'gaf', layers: L, edges, hiddenEdges: flows.length - edges.length,
-    nodeFlow: given ? given.map(row => row.map(v => v ?? 0)) : nodes
+    nodeFlow: given ? given.map(row => row.map(v => v ?? 0)) : throughput(layer, from, to, flows, L, n)
   };
 }
 

@@ -5,6 +5,7 @@
  * Interaction is wired with addEventListener on elements we create (no inline handlers). Every token
  * is drawn isolated with its bidi controls visible (bidi.ts): `tokenLabel`, `tokenNode`, `line`.
  */
+import { RULES } from './rules';
 import { isolate, isolatedText, visibleControls } from './bidi';
 import { colourFor, maxAbs, textColourFor } from './colours';
 import { LIMITS, Meta, Num } from './model';
@@ -57,14 +58,36 @@ export function fmt(value: Num | undefined, signed = false): string {
   return signed && value >= 0 ? `+${text}` : text;
 }
 
+/** `text` with every `from` replaced by `to`. */
+const replaceAll = (text: string, from: string, to: string) => text.split(from).join(to);
+
 /**
- * Display label of a model token: word-start markers ("Ġ", "▁") become a space, "##" is dropped,
- * bidi marks, embeddings, overrides and isolates become visible escapes ("⟨RLM⟩", bidi.ts). The one
- * place a token becomes a label (xattr_lab.widgets.core.pretty_token is its Python twin).
+ * Display label of a model token, by the token rules of display-rules.json (rules.ts): a leading
+ * word-start mark ("Ġ", "▁") dropped and the others made spaces, a leading "##" dropped, newlines and
+ * tabs as "\n", "\t", a label of whitespace alone as one blank mark (U+2423) per character; bidi marks, embeddings,
+ * overrides and isolates as visible escapes ("⟨RLM⟩", bidi.ts). The one place a token becomes a label
+ * (xattr_widgets.core.pretty_token is its Python twin).
  */
 export function tokenLabel(token: unknown): string {
-  const text = typeof token === 'string' ? token : String(token);
-  return visibleControls(text.replace(/^[\u0120\u2581]/, ' ').replace(/^##/, '').replace(/\u010a/g, '\\n'));
+  const rules = RULES.tokens;
+  let label = typeof token === 'string' ? token : String(token);
+  for (const mark of rules.word_start_marks) {
+    if (label.startsWith(mark) && Array.from(label).length > 1) {
+      label = label.slice(mark.length);
+    }
+    label = replaceAll(label, mark, ' ');
+  }
+  const prefix = rules.subword_prefix;
+  if (label.startsWith(prefix) && Array.from(label).length > Array.from(prefix).length) {
+    label = label.slice(prefix.length);
+  }
+  for (const [from, to] of rules.escapes) {
+    label = replaceAll(label, from, to);
+  }
+  if (label.trim() === '') {
+    label = rules.blank.repeat(Math.max(1, Array.from(label).length));
+  }
+  return visibleControls(label);
 }
 
 /** A token (as the model holds it) inside a line of text: a `<bdi>` element, bidi controls visible. */

@@ -1,6 +1,6 @@
 /**
  * The circuit graph of a patching circuit (AtP, EAP, EAP-IG), drawn from its saved payload as the
- * live view (kernel_ext/widgets/views/circuit_graph.py) draws it: heads as nodes by layer plus a
+ * live view (widgets/views/circuit_graph.py) draws it: heads as nodes by layer plus a
  * logits node, edges by |score| (width) and sign (colour), a circuit-size slider reading out the
  * saved faithfulness, a click on a head or an edge listing its effect on each prompt pair, and a
  * head grid of the node scores linked with the graph (a head picked in one is picked in the other).

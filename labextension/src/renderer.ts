@@ -1,5 +1,6 @@
 /**
- * The renderer for `application/vnd.xattr.v1+json`.
+ * The renderer for xattr results: `application/vnd.xattr.v2+json` (the display payload notebooks save,
+ * kernel_ext/payload.py) and `application/vnd.xattr.v1+json` (the full-precision `Result.to_dict()`).
  *
  * When the notebook's ipywidgets manager holds the result's live model (`model_id`) with an open comm
  * to the kernel, it mounts that widget through the notebook's own widget renderer factory (full kernel

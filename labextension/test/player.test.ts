@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { PAYLOAD_SELECTOR, PLAYER_VERSION, install, mountAll } from '../src/player';
 
-/** The markup the Python side writes (kernel_ext/widgets/player.py): payload block + fallback. */
+/** The markup the Python side writes (widgets/player.py): payload block + fallback. */
 function item(json: string): HTMLElement {
   const box = document.createElement('div');
   box.className = 'xattr-lab-player';

@@ -6,7 +6,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import core, export
-from .base import LinkedState, View, _bokeh, _html, _prediction_html
+from .base import LinkedState, View, bokeh_widget, html_widget, prediction_html
 
 __all__ = ["FlowView"]
 
@@ -23,7 +23,7 @@ class FlowView(View):
 
     view_type = "flow"
 
-    def __init__(self, result, *, state: LinkedState | None = None, max_edges: int = 400,
+    def __init__(self, result, *, state: LinkedState | None = None, max_edges: int = core.EDGES_DRAWN,
                  retarget: Callable[[int], Any] | None = None):
         super().__init__(result, state=state)
         self.max_edges = max_edges
@@ -78,7 +78,7 @@ class FlowView(View):
         if target not in ("", None):
             parts.append(f"target <code>{core.token_html(target)}</code>")
         if r.prediction:
-            parts.append(f"prediction: {_prediction_html(r.prediction)}")
+            parts.append(f"prediction: {prediction_html(r.prediction)}")
         return " &middot; ".join(parts)
 
     def _build(self):
@@ -88,13 +88,13 @@ class FlowView(View):
         self._figure = fig
         fig.on_change("inner_width", lambda attr, old, new: self.fit_width(new))  # BokehJS measured it
         self._on_tap(self._nodes, self._tapped_node)
-        self._header = _html(self.header_html())
-        self._info = _html("<i>click an input token (left) for its paths, an output token (right) to re-target</i>",
+        self._header = html_widget(self.header_html())
+        self._info = html_widget("<i>click an input token (left) for its paths, an output token (right) to re-target</i>",
                            layout=w.Layout(max_width="100%"))
         self._progress = w.Label("")
         # graph and side panel share a row when the cell is wide enough; else the panel goes below
-        self._plot = _bokeh(fig, layout=w.Layout(flex=f"1 1 {min(fig.max_width, 560)}px", min_width="0"))
-        self._tplot = _bokeh(tfig, layout=w.Layout(max_width="100%"))
+        self._plot = bokeh_widget(fig, layout=w.Layout(flex=f"1 1 {min(fig.max_width, 560)}px", min_width="0"))
+        self._tplot = bokeh_widget(tfig, layout=w.Layout(max_width="100%"))
         side = w.VBox([self._tplot, self._info, self._progress],
                       layout=w.Layout(flex="1 1 280px", min_width="0", max_width="100%"))
         row = w.HBox([self._plot, side], layout=w.Layout(flex_flow="row wrap", width="100%"))

@@ -1,4 +1,8 @@
-"""Head grid: the L x H heads of a HeadStats (or circuit) result coloured by a statistic."""
+"""Head grid: the L x H heads of a HeadStats (or circuit) result coloured by a statistic.
+
+What only SAE circuits have (their class-mean difference, the code table of a head) is in
+:mod:`.circuit_view`; node scores and the ground truth stay here, since the patching-circuit graph
+shows its node scores in a plain grid."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -6,9 +10,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import core, export
-from .base import LinkedState, View, _bokeh, _html
+from .base import LinkedState, View, bokeh_widget, html_widget
 
-__all__ = ["HeadGrid"]
+__all__ = ["HeadGrid", "numeric_statistic"]
+
+
+def numeric_statistic(values, fmt: str = "{:.2f}") -> dict:
+    """A per-head statistic as the grid draws it: {"values": (L, H) float, "labels": L x H strings
+    (``fmt`` of each value, "" where it is not finite), "categorical": False}."""
+    values = np.asarray(values, dtype=np.float64)
+    return {"values": values, "categorical": False,
+            "labels": [[("" if not np.isfinite(v) else fmt.format(v)) for v in row] for row in values]}
 
 
 class HeadGrid(View):
@@ -16,8 +28,8 @@ class HeadGrid(View):
 
     Statistics come from the result (HeadStats: entropy, pattern; CircuitResult: circuit node
     score, ablation effect when present) plus ``extra`` ({name: (L, H) array}). Click a cell for
-    that head's attention matrix (needs ``attentions``) and, for circuits, its codes in positives
-    vs negatives; click a layer label for the layer's rollout and cone index. HeadStats also get a
+    that head's attention matrix (needs ``attentions``; :class:`~.circuit_view.CircuitView` adds an
+    SAE circuit's codes in positives vs negatives); click a layer label for the layer's rollout and cone index. HeadStats also get a
     plot of the normalised cone index by layer with its random-direction floor 1/√n (dashed).
     """
 
@@ -61,14 +73,10 @@ class HeadGrid(View):
         stats: dict[str, dict] = {}
 
         def numeric(name, values, fmt="{:.2f}"):
-            values = np.asarray(values, dtype=np.float64)
-            stats[name] = {"values": values, "categorical": False,
-                           "labels": [[("" if not np.isfinite(v) else fmt.format(v)) for v in row] for row in values]}
+            stats[name] = numeric_statistic(values, fmt)
 
         if getattr(r, "node_scores", None) is not None:
             numeric("circuit node score", r.node_scores, "{:.3f}" if getattr(r, "kind", "") == "patching-circuit" else "{:.0f}")
-        if getattr(r, "difference_scores", None) is not None:  # circuits.mean_difference_scores
-            numeric("class-mean difference", r.difference_scores, "{:.2g}")
         for name in ("ablation", "ablation_effect"):
             if getattr(r, name, None) is not None:
                 numeric("ablation effect", getattr(r, name), "{:.3f}")
@@ -149,23 +157,23 @@ class HeadGrid(View):
                                        description="colour by")
         self._stat_picker.observe(lambda ch: self.set_statistic(ch["new"]), names="value")
         fit = w.Layout(max_width="100%")
-        self._legend = _html(self._legend_html(), layout=fit)
-        self._header = _html(self.header_html(), layout=fit)
+        self._legend = html_widget(self._legend_html(), layout=fit)
+        self._header = html_widget(self.header_html(), layout=fit)
         # grid and detail share a row when the cell is wide enough; else the detail goes below
-        self._plot = _bokeh(fig, layout=w.Layout(flex=f"0 1 {fig.max_width}px", min_width="0"))
+        self._plot = bokeh_widget(fig, layout=w.Layout(flex=f"0 1 {fig.max_width}px", min_width="0"))
         self._fig = fig
-        self._detail_title = _html("<i>click a head for its attention matrix, a layer label for its rollout</i>",
+        self._detail_title = html_widget("<i>click a head for its attention matrix, a layer label for its rollout</i>",
                                    layout=w.Layout(max_width="100%"))
         self._matrix_box = w.Box([], layout=w.Layout(display="block", max_width="100%"))
         self._matrix = None  # (figure, source, BokehModel) reused while n is the same
-        self._extra_detail = _html("", layout=w.Layout(max_width="100%", overflow="auto hidden"))
+        self._extra_detail = html_widget("", layout=w.Layout(max_width="100%", overflow="auto hidden"))
         detail = w.VBox([self._detail_title, self._matrix_box, self._extra_detail],
                         layout=w.Layout(flex="1 1 300px", min_width="0", max_width="100%"))
         rows = [self._header, w.HBox([self._stat_picker], layout=w.Layout(flex_flow="row wrap")), self._legend,
                 w.HBox([self._plot, detail], layout=w.Layout(flex_flow="row wrap", width="100%"))]
         cone = self._cone_figure(stretch=True)
         if cone is not None:
-            rows.append(_bokeh(cone, layout=fit))
+            rows.append(bokeh_widget(cone, layout=fit))
         box = w.VBox(rows, layout=fit)
         box.add_class("xattr-view")
         box.add_class("xattr-head-grid")
@@ -223,41 +231,12 @@ class HeadGrid(View):
             self._show_layer(change["new"])
 
     def head_codes(self, layer: int, head: int) -> dict | None:
-        """For circuits: the head's codes in positives and negatives, and which are positive-only."""
-        r = self.result
-        if getattr(r, "codes_positive", None) is None:
-            return None
-        flat = layer * self.shape[1] + head
-        pos = np.asarray(r.codes_positive)[:, flat]
-        neg = np.asarray(r.codes_negative)[:, flat]
-        pos = [int(c) for c in pos if np.isfinite(c)]
-        neg = [int(c) for c in neg if np.isfinite(c)]
-        unique = sorted(set(pos) - set(neg))
-        silent = (getattr(r, "options", None) or {}).get("features")  # circuits.codes: no feature fired
-        return {"positive": pos, "negative": neg, "unique": unique, "silent": silent}
+        """A head's SAE codes (:class:`~.circuit_view.CircuitView` has them); None: a grid of heads has none."""
+        return None
 
-    def _codes_html(self, layer: int, head: int) -> str:
-        codes = self.head_codes(layer, head)
-        if codes is None:
-            return ""
-        r = self.result
-        unique = set(codes["unique"])
-
-        def label(c: int) -> str:
-            return "silent" if c == codes["silent"] else str(c)
-
-        rows = []
-        for k in range(max(len(codes["positive"]), len(codes["negative"]))):
-            p = codes["positive"][k] if k < len(codes["positive"]) else None
-            q = codes["negative"][k] if k < len(codes["negative"]) else None
-            ptext = (r.positive[k] if k < len(r.positive) else "") if getattr(r, "positive", None) else ""
-            qtext = (r.negative[k] if k < len(r.negative) else "") if getattr(r, "negative", None) else ""
-            pcell = "" if p is None else (f"<b>{label(p)}</b>" if p in unique else label(p))
-            rows.append(f"<tr><td>{k}</td><td>{pcell}</td><td title=\"{core.escape(ptext)}\">{core.escape(ptext[:40])}</td>"
-                        f"<td>{'' if q is None else label(q)}</td><td title=\"{core.escape(qtext)}\">{core.escape(qtext[:40])}</td></tr>")
-        return (f"<div class='xattr-codes'><b>codes of head {layer}.{head}</b> (bold: seen only in positives; "
-                f"{len(unique)} unique)<table><tr><th>#</th><th>pos code</th><th>positive</th><th>neg code</th>"
-                f"<th>negative</th></tr>{''.join(rows)}</table></div>")
+    def head_detail_html(self, layer: int, head: int) -> str:
+        """HTML shown under a clicked head's matrix (a circuit's code table); "" here."""
+        return ""
 
     def _show_matrix(self, matrix: np.ndarray, title: str) -> None:
         from ..figures import matrix_figure, plain
@@ -276,7 +255,7 @@ class HeadGrid(View):
             fig.title.text = plain(title)
             return
         fig, source = matrix_figure(matrix, labels, title=title, stretch=True)
-        model = _bokeh(fig, layout={"max_width": "100%"})
+        model = bokeh_widget(fig, layout={"max_width": "100%"})
         self._matrix = (fig, source, model, matrix.shape[0])
         self._matrix_box.children = [model]
 
@@ -296,7 +275,7 @@ class HeadGrid(View):
                 self._show_matrix(A[layer, head], f"attention of head {layer}.{head}")
             elif self._matrix is None:
                 self._detail_title.value = message + " <i>(no attention maps stored in this result)</i>"
-            self._extra_detail.value = self._codes_html(layer, head)
+            self._extra_detail.value = self.head_detail_html(layer, head)
             self._set_selected(self._cells, [layer * self.shape[1] + head])
 
     def layer_summary(self, layer: int) -> dict:
@@ -386,8 +365,8 @@ class HeadGrid(View):
         cone = self._cone_figure()
         if cone is not None:
             models.append(cone)
-        if l >= 0 and self.head_codes(l, h) is not None:
-            models.append(div(self._codes_html(l, h)))
+        if l >= 0 and self.head_detail_html(l, h):
+            models.append(div(self.head_detail_html(l, h)))
         return models
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from xattr_lab.constants import MIME_TYPE
 
 from .. import bundle, core
-from .base import LinkedState, View, _bokeh, _html
+from .base import LinkedState, View, bokeh_widget, html_widget
 from .token_strip import TokenStrip
 
 __all__ = ["GenerationView", "generation_figure", "matrix_data"]
@@ -195,8 +195,8 @@ class GenerationView(bundle.MainThreadViews, View):
     def _build(self):
         import ipywidgets as w
 
-        self._header = _html(self.header_html())
-        self._status = _html(core.escape(self.status))
+        self._header = html_widget(self.header_html())
+        self._status = html_widget(core.escape(self.status))
         stop = w.Button(description="cancel", layout=w.Layout(width="70px"), tooltip="stop after the current row")
         stop.on_click(lambda _: self.cancel())
         fit = {"display": "block", "max_width": "100%"}  # children as wide as the cell, no wider
@@ -214,7 +214,7 @@ class GenerationView(bundle.MainThreadViews, View):
                                                             stretch=True)
         self._rows = list(self.result.generated)
         self._on_tap(self._source, lambda i: self.select_row(self._source.data["y"][i]))
-        self._plot_box.children = [_bokeh(fig, layout={"max_width": "100%"})]
+        self._plot_box.children = [bokeh_widget(fig, layout={"max_width": "100%"})]
         self._header.value = self.header_html()
         if self.strip is not None:
             self._strip_box.children = [self.strip.widget]

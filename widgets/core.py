@@ -7,28 +7,33 @@ from __future__ import annotations
 import html
 import json
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 from typing import Sequence
 
 import numpy as np
 
+#: The display rules shared with the TypeScript renderer (labextension/src/rules.ts reads the same file):
+#: palettes, the text colour rule, flow caps, token labels. xattr_lab's package data (kernel_ext/data/).
+DISPLAY_RULES_PATH = resources.files("xattr_lab") / "data" / "display-rules.json"
+RULES = json.loads(DISPLAY_RULES_PATH.read_text(encoding="utf-8"))
+_PALETTES = RULES["palettes"]
+
 #: Diverging palette (blue = negative, white = 0, red = positive); ColorBrewer RdBu, 11 classes.
-DIVERGING = (
-    "#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
-    "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f",
-)
+DIVERGING = tuple(_PALETTES["diverging"][_PALETTES["default_diverging"]])
 #: Sequential palette for non-negative quantities (flows, scores), ColorBrewer Reds 9 (light -> dark).
-SEQUENTIAL = ("#fff5f0", "#fee0d2", "#fcbba1", "#fc9272", "#fb6a4a", "#ef3b2c", "#cb181d", "#a50f15", "#67000d")
+SEQUENTIAL = tuple(_PALETTES["sequential"])
 #: Categorical colours for head patterns (Tableau 10).
-CATEGORICAL = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-               "#9c755f", "#bab0ac")
-NAN_COLOUR = "#d9d9d9"
+CATEGORICAL = tuple(_PALETTES["categorical"])
+NAN_COLOUR = _PALETTES["missing"]
+#: The strongest flow edges a view draws, and the fraction of the largest below which none is drawn.
+EDGES_DRAWN, EDGE_FLOOR = int(RULES["flow"]["edges_drawn"]), float(RULES["flow"]["edge_floor"])
 
-_SPACE_MARKS = ("\u0120", "\u2581")  # GPT-2/RoBERTa "Ġ", SentencePiece "▁"
+_SPACE_MARKS = tuple(RULES["tokens"]["word_start_marks"])  # GPT-2/RoBERTa "Ġ", SentencePiece "▁"
 
 
-#: the escape table shared with the TypeScript renderer (labextension/src/bidi.ts mirrors it)
-BIDI_ESCAPES_PATH = Path(__file__).resolve().parents[1] / "data" / "bidi-escapes.json"
+#: the escape table shared with the TypeScript renderer (labextension/src/bidi.ts mirrors it): xattr_lab's
+#: package data (kernel_ext/data/), read without importing more than the lazy ``xattr_lab/__init__``
+BIDI_ESCAPES_PATH = resources.files("xattr_lab") / "data" / "bidi-escapes.json"
 
 
 @lru_cache(maxsize=1)
@@ -47,21 +52,25 @@ def visible_controls(text) -> str:
 
 
 def pretty_token(token: str) -> str:
-    """A display label for a model token: word-start markers and "##" dropped, whitespace made
-    visible, bidi controls as visible escapes (:func:`visible_controls`).
+    """A display label for a model token, by the token rules of ``data/display-rules.json`` (the
+    TypeScript renderer's ``tokenLabel`` reads them too): word-start markers and "##" dropped, whitespace
+    made visible, bidi controls as visible escapes (:func:`visible_controls`).
 
     The result is plain text (not escaped): in HTML, use :func:`token_html` (escaped and isolated).
     """
+    rules = RULES["tokens"]
     label = str(token)
     for mark in _SPACE_MARKS:
         if label.startswith(mark) and len(label) > 1:
-            label = label[1:]
+            label = label[len(mark):]
         label = label.replace(mark, " ")
-    if label.startswith("##") and len(label) > 2:
-        label = label[2:]
-    label = label.replace("\u010a", "\\n").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    prefix = rules["subword_prefix"]
+    if label.startswith(prefix) and len(label) > len(prefix):
+        label = label[len(prefix):]
+    for old, new in rules["escapes"]:
+        label = label.replace(old, new)
     if label.strip() == "":
-        label = "\u2423" * max(1, len(label))  # visible space
+        label = rules["blank"] * max(1, len(label))  # visible space
     return visible_controls(label)
 
 
@@ -109,16 +118,14 @@ def symmetric_scale(values: np.ndarray) -> float:
 
 
 def set_diverging(name: str) -> tuple[str, ...]:
-    """Use another 11-class diverging ColorBrewer palette for signed scores ("RdBu", "PiYG", "PuOr",
-    "BrBG", "PRGn", "RdGy", "RdYlBu"; a "_r" suffix reverses it). Returns the palette."""
+    """Use another 11-class diverging ColorBrewer palette of ``data/display-rules.json`` for signed scores
+    ("RdBu", "PiYG", "PuOr", "BrBG", "PRGn", "RdGy", "RdYlBu"; a "_r" suffix reverses it). Returns the palette."""
     global DIVERGING
-    from bokeh import palettes
-
     base, reverse = (name[:-2], True) if name.endswith("_r") else (name, False)
-    table = getattr(palettes, base, None)
-    if not isinstance(table, dict) or 11 not in table:
-        raise ValueError(f"unknown diverging palette {name!r}; try RdBu, PiYG, PuOr, BrBG, PRGn, RdGy, RdYlBu")
-    colours = tuple(table[11])  # index 0 = colour of the most negative value (RdBu: dark blue)
+    table = _PALETTES["diverging"].get(base)
+    if table is None:
+        raise ValueError(f"unknown diverging palette {name!r}; try {', '.join(_PALETTES['diverging'])}")
+    colours = tuple(table)  # index 0 = colour of the most negative value (RdBu: dark blue)
     DIVERGING = colours[::-1] if reverse else colours
     return DIVERGING
 
@@ -142,13 +149,25 @@ def diverging_colours(values: np.ndarray, scale: float | None = None) -> list[st
     return [colour_for(v, -scale, scale, DIVERGING) for v in np.asarray(values, dtype=np.float64)]
 
 
-def text_colours(values: np.ndarray, scale: float | None = None, dark_above: float = 0.6) -> list[str]:
-    """Black text on light cells, white text on the dark ends of the palette."""
-    scale = symmetric_scale(values) if scale is None else scale
-    out = []
-    for v in np.asarray(values, dtype=np.float64):
-        out.append("#ffffff" if np.isfinite(v) and abs(v) / scale > dark_above else "#000000")
-    return out
+def text_colour_for(background: str) -> str:
+    """Text colour on a ``#rrggbb`` background: ``on_dark`` (white) when its luminance
+    0.2126 R + 0.7152 G + 0.0722 B (channels / 255) is below ``dark_below``, else ``on_light`` (black);
+    the rule of ``data/display-rules.json``, as the TypeScript renderer's ``textColourFor``."""
+    rules = RULES["text"]
+    text = str(background)
+    if len(text) != 7 or text[0] != "#":
+        return rules["on_light"]
+    try:
+        channels = [int(text[k:k + 2], 16) / 255 for k in (1, 3, 5)]
+    except ValueError:
+        return rules["on_light"]
+    luminance = sum(w * c for w, c in zip(rules["luminance_weights"], channels))
+    return rules["on_dark"] if luminance < rules["dark_below"] else rules["on_light"]
+
+
+def text_colours(values: np.ndarray, scale: float | None = None) -> list[str]:
+    """Text colour per value on its :func:`diverging_colours` cell (:func:`text_colour_for`)."""
+    return [text_colour_for(c) for c in diverging_colours(values, scale)]
 
 
 def wrap_layout(labels: Sequence[str], width_px: int = 900, char_px: float = 7.5, pad_px: float = 10.0,
@@ -182,18 +201,11 @@ def pages(n: int, page_size: int) -> list[range]:
 
 # ---------------------------------------------------------------------------- flows
 def node_throughput(edge_flow: np.ndarray) -> np.ndarray:
-    """(L, n, n) edge flows -> (L+1, n) flow through each node.
+    """(L, n, n) edge flows -> (L+1, n) flow through each node: :func:`xattr_lab.payload.node_throughput`,
+    the one definition (inflow from the layer above; the top layer's outflow)."""
+    from xattr_lab.payload import node_throughput as throughput  # numpy only
 
-    ``edge_flow[l-1][i, j]`` is the flow on (l, i) -> (l-1, j). Layer 0 nodes count their inflow,
-    every other node its outflow (equal to its inflow where flow is conserved).
-    """
-    E = np.asarray(edge_flow, dtype=np.float64)
-    L, n, _ = E.shape
-    out = np.zeros((L + 1, n))
-    out[0] = E[0].sum(axis=0) if L else 0.0
-    for layer in range(1, L + 1):
-        out[layer] = E[layer - 1].sum(axis=1)
-    return out
+    return throughput(edge_flow)
 
 
 def flow_to_input(edge_flow: np.ndarray, j: int) -> np.ndarray:
@@ -229,10 +241,11 @@ def flow_from_output(edge_flow: np.ndarray, i: int) -> np.ndarray:
     return carried
 
 
-def top_edges(edge_flow: np.ndarray, max_edges: int = 400, rel_floor: float = 1e-6) -> np.ndarray:
+def top_edges(edge_flow: np.ndarray, max_edges: int = EDGES_DRAWN, rel_floor: float = EDGE_FLOOR) -> np.ndarray:
     """Indices (k, 3) = (layer-1, i, j) of the largest edges, largest first.
 
-    Edges below ``rel_floor`` x the largest are dropped; at most ``max_edges`` are kept.
+    Edges below ``rel_floor`` x the largest are dropped; at most ``max_edges`` are kept (defaults: the
+    ``flow`` rules of ``data/display-rules.json``, which the TypeScript renderer draws by too).
     """
     E = np.asarray(edge_flow, dtype=np.float64)
     flat = np.nan_to_num(E.ravel(), nan=0.0)

@@ -22,7 +22,7 @@ from xattr_lab.target_spec import parse_target, target_text  # pure strings, no 
 
 from . import bundle, core
 from .views import FlowView, HeadGrid, LinkedState, TokenStrip, token_strip
-from .views.base import _html
+from .views.base import html_widget
 
 #: Where ``load(name)`` comes from when the Explorer is given a model name and no loader.
 COMPUTE_PACKAGE = "xattr_lab"
@@ -302,7 +302,7 @@ class Explorer(bundle.MainThreadViews, bundle.LinkedViews):
                                     layout=w.Layout(width="auto", max_width="900px", height="60px"))
         self._progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="", bar_style="info",
                                          layout=w.Layout(width="300px", max_width="100%", visibility="hidden"))
-        self._status = _html("", layout=w.Layout(max_width="100%"))
+        self._status = html_widget("", layout=w.Layout(max_width="100%"))
         self._cancel = w.Button(description="cancel", layout=w.Layout(width="70px", visibility="hidden"),
                                 tooltip="drop the running computation")
         self._cancel.on_click(lambda _: self.cancel())

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import core
 from . import circuit_figures as cf
-from .base import LinkedState, View, _bokeh, _html
+from .base import LinkedState, View, bokeh_widget, html_widget
 from .head_grid import HeadGrid
 
 __all__ = ["CircuitGraphView", "faithfulness_at", "prompt_effects_html"]
@@ -148,13 +148,13 @@ class CircuitGraphView(View):
             self._slider = w.IntSlider(value=self.size, min=1, max=self.max_size, description=f"top {self.unit}",
                                        layout=w.Layout(width="100%", max_width="600px"))
         self._slider.observe(lambda ch: self.set_size(int(ch["new"])), names="value")
-        self._readout = _html(core.escape(self.faithfulness_text()), layout=fit)
+        self._readout = html_widget(core.escape(self.faithfulness_text()), layout=fit)
         self._readout.add_class("xattr-faithfulness")
-        self._effects = _html("<i>click a head or an edge for its patching effect on each prompt pair</i>",
+        self._effects = html_widget("<i>click a head or an edge for its patching effect on each prompt pair</i>",
                               layout=w.Layout(max_width="100%", overflow="auto hidden"))
         self._effects.add_class("xattr-effects")
-        graph = _bokeh(fig, layout=w.Layout(max_width="100%"))
-        box = w.VBox([_html(self.header_html(), layout=fit), self._slider, self._readout, graph, self._effects,
+        graph = bokeh_widget(fig, layout=w.Layout(max_width="100%"))
+        box = w.VBox([html_widget(self.header_html(), layout=fit), self._slider, self._readout, graph, self._effects,
                       self.grid.widget], layout=fit)
         box.add_class("xattr-view")
         box.add_class("xattr-circuit-graph")

@@ -32,14 +32,14 @@ class LinkedState(traitlets.HasTraits):
     statistic = traitlets.Unicode("")
 
 
-def _html(parts: str, **kwargs) -> Any:
+def html_widget(parts: str, **kwargs) -> Any:
     """An HTML widget; ``kwargs`` (e.g. ``layout``) go to ``ipywidgets.HTML``."""
     import ipywidgets as w
 
     return w.HTML(value=parts, **kwargs)
 
 
-def _bokeh(model, **kwargs) -> Any:
+def bokeh_widget(model, **kwargs) -> Any:
     """A Bokeh model as an ipywidget; ``kwargs`` (e.g. ``layout``) go to ``jupyter_bokeh.BokehModel``."""
     from jupyter_bokeh import BokehModel
 
@@ -161,7 +161,8 @@ class View:
         return f"{type(self).__name__}({self.result!r})"
 
 
-def _prediction_html(prediction: dict) -> str:
+def prediction_html(prediction: dict) -> str:
+    """The five most probable labels with their probabilities, escaped HTML ("POSITIVE 0.912, NEGATIVE 0.088")."""
     items = sorted(prediction.items(), key=lambda kv: -kv[1])[:5]
     return ", ".join(f"{core.escape(k)} {v:.3f}" for k, v in items)
 

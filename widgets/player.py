@@ -38,9 +38,9 @@ def player_script() -> str:
     or could end the ``<script>`` element that inlines it.
     """
     try:
-        text = (resources.files("xattr_lab.widgets") / "static" / "xattr-player.js").read_text(encoding="utf-8")
+        text = (resources.files(__package__) / "static" / "xattr-player.js").read_text(encoding="utf-8")
     except (FileNotFoundError, OSError) as error:
-        raise XattrError("the xattr-lab player (xattr_lab/widgets/static/xattr-player.js) is missing; run "
+        raise XattrError("the xattr-lab player (xattr_widgets/static/xattr-player.js) is missing; run "
                          "`npm run build:player` in labextension/ or reinstall xattr-lab") from error
     if re.search(r"</script|<!--", text, re.I):
         raise XattrError("the built xattr-lab player contains '</script' or '<!--' and cannot be inlined in HTML")

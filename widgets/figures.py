@@ -116,7 +116,7 @@ def strip_data(labels, values, raw, indices, scale, width) -> dict:
 
 # ---------------------------------------------------------------------------- flow graph
 def flow_figure(labels: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndarray, attributions: np.ndarray,
-                *, max_edges: int = 400, max_labels: int = 60, sources: Sequence[int] = (),
+                *, max_edges: int = core.EDGES_DRAWN, max_labels: int = 60, sources: Sequence[int] = (),
                 stretch: bool = False) -> tuple:
     """Layered flow graph: columns = layers (0 = input tokens), rows = token positions.
 
@@ -200,7 +200,7 @@ def empty_edges() -> dict:
     return {"x0": [], "y0": [], "x1": [], "y1": [], "width": [], "alpha": [], "flow": []}
 
 
-def flow_edge_data(E: np.ndarray, max_edges: int = 400, peak: float | None = None, max_width: float = 8.0) -> dict:
+def flow_edge_data(E: np.ndarray, max_edges: int = core.EDGES_DRAWN, peak: float | None = None, max_width: float = 8.0) -> dict:
     """Segments for the largest edges of E (L, n, n); E[l-1][i, j] is (l, i) -> (l-1, j)."""
     picked = core.top_edges(E, max_edges)
     data = empty_edges()

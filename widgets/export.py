@@ -111,7 +111,7 @@ def draw_strip(tokens: Sequence[str], scores: np.ndarray, *, selected: int = -1,
 
 
 def draw_flow(tokens: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndarray, attributions: np.ndarray, *,
-              selected: int = -1, max_edges: int = 400, header: str = ""):
+              selected: int = -1, max_edges: int = core.EDGES_DRAWN, header: str = ""):
     """Layered flow graph: edges by width, the flow into input ``selected`` highlighted.
 
     edge_flow: (L, n, n); node_flow: (L+1, n); attributions: (n,) colour the input column.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import core, export
-from .base import LinkedState, View, _bokeh, _html, _prediction_html, badge_html, convergence_badge
+from .base import LinkedState, View, bokeh_widget, html_widget, prediction_html, badge_html, convergence_badge
 
 __all__ = ["ImageView", "has_image", "patch_grid"]
 
@@ -92,7 +92,7 @@ class ImageView(View):
             parts.append(f"model <code>{core.escape(r.model)}</code>")
         parts.append(f"[CLS] {float(r.scores[0]):+.4g}")
         if r.prediction:
-            parts.append(f"prediction: {_prediction_html(r.prediction)}")
+            parts.append(f"prediction: {prediction_html(r.prediction)}")
         shown = badge_html(r) if badge else ""
         return " &middot; ".join(parts) + (f" {shown}" if shown else "")
 
@@ -122,9 +122,9 @@ class ImageView(View):
 
         fig, self._source = self._figure()
         self._on_tap(self._source, lambda row: self.select_token(self._source.data["index"][row]))
-        self._header = _html(self.header_html())
-        self._info = _html(self._info_html())
-        box = w.VBox([self._header, _bokeh(fig), self._info])
+        self._header = html_widget(self.header_html())
+        self._info = html_widget(self._info_html())
+        box = w.VBox([self._header, bokeh_widget(fig), self._info])
         box.add_class("xattr-view")
         box.add_class("xattr-image-view")
         return box

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import core, export
-from .base import LinkedState, View, _bokeh, _html, _prediction_html, badge_html, convergence_badge
+from .base import LinkedState, View, bokeh_widget, html_widget, prediction_html, badge_html, convergence_badge
 
 __all__ = ["TokenStrip", "granularity_option"]
 
@@ -82,7 +82,7 @@ class TokenStrip(View):
         if getattr(r, "model", ""):
             parts.append(f"model <code>{core.escape(r.model)}</code>")
         if getattr(r, "prediction", None):
-            parts.append(f"prediction: {_prediction_html(r.prediction)}")
+            parts.append(f"prediction: {prediction_html(r.prediction)}")
         shown = badge_html(r) if badge else ""
         return " &middot; ".join(parts) + (f" {shown}" if shown else "")
 
@@ -94,8 +94,8 @@ class TokenStrip(View):
         fig.max_width = self.width + 20  # stretches up to the widest wrap
         fig.on_change("inner_width", lambda attr, old, new: self.fit_width(new))  # BokehJS measured it
         self._on_tap(self._source, lambda row: self.select_token(self._source.data["index"][row]))
-        self._header = _html(self.header_html())
-        self._info = _html(self._info_html())
+        self._header = html_widget(self.header_html())
+        self._info = html_widget(self._info_html())
         self._pager_label = w.Label(self._pager_text())
         prev_button = w.Button(description="\u25c0", layout=w.Layout(width="40px"), tooltip="previous page")
         next_button = w.Button(description="\u25b6", layout=w.Layout(width="40px"), tooltip="next page")
@@ -103,7 +103,7 @@ class TokenStrip(View):
         next_button.on_click(lambda _: self.set_page(self.page + 1))
         self._pager = w.HBox([prev_button, self._pager_label, next_button],
                              layout=w.Layout(display="flex" if self.n_pages > 1 else "none"))
-        self._plot = _bokeh(fig)
+        self._plot = bokeh_widget(fig)
         if self.explorer is not None:
             self._toggle = w.ToggleButtons(options=["token", "word"], value=self.granularity, tooltips=[
                 "subword tokens", "words: tokens merged by the tokenizer's offsets"], style={"button_width": "56px"})
