@@ -11,6 +11,7 @@ and :mod:`xattr_lab.evaluation.circuit_patching` (path patching); the attributio
 """
 from .core.capture import head_outputs
 from .core.saelens import read_saelens
+from .errors import InSampleWarning
 from .evaluation.circuit_patching import bootstrap_ci, path_patch, prepare_runs, select_heads
 from .evaluation.circuit_truth import (
     CircuitTruth, Metric, attention_entropy, head_ablation_effects, logit_difference, patching_truth, sharding,
@@ -22,7 +23,7 @@ from .methods.circuit_scores import (
     node_scores_by, norm_scores, paper_edge_node_scores, roc_auc, threshold_circuit, unique_codes, variance_scores,
 )
 from .methods.attribution_patching import PATCHING_METHODS
-from .methods.circuits import RECIPE_DEFAULTS, InSampleWarning, discover, discover_sae
+from .methods.circuits import RECIPE_DEFAULTS, discover, discover_sae
 from .methods.patching_circuits import directed_edge_truth, discover_patching, patching_scores, valid_edges
 from .methods.patching_faithfulness import MIB_PERCENTAGES, faithfulness_curve
 from .methods.sae import PaperSparseAutoencoder, PretrainedSAE, SparseAutoencoder, codes, train_sae

@@ -2,7 +2,7 @@
 
 ``--html/--png/--json`` for a view; ``--csv/--json`` for evaluate's table; and evaluate's run folder
 (``--out-dir DIR``, in ``xattr`` also ``--out DIR``; :data:`OUT_DIR_HELP`): the Parquet records and
-provenance of :func:`xattr_lab.evaluation.sharded.run_sharded`, with the table and the per-text rows beside
+provenance of :func:`xattr_lab.evaluation.distributed.shards.run_sharded`, with the table and the per-text rows beside
 them. This module imports neither torch, numpy nor the widgets (a view's files load them when written).
 """
 from __future__ import annotations

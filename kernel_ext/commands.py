@@ -350,11 +350,11 @@ def run(args, inputs: Inputs, cache: bool = True):
         check_text(text)  # before any model loads
     ex = explainer(args.model, args.device, cache=cache)
     if verb == "evaluate":
-        from .evaluation import faithfulness
+        from .evaluation import faithfulness_harness
 
         if "out" not in kwargs:
-            return faithfulness.evaluate(ex, *data, **kwargs)
-        table, per_text = faithfulness.evaluate(ex, *data, return_per_text=True, **kwargs)
+            return faithfulness_harness.evaluate(ex, *data, **kwargs)
+        table, per_text = faithfulness_harness.evaluate(ex, *data, return_per_text=True, **kwargs)
         save_run(kwargs["out"], table, per_text)
         return table
     call = {"explain": ex.attribute, "flow": ex.flow, "heads": ex.heads, "circuit": ex.circuit,

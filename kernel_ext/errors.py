@@ -51,8 +51,21 @@ class InputTypeError(InputError, TypeError):
     """An argument of the wrong type (a number where a text goes, ...); also a ``TypeError``."""
 
 
+class BackendError(XattrError):
+    """The backend cannot run the job: Ray is not installed, the cluster is unreachable, a shard keeps failing."""
+
+
+class Cancelled(RuntimeError):
+    """A streaming computation (SIG with a callback, generation attribution) was stopped by its callback."""
+
+
+class InSampleWarning(UserWarning):
+    """SAE circuit scores computed on the prompts the SAE was trained on (too few prompts to hold any out)."""
+
+
 #: The flow solver's error under its first name (kept for user code that catches it).
 FlowSolverError = SolverError
 
 __all__ = ["XattrError", "ModelError", "InputError", "SolverError", "BudgetError", "UsageError", "FlowSolverError",
-           "InputTypeError", "ArgumentsError", "HelpRequested"]
+           "InputTypeError", "ArgumentsError", "HelpRequested", "BackendError", "Cancelled",
+           "InSampleWarning"]

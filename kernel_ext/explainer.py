@@ -202,3 +202,19 @@ def load(model: Any = DEFAULT_MODEL, tokenizer: Any = None, device: Any = "auto"
     directories and hub ids.
     """
     return loading.load(model, tokenizer, device=device, session_class=Explainer, **kwargs)
+
+
+def load_alias(alias: str, device: Any = "auto", *, rebuild: bool = False, progress: bool = True) -> Explainer:
+    """An embedded model by alias as an :class:`Explainer` (built and cached on first use); public as
+    ``xattr_lab.zoo.load_alias`` (:func:`xattr_lab.core.zoo.load_alias` gives a plain ``ModelSession``)."""
+    from .core import zoo
+
+    return zoo.load_alias(alias, device, rebuild=rebuild, progress=progress, session_class=Explainer)
+
+
+def load_toy(device: Any = "cpu", rebuild: bool = False, progress: bool = True) -> Explainer:
+    """The toy induction model as an :class:`Explainer` (built and cached once); public as
+    ``xattr_lab.toy.load_toy`` (:func:`xattr_lab.core.toy.load_toy` gives a plain ``ModelSession``)."""
+    from .core import toy
+
+    return toy.load_toy(device, rebuild=rebuild, progress=progress, session_class=Explainer)

@@ -12,7 +12,6 @@ The public face of :mod:`xattr_lab.graphs` (the array algorithms) and
 - :func:`attribute` (``ex.attribute(method="rollout"|"attention_flow"|"gaf")``) and
   :func:`explain_flow` (``ex.flow``).
 """
-from __future__ import annotations
 
 from .errors import SolverError as FlowSolverError
 from .graphs.attention_flow import attention_flow

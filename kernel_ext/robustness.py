@@ -15,7 +15,6 @@
 
 See docs/ARCHITECTURE.md, section "Robustness".
 """
-from __future__ import annotations
 
 from .evaluation.perturbations import (
     PERTURBATIONS,

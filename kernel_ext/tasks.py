@@ -1,6 +1,13 @@
-"""``xattr_lab.tasks``: the public name of :mod:`xattr_lab.evaluation.tasks` (the same module object)."""
-import sys
+"""``xattr_lab.tasks``: prompt sets with known circuits (IOI, greater-than, induction) and their metrics.
 
-from .evaluation import tasks as _module
+The code lives in :mod:`xattr_lab.evaluation.tasks`.
+"""
+from .evaluation.tasks import (
+    GREATER_THAN_NOUNS, GREATER_THAN_TEMPLATE, IOI_NAMES, IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES, TaskPrompts,
+    greater_than_prompts, induction_task, ioi_prompts, probability_difference,
+)
 
-sys.modules[__name__] = _module
+__all__ = [
+    "GREATER_THAN_NOUNS", "GREATER_THAN_TEMPLATE", "IOI_NAMES", "IOI_OBJECTS", "IOI_PLACES", "IOI_TEMPLATES",
+    "TaskPrompts", "greater_than_prompts", "induction_task", "ioi_prompts", "probability_difference",
+]

@@ -1,21 +1,16 @@
-"""``xattr_lab.toy``: the toy induction model (:mod:`xattr_lab.core.toy`), loading as an Explainer."""
-from __future__ import annotations
+"""``xattr_lab.toy``: the hand-built induction model; :func:`load_toy` gives an :class:`xattr_lab.Explainer`.
 
-from typing import Any
+The code lives in :mod:`xattr_lab.core.toy`; docs/ARCHITECTURE.md, section "Embedded models".
+"""
+from .core.toy import (
+    CIRCUIT_HEADS, FIRE, HALF, LAYER0, LAYER1, SINK, SPECIAL, TOY_NAME, TOY_RECIPE, AttentionOnlyForCausalLM,
+    ToyAttention, ToyConfig, ToyLayer, build_toy_model, induction_metric, induction_prompts, load_toy_model,
+    toy_tokenizer,
+)
+from .explainer import load_toy
 
-from .core import toy as _toy
-
-
-def load_toy(device: Any = "cpu", rebuild: bool = False, progress: bool = True):
-    """The trained toy induction model as an :class:`xattr_lab.Explainer` (built and cached once)."""
-    from .explainer import Explainer
-
-    return _toy.load_toy(device, rebuild=rebuild, progress=progress, session_class=Explainer)
-
-
-def __getattr__(name: str) -> Any:
-    return getattr(_toy, name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(dir(_toy)) | {"load_toy"})
+__all__ = [
+    "CIRCUIT_HEADS", "FIRE", "HALF", "LAYER0", "LAYER1", "SINK", "SPECIAL", "TOY_NAME", "TOY_RECIPE",
+    "AttentionOnlyForCausalLM", "ToyAttention", "ToyConfig", "ToyLayer", "build_toy_model", "induction_metric",
+    "induction_prompts", "load_toy", "load_toy_model", "toy_tokenizer",
+]

@@ -360,7 +360,8 @@ def test_evaluate_out_writes_records_provenance_and_table(tmp_path, tiny, capsys
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from xattr_lab.evaluation import faithfulness_harness, provenance, sharded
+    from xattr_lab.evaluation import faithfulness_harness, provenance
+    from xattr_lab.evaluation.distributed import shards as sharded
 
     run = tmp_path / "run"
     assert _evaluate(tmp_path, TEXTS[:2], "--out", str(run), "--csv", str(tmp_path / "t.csv")) == 0
@@ -414,7 +415,7 @@ def test_evaluate_out_resumes_after_an_interrupt(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C during the third record
         _evaluate(tmp_path, TEXTS, "--out", str(run))
     assert len(calls) == 3 and not (run / "table.csv").exists()
-    from xattr_lab.evaluation import sharded
+    from xattr_lab.evaluation.distributed import shards as sharded
 
     kept = {(r["method"], r["text_key"]) for r in sharded.read_store(run)}
     assert len(kept) == 2  # one record per shard: the two finished ones
@@ -461,7 +462,7 @@ def test_evaluate_out_on_ray_then_resumed_locally(tmp_path, monkeypatch):
         assert _evaluate(tmp_path, TEXTS[:2], "--out", str(run), "--backend", "ray", "--workers", "1") == 0
     finally:
         ray.shutdown()
-    from xattr_lab.evaluation import sharded
+    from xattr_lab.evaluation.distributed import shards as sharded
 
     assert len(sharded.read_store(run)) == 4 and (run / "table.csv").exists()
     calls = _count_records(monkeypatch)

@@ -255,7 +255,9 @@ def test_padding_inside_a_batch_changes_nothing(tiny):
 def test_out_of_memory_shrinks_the_chunk_and_continues(tiny, monkeypatch):
     ex = tiny("bert")
     expected = G.sequential_integrated_gradients(ex, TEXT, steps=4, batch_size=64)
-    real = G._scores_and_grads
+    from xattr_lab.methods import sig_paths  # SIG's rows run there
+
+    real = sig_paths._scores_and_grads
     seen = []
 
     def limited(ex_, problem, embeds, prefix=None):
@@ -263,8 +265,6 @@ def test_out_of_memory_shrinks_the_chunk_and_continues(tiny, monkeypatch):
         if embeds.shape[0] > 8:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(ex_, problem, embeds, prefix)
-
-    from xattr_lab.methods import sig_paths  # SIG's rows run there
 
     monkeypatch.setattr(sig_paths, "_scores_and_grads", limited)
     with pytest.warns(RuntimeWarning, match="out of memory"):

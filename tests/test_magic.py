@@ -238,7 +238,8 @@ def test_a_variable_first_is_a_text_even_when_it_reads_like_a_verb(ip):
 def test_evaluate_out_dir_writes_the_run_and_resumes(ip, tmp_path, monkeypatch):
     import json
 
-    from xattr_lab.evaluation import faithfulness_harness, sharded
+    from xattr_lab.evaluation import faithfulness_harness
+    from xattr_lab.evaluation.distributed import shards as sharded
 
     calls, real = [], faithfulness_harness.text_record
 

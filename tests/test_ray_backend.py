@@ -1,4 +1,4 @@
-"""Sharded dataset-scale runs (xattr_lab.evaluation.sharded, backend_ray, sharded_jobs).
+"""Sharded dataset-scale runs (xattr_lab.evaluation.distributed and the jobs beside their one-process code).
 
 Fast tests run the local backend on toy work (no model): sharding, order, Parquet schema and
 provenance, resume without recomputation, the errors. Slow tests start one local Ray runtime with
@@ -21,8 +21,11 @@ pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
 from xattr_lab.errors import InputError, XattrError  # noqa: E402
-from xattr_lab.evaluation import backend_ray, faithfulness_harness, sharded, sharded_jobs, sharded_patching  # noqa: E402
-from xattr_lab.evaluation.sharded import BackendError, run_sharded  # noqa: E402
+from xattr_lab.errors import BackendError  # noqa: E402
+from xattr_lab.evaluation import circuit_patching_sharded, circuit_truth_sharded, faithfulness_harness  # noqa: E402
+from xattr_lab.evaluation import robustness_sharded  # noqa: E402
+from xattr_lab.evaluation.distributed import ray_backend as backend_ray, shards as sharded, workers  # noqa: E402
+from xattr_lab.evaluation.distributed.shards import run_sharded  # noqa: E402
 
 SCHEMA = {"square": pa.int64(), "half": pa.float64()}
 #: Ray vs local: the same work on the same weights; only float reduction order may differ
@@ -192,7 +195,7 @@ def run_faith(ex, texts, out, work=faithfulness_harness.faithfulness_row, **kwar
     from xattr_lab.evaluation import provenance
 
     fingerprint = provenance.model_fingerprint(ex)
-    return run_sharded(faith_items(texts), sharded_jobs.session_factory(ex, fingerprint), work, out=out,
+    return run_sharded(faith_items(texts), workers.session_factory(ex, fingerprint), work, out=out,
                        schema=faithfulness_harness.faithfulness_schema(), provenance={"model": fingerprint, "test": 1},
                        keys=[str(i) for i in range(len(texts))], worker=ex, progress=False, **kwargs)
 
@@ -308,7 +311,7 @@ def test_ablation_effects_sharded_equal_the_one_pass(tiny, tmp_path):
     prompts, negatives = ["the cat sat on", "a dog ran to", "my hat is red"], ["one two three four", "five six seven"]
     metric = ([5, 6, 7], [7, 8, 9])
     whole = head_ablation_effects(ex, prompts, metric, negatives=negatives[:1] * 2, progress=False)
-    sharded_effects = sharded_jobs.ablation_effects(ex, prompts, metric, negatives=negatives[:1] * 2, shard_size=3,
+    sharded_effects = circuit_truth_sharded.ablation_effects(ex, prompts, metric, negatives=negatives[:1] * 2, shard_size=3,
                                                     out=tmp_path, progress=False)
     np.testing.assert_allclose(sharded_effects, whole, rtol=RTOL, atol=ATOL)
     assert len(list(tmp_path.glob("shard-*.parquet"))) == -(-ex.n_layers * ex.n_heads // 3)
@@ -326,7 +329,7 @@ def test_robustness_records_local_backend(tiny, tmp_path):
     config = RE.ExperimentConfig(model="tiny-bert", methods=("attention",), ks=(1, 3), ws=(1, 3), queries=2,
                                  neighbours=8)
     reference = RE.run_experiment(ex, texts, config, cache=False, progress=False)
-    records = sharded_jobs.robustness_records(ex, texts, config, cache=tmp_path / "cache", out=tmp_path / "shards",
+    records = robustness_sharded.robustness_records(ex, texts, config, cache=tmp_path / "cache", out=tmp_path / "shards",
                                               progress=False)
 
     def content(record):
@@ -433,16 +436,16 @@ def test_patching_effects_sharded_rows_and_resume(toy_patching, tmp_path, monkey
 
     monkeypatch.setattr(circuit_patching, "path_patch", stop_on_second)
     with pytest.raises(Stop):
-        sharded_patching.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
+        circuit_patching_sharded.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
     monkeypatch.setattr(circuit_patching, "path_patch", real)
     assert [list(s) for s in first] == [[0, 1, 2]]
     calls = counting(monkeypatch, circuit_patching, "path_patch")
-    resumed = sharded_patching.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
+    resumed = circuit_patching_sharded.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
     assert [list(c[2]) for c in calls] == [[3]]  # only the shard that was not written
     np.testing.assert_allclose(resumed, whole, rtol=RTOL, atol=ATOL)
     [store] = tmp_path.glob("round-*")
     assert sorted(r["sender"] for r in sharded.read_store(store)) == senders
-    again = sharded_patching.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
+    again = circuit_patching_sharded.patching_effects(*args, out=tmp_path, shard_size=3, progress=False)
     assert len(calls) == 1 and np.array_equal(again, resumed)  # a finished run recomputes nothing
 
 
@@ -450,7 +453,7 @@ def test_sharding_block_shards_the_cached_truths(toy_patching, monkeypatch):
     from xattr_lab.evaluation import circuit_truth
 
     ex, task, (names, modes) = toy_patching
-    calls = counting(monkeypatch, sharded_patching, "patching_effects")
+    calls = counting(monkeypatch, circuit_patching_sharded, "patching_effects")
     with circuit_truth.sharding("local", workers=2):
         inside = circuit_truth.patching_truth(ex, task.positive, task.negative, task.metric, names, modes,
                                               progress=False, n_boot=200)
@@ -477,7 +480,7 @@ def test_ray_patching_effects_equal_one_process(ray_runtime, tiny, tmp_path):
     for receivers in (None, [heads[-1], heads[-2]]):
         senders = heads if receivers is None else [h for h in heads if h // ex.n_heads < heads[-1] // ex.n_heads]
         whole = circuit_patching.path_patch(ex, runs, senders, receivers, "full", "full", progress=False)
-        on_ray = sharded_patching.patching_effects(ex, prompts, corrupted, metric, senders, receivers, "full", "full",
+        on_ray = circuit_patching_sharded.patching_effects(ex, prompts, corrupted, metric, senders, receivers, "full", "full",
                                                    backend="ray", workers=2, out=tmp_path, shard_size=2,
                                                    progress=False)
         np.testing.assert_allclose(on_ray, whole, rtol=RTOL, atol=ATOL)
@@ -538,7 +541,7 @@ def test_workers_rebuild_a_relative_directory_and_a_model_object_with_attention(
     by_object = xa.load(*tiny_model("bert", seed=4), device="cpu", name="mine")
     assert by_object.load_recipe.source is None
     reference = [ex.attribute(TEXT, method="attention").scores for ex in (by_dir, by_object)]  # both have run
-    makers = [sharded_jobs.session_factory(ex, provenance.model_fingerprint(ex)) for ex in (by_dir, by_object)]
+    makers = [workers.session_factory(ex, provenance.model_fingerprint(ex)) for ex in (by_dir, by_object)]
     assert len(pickle.dumps(makers[0])) < 5_000  # a name and options, no weights
     payload = pickle.dumps(makers)
     elsewhere = tmp_path / "elsewhere"
@@ -555,7 +558,7 @@ def test_workers_rebuild_a_relative_directory_and_a_model_object_with_attention(
 
 def test_worker_of_a_missing_directory_says_so(tmp_path):
     with pytest.raises(InputError, match="not on this worker's machine"):
-        sharded_jobs.load_session(str(tmp_path / "gone"), object)
+        workers.load_session(str(tmp_path / "gone"), object)
 
 
 def test_worker_re_applies_the_loading_options(saved_model):
@@ -567,7 +570,7 @@ def test_worker_re_applies_the_loading_options(saved_model):
     from xattr_lab.evaluation import provenance
 
     for ex in (xa.load("model", dtype="bfloat16"), xa.load(*tiny_model("bert"), dtype="bfloat16", name="b")):
-        worker = sharded_jobs.session_factory(ex, provenance.model_fingerprint(ex))()
+        worker = workers.session_factory(ex, provenance.model_fingerprint(ex))()
         assert worker.model.dtype == torch.bfloat16 and worker.model is not ex.model
         assert worker.model.config._attn_implementation == "eager"
 

@@ -2,7 +2,7 @@
 
 ``xattr_lab.load`` calls :func:`load` with ``session_class=Explainer``. Every session :func:`load` returns
 carries its :class:`LoadRecipe` (``session.load_recipe``): what was loaded and with which options, so that
-another process (a Ray worker, :mod:`xattr_lab.evaluation.sharded_workers`) loads the same model the same way.
+another process (a Ray worker, :mod:`xattr_lab.evaluation.distributed.workers`) loads the same model the same way.
 """
 from __future__ import annotations
 

@@ -28,10 +28,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.capture import _StopForward, encode_batch, equal_lengths, progress_bar
+from ..core.capture import encode_batch, equal_lengths, progress_bar
 from ..core.capture import projection_inputs
 from ..core.session import ModelSession
 from ..errors import InputError
+
+
+class _StopPatching(Exception):
+    """Raised by the sender pass's hook at the last receiver layer: the layers above it are not needed."""
+
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -138,7 +143,7 @@ def path_patch(ex: ModelSession, runs: PatchRuns, senders: Sequence[int], receiv
         hit = (state["s"] // H == layer)[:, None] & (feature_head[None, :] == (state["s"] % H)[:, None])
         new = torch.where(hit[:, None, :].to(z.device), runs.z_corrupt[layer][p][:, -m:].to(z), clean)
         if stop is not None and layer == stop:
-            raise _StopForward
+            raise _StopPatching
         return (new,) + tuple(args[1:])
 
     def hook_b(module, args, layer):
@@ -158,7 +163,7 @@ def path_patch(ex: ModelSession, runs: PatchRuns, senders: Sequence[int], receiv
                 ex.add_hook(proj, lambda m, a, layer=layer: hook_a(m, a, layer), pre=True)
             try:
                 logits = _forward(ex, runs, state["p"], mode_a).logits
-            except _StopForward:
+            except _StopPatching:
                 logits = None
         if not recv:
             out[sl] = runs.metric(logits, state["p"]).float().cpu()

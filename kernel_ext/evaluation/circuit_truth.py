@@ -86,7 +86,7 @@ def head_ablation_effects(
     smollm2-135m this skips about a fifth of the compute (the 49k-word unembedding).
 
     ``heads``: flat indices ``l * H + h`` to ablate (default all; the others are NaN) — a shard of
-    the dataset-scale run, :func:`xattr_lab.evaluation.sharded_jobs.ablation_effects` (``backend=``).
+    the dataset-scale run, :func:`xattr_lab.evaluation.circuit_truth_sharded.ablation_effects` (``backend=``).
     """
     prompts = _check_prompts(prompts, "ablation", 1)
     negatives = prompts if negatives is None else _check_prompts(negatives, "negative", 1)
@@ -238,7 +238,7 @@ def patching_truth(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence
     head found in round r + 1 -> each head of round r in a later layer.
 
     ``backend`` None (default): every round runs here. ``"local"`` or ``"ray"`` (``address``, ``workers``):
-    each round's senders are sharded (:func:`xattr_lab.evaluation.sharded_patching.patching_effects`; ``out``
+    each round's senders are sharded (:func:`xattr_lab.evaluation.circuit_patching_sharded.patching_effects`; ``out``
     a folder to resume from), same effects up to batch composition; None also takes the options of an
     enclosing :func:`sharding` block."""
     from .circuit_patching import path_patch, prepare_runs, select_heads
@@ -256,7 +256,7 @@ def patching_truth(ex: ModelSession, prompts: Sequence[str], corrupted: Sequence
         if not senders:
             break
         if shard:
-            from .sharded_patching import patching_effects
+            from .circuit_patching_sharded import patching_effects
 
             effects = patching_effects(ex, prompts, corrupted, _as_metric(metric), senders, receivers, mode_a, mode_b,
                                        batch_size, progress=progress, **shard)

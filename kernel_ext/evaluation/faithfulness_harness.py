@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import bootstrap, provenance, sharded, sharded_jobs
+from . import bootstrap, provenance
+from .distributed import shards, workers
 from .faithfulness_metrics import BETTER, METRICS, text_record
 
 #: labels with options: the SIG paper's comparison (both baselines for IG and SIG), the GAF
@@ -138,8 +139,8 @@ def evaluate(
     metrics: subset of ``METRICS`` reported (every record holds all four).
     replicates, seed: of the paired bootstrap.
     backend: None (this loop), "local" or "ray": the missing records run as sharded items
-        (:func:`xattr_lab.evaluation.sharded_jobs.faithfulness_records`), written shard by shard to
-        Parquet in ``out`` (default: keyed under the cache folder) and then into the cache;
+        (:func:`faithfulness_row` on :func:`xattr_lab.evaluation.distributed.workers.run_job`), written shard
+        by shard to Parquet in ``out`` (default: keyed under the cache folder) and then into the cache;
         "ray" runs them on ``workers`` Ray actors, a local runtime or the cluster at ``address``.
 
     Returns columns method, metric, mean, ci_low, ci_high (95% percentile interval of the paired
@@ -247,15 +248,15 @@ def faithfulness_records(ex, texts: Sequence[str], specs: Mapping[str, Mapping[s
         return 0
 
     def merge(rows) -> None:
-        for row in sharded.strip(rows):
+        for row in shards.strip(rows):
             record = {name: value for name, value in row.items() if name not in ("method", "text_key")}
             record["used"] = json.loads(record["used"])
             stored[row["method"]][row["text_key"]] = record
         if on_rows is not None:
             on_rows({row["method"] for row in rows})
 
-    out = Path(out) if out is not None else sharded_jobs.default_out("faithfulness", run_about, folder)
-    rows = sharded_jobs.run_job(ex, items, keys, faithfulness_row, faithfulness_schema(), run_about, backend=backend,
+    out = Path(out) if out is not None else workers.default_out("faithfulness", run_about, folder)
+    rows = workers.run_job(ex, items, keys, faithfulness_row, faithfulness_schema(), run_about, backend=backend,
                                 address=address, workers=workers, out=out, progress=progress,
                                 desc="faithfulness shards", on_rows=merge)
     merge(rows)  # rows read back from an earlier, interrupted run

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .sae import _float_tensor
+from .sae import float_tensor
 
 SCORINGS = ("count", "jsd")
 
 
-def _codes_pair(codes_pos: Any, codes_neg: Any) -> tuple[np.ndarray, np.ndarray]:
+def codes_pair(codes_pos: Any, codes_neg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative SAE codes, (examples, heads) each, as integer arrays; checked to share the heads."""
     pos = np.asarray(codes_pos.cpu() if torch.is_tensor(codes_pos) else codes_pos)
     neg = np.asarray(codes_neg.cpu() if torch.is_tensor(codes_neg) else codes_neg)
     if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1]:
@@ -37,7 +38,7 @@ def _codes_pair(codes_pos: Any, codes_neg: Any) -> tuple[np.ndarray, np.ndarray]
 
 def unique_codes(codes_pos: Any, codes_neg: Any) -> list[list[int]]:
     """For each head, the sorted codes seen in positives and never in negatives."""
-    pos, neg = _codes_pair(codes_pos, codes_neg)
+    pos, neg = codes_pair(codes_pos, codes_neg)
     return [sorted(set(pos[:, h].tolist()) - set(neg[:, h].tolist())) for h in range(pos.shape[1])]
 
 
@@ -60,7 +61,7 @@ def edge_scores(codes_pos: Any, codes_neg: Any) -> np.ndarray:
     Entry (h1, h2): the number of distinct code pairs (c1, c2) that co-occur in one positive
     example (c1 at h1, c2 at h2) and in no negative example.
     """
-    pos, neg = _codes_pair(codes_pos, codes_neg)
+    pos, neg = codes_pair(codes_pos, codes_neg)
     heads = pos.shape[1]
     K = int(max(pos.max(initial=0), neg.max(initial=0))) + 1
     h1, h2 = np.triu_indices(heads, k=1)
@@ -108,7 +109,7 @@ def mean_difference_scores(X_pos: Any, X_neg: Any) -> np.ndarray:
     It uses the labels directly, so it says how much signal the head outputs carry; the SAE codes
     are worth their cost where they rank the truth no worse than this does.
     """
-    pos, neg = _float_tensor(X_pos), _float_tensor(X_neg)
+    pos, neg = float_tensor(X_pos), float_tensor(X_neg)
     if pos.dim() != 3 or neg.dim() != 3 or pos.shape[1:] != neg.shape[1:] or not len(pos) or not len(neg):
         raise InputError(f"head outputs must be (examples, heads, d_model) with the same heads and width; "
                          f"got {tuple(pos.shape)} and {tuple(neg.shape)}")
@@ -162,7 +163,7 @@ def edge_roc_auc(edge: Any, node_truth: Any) -> float:
 
 def jsd_scores(codes_pos: Any, codes_neg: Any) -> np.ndarray:
     """(heads,) float64: Jensen-Shannon divergence (bits) between each head's code histograms."""
-    pos, neg = _codes_pair(codes_pos, codes_neg)
+    pos, neg = codes_pair(codes_pos, codes_neg)
     K = int(max(pos.max(initial=0), neg.max(initial=0))) + 1
     heads = pos.shape[1]
 
@@ -205,13 +206,13 @@ def paper_edge_node_scores(edge: Any) -> np.ndarray:
 
 def norm_scores(X: Any) -> np.ndarray:
     """Label-free baseline: mean ‖head output‖₂ over all examples; X (examples, heads, d) -> (heads,)."""
-    return np.concatenate([b.norm(dim=-1).mean(dim=0).numpy() for b in _head_blocks(_float_tensor(X))])
+    return np.concatenate([b.norm(dim=-1).mean(dim=0).numpy() for b in _head_blocks(float_tensor(X))])
 
 
 def variance_scores(X: Any) -> np.ndarray:
     """Label-free baseline: total variance of each head's output over the examples -> (heads,)."""
     return np.concatenate([(b - b.mean(dim=0)).pow(2).sum(dim=-1).mean(dim=0).numpy()
-                           for b in _head_blocks(_float_tensor(X))])
+                           for b in _head_blocks(float_tensor(X))])
 
 
 def edge_pairs_roc_auc(edge: Any, edge_truth_mask: Any) -> float:

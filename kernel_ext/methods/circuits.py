@@ -25,9 +25,9 @@ import torch
 
 from ..core.capture import check_prompts as _check_prompts, head_outputs
 from ..core.session import ModelSession
-from ..errors import InputError
+from ..errors import InSampleWarning, InputError
 from .circuit_scores import (  # noqa: F401  (re-exported: the scores used to live here)
-    SCORINGS, _codes_pair, edge_pairs_roc_auc, edge_roc_auc, edge_scores, edge_truth, jsd_scores,
+    SCORINGS, codes_pair, edge_pairs_roc_auc, edge_roc_auc, edge_scores, edge_truth, jsd_scores,
     mean_difference_scores, node_scores, node_scores_by, norm_scores, paper_edge_node_scores, roc_auc,
     threshold_circuit, unique_codes, variance_scores,
 )
@@ -45,10 +45,6 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"l1": 0.02, "position": "mean", "center_heads": False},
     "xattr": {"l1": 0.1, "position": -1, "center_heads": True},
 }
-
-
-class InSampleWarning(UserWarning):
-    """Scores computed on the prompts the SAE was trained on (too few prompts to hold any out)."""
 
 
 def _truth_masks(truth: Any, L: int, H: int) -> tuple[np.ndarray | None, np.ndarray | None]:

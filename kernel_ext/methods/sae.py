@@ -25,7 +25,7 @@ from ..core.capture import progress_bar as _progress
 from ..errors import InputError
 
 
-def _float_tensor(X: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def float_tensor(X: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A tensor, numpy array or nested list as a float tensor (tensors keep their device)."""
     return torch.as_tensor(X if torch.is_tensor(X) else np.asarray(X), dtype=dtype)
 
@@ -225,7 +225,7 @@ def train_sae(
         raise InputError(f"recipe must be one of {RECIPES}, not {recipe!r}")
     if recipe == "paper" and center_heads:
         raise InputError("center_heads is an option of recipe='xattr'; the paper's SAE takes the head outputs raw")
-    X = _float_tensor(X)
+    X = float_tensor(X)
     head_mean = None
     if center_heads:
         if X.dim() != 3:
@@ -280,7 +280,7 @@ def codes(sae: nn.Module, X: Any, batch: int = 65536) -> np.ndarray:
     :class:`PretrainedSAE`, 0 for :class:`PaperSparseAutoencoder` (the authors' ``np.argmax``,
     ``src/main.py`` lines 152-153, which merges "silent" with feature 0).
     """
-    X = _float_tensor(X)
+    X = float_tensor(X)
     device = sae.decoder.device
     chunk = max(1, batch // max(1, math.prod(X.shape[1:-1])))  # whole examples at a time
     out = []

@@ -29,7 +29,8 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("pyarrow")
 
-from xattr_lab.evaluation import backend_ray, faithfulness_harness, provenance, sharded, sharded_jobs  # noqa: E402
+from xattr_lab.evaluation import faithfulness_harness, provenance  # noqa: E402
+from xattr_lab.evaluation.distributed import ray_backend as backend_ray, shards as sharded, workers  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,7 @@ def timed_run(job, out, **options) -> dict:
     ex, items, fingerprint = job
     arrivals: list[float] = []
     started = time.perf_counter()
-    rows = sharded.run_sharded(items, sharded_jobs.session_factory(ex, fingerprint), faithfulness_harness.faithfulness_row,
+    rows = sharded.run_sharded(items, workers.session_factory(ex, fingerprint), faithfulness_harness.faithfulness_row,
                                out=out, schema=faithfulness_harness.faithfulness_schema(),
                                provenance={"model": fingerprint, "bench": 1}, worker=ex, shard_size=SHARD,
                                progress=False, on_rows=lambda rows: arrivals.append(time.perf_counter() - started),

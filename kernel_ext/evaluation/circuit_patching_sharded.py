@@ -1,8 +1,9 @@
-"""Path-patching ground truth on :func:`.sharded.run_sharded`: one round's senders sharded over a backend.
+"""Path-patching ground truth as a dataset-scale job: one round's senders sharded over a backend.
 
 :func:`patching_effects` is :func:`.circuit_patching.path_patch` for one round of
 :func:`.circuit_truth.patching_truth` (``backend=``): items are sender heads, a row is one sender's
-effect on every prompt; each worker records the clean and corrupted runs once (:func:`patch_runs`).
+effect on every prompt; each worker records the clean and corrupted runs once (:func:`patch_runs`). Beside its
+one-process code (:mod:`.circuit_patching`); the machinery is :mod:`.distributed`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import provenance
-from .sharded_workers import run_job
+from .distributed.workers import run_job
 
 __all__ = ["patching_effects"]
 

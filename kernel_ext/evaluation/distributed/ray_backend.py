@@ -1,4 +1,4 @@
-"""The Ray backend of :func:`xattr_lab.evaluation.sharded.run_sharded`: shards on actors, retried when one dies.
+"""The Ray backend of :func:`xattr_lab.evaluation.distributed.shards.run_sharded`: shards on actors, retried when one dies.
 
 :func:`run` connects to Ray (:func:`connect`), starts ``workers`` actors that each build their
 worker once (``make_worker()``: load the model; one GPU per actor when the cluster has GPUs; ``make_worker``
@@ -25,7 +25,7 @@ import socket
 from collections import Counter, deque
 from typing import Any, Callable, Sequence
 
-from ..errors import XattrError
+from ...errors import BackendError
 
 INSTALL = "pip install 'xattr-lab[ray]'"
 #: Ray settings (unless set): no usage statistics sent to Ray's servers (no network beyond the cluster);
@@ -34,10 +34,6 @@ LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "1
 #: attempts to start a local runtime: Ray gives the raylet a fixed 30 s to register and the raylet gives the
 #: dashboard agent a fixed 15 s to report its port; on the loaded 2-core machine about one start in three misses
 LOCAL_ATTEMPTS = 5
-
-
-class BackendError(XattrError):
-    """The backend cannot run the job: Ray is not installed, the cluster is unreachable, a shard keeps failing."""
 
 
 def _error(message: str) -> BackendError:

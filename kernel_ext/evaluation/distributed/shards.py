@@ -11,7 +11,7 @@ a shard file of ``out`` are read, never recomputed. ``out`` holding another prov
 (nothing is overwritten). Items with equal keys are computed once.
 
 Backends (``backend=``): ``"local"`` runs the shards in this process with one worker; ``"ray"``
-(:mod:`.backend_ray`) runs them on Ray actors that each build the worker once (``make_worker()``,
+(:mod:`.ray_backend`) runs them on Ray actors that each build the worker once (``make_worker()``,
 e.g. load the model) and retries a shard whose actor died on a fresh actor. Both run the same
 ``work`` on the same items, so the rows are equal up to floating-point reduction order (the tests
 check 1e-6 relative and absolute, float32 arithmetic).
@@ -27,9 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import InputError
-from . import backend_ray
-from .backend_ray import BackendError
+from ...errors import BackendError, InputError
+from . import ray_backend
 
 BACKENDS = ("local", "ray")
 PROVENANCE_FILE = "_provenance.json"
@@ -159,7 +158,7 @@ def run_sharded(
     schema: ``pyarrow.Schema`` or {column: pyarrow type}; rows gain ``_key`` and ``_item`` columns.
     keys: one string per item identifying it across runs (default ``repr(item)``).
     backend, address, workers: ``"local"``, or ``"ray"`` (a local Ray runtime with ``workers`` actors,
-        default the CPUs or GPUs it has, or the cluster at ``address``; see :mod:`.backend_ray`).
+        default the CPUs or GPUs it has, or the cluster at ``address``; see :mod:`.ray_backend`).
     batched: ``work(worker, [items]) -> [rows]`` gets a whole shard at once (one batched pass).
     on_rows: called with each shard's rows after they are written (e.g. to update another cache).
     timeout: seconds (at most 30) for the cluster at ``address`` to answer before Ray joins it.
@@ -198,7 +197,7 @@ def run_sharded(
             for task in tasks:
                 store(runner(state, work, task))
         elif tasks:
-            backend_ray.run(tasks, make_worker, runner, work, store, address=address, workers=workers,
+            ray_backend.run(tasks, make_worker, runner, work, store, address=address, workers=workers,
                             timeout=timeout)
     finally:
         bar.close()

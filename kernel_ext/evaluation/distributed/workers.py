@@ -1,11 +1,11 @@
-"""Workers of the sharded jobs (:mod:`.sharded_jobs`, :mod:`.sharded_patching`) and :func:`run_job`.
+"""Workers of the sharded jobs (each beside its one-process code) and :func:`run_job`.
 
 Workers load the model once per process (:func:`session_factory`) the way the driver loaded it
 (its :class:`~xattr_lab.core.loading.LoadRecipe`): an alias, a directory (by absolute path) or a hub
 id is loaded again by name with the same options (dtype, device_map, from_pretrained options; eager
 attention), and no weights travel. A model given as an object travels as a :class:`ModelParcel`
 (class, config, weights) and is rebuilt by its class in the worker, its placing options re-applied.
-Each worker checks that its model has the driver's fingerprint (:func:`.provenance.model_fingerprint`).
+Each worker checks that its model has the driver's fingerprint (:func:`xattr_lab.evaluation.provenance.model_fingerprint`).
 
 Why not pickle the model object: transformers (5.x) registers a model class's output-capture hooks
 when an instance is constructed, which unpickling skips, so an unpickled model returns no attention
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..errors import InputError
-from . import provenance
-from .sharded import run_sharded
+from ...errors import InputError
+from .. import provenance
+from .shards import run_sharded
 
 __all__ = ["ModelParcel", "pack_model", "load_session", "session_factory", "default_out", "run_job"]
 
@@ -73,7 +73,7 @@ def load_session(source: Any, session_class: type, fingerprint: str = "", name: 
     source: an alias, an absolute directory or a hub id (loaded by name), a :class:`ModelParcel` or a
     (model, tokenizer) pair (``options``: the placing ones, dtype/device_map/offload_folder, re-applied).
     """
-    from ..core import loading
+    from ...core import loading
 
     options = dict(options or {})
     if isinstance(source, ModelParcel):
@@ -100,7 +100,7 @@ def session_factory(ex, fingerprint: str = "") -> Callable[[], Any]:
     only the name and options travel (a session without a recipe named by an alias: that alias);
     otherwise the model travels as a :class:`ModelParcel`.
     """
-    from ..core import loading
+    from ...core import loading
 
     recipe = getattr(ex, "load_recipe", None)  # None: a session built without load(), e.g. Explainer(model, tok)
     options = dict(recipe.options) if recipe is not None else {}
