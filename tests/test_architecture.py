@@ -293,3 +293,12 @@ def test_every_public_exception_class_lives_in_errors():
 
     assert ray_backend.BackendError is shards.BackendError is BackendError and issubclass(BackendError, XattrError)
     assert circuits.InSampleWarning is InSampleWarning
+
+
+def test_no_file_cites_the_superseded_design_document():
+    """DESIGN.md is outside the repository and superseded by docs/ARCHITECTURE.md (requirements-zoo.txt cited it)."""
+    files = [*ROOT.glob("requirements*.txt"), *(PACKAGE / "data").glob("*.txt"), ROOT / "pyproject.toml",
+             *_python_files(), *sorted((ROOT / "widgets").rglob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]
+    assert len(files) > 100
+    stale = [str(p.relative_to(ROOT)) for p in files if "DESIGN.md" in p.read_text()]
+    assert not stale, f"files citing DESIGN.md: cite docs/ARCHITECTURE.md's sections instead: {stale}"
