@@ -219,7 +219,7 @@ def test_no_deprecated_transformers_api(tiny, arch, monkeypatch):
         G.grad_x_input(ex, TEXT)
     assert reused.options["prefix_reuse"] and not plain.options["prefix_reuse"]
     np.testing.assert_allclose(reused.raw, plain.raw, rtol=1e-5, atol=1e-6 * np.abs(plain.raw).max())
-    assert I._cache_keyword(ex.model) == "cache"
+    assert I.cache_keyword(ex.model) == "cache"
 
 
 # ---------------------------------------------------------------------------- a real model (slow)

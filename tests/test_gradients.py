@@ -257,7 +257,7 @@ def test_out_of_memory_shrinks_the_chunk_and_continues(tiny, monkeypatch):
     expected = G.sequential_integrated_gradients(ex, TEXT, steps=4, batch_size=64)
     from xattr_lab.methods import sig_paths  # SIG's rows run there
 
-    real = sig_paths._scores_and_grads
+    real = sig_paths.scores_and_grads
     seen = []
 
     def limited(ex_, problem, embeds, prefix=None):
@@ -266,7 +266,7 @@ def test_out_of_memory_shrinks_the_chunk_and_continues(tiny, monkeypatch):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(ex_, problem, embeds, prefix)
 
-    monkeypatch.setattr(sig_paths, "_scores_and_grads", limited)
+    monkeypatch.setattr(sig_paths, "scores_and_grads", limited)
     with pytest.warns(RuntimeWarning, match="out of memory"):
         got = G.sequential_integrated_gradients(ex, TEXT, steps=4, batch_size=64)
     assert max(seen) == 28 and max(s for s in seen if s <= 8) == 7
@@ -275,7 +275,7 @@ def test_out_of_memory_shrinks_the_chunk_and_continues(tiny, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("some other failure")
 
-    monkeypatch.setattr(sig_paths, "_scores_and_grads", broken)
+    monkeypatch.setattr(sig_paths, "scores_and_grads", broken)
     with pytest.raises(RuntimeError, match="other failure"):
         G.sequential_integrated_gradients(ex, TEXT, steps=4)
 
@@ -396,7 +396,7 @@ def test_no_hooks_train_mode_or_requires_grad_left_behind(tiny, monkeypatch):
 
         from xattr_lab.methods import sig_paths  # SIG's rows run there
 
-        monkeypatch.setattr(sig_paths, "_scores_and_grads", boom)
+        monkeypatch.setattr(sig_paths, "scores_and_grads", boom)
         with pytest.raises(KeyboardInterrupt):
             G.sequential_integrated_gradients(ex, TEXT, steps=2)
         assert ex.model.training

@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import InputError
 from . import batching, budget
 from .adapters import detect_adapter, head_kind
+from .inputs import input_kind
 from .devices import device_summary, ensure_eager_attention, input_device, is_dispatched, resolve_device  # noqa: F401
 from .locking import complete
 from .encoding import Encoding
@@ -71,7 +72,8 @@ def _on_stack(frame) -> bool:
 class ModelSession:
     """A model, its tokenizer and a device: encode, forward, capture, and borrow-and-restore state.
 
-    ``head`` is "classifier", "causal_lm" or "masked_lm"; ``adapter`` knows the head layout.
+    ``head`` is "classifier", "causal_lm" or "masked_lm"; ``adapter`` knows the head layout;
+    ``input_kind`` (:mod:`.inputs`: text, encoder-decoder, image) picks the input adapter, once.
     """
 
     def __init__(self, model: nn.Module, tokenizer, device: Any = "auto", name: str = ""):
@@ -88,7 +90,7 @@ class ModelSession:
         self.model.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
-        self.head = head_kind(model)
+        self.head, self.input_kind = head_kind(model), input_kind(model)
         self.adapter = detect_adapter(model)
         self._state: _SavedState | None = None
         self._lock = threading.RLock()
@@ -391,10 +393,7 @@ class ModelSession:
             return {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, indices)}
 
     def capture(self, text: "str | Encoding", target: Any = None, **options: Any) -> "Capture":
-        """One forward pass (and a backward pass when ``attention_grads``) over one text.
-
-        See :func:`xattr_lab.core.capture.capture` for the options and the returned arrays.
-        """
+        """One forward (and, with ``attention_grads``, backward) pass over one text: :func:`.capture.capture`."""
         from .capture import capture
 
         return capture(self, text, target, **options)

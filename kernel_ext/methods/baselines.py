@@ -31,11 +31,33 @@ import torch
 
 from ..errors import InputError
 
+#: the baselines of the embedding path: a [PAD] row, a [MASK] row, or zeros
+BASELINES = ("pad", "mask", "zero")
 #: a baseline row shorter than this fraction of the text's median word-embedding norm counts as ~0
 ZERO_ROW = 0.01
 #: order of the fallbacks after the requested token's own (the documented order of the issue)
 FALLBACK_ATTRS = ("mask_token_id", "pad_token_id", "unk_token_id", "eos_token_id", "bos_token_id")
 _NORM_FIRST: "weakref.WeakKeyDictionary[Any, str | None]" = weakref.WeakKeyDictionary()
+
+
+def baseline_token(tokenizer, baseline: str) -> int | None:
+    """Vocabulary id whose embedding is the baseline ("pad"/"mask"), or None for "zero".
+
+    Fallbacks for tokenizers without the token: "mask" -> unk -> eos -> pad; "pad" -> eos -> unk.
+    """
+    if baseline == "zero":
+        return None
+    if baseline == "mask":
+        order = ("mask_token_id", "unk_token_id", "eos_token_id", "pad_token_id")
+    elif baseline == "pad":
+        order = ("pad_token_id", "eos_token_id", "unk_token_id")
+    else:
+        raise InputError(f"unknown baseline {baseline!r}; choose one of {list(BASELINES)}")
+    for attr in order:
+        token_id = getattr(tokenizer, attr, None)
+        if token_id is not None:
+            return int(token_id)
+    raise InputError(f"this tokenizer has no token to use as the {baseline!r} baseline; use baseline='zero'")
 
 
 class _Found(Exception):
@@ -125,7 +147,7 @@ def choose_baseline(ex, encoding, x: torch.Tensor, moving: list[int], baseline: 
     """(token id used or None, its embedding row (d,) float32, note or None) for ``baseline``.
 
     x (1, n, d): the text's word embeddings (float32); token_id: the requested baseline's token
-    (:func:`xattr_lab.methods.integration.baseline_token`), None for "zero"; check: False = take it as
+    (:func:`baseline_token`), None for "zero"; check: False = take it as
     it is (grad x input has no path). See the module docstring.
     """
     typical = float(x[0, moving].norm(dim=-1).median())

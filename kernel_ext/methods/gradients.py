@@ -25,13 +25,13 @@ Notation: x (n, d) word embeddings of the text, x' (n, d) the baseline, F the ta
 
 ``steps`` (defaults pass the paper's own check, completeness within ``convergence_tol``): ``"auto"``
 (IG's default; SIG too) starts from one panel of ``min_steps`` nodes and halves panels whose own
-completeness check fails (:func:`integration.integrate_panels`) until the relative completeness
+completeness check fails (:func:`.quadrature.integrate_panels`) until the relative completeness
 error is under ``convergence_tol`` or ``max_steps`` nodes (per path) are used; ``"exact"`` (SIG's
 default) is SIG's limit, F(x) - F(x_i -> x'_i), from forward passes; an int is the paper's fixed
 rule with that many nodes. ``max_seconds`` caps the time, ``progress`` the bar (:mod:`.pacing`).
 
 Every IG and SIG result says whether it converged (``options["relative_completeness_error"]``,
-``["converged"]``, ``["convergence_tol"]``; see :mod:`.integration`) and warns when it did not.
+``["converged"]``, ``["convergence_tol"]``; see :mod:`.quadrature`) and warns when it did not.
 ``options["completeness_error"]`` keeps its older meaning: IG's unguarded relative error; SIG's
 per-token error over scale = max(|F(x) - F(x')|, max_i |F(x) - F(x_i -> x'_i)|).
 
@@ -47,16 +47,17 @@ import torch
 
 from ..core.batching import auto_batch_size, available_memory, is_out_of_memory, resolve_batch_size, run_chunked  # noqa: F401
 from ..core.session import ModelSession
-from ..errors import InputError
+from ..errors import Cancelled, InputError  # noqa: F401  (Cancelled: a public name of xattr_lab.gradients)
 from ..results import Attribution
-from .integration import (  # noqa: F401  (public names of xattr_lab.gradients)
-    BASELINES, CHANGE_FLOOR, CONVERGENCE_TOL, IG_PANEL_NODES, QUADRATURES, Panels, _forward_scores, _prefix_cache,
-    _prepare, _Problem, _reads_last_token, _scores_and_grads, _target_scores, baseline_token, change_floor,
-    check_steps, check_tol, convergence_options, integrate_panels, normalise, percent, quadrature, relative_errors,
-    warn_not_converged,
+from .baselines import BASELINES, baseline_token  # noqa: F401  (public names of xattr_lab.gradients)
+from .embedding_path import Problem, forward_scores, prepare, reads_last_token, scores_and_grads
+from .quadrature import (  # noqa: F401  (public names of xattr_lab.gradients)
+    CHANGE_FLOOR, CONVERGENCE_TOL, IG_PANEL_NODES, QUADRATURES, Panels, change_floor, check_steps, check_tol,
+    convergence_options, integrate_panels, normalise, percent, quadrature, relative_errors, warn_not_converged,
 )
 from .pacing import PROGRESS_MIN_SECONDS, Pace  # noqa: F401
-from .panels import CANCELLATION_GUARD, NESTED_NODES, integrate_nested, newton_cotes
+from .panels import CANCELLATION_GUARD, NESTED_NODES, newton_cotes
+from .path_integrals import integrate_path
 from .sig_paths import sig_quadrature, sig_values
 from .registry import implements
 
@@ -108,13 +109,11 @@ def integrated_gradients(
     tol = check_tol(convergence_tol)
     pace = Pace("IG", progress, max_seconds)
     with ex.restored(), pace:
-        problem = _prepare(ex, text, target, baseline, truncate)
+        problem = prepare(ex, text, target, baseline, truncate)
         n = problem.encoding.n
         size = resolve_batch_size(ex, n, batch_size)
         delta = problem.x - problem.x_base
-        f_base = float(_forward_scores(ex, problem, problem.x_base)[0])
-        expected = problem.f_x - f_base
-        floor = change_floor(problem.f_x, f_base)
+        f_base = float(forward_scores(ex, problem, problem.x_base)[0])
         used = [size]
 
         def path(alphas: np.ndarray) -> torch.Tensor:
@@ -125,7 +124,7 @@ def integrated_gradients(
             scores = np.zeros(len(alphas))
 
             def work(start: int, stop: int) -> None:
-                f, grads = _scores_and_grads(ex, problem, path(alphas[start:stop]))
+                f, grads = scores_and_grads(ex, problem, path(alphas[start:stop]))
                 out[start:stop] = (grads.double() * delta.double()).sum(-1)
                 scores[start:stop] = f.double().cpu().numpy()
 
@@ -139,22 +138,16 @@ def integrated_gradients(
             out = np.zeros(len(alphas))
 
             def work(start: int, stop: int) -> None:
-                out[start:stop] = _forward_scores(ex, problem, path(alphas[start:stop])).double().cpu().numpy()
+                out[start:stop] = forward_scores(ex, problem, path(alphas[start:stop])).double().cpu().numpy()
 
             run_chunked(len(alphas), used[0], work)
             return out
 
-        nodes = min_steps if adaptive else int(steps)
-        tol_abs = np.array([tol * max(abs(expected), floor)]) if adaptive else None
-        if nested:
-            result = integrate_nested(np.array([f_base]), np.array([problem.f_x]), rows, tol_abs=tol_abs, nodes=nodes,
-                                      max_nodes=max_steps, guard=cancellation_guard, pace=pace)
-        else:
-            result = integrate_panels(np.array([f_base]), np.array([problem.f_x]), nodes, method, gradients, values,
-                                      tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
-    raw_np = result.integral[0]
+        path_integral = integrate_path(f_base, problem.f_x, gradients, values, steps=steps, method=method, tol=tol,
+                                       min_steps=min_steps, max_steps=max_steps, rows=rows, guard=cancellation_guard,
+                                       pace=pace)
+    result, raw_np, expected, floor = path_integral.panels, path_integral.raw, path_integral.expected, path_integral.floor
     total = float(raw_np.sum())
-    errors = relative_errors([total], [expected], floor)
     nodes = int(result.nodes[0])
     options = {
         "steps": "auto" if adaptive else int(steps), "quadrature": method, "baseline": baseline,
@@ -162,7 +155,7 @@ def integrated_gradients(
         "f_baseline": f_base, "completeness_error": abs(total - expected) / max(abs(expected), 1e-12),
         "batch_size": used[0], "nodes": nodes, "gradient_rows": result.rows, "max_steps": max_steps if adaptive else None,
         "max_seconds": pace.max_seconds, "stopped": result.stopped, "seconds": pace.elapsed(),
-        **convergence_options(errors, tol, floor, per_token=False),
+        **convergence_options(path_integral.errors, tol, floor, per_token=False),
     }
     if nested:  # the guard and the unsigned sum of the panels' errors (relative, as the error is)
         options["cancellation_guard"] = cancellation_guard
@@ -226,7 +219,7 @@ def sequential_integrated_gradients(
     adaptive, exact = steps == "auto", steps == "exact"
     pace = Pace("SIG", progress, max_seconds)
     with ex.restored(), pace:
-        problem = _prepare(ex, text, target, baseline, truncate)
+        problem = prepare(ex, text, target, baseline, truncate)
         n = problem.encoding.n
         if positions is not None:
             chosen = sorted({int(p) % n if -n <= int(p) < n else n for p in positions})
@@ -238,10 +231,10 @@ def sequential_integrated_gradients(
         # a sliding-window cache keeps only the window's last keys: a cached prefix longer than that
         # scored the suffix wrong (tiny Mistral, window 8: 25% completeness error), so no reuse then
         window = ex.sliding_window
-        reuse = prefix_reuse and _reads_last_token(ex, problem) and (window is None or problem.encoding.n < window)
+        reuse = prefix_reuse and reads_last_token(ex, problem) and (window is None or problem.encoding.n < window)
         moving = list(problem.moving)
         f_without = sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size, reuse)
-        f_base = float(_forward_scores(ex, problem, problem.x_base)[0])
+        f_base = float(forward_scores(ex, problem, problem.x_base)[0])
         expected = problem.f_x - f_without  # (P,)
         scale = max(abs(problem.f_x - f_base), float(np.abs(expected).max()), 1e-12)
         floor = change_floor(problem.f_x, f_base)
@@ -302,19 +295,15 @@ def sequential_integrated_gradients(
 def grad_x_input(ex: ModelSession, text: str, target: Any = None, *, truncate: bool = False) -> Attribution:
     """Gradient x input on the word embeddings: raw_j = sum_d x_jd dF/dx_jd (special tokens 0)."""
     with ex.restored():
-        problem = _prepare(ex, text, target, "zero", truncate, check_baseline=False)  # no path, no baseline
-        _, grads = _scores_and_grads(ex, problem, problem.x)
+        problem = prepare(ex, text, target, "zero", truncate, check_baseline=False)  # no path, no baseline
+        _, grads = scores_and_grads(ex, problem, problem.x)
         raw = (grads[0].double() * problem.x[0].double()).sum(-1).cpu().numpy()
     raw[[i for i, s in enumerate(problem.encoding.special_mask) if s]] = 0.0
     return _attribution(ex, problem, "grad_x_input", raw, raw, {"f_x": problem.f_x})
 
 
 # ---------------------------------------------------------------------------- dispatch
-class Cancelled(RuntimeError):
-    """A streaming computation was stopped by its callback (see ``sequential_integrated_gradients``)."""
-
-
-def _attribution(ex: ModelSession, problem: _Problem, method: str, scores, raw, options: dict) -> Attribution:
+def _attribution(ex: ModelSession, problem: Problem, method: str, scores, raw, options: dict) -> Attribution:
     return Attribution(tokens=list(problem.encoding.tokens), scores=np.asarray(scores, dtype=np.float64),
                        raw=np.asarray(raw, dtype=np.float64), target=problem.target.public,
                        target_label=problem.target.label, method=method, options=options,

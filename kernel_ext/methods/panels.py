@@ -1,7 +1,7 @@
 """Nested composite quadrature for IG's ``steps="auto"``: panels whose nodes
 are reused when a panel is halved, and a stop on the paper's signed completeness check.
 
-docs/ARCHITECTURE.md, section "Gradients". :func:`integration.integrate_panels` halves Gauss-Legendre
+docs/ARCHITECTURE.md, section "Gradients". :func:`quadrature.integrate_panels` halves Gauss-Legendre
 panels: none of a parent's nodes is a node of its halves, so every split throws away the parent's
 gradient rows, and each split needs one more forward pass for F at the midpoint. Here a panel [a, b]
 carries the closed Newton-Cotes rule on ``nodes`` equally spaced points a, a + h/(nodes-1), ..., b
@@ -11,7 +11,7 @@ new gradient rows instead of 8, and F at every node comes from the gradient pass
 forward pass). Panel endpoints are dyadic fractions, so node positions are exact in float64 and a
 node is found again by its alpha.
 
-Per panel the completeness check is the one of :func:`integration.integrate_panels`:
+Per panel the completeness check is the one of :func:`quadrature.integrate_panels`:
 e = integral over [a, b] - (F(b) - F(a)), kept with its sign. The e of a path's panels sum to
 (scores summed) - (F(1) - F(0)), i.e. to the error the result reports, so a path is done when
 
@@ -22,7 +22,7 @@ e = integral over [a, b] - (F(b) - F(a)), kept with its sign. The e of a path's 
 
 Otherwise the panels with the largest |e| are halved, worst first, until those left alone sum to at
 most half of the unsigned sum (or ``tol_abs / 2`` without ``guard``), within ``max_nodes`` distinct
-nodes per path and panels wider than ``integration.MIN_PANEL_WIDTH``.
+nodes per path and panels wider than ``quadrature.MIN_PANEL_WIDTH``.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from .integration import MIN_PANEL_WIDTH, Panels
+from .quadrature import MIN_PANEL_WIDTH, Panels
 from .pacing import OutOfTime, Pace
 
 #: nodes of one nested panel (Boole's rule): IG's steps="auto" default
@@ -56,7 +56,7 @@ def newton_cotes(nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class NestedPanels(Panels):
-    """:class:`~.integration.Panels` plus ``error_sum`` (P,): the unsigned sum of the panels' |e|
+    """:class:`~.quadrature.Panels` plus ``error_sum`` (P,): the unsigned sum of the panels' |e|
     (``nodes`` counts distinct nodes, which here equals the gradient rows of the path)."""
 
     error_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))

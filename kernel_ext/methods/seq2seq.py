@@ -82,7 +82,8 @@ def _square(block: np.ndarray | None) -> np.ndarray | None:
     return out
 
 
-def _graph(ex, item: Seq2SeqInput, method: str, target: Any, options: dict):
+def graph(ex, item: Seq2SeqInput, method: str, target: Any, options: dict):
+    """rollout / attention_flow / gaf (Attribution) or flow (FlowResult) over the encoder-decoder graph."""
     residual = options.pop("residual", _RESIDUAL)
     residual = _RESIDUAL if residual is None and method in ("gaf", "flow") else residual
     sources = options.pop("sources", None)
@@ -149,7 +150,7 @@ def _entropy(cross: np.ndarray) -> np.ndarray:
 
 def _run(ex, item: Seq2SeqInput, method: str, target: Any, options: dict):
     if method in lm.GRAPH_METHODS or method == "flow":
-        return _graph(ex, item, method, target, options)
+        return graph(ex, item, method, target, options)
     if method == "attention":
         return _attention(ex, item, target, **options)
     from .seq2seq_gradients import attribute as gradient_attribute
@@ -185,7 +186,7 @@ def attribute_generation(ex: "ModelSession", source: str, max_new_tokens: int = 
     decoder start token; row t is the Attribution of ``ex.attribute(source, method, prefix=first t
     tokens)``. Greedy decoding stops at ``max_new_tokens`` or the end-of-sequence token (included).
     ``callback(partial)`` after each row; False stops the run (``Cancelled``)."""
-    from .gradients import Cancelled
+    from ..errors import Cancelled
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} for an encoder-decoder; choose one of {list(METHODS)}")

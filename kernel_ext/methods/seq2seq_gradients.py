@@ -17,9 +17,10 @@ import torch
 
 from ..core.batching import resolve_batch_size, run_chunked
 from ..errors import InputError
-from .integration import (BASELINES, baseline_token, change_floor, check_tol, convergence_options, integrate_panels,
-                          normalise, relative_errors, warn_not_converged)
-from .integration import quadrature as quadrature_rule
+from .baselines import BASELINES, baseline_token
+from .quadrature import change_floor, check_tol, convergence_options, normalise, relative_errors, warn_not_converged
+from .path_integrals import integrate_path, integrate_tokens
+from .quadrature import quadrature as quadrature_rule
 from .seq2seq_input import Seq2SeqInput, attribution, embedders, forward
 
 
@@ -107,15 +108,12 @@ def _ig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: i
                         lambda a, b: _scores(ex, joint, path(alphas[a:b]), False)[0].double().cpu().numpy())
 
     f_base = float(values(None, np.array([0.0]))[0])
-    expected, floor = joint.f_x - f_base, change_floor(joint.f_x, f_base)
-    adaptive = steps == "auto"
-    result = integrate_panels(np.array([f_base]), np.array([joint.f_x]), min_steps if adaptive else int(steps), quad,
-                              gradients, values, tol_abs=np.array([tol * max(abs(expected), floor)]) if adaptive else None,
-                              max_nodes=max_steps)
-    raw = result.integral[0]
-    options = {"steps": steps if adaptive else int(steps), "quadrature": quad, "f_baseline": f_base,
+    path = integrate_path(f_base, joint.f_x, gradients, values, steps=steps, method=quad, tol=tol, min_steps=min_steps,
+                          max_steps=max_steps)
+    raw, result, expected = path.raw, path.panels, path.expected
+    options = {"steps": steps if steps == "auto" else int(steps), "quadrature": quad, "f_baseline": f_base,
                "nodes": int(result.nodes[0]), "gradient_rows": result.rows,
-               **convergence_options(relative_errors([raw.sum()], [expected], floor), tol, floor, per_token=False)}
+               **convergence_options(path.errors, tol, path.floor, per_token=False)}
     if not options["converged"]:
         warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
                            f"(scores sum to {raw.sum():.4g}, F(x) - F(x') = {expected:.4g})",
@@ -155,9 +153,9 @@ def _sig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: 
         part, nodes = change.copy(), np.zeros(P, dtype=int)
     else:
         adaptive = steps == "auto"
-        result = integrate_panels(f_without, np.full(P, joint.f_x), min_steps if adaptive else int(steps), quad,
-                                  gradients, values, max_nodes=max_steps,
-                                  tol_abs=tol * np.maximum(np.abs(change), floor) if adaptive else None)
+        result = integrate_tokens(f_without, np.full(P, joint.f_x), gradients, values, steps=steps, method=quad,
+                                  tol_abs=tol * np.maximum(np.abs(change), floor) if adaptive else None,
+                                  min_steps=min_steps, max_steps=max_steps)
         part, nodes = result.integral[:, 0], result.nodes
     raw = np.zeros(joint.item.n)
     raw[moving] = part

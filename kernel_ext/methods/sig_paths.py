@@ -11,12 +11,12 @@ import torch
 
 from ..core.batching import run_chunked
 from ..core.session import ModelSession
-from .integration import _forward_scores, _prefix_cache, _Problem, _scores_and_grads, _target_scores, integrate_panels
+from .embedding_path import Problem, forward_scores, prefix_cache, scores_and_grads, target_scores
+from .path_integrals import integrate_tokens
 
 
 def sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, pace, tol_abs, min_steps, max_steps):
     """Each token's one-token path integral (``Panels``; integral (P, 1)), adaptive when ``tol_abs`` is given."""
-    nodes = min_steps if tol_abs is not None else int(steps)
     f_end = np.full(len(positions), problem.f_x)
 
     def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
@@ -25,11 +25,11 @@ def sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, p
     def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
         return sig_values(ex, problem, positions[paths], alphas, size, reuse)
 
-    return integrate_panels(f_end - change, f_end, nodes, method, gradients, values,
-                            tol_abs=tol_abs, max_nodes=max_steps, pace=pace)
+    return integrate_tokens(f_end - change, f_end, gradients, values, steps="auto" if tol_abs is not None else steps,
+                            method=method, tol_abs=tol_abs, min_steps=min_steps, max_steps=max_steps, pace=pace)
 
 
-def sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int,
+def sig_values(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.ndarray, size: int,
                 reuse: bool = False) -> np.ndarray:
     """F(x with token pos[r] at x'_p + alphas[r] (x_p - x'_p)) for each row r -> (R,) (forward only).
 
@@ -49,13 +49,13 @@ def sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.
         a = torch.tensor(alpha_rows[start:stop], dtype=torch.float32, device=ex.device)[:, None]
         embeds[rows, p - first] = problem.x_base[0, p] + a * delta[p]
         if first == 0:
-            out[start:stop] = _forward_scores(ex, problem, embeds).double().cpu().numpy()
+            out[start:stop] = forward_scores(ex, problem, embeds).double().cpu().numpy()
             return
         if first not in prefixes:
             prefixes.clear()
-            prefixes[first] = _prefix_cache(ex, problem, first)
+            prefixes[first] = prefix_cache(ex, problem, first)
         with torch.no_grad():
-            out[start:stop] = _target_scores(ex, problem, embeds, prefixes[first]).double().cpu().numpy()
+            out[start:stop] = target_scores(ex, problem, embeds, prefixes[first]).double().cpu().numpy()
 
     run_chunked(len(pos), size, work)
     result = np.empty(len(pos))
@@ -63,7 +63,7 @@ def sig_values(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.
     return result
 
 
-def sig_rows(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.ndarray, size: int, reuse: bool,
+def sig_rows(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.ndarray, size: int, reuse: bool,
               bar=None) -> np.ndarray:
     """<dF/dx_p, x_p - x'_p> with token pos[r] at alphas[r] along its path, every row batched -> (R,).
 
@@ -87,9 +87,9 @@ def sig_rows(ex: ModelSession, problem: _Problem, pos: np.ndarray, alphas: np.nd
         if first > 0:
             if first not in prefixes:
                 prefixes.clear()  # chunks advance through positions: keep one prefix alive
-                prefixes[first] = _prefix_cache(ex, problem, first)
+                prefixes[first] = prefix_cache(ex, problem, first)
             prefix = prefixes[first]
-        _, grads = _scores_and_grads(ex, problem, embeds, prefix)
+        _, grads = scores_and_grads(ex, problem, embeds, prefix)
         along[start:stop] = (grads[rows, p - first].double() * delta[p].double()).sum(-1)
 
     run_chunked(len(pos_rows), size, work, bar=bar)

@@ -33,8 +33,9 @@ from ..graphs.information import INFO_KINDS, information_tensor
 from ..graphs.rollout import mix_residual_capacity
 from ..results import Attribution
 from . import layered_methods as lm
-from .integration import (change_floor, check_tol, convergence_options, integrate_panels, normalise, quadrature,
-                          relative_errors, warn_not_converged)
+from .path_integrals import integrate_path, integrate_tokens
+from .quadrature import (change_floor, check_tol, convergence_options, normalise, quadrature, relative_errors,
+                         warn_not_converged)
 from .vision_input import ImageInput, capture, is_image, is_vision, prepare
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +57,8 @@ def _attribution(ex, image: ImageInput, method: str, scores, raw, target, predic
                        **_meta(ex, target, prediction, image, options))
 
 
-def _graph(ex, image: ImageInput, method: str, target: Any, options: dict):
+def graph(ex, image: ImageInput, method: str, target: Any, options: dict):
+    """rollout / attention_flow / gaf (Attribution) or flow (FlowResult) over the patch graph of one image."""
     residual = options.pop("residual", lm.DEFAULT_RESIDUAL.get(method))
     sources = options.pop("sources", None)
     info = options.pop("info", "agf") if method in ("gaf", "flow") else "af"
@@ -154,16 +156,12 @@ def _ig(ex, image: ImageInput, target: Any, steps: Any = "auto", baseline: str =
             with torch.no_grad():
                 return resolved.score(ex.model(pixel_values=path(alphas)).logits).double().cpu().numpy()
 
-        expected, floor = f_x - f_base, change_floor(f_x, f_base)
-        nodes = min_steps if adaptive else int(steps)
-        result = integrate_panels(np.array([f_base]), np.array([f_x]), nodes, quadrature, gradients, values,
-                                  tol_abs=np.array([tol * max(abs(expected), floor)]) if adaptive else None,
-                                  max_nodes=max_steps)
-    raw = result.integral[0]
-    errors = relative_errors([raw.sum()], [expected], floor)
+        path = integrate_path(f_base, f_x, gradients, values, steps=steps, method=quadrature, tol=tol,
+                              min_steps=min_steps, max_steps=max_steps)
+    raw, result, expected = path.raw, path.panels, path.expected
     options = {"steps": "auto" if adaptive else int(steps), "quadrature": quadrature, "baseline": "black",
                "f_x": f_x, "f_baseline": f_base, "nodes": int(result.nodes[0]), "gradient_rows": result.rows,
-               **convergence_options(errors, tol, floor, per_token=False)}
+               **convergence_options(path.errors, tol, path.floor, per_token=False)}
     if not options["converged"]:
         warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
                            f"(scores sum to {raw.sum():.4g}, F(image) - F(black) = {expected:.4g})",
@@ -171,7 +169,7 @@ def _ig(ex, image: ImageInput, target: Any, steps: Any = "auto", baseline: str =
     return _attribution(ex, image, "ig", raw, raw, resolved, prediction, options)
 
 
-def _patch_module(ex) -> torch.nn.Module:
+def patch_module(ex) -> torch.nn.Module:
     for name, module in ex.model.named_modules():
         if type(module).__name__.endswith("PatchEmbeddings"):
             return module
@@ -186,7 +184,7 @@ def _sig(ex, image: ImageInput, target: Any, steps: Any = "exact", baseline: str
                          f"not {baseline!r}")
     _steps(steps, quadrature, ("auto", "exact"))
     tol, adaptive, exact = check_tol(convergence_tol), steps == "auto", steps == "exact"
-    module = _patch_module(ex)
+    module = patch_module(ex)
     replaced: list[torch.Tensor] = []
     with ex.restored():
         ex.add_hook(module, lambda mod, args, out: replaced[0] if replaced else out)
@@ -234,12 +232,10 @@ def _sig(ex, image: ImageInput, target: Any, steps: Any = "exact", baseline: str
         if exact:
             raw_p, nodes = change.copy(), np.zeros(P, dtype=int)
         else:
-            n0 = min_steps if adaptive else int(steps)
-            result = integrate_panels(f_without, np.full(P, f_x), n0, quadrature,
-                                      lambda paths, alphas: chunked(paths, alphas, True)[:, None],
-                                      lambda paths, alphas: chunked(paths, alphas, False),
+            result = integrate_tokens(f_without, np.full(P, f_x), lambda paths, alphas: chunked(paths, alphas, True)[:, None],
+                                      lambda paths, alphas: chunked(paths, alphas, False), steps=steps, method=quadrature,
                                       tol_abs=tol * np.maximum(np.abs(change), floor) if adaptive else None,
-                                      max_nodes=max_steps)
+                                      min_steps=min_steps, max_steps=max_steps)
             raw_p, nodes = result.integral[:, 0], result.nodes
     raw = np.concatenate([[0.0], raw_p])
     errors = relative_errors(raw_p, change, floor)
@@ -297,7 +293,7 @@ def explain(ex: "ModelSession", verb: str, image: Any, method: str = "", target:
         if verb == "heads":
             return _heads(ex, prepared, **options)
         if verb == "flow" or method in lm.GRAPH_METHODS:
-            return _graph(ex, prepared, "flow" if verb == "flow" else method, target, dict(options))
+            return graph(ex, prepared, "flow" if verb == "flow" else method, target, dict(options))
         call = {"attention": _attention, "ig": _ig, "sig": _sig}[method]
         try:
             return call(ex, prepared, target, **options)

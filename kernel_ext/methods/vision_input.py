@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..core.inputs import VISION_MODEL_TYPES, is_image  # noqa: F401  (is_image: a name of this module)
 from ..errors import InputError, InputTypeError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,20 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: ``ViTImageProcessor``'s defaults (transformers' IMAGENET_STANDARD_MEAN / _STD)
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
-#: ``config.model_type`` values explained as images
-VISION_MODEL_TYPES = ("vit",)
 
 
 def is_vision(ex: "ModelSession") -> bool:
     """Whether ``ex`` holds a vision transformer (its inputs are images, not texts)."""
     return getattr(ex.config, "model_type", None) in VISION_MODEL_TYPES
-
-
-def is_image(value: Any) -> bool:
-    """A PIL image or an (H, W, 3) numpy array (not a text)."""
-    if isinstance(value, np.ndarray):
-        return True
-    return type(value).__module__.startswith("PIL.") and hasattr(value, "convert")
 
 
 def to_rgb(image: Any) -> np.ndarray:
