@@ -122,6 +122,10 @@ STEPS: tuple[Step, ...] = (
          # not --benchmark-only: that skips the tests without the benchmark fixture (the GAF growth exponent)
          ("-m", "pytest", "tests/benchmarks", "-s", "-p", "no:cacheprovider", "-o", "addopts=", "--benchmark-json",
           "{out}/data/bench/benchmarks.json"), group="bench", outputs=("data/bench/benchmarks.json",)),
+    Step("bench-flows", "GAF solver speed (random capacities; networkx and cvxpy side by side)",
+         ("-m", "pytest", "tests/benchmarks/test_bench_flows.py", "-k", "not click", "-s", "-p", "no:cacheprovider",
+          "-o", "addopts=", "--benchmark-json", "{out}/data/bench/flows.json"), group="long",
+         outputs=("data/bench/flows.json",)),
     Step("latency", "Notebook latency (JupyterLab + Chromium)",
          ("-m", "pytest", "tests/browser", "-m", "browser", "-p", "no:cacheprovider"), group="bench"),
 )
@@ -276,7 +280,8 @@ def main(argv=None) -> int:
                         help="output folder, relative to the repository root (default results/)")
     parser.add_argument("--only", nargs="+", default=None, metavar="STEP", help="these steps only")
     parser.add_argument("--group", nargs="+", default=["main"], choices=["main", "long", "bench"],
-                        help="main (default): every step under an hour; long: robustness, convergence; bench")
+                        help="main (default): every step under an hour; long: robustness, convergence, the GAF solver "
+                        "benchmark (a Results table); bench: the other benchmarks, notebook latency")
     parser.add_argument("--list", action="store_true", help="print every step's command and exit")
     parser.add_argument("--render", action="store_true", help="write the tables of docs/results.md from the "
                         "committed data (results/data), then exit")

@@ -86,6 +86,47 @@ def circuits_speed(path: Path) -> str:
             f"(one prompt sample and seed; load average {load} when it finished)")
 
 
+def circuits_patching(path: Path) -> str:
+    """The attribution-patching table as ``patching_report.py`` prints it: every run, then the mean over runs."""
+    d = _json(path)
+    return _script("patching_report").table(d["task"], d["records"])
+
+
+def _benchmarks(path: Path, test: str) -> list[dict]:
+    """The pytest-benchmark records of one test function (every parametrisation), in run order."""
+    return [b for b in _json(path)["benchmarks"] if b["name"].split("[")[0] == test]
+
+
+def gaf_speed(path: Path) -> str:
+    """The GAF solver table from ``tests/benchmarks/test_bench_flows.py``'s JSON: per (L, n) the mean wall and CPU
+    seconds of ``barrier_max_flow`` (μ automatic), its Newton steps, its value against networkx's max-flow, and the
+    fitted growth exponent in n at L = 12 (least squares of log wall time on log n, as the test prints it)."""
+    import numpy as np
+
+    rows = ["| (L, n) | wall s | CPU s | Newton steps | rel. error vs networkx | networkx s | cvxpy / ours at fixed μ |",
+            "|---|---|---|---|---|---|---|"]
+    growth = []
+    for b in _benchmarks(path, "test_bench_barrier_max_flow"):
+        x, L, n = b["extra_info"], b["params"]["L"], b["params"]["n"]
+        if L == 12:
+            growth.append((n, x["seconds"]))
+        error = (f"{abs(x['value_rel_error_vs_networkx']):.1e}" if "networkx_seconds" in x
+                 else f"(certified gap {x['certified_gap']:.1e})")
+        rows.append(f"| {L}, {n} | {x['seconds']:.2f} | {x['cpu_seconds']:.2f} | {x['newton_iterations']} | {error} | "
+                    + (f"{x['networkx_seconds']:.1f}" if "networkx_seconds" in x else "not run") + " | "
+                    + (f"{x['ratio_cvxpy_over_barrier']:.0f}×" if "ratio_cvxpy_over_barrier" in x else "–") + " |")
+    text = "\n".join(rows)
+    if len(growth) >= 2:
+        slope = float(np.polyfit(np.log([g[0] for g in growth]), np.log([g[1] for g in growth]), 1)[0])
+        text += f"\n\nGrowth at L = 12: wall time ∝ n^{slope:.2f} over n = {[g[0] for g in growth]}."
+    for b in _benchmarks(path, "test_bench_attention_flow_vs_networkx_per_pair"):
+        x = b["extra_info"]
+        text += (f" `attention_flow` on (6, 64), all 4,096 pairs: {x['seconds_all_pairs']:.1f} s wall; networkx "
+                 f"Edmonds-Karp {x['networkx_edmonds_karp_seconds_per_pair']:.1f} s per pair (3 pairs timed), "
+                 f"{x['ratio']:,.0f}× when extrapolated to all pairs.")
+    return text
+
+
 def geometry_layers(path: Path, model: str) -> str:
     g = next(r for r in _json(path) if r["model"] == model)
     return _script("geometry_report").layer_table(g)
@@ -96,12 +137,17 @@ def geometry_patterns(path: Path) -> str:
 
 
 def robustness(path: Path, part: str) -> str:
+    """The robustness tables at token level, k = 3, w = 3 (the command prints every level, k and w)."""
     r = _script("robustness_report")
-    if part == "kept":
-        return r.arms_table(_csv(path), _csv(path.parent / "drops.csv"), "kept", "token", 3, 3)
+    if part in ("kept", "any"):
+        return r.arms_table(_csv(path), _csv(path.parent / "drops.csv"), part, "token", 3, 3)
+    if part == "gaps":
+        return r.arm_gaps_table(_csv(path), "kept", "token", 3, 3)
     if part == "narrowing":
         return r.gap_table(_csv(path), "token", 3, 3)
-    return r.methods_table(_csv(path), "kept", "token", 3, 3)
+    if part == "family":
+        return r.family_summary(_csv(path))
+    return r.methods_table(_csv(path), part.split("-")[-1], "token", 3, 3)
 
 
 @dataclass(frozen=True)
@@ -118,8 +164,12 @@ TABLES: dict[str, Table] = {
     "faithfulness-methods": Table(("faithfulness/summary.csv", "faithfulness/per_text.csv"), faithfulness_methods),
     "faithfulness-pairs": Table(("faithfulness/pairs.csv",), faithfulness_pairs),
     "robustness-kept": Table(("robustness/summary.csv",), robustness, ("kept",)),
+    "robustness-any": Table(("robustness/summary.csv",), robustness, ("any",)),
+    "robustness-gaps": Table(("robustness/gaps.csv",), robustness, ("gaps",)),
     "robustness-narrowing": Table(("robustness/narrowing.csv",), robustness, ("narrowing",)),
-    "robustness-methods": Table(("robustness/method_gaps.csv",), robustness, ("methods",)),
+    "robustness-family": Table(("robustness/narrowing.csv",), robustness, ("family",)),
+    "robustness-methods": Table(("robustness/method_gaps.csv",), robustness, ("methods-kept",)),
+    "robustness-methods-any": Table(("robustness/method_gaps.csv",), robustness, ("methods-any",)),
     "geometry-minilm": Table(("geometry/geometry.json",), geometry_layers, ("minilm-rt",)),
     "geometry-smollm2": Table(("geometry/geometry.json",), geometry_layers, ("smollm2-135m",)),
     "geometry-patterns": Table(("geometry/geometry.json",), geometry_patterns),
@@ -129,6 +179,8 @@ TABLES: dict[str, Table] = {
     "circuits-toy": Table(("circuits/toy_runs.json",), circuits_runs),
     "circuits-variants": Table(("circuits/ioi_variants.json",), circuits_variants),
     "circuits-speed": Table(("circuits/pipeline_time.json",), circuits_speed),
+    "gaf-speed": Table(("bench/flows.json",), gaf_speed),
+    "circuits-patching-ioi": Table(("circuits/patching/ioi_patching.json",), circuits_patching),
 }
 
 

@@ -210,3 +210,75 @@ def test_committed_faithfulness_tables_follow_from_the_per_text_data():
         holm[order] = steps
         np.testing.assert_allclose(part["p_holm"].to_numpy(), holm)
         assert (part["significant"].to_numpy() == (holm < 0.05)).all()
+
+
+# ---------------------------------------------------------------------------- renderers of the other tables
+def test_gaf_speed_renders_benchmark_json_and_fits_the_growth_exponent(tables, tmp_path):
+    def bench(L, n, seconds, **extra):
+        info = {"seconds": seconds, "cpu_seconds": seconds / 2, "newton_iterations": 30 + n // 64,
+                "certified_gap": 1e-7, **extra}
+        return {"name": f"test_bench_barrier_max_flow[L{L}-n{n}]", "params": {"L": L, "n": n}, "extra_info": info}
+
+    data = {"benchmarks": [
+        bench(6, 32, 0.5, value_rel_error_vs_networkx=-2e-7, networkx_seconds=1.5, ratio_cvxpy_over_barrier=40.0),
+        bench(12, 128, 1.0, value_rel_error_vs_networkx=3e-7, networkx_seconds=50.0),
+        bench(12, 256, 8.0),  # time x 8 when n doubles: exponent 3
+        {"name": "test_bench_attention_flow_vs_networkx_per_pair", "params": None,
+         "extra_info": {"seconds_all_pairs": 30.0, "networkx_edmonds_karp_seconds_per_pair": 40.0, "ratio": 5461.3}}]}
+    path = tmp_path / "flows.json"
+    path.write_text(json.dumps(data))
+    text = tables.gaf_speed(path)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows[0] == "| 6, 32 | 0.50 | 0.25 | 30 | 2.0e-07 | 1.5 | 40× |"
+    assert rows[2] == "| 12, 256 | 8.00 | 4.00 | 34 | (certified gap 1.0e-07) | not run | – |"
+    assert "n^3.00 over n = [128, 256]" in text
+    assert "all 4,096 pairs: 30.0 s wall; networkx Edmonds-Karp 40.0 s per pair" in text and "5,461×" in text
+
+
+def test_patching_table_mean_rows_follow_from_the_committed_records(tables):
+    path = DATA / "circuits" / "patching" / "ioi_patching.json"
+    records = json.loads(path.read_text())["records"]
+    text = tables.circuits_patching(path)
+    for method in ("atp", "eap", "eap-ig"):
+        mine = [r for r in records if r["method"] == method]
+        mean = np.mean([r["node_roc_auc"][0] for r in mine])
+        cpr = np.mean([r["faithfulness"]["cpr"] for r in mine])
+        row = next(line for line in text.splitlines() if line.startswith(f"| **{method}** | mean of {len(mine)} |"))
+        assert row.split(" | ")[2].startswith(f"{mean:.2f} [") and row.split(" | ")[4] == f"{cpr:.2f}"
+
+
+def test_arm_gaps_table_reads_the_kept_token_cells(tables):
+    robustness_report = tables._script("robustness_report")
+    base = {"permission": "kept", "level": "token", "n": 10, "gap_lo": 0.0, "gap_hi": 0.2, "gap_corrected_lo": 0.05,
+            "gap_corrected_hi": 0.35}
+    gaps = pd.DataFrame([
+        {**base, "method": "sig", "pair": "neighbour − attack", "metric": "topk", "k": 3, "w": 1, "gap": 0.1,
+         "gap_corrected": 0.2},
+        {**base, "method": "sig", "pair": "neighbour − attack", "metric": "lens_recall", "k": 3, "w": 3, "gap": 0.05,
+         "gap_corrected": 0.25},
+        {**base, "method": "sig", "pair": "neighbour − attack", "metric": "lens_recall", "k": 3, "w": 5, "gap": 9.0,
+         "gap_corrected": 9.0},  # another window: not read
+        {**base, "method": "ig", "pair": "search − attack", "metric": "topk", "k": 3, "w": 1, "gap": 0.1,
+         "gap_corrected": 0.2, "permission": "any"},  # top-k replaceable: not in the kept table
+    ])
+    text = robustness_report.arm_gaps_table(gaps, "kept", "token", 3, 3)
+    assert text.splitlines()[2] == "| SIG | neighbour − attack | 10 | 0.20 [0.05, 0.35] | 0.25 [0.05, 0.35] | 0.10 [0.00, 0.20] |"
+    assert len(text.splitlines()) == 3 and "9.00" not in text
+
+
+def test_committed_robustness_narrowing_is_one_adjusted_family():
+    path = DATA / "robustness" / "narrowing.csv"
+    assert path in _committed("robustness/narrowing.csv"), "results/data/robustness/narrowing.csv is not committed"
+    lens = pd.read_csv(path).query("metric == 'lens_recall'")
+    # 4 methods x 2 arm pairs x top-k kept/any x token/word x 10 (k, w) cells, read together
+    assert len(lens) == 320 and lens.method.nunique() == 4
+    p = lens["narrowed_p"].to_numpy()
+    order = np.argsort(p, kind="stable")
+    holm = np.empty_like(p)
+    holm[order] = np.minimum(np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]), 1.0)
+    np.testing.assert_allclose(lens["narrowed_p_holm"].to_numpy(), holm)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    bh = np.empty_like(p)
+    bh[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    np.testing.assert_allclose(lens["narrowed_p_bh"].to_numpy(), bh)
+    assert ((lens.narrowed_lo <= lens.narrowed) & (lens.narrowed <= lens.narrowed_hi)).all()
