@@ -175,7 +175,7 @@ RULES_FILE = REPO / "kernel_ext" / "data" / "display-rules.json"
 #: tokens whose labels each rule decides: word-start marks (first and inner), "##", whitespace alone, a
 #: newline as the byte-level "Ċ", a bidi mark, HTML
 DISPLAY_TOKENS = ["[CLS]", "\u0120hello", "##ing", " ", "\n", "\u010a", "a\u2581b", "\u2581", "\t\t", "\u200fx",
-                  "<b>film</b>", "[SEP]"]
+                  "<b>film</b>", "\u0120extraordinarily", "[SEP]"]
 
 
 def display_fixture() -> dict:
@@ -191,7 +191,7 @@ def display_fixture() -> dict:
     from xattr_lab.widgets import core, figures
 
     n, L = len(DISPLAY_TOKENS), 3
-    scores = np.array([-1, -0.875, -0.625, -0.5, -0.25, -0.125, 0, 0.125, 0.375, 0.5, 0.75, 1.0])
+    scores = np.array([-1, -0.875, -0.625, -0.5, -0.25, -0.125, 0, 0.125, 0.375, 0.5, 0.625, 0.75, 1.0])
     attribution = Attribution(tokens=DISPLAY_TOKENS, scores=scores, method="ig", model="tiny")
     E = np.random.default_rng(28).random((L, n, n)) + 0.01
     E[0, :2, :3] = 1e-9  # below edge_floor x the largest: never drawn
@@ -203,7 +203,8 @@ def display_fixture() -> dict:
     return {
         "rules": json.loads(RULES_FILE.read_text(encoding="utf-8")),
         "attribution": to_payload(attribution), "flow_v1": flow.to_dict(), "flow_v2": to_payload(flow),
-        "expected": {"labels": labels, "colours": strip["colour"], "text_colours": strip["text_colour"],
+        "expected": {"labels": labels, "short_labels": [core.shorten(label) for label in labels],
+                     "colours": strip["colour"], "text_colours": strip["text_colour"],
                      "edges_drawn": len(edges["flow"]), "edges_positive": int((E > 0).sum()),
                      "strongest_flow": float(max(edges["flow"])), "throughput": core.node_throughput(E).tolist()},
     }
@@ -241,6 +242,7 @@ def test_display_fixture_is_what_the_python_views_draw():
     assert not np.allclose(throughput[1:-1], E[:-1].sum(axis=2))  # ... which is not their outflow here
     assert drawn["labels"][3] == "\u2423" and drawn["labels"][1] == "hello" and drawn["labels"][5] == "\\n"
     assert drawn["text_colours"][0] == "#ffffff" and drawn["text_colours"][6] == "#000000"
+    assert drawn["short_labels"][-2] == "extraordinari\u2026"  # the label width is the rules' too
 
 
 if __name__ == "__main__":

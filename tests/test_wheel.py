@@ -179,14 +179,17 @@ def test_the_wheel_installs_without_node_and_runs_the_quickstart(tmp_path):
     assert next((tmp_path / "out").glob("xattr_lab-*.tar.gz"))
     names = set(zipfile.ZipFile(wheel).namelist())
     shared = f"{wheel.name.split('-py3')[0]}.data/data/share/jupyter/labextensions/xattr-lab"
-    assert {f"{shared}/package.json", f"{shared}/install.json", "xattr_lab/widgets/static/xattr-player.js",
-            "xattr_lab/data/requirements-zoo.txt"} <= names
+    assert {f"{shared}/package.json", f"{shared}/install.json", "xattr_widgets/static/xattr-player.js",
+            "xattr_widgets/alias.py", "xattr_widgets/views/circuit_view.py", "xattr_lab/widgets.py",
+            "xattr_lab/data/requirements-zoo.txt", "xattr_lab/data/display-rules.json"} <= names
+    assert not any(n.startswith("xattr_lab/widgets/") for n in names)  # the front end is its own package
     assert any(n.startswith(f"{shared}/static/remoteEntry.") for n in names)
     notebooks = sorted(p.name for p in (ROOT / "examples").glob("*.ipynb"))
     assert len(notebooks) >= 7 and {f"xattr_lab/examples/{n}" for n in notebooks} <= names
     check = shutil.which("check-wheel-contents", path=str(Path(sys.executable).parent))
     assert check, "check-wheel-contents is a [dev] dependency: pip install -e '.[dev]'"
-    assert "OK" in _run([check, str(wheel)], build_env, cwd=tmp_path).stdout
+    # exactly two top-level packages: xattr_lab and the front end it re-exports as xattr_lab.widgets
+    assert "OK" in _run([check, "--toplevel", "xattr_lab,xattr_widgets", str(wheel)], build_env, cwd=tmp_path).stdout
 
     # 2. a fresh venv, Node off the PATH; the dependencies reached through a .pth, the project from the wheel
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True, timeout=300)
@@ -201,6 +204,12 @@ def test_the_wheel_installs_without_node_and_runs_the_quickstart(tmp_path):
     work.mkdir()
     where = _run([str(python), "-c", "import xattr_lab, sys; print(xattr_lab.__file__)"], no_node, cwd=work).stdout
     assert where.strip().startswith(purelib), where  # the wheel's copy, not the checkout
+    front = _run([str(python), "-c", "import xattr_lab.widgets.views.head_grid as a, xattr_widgets.views.head_grid as b, "
+                  "xattr_widgets, xattr_widgets.player as p; from xattr_lab import widgets; "
+                  "assert a is b and widgets is xattr_widgets; "
+                  "print(xattr_widgets.__file__, len(p.player_script()), widgets.core.DIVERGING[0])"],
+                 no_node, cwd=work).stdout
+    assert front.startswith(purelib) and front.split()[-1] == "#053061", front  # package data: player, rules
     lab = fresh / "share" / "jupyter" / "labextensions" / "xattr-lab"
     assert (lab / "package.json").is_file() and list((lab / "static").glob("remoteEntry.*.js"))
     found = _run([str(python), "-c", "import json; from jupyter_core.paths import jupyter_path; "

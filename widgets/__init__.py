@@ -1,17 +1,23 @@
 """Notebook front end for xattr-lab: linked ipywidgets + Bokeh views. Never imports torch.
 
+The import package ``xattr_widgets`` (folder ``widgets/``), which users import under its public name
+(``alias``: one module object under both names)::
+
     from xattr_lab import widgets
     v = widgets.view(result)          # the right view for any result; displays itself in a notebook
     v.to_html("out.html"); v.to_png("out.png"); v.to_json()
     widgets.Explorer(ex, "A gripping film.")   # controls + linked token strip, flow view, head grid
 
 Views: TokenStrip (Attribution), FlowView (FlowResult), HeadGrid (HeadStats), CircuitView
-(CircuitResult), CircuitGraphView (PatchingCircuitResult), GenerationView, ImageView, Explorer. ``mime_bundle(result)`` is what results display as.
+(CircuitResult), CircuitGraphView (PatchingCircuitResult), GenerationView, ImageView, Explorer.
+``mime_bundle(result)`` is what results display as.
 
 Layers, bottom to top (each imports only those below it; docs/ARCHITECTURE.md, section "Front end"):
-``core`` (pure helpers), ``figures`` (data -> Bokeh models), ``export`` (models / data -> HTML, PNG),
-``bundle`` (result + its view -> MIME dict), ``views``, ``select`` (the view for a result),
-``explorer``; this ``__init__`` imports them lazily.
+``alias`` (the public name), ``core`` (pure helpers; the display rules of
+``xattr_lab/data/display-rules.json``), ``player`` (the offline player), ``sizing``, ``figures``
+(data -> Bokeh models), ``export`` (models / data -> HTML, PNG), ``bundle`` (result + its view -> MIME
+dict), ``views``, ``select`` (the view for a result), ``explorer``, ``notebook_html``; this
+``__init__`` imports them lazily.
 """
 from __future__ import annotations
 

@@ -84,8 +84,10 @@ def pretty_tokens(tokens: Sequence[str]) -> list[str]:
     return [pretty_token(t) for t in tokens]
 
 
-def shorten(label: str, width: int = 14) -> str:
-    """Cut a label to ``width`` characters with an ellipsis (hover tooltips keep the full text)."""
+def shorten(label: str, width: int | None = None) -> str:
+    """Cut a label to ``width`` characters with an ellipsis (hover tooltips keep the full text); default
+    ``tokens.short_label`` of ``data/display-rules.json``, as the TypeScript renderer's ``shorten``."""
+    width = int(RULES["tokens"]["short_label"]) if width is None else width
     return label if len(label) <= width else label[: width - 1] + "\u2026"
 
 

@@ -108,7 +108,7 @@ export function line(doc: Doc, node: HTMLElement, parts: Part[]): HTMLElement {
 export const tokenTitle = isolatedText;
 
 /** `text` cut to `max` characters with an ellipsis (SVG labels; the full text goes in a title). */
-export function shorten(text: string, max = 16): string {
+export function shorten(text: string, max = RULES.tokens.short_label): string {
   const chars = Array.from(text);
   return chars.length > max ? chars.slice(0, max - 1).join('') + '\u2026' : text;
 }

@@ -16,7 +16,8 @@ export interface DisplayRules {
   };
   text: { luminance_weights: readonly number[]; dark_below: number; on_dark: string; on_light: string };
   flow: { edges_drawn: number; edge_floor: number; edges_saved: number; node_throughput: string };
-  tokens: { word_start_marks: readonly string[]; subword_prefix: string; escapes: ReadonlyArray<readonly string[]>; blank: string };
+  tokens: { word_start_marks: readonly string[]; subword_prefix: string; escapes: ReadonlyArray<readonly string[]>; blank: string;
+    short_label: number };
 }
 
 export const RULES: DisplayRules = RULES_JSON as DisplayRules;

@@ -66,6 +66,13 @@ describe('the display rules are the Python views\' rules', () => {
     }
   });
 
+  it('shorten flow-graph labels to the same width', () => {
+    const view = renderResult(structuredClone(FIXTURE.flow_v1));
+    const left = [...view.querySelectorAll<SVGElement>('.xattr-lab-node-label[text-anchor="end"]')];
+    expect(left.map(label => label.firstChild?.textContent)).toEqual(EXPECTED.short_labels);
+    expect(EXPECTED.short_labels.some((s: string) => s.endsWith('\u2026'))).toBe(true);
+  });
+
   it('compute node throughput by the one definition (inflow from above; the top layer\'s outflow)', () => {
     for (const payload of [FIXTURE.flow_v1, FIXTURE.flow_v2]) {
       const model = flowModel(payload);
