@@ -87,6 +87,23 @@ def gap_table(narrowing, level: str, k: int, w: int, metric: str = "lens_recall"
     return pipe(header, rows)
 
 
+def arm_gaps_table(gaps, permission: str, level: str, k: int, w: int, metric: str = "lens_recall") -> str:
+    """method × arm pair: the paired gap first − second arm (texts where both were kept), chance-corrected top-k ∩
+    and ``metric`` with their 95 % intervals, raw top-k ∩ beside them; > 0 means the second arm moved the map more."""
+    part = gaps[(gaps.permission == permission) & (gaps.level == level)]
+    rows = []
+    for (method, pair), sub in part.groupby(["method", "pair"], sort=False):
+        top = sub[(sub.metric == "topk") & (sub.k == k) & (sub.w == 1)]
+        other = sub[(sub.metric == metric) & (sub.k == k) & (sub.w == w)]
+        if top.empty or other.empty:
+            continue
+        t, o = top.iloc[0], other.iloc[0]
+        rows.append([NAMES.get(method, method), pair, int(t.n), fmt(t.gap_corrected, t.gap_corrected_lo, t.gap_corrected_hi),
+                     fmt(o.gap_corrected, o.gap_corrected_lo, o.gap_corrected_hi), fmt(t.gap, t.gap_lo, t.gap_hi)])
+    header = ["method", "arms", "n", f"gap top-{k} ∩ corr.", f"gap {metric} corr. (w={w})", f"gap top-{k} ∩ raw"]
+    return pipe(header, rows)
+
+
 def family_summary(narrowing, metric: str = "lens_recall", alpha: float = 0.05) -> str:
     """How many of the narrowing cells of ``metric`` (one family: every method, arm pair, top-k, level, k, w) lie
     above or below 0: uncorrected 95 % intervals, then Holm and Benjamini–Hochberg adjusted p < alpha, per method."""
@@ -230,6 +247,7 @@ def main(argv=None) -> int:
              "### Arms, top-k kept (k = 3, w = 3, token level)", arms_table(summary, drops, "kept", "token", 3, 3),
              "### Arms, top-k replaceable (k = 3, w = 3, token level)", arms_table(summary, drops, "any", "token", 3, 3),
              "### Arms, top-k kept, word level (k = 3, w = 3)", arms_table(summary, drops, "kept", "word", 3, 3),
+             "### Gaps between arms, top-k kept (k = 3, w = 3, token level)", arm_gaps_table(gaps, "kept", "token", 3, 3),
              "### Does LENS narrow the gap? (k = 3, w = 3, token level)", gap_table(narrow, "token", 3, 3),
              "### Same, word level", gap_table(narrow, "word", 3, 3),
              "### Narrowing read as one family (multiplicity-corrected)", family_summary(narrow)]
