@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import bootstrap, provenance
-from .distributed import shards, workers
+from .distributed import shards
+from .distributed.workers import default_out, run_job
 from .faithfulness_metrics import BETTER, METRICS, text_record
 
 #: labels with options: the SIG paper's comparison (both baselines for IG and SIG), the GAF
@@ -255,10 +256,10 @@ def faithfulness_records(ex, texts: Sequence[str], specs: Mapping[str, Mapping[s
         if on_rows is not None:
             on_rows({row["method"] for row in rows})
 
-    out = Path(out) if out is not None else workers.default_out("faithfulness", run_about, folder)
-    rows = workers.run_job(ex, items, keys, faithfulness_row, faithfulness_schema(), run_about, backend=backend,
-                                address=address, workers=workers, out=out, progress=progress,
-                                desc="faithfulness shards", on_rows=merge)
+    out = Path(out) if out is not None else default_out("faithfulness", run_about, folder)
+    rows = run_job(ex, items, keys, faithfulness_row, faithfulness_schema(), run_about, backend=backend,
+                   address=address, workers=workers, out=out, progress=progress, desc="faithfulness shards",
+                   on_rows=merge)
     merge(rows)  # rows read back from an earlier, interrupted run
     return len(rows)
 
