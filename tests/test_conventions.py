@@ -49,15 +49,8 @@ ALLOWED_PRIVATE_IMPORTS = {
     ("xattr_lab.graphs.primal_dual", "xattr_lab.graphs.problem", "_Problem"),
     ("xattr_lab.graphs.rollout", "xattr_lab.graphs.checks", "_check_layers"),
     ("xattr_lab.graphs.rollout", "xattr_lab.graphs.checks", "_check_residual"),
-    # the results engineer (evaluation/robustness*, perturbations): the search arms reuse the perturbation helpers
-    ("xattr_lab.evaluation.robustness_report", "xattr_lab.evaluation.perturbations", "_rank_scores"),
-    ("xattr_lab.evaluation.robustness_search", "xattr_lab.evaluation.perturbations", "_label"),
-    ("xattr_lab.evaluation.robustness_search", "xattr_lab.evaluation.perturbations", "_original_prediction"),
-    ("xattr_lab.evaluation.robustness_search", "xattr_lab.evaluation.perturbations", "_predict"),
-    ("xattr_lab.evaluation.robustness_search", "xattr_lab.evaluation.perturbations", "_surrogate_gradient"),
-    ("xattr_lab.evaluation.robustness_search", "xattr_lab.evaluation.perturbations", "_Text"),
-    ("xattr_lab.evaluation.robustness_search", "xattr_lab.evaluation.perturbations", "_Words"),
-    # ... and the experiment's cache, which its sharded job (robustness_sharded.py) writes: to become public there
+    # the results engineer (evaluation/robustness*): the experiment's cache, which its sharded job (robustness_sharded.py)
+    # writes: to become public there
     ("xattr_lab.evaluation.robustness_sharded", "xattr_lab.evaluation.robustness_experiment", "_fingerprint"),
     ("xattr_lab.evaluation.robustness_sharded", "xattr_lab.evaluation.robustness_experiment", "_store"),
     # the front-end engineer (payload.py, widgets/): results' JSON converter (public as results.to_plain) and the

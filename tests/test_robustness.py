@@ -18,6 +18,7 @@ from xattr_lab.evaluation import robustness_experiment as RE
 from xattr_lab.evaluation import robustness_report as RR
 from xattr_lab.evaluation import robustness_search as RS
 from xattr_lab.evaluation import robustness_stats as RSt
+from xattr_lab.evaluation import text_edits as TE
 
 
 # ---------------------------------------------------------------------------- naive references
@@ -312,7 +313,7 @@ def test_substitutions_keep_prediction_and_respect_budget_and_seed(tiny, arch, k
 
 def test_neighbour_substitution_uses_nearest_embeddings(tiny):
     ex = tiny("bert")
-    words = P._Words.of(ex)
+    words = TE.Words.of(ex)
     table = ex.model.get_input_embeddings().weight.detach()
     token_id = ex.tokenizer.convert_tokens_to_ids("film")
     near = words.nearest(token_id, table[token_id], 5)
@@ -328,7 +329,7 @@ def test_neighbour_substitution_uses_nearest_embeddings(tiny):
 
 def test_substitution_never_touches_subword_or_contraction_pieces(tiny):
     ex = tiny("bert")
-    state = P._Text(ex, "It's an unbelievably dull film, isn't it?")
+    state = TE.Text(ex, "It's an unbelievably dull film, isn't it?")
     tokens = state.encoding.tokens
     chosen = [tokens[i] for i in state.eligible()]
     assert "s" not in chosen and "t" not in chosen and not any(t.startswith("##") for t in chosen)
@@ -344,7 +345,7 @@ def test_attack_keeps_prediction_and_reports_mass(tiny, arch):
     assert len(info["topk_mass"]) == len(pert.positions) + 1
     attribution = ex.attribute(pert.text, method="attention")
     keep = ~np.asarray(ex.encode(pert.text).special_mask)
-    mass = P._topk_mass(attribution.scores, keep, np.asarray(info["top"]))
+    mass = TE.topk_mass(attribution.scores, keep, np.asarray(info["top"]))
     assert mass == pytest.approx(info["topk_mass"][-1])
     again = R.attribution_attack(ex, TEXTS[0], method="attention", budget=2, seed=0, k=3, candidates=3)
     assert again.text == pert.text
@@ -558,7 +559,7 @@ def test_protected_positions_cover_top_tokens_and_top_words():
 def test_neighbour_search_respects_protection_budget_and_queries(tiny, queries):
     ex = tiny("bert")
     text = TEXTS[0]
-    eligible = P._Text(ex, text).eligible()
+    eligible = TE.Text(ex, text).eligible()
     protect = eligible[:3]
     scores = ex.attribute(text, method="attention").scores
     keep = ~np.asarray(ex.encode(text).special_mask)
@@ -767,3 +768,4 @@ def test_method_gaps_are_paired_over_shared_texts_and_match_a_manual_difference(
     assert row.corrected > 0 and row.corrected_lo > 0 and row.corrected_lo <= row.corrected_hi
     tau = table[table.metric == "kendall"].iloc[0]
     assert tau.corrected == pytest.approx(tau.raw)  # chance 0: its own correction
+

@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import InputError
 from .robustness import topk_indices
+from .text_edits import (Text, Words, label, original_prediction, predict, rank_scores, surrogate_gradient,
+                         topk_mass)
 
 __all__ = ["Perturbation", "random_substitution", "neighbour_substitution", "attribution_attack", "perturb",
            "PERTURBATIONS"]
@@ -47,118 +49,8 @@ class Perturbation:
         return len(self.positions)
 
 
-class _Words:
-    """Whole-word vocabulary of one explainer: ids, unit-norm embeddings, strings (cached)."""
-
-    _cache: "weakref.WeakKeyDictionary[Any, _Words]" = weakref.WeakKeyDictionary()
-
-    def __init__(self, ex):
-        import torch
-
-        tokenizer = ex.tokenizer
-        special = set(tokenizer.all_special_ids)
-        size = len(tokenizer)
-        vocab_tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
-        wordpiece = "##s" in tokenizer.get_vocab()
-        decoded = tokenizer.batch_decode([[i] for i in range(size)], clean_up_tokenization_spaces=False)
-        ids, words = [], []
-        for i, (token, word) in enumerate(zip(vocab_tokens, decoded)):
-            if i in special or token is None or token.startswith("##"):
-                continue
-            stripped = word.strip()
-            # word-start pieces only: WordPiece pieces carry "##"; byte-level BPE word starts decode
-            # with a leading space ("Ġword")
-            if len(stripped) >= 2 and stripped.isascii() and stripped.isalpha() and (wordpiece or word.startswith(" ")):
-                ids.append(i)
-                words.append(stripped)
-        if not ids:
-            raise InputError(f"{ex.name}'s vocabulary has no whole-word tokens to substitute")
-        self.ids = np.asarray(ids, dtype=np.int64)
-        self.words = words
-        self.index = {int(i): j for j, i in enumerate(ids)}
-        with torch.no_grad():
-            table = ex.model.get_input_embeddings().weight.detach().float().cpu()[torch.as_tensor(self.ids)]
-        self.unit = torch.nn.functional.normalize(table, dim=1)
-
-    @classmethod
-    def of(cls, ex) -> "_Words":
-        words = cls._cache.get(ex)
-        if words is None:
-            words = cls._cache[ex] = cls(ex)
-        return words
-
-    def nearest(self, token_id: int, embedding, count: int) -> np.ndarray:
-        """Vocabulary ids of the ``count`` whole words nearest (cosine) to ``embedding``, nearest first."""
-        import torch
-
-        query = torch.nn.functional.normalize(embedding.detach().float().cpu().reshape(1, -1), dim=1)
-        similarity = (self.unit @ query.T).ravel()
-        own = self.index.get(int(token_id))
-        if own is not None:
-            similarity[own] = -float("inf")
-        top = torch.topk(similarity, min(count, similarity.numel() - 1)).indices.numpy()
-        return self.ids[top]
-
-
-_APOSTROPHES = "'\u2019`"
-
-
-class _Text:
-    """One text with its encoding and character offsets; builds substituted variants."""
-
-    def __init__(self, ex, text: str):
-        self.ex = ex
-        self.text = text
-        self.encoding = ex.encode(text)
-        self.ids = self.encoding.input_ids[0].tolist()
-        offsets = ex.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
-        if len(offsets) != len(self.ids):
-            raise InputError("the tokenizer's offsets do not match its tokens; substitution needs a fast tokenizer")
-        self.offsets = [tuple(o) for o in offsets]
-
-    def eligible(self) -> list[int]:
-        """Positions holding a whole alphabetic word (not special, not a piece of a longer word)."""
-        out = []
-        text = self.text
-        for pos, ((start, end), special) in enumerate(zip(self.offsets, self.encoding.special_mask)):
-            if special or end <= start:
-                continue
-            core = text[start:end].strip()
-            if len(core) < 1 or not core.isalpha():
-                continue
-            core_start = start + (len(text[start:end]) - len(text[start:end].lstrip()))
-            before = text[core_start - 1] if core_start > 0 else " "
-            after = text[end] if end < len(text) else " "
-            if before.isalnum() or after.isalnum() or before in _APOSTROPHES or after in _APOSTROPHES:
-                continue  # a piece of a longer word or of a contraction ("it's", "don't")
-            out.append(pos)
-        return out
-
-    def substituted(self, position: int, word: str) -> str:
-        start, end = self.offsets[position]
-        span = self.text[start:end]
-        lead = span[: len(span) - len(span.lstrip())]
-        return self.text[:start] + lead + word + self.text[end:]
-
-
-def _prediction_index(ex, logits, encoding) -> np.ndarray:
-    """argmax of the explained logits row for each batch item: (B,) ints."""
-    position = ex.readout_position(encoding)
-    rows = logits if position is None else logits[:, position]
-    return rows.argmax(dim=-1).cpu().numpy()
-
-
-def _predict(ex, batch_ids: list[list[int]], encoding) -> np.ndarray:
-    import torch
-
-    ids = torch.as_tensor(batch_ids, dtype=torch.long, device=ex.device)
-    with ex.restored(), torch.no_grad():
-        logits = ex.forward(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-    return _prediction_index(ex, logits, encoding)
-
-
-def _try_candidates(ex, state: _Text, position: int, candidate_ids: Iterable[int], words: _Words,
-                    keep: int) -> tuple[_Text, int] | None:
+def _try_candidates(ex, state: Text, position: int, candidate_ids: Iterable[int], words: Words,
+                    keep: int) -> tuple[Text, int] | None:
     """The first candidate (in the given order) that re-tokenises cleanly and keeps the prediction.
 
     Clean = same token count and the same ids at every other position. Returns (new state, new id).
@@ -168,7 +60,7 @@ def _try_candidates(ex, state: _Text, position: int, candidate_ids: Iterable[int
         word = words.words[words.index[int(cid)]]
         text = state.substituted(position, word)
         try:
-            candidate = _Text(ex, text)
+            candidate = Text(ex, text)
         except InputError:
             continue
         if len(candidate.ids) != len(state.ids):
@@ -182,15 +74,11 @@ def _try_candidates(ex, state: _Text, position: int, candidate_ids: Iterable[int
         new_ids.append(candidate.ids)
     if not states:
         return None
-    predicted = _predict(ex, new_ids, state.encoding)
+    predicted = predict(ex, new_ids, state.encoding)
     for candidate, label in zip(states, predicted):
         if int(label) == keep:
             return candidate, candidate.ids[position]
     return None
-
-
-def _original_prediction(ex, state: _Text) -> int:
-    return int(_predict(ex, [state.ids], state.encoding)[0])
 
 
 def _check_budget(budget: Any) -> int:
@@ -200,11 +88,11 @@ def _check_budget(budget: Any) -> int:
 
 
 def _substitute(ex, text: str, budget: int, seed: int, kind: str,
-                propose: Callable[[_Text, int, np.random.Generator], np.ndarray]) -> Perturbation:
+                propose: Callable[[Text, int, np.random.Generator], np.ndarray]) -> Perturbation:
     budget = _check_budget(budget)
-    words = _Words.of(ex)
-    state = _Text(ex, text)
-    keep = _original_prediction(ex, state)
+    words = Words.of(ex)
+    state = Text(ex, text)
+    keep = original_prediction(ex, state)
     rng = np.random.default_rng(seed)
     positions = list(rng.permutation(state.eligible()))
     changed: list[int] = []
@@ -220,15 +108,8 @@ def _substitute(ex, text: str, budget: int, seed: int, kind: str,
         state, _ = found
         replacements.append(state.encoding.tokens[position])
         changed.append(position)
-    return Perturbation(kind, text, state.text, changed, replaced, replacements, _label(ex, keep), budget, seed,
+    return Perturbation(kind, text, state.text, changed, replaced, replacements, label(ex, keep), budget, seed,
                         {"eligible": len(positions)})
-
-
-def _label(ex, index: int) -> Any:
-    labels = ex.labels
-    if labels and 0 <= index < len(labels):
-        return labels[index]
-    return ex.tokenizer.convert_ids_to_tokens([index])[0]
 
 
 def random_substitution(ex, text: str, budget: int = 2, seed: int = 0, *, candidates: int = 16) -> Perturbation:
@@ -238,7 +119,7 @@ def random_substitution(ex, text: str, budget: int = 2, seed: int = 0, *, candid
     (one batched forward pass) and the first that keeps the predicted label/next token is taken.
     ``len(result.positions) <= budget`` (fewer when the text has fewer substitutable words).
     """
-    words = _Words.of(ex)
+    words = Words.of(ex)
 
     def propose(state, position, rng):
         return rng.choice(words.ids, size=min(candidates, len(words.ids)), replace=False)
@@ -255,7 +136,7 @@ def neighbour_substitution(ex, text: str, budget: int = 2, seed: int = 0, *, nei
     """
     import torch
 
-    words = _Words.of(ex)
+    words = Words.of(ex)
     table = ex.model.get_input_embeddings().weight
 
     def propose(state, position, rng):
@@ -264,37 +145,6 @@ def neighbour_substitution(ex, text: str, budget: int = 2, seed: int = 0, *, nei
             return words.nearest(token_id, table[token_id], neighbours)
 
     return _substitute(ex, text, budget, seed, "neighbour", propose)
-
-
-def _rank_scores(scores: np.ndarray, rank_by: str) -> np.ndarray:
-    if rank_by == "abs":
-        return np.abs(scores)
-    if rank_by == "signed":
-        return np.asarray(scores, dtype=np.float64)
-    raise InputError(f"rank_by must be 'abs' or 'signed', got {rank_by!r}")
-
-
-def _topk_mass(scores: np.ndarray, keep: np.ndarray, top: np.ndarray) -> float:
-    """Share of |attribution| (over non-special tokens) held by the positions ``top``."""
-    magnitude = np.abs(np.nan_to_num(scores)) * keep
-    total = magnitude.sum()
-    return float(magnitude[top].sum() / total) if total > 0 else 0.0
-
-
-def _surrogate_gradient(ex, ids: list[int], encoding, target, top: np.ndarray, keep: np.ndarray):
-    """d/d embeddings of the top-k share of |gradient x input| saliency: (n, d) (needs 2nd-order grads)."""
-    import torch
-
-    input_ids = torch.as_tensor([ids], dtype=torch.long, device=ex.device)
-    with ex.restored(), torch.enable_grad():
-        embeds = ex.embed(input_ids).detach().requires_grad_(True)
-        out = ex.forward(inputs_embeds=embeds, attention_mask=torch.ones_like(input_ids))
-        score = target.score(out.logits)[0]
-        (grad,) = torch.autograd.grad(score, embeds, create_graph=True)
-        saliency = (grad * embeds).sum(-1)[0].abs() * torch.as_tensor(keep, dtype=embeds.dtype, device=embeds.device)
-        share = saliency[torch.as_tensor(top, device=embeds.device)].sum() / saliency.sum().clamp_min(1e-12)
-        (outer,) = torch.autograd.grad(share, embeds)
-    return outer[0].detach().float().cpu()
 
 
 def attribution_attack(ex, text: str, method: str = "attention", budget: int = 2, seed: int = 0, *, k: int = 3,
@@ -320,10 +170,10 @@ def attribution_attack(ex, text: str, method: str = "attention", budget: int = 2
     import torch
 
     budget = _check_budget(budget)
-    words = _Words.of(ex)
+    words = Words.of(ex)
     table = ex.model.get_input_embeddings().weight.detach().float().cpu()
-    state = _Text(ex, text)
-    keep_label = _original_prediction(ex, state)
+    state = Text(ex, text)
+    keep_label = original_prediction(ex, state)
     if original is None:
         original = ex.attribute(text, method=method, target=target, **method_options)
     scores = np.asarray(original.scores, dtype=np.float64)
@@ -331,7 +181,7 @@ def attribution_attack(ex, text: str, method: str = "attention", budget: int = 2
         raise InputError(f"original has {scores.shape} scores for a text of {len(state.ids)} tokens")
     final_scores = None
     keep = ~np.asarray(state.encoding.special_mask)
-    ranked = _rank_scores(scores, rank_by)
+    ranked = rank_scores(scores, rank_by)
     inner = np.flatnonzero(keep)
     k_eff = min(k, inner.size)
     top = inner[topk_indices(ranked[inner], k_eff)]
@@ -340,12 +190,12 @@ def attribution_attack(ex, text: str, method: str = "attention", budget: int = 2
     position = ex.readout_position(state.encoding)
     resolved = ex.resolve_target(target, ex.target_logits(logits, position), position)
     rng = np.random.default_rng(seed)
-    changed, replaced, replacements, masses = [], [], [], [_topk_mass(scores, keep, top)]
+    changed, replaced, replacements, masses = [], [], [], [topk_mass(scores, keep, top)]
     for _ in range(budget):
         open_positions = [p for p in state.eligible() if p not in changed]
         if not open_positions:
             break
-        guide = _surrogate_gradient(ex, state.ids, state.encoding, resolved, top, keep)
+        guide = surrogate_gradient(ex, state.ids, state.encoding, resolved, top, keep)
         proposals = []  # (first-order change, tie-break, position, vocab id)
         for p in open_positions:
             near = words.nearest(state.ids[p], table[state.ids[p]], neighbours)
@@ -366,7 +216,7 @@ def attribution_attack(ex, text: str, method: str = "attention", budget: int = 2
                 tried += 1
                 candidate, _ = found
                 attribution = ex.attribute(candidate.text, method=method, target=target, **method_options)
-                mass = _topk_mass(np.asarray(attribution.scores, dtype=np.float64), keep, top)
+                mass = topk_mass(np.asarray(attribution.scores, dtype=np.float64), keep, top)
                 if best is None or mass < best[0]:
                     best = (mass, int(p), candidate, attribution.scores)
         if best is None:
@@ -377,7 +227,7 @@ def attribution_attack(ex, text: str, method: str = "attention", budget: int = 2
         changed.append(p)
         masses.append(mass)
         state = candidate
-    return Perturbation("attack", text, state.text, changed, replaced, replacements, _label(ex, keep_label), budget,
+    return Perturbation("attack", text, state.text, changed, replaced, replacements, label(ex, keep_label), budget,
                         seed, {"method": method, "k": k_eff, "top": top.tolist(), "topk_mass": masses,
                                "scores": None if final_scores is None else np.asarray(final_scores, dtype=np.float64)})
 

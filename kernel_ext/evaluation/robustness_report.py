@@ -12,7 +12,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .perturbations import PERTURBATIONS, _rank_scores, attribution_attack, perturb
+from .perturbations import PERTURBATIONS, attribution_attack, perturb
+from .text_edits import rank_scores
 from .robustness import lens_precision, lens_recall, spearman, topk_intersection
 
 __all__ = ["robustness_report", "method_unavailable"]
@@ -112,7 +113,7 @@ def robustness_report(ex, texts: Sequence[str] | Sequence[tuple[str, Any]],
                 notes[method] = f"unavailable: {type(error).__name__}: {error}"
                 continue
             special = np.asarray(ex.encode(text).special_mask)
-            a = _rank_scores(np.asarray(base.scores)[~special], rank_by)
+            a = rank_scores(np.asarray(base.scores)[~special], rank_by)
             for kind in perturbations:
                 cell = cells[(method, kind)]
                 if kind == "attack":
@@ -127,7 +128,7 @@ def robustness_report(ex, texts: Sequence[str] | Sequence[tuple[str, Any]],
                     after_scores = pert.info["scores"]
                 else:
                     after_scores = ex.attribute(pert.text, method=method, **options).scores
-                b = _rank_scores(np.asarray(after_scores)[~special], rank_by)
+                b = rank_scores(np.asarray(after_scores)[~special], rank_by)
                 k_eff = min(k, a.size)
                 cell["topk_intersection"].append(topk_intersection(a, b, k_eff))
                 cell["lens_recall"].append(lens_recall(a, b, k_eff, w))

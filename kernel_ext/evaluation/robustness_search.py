@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .perturbations import Perturbation, _label, _original_prediction, _predict, _surrogate_gradient, _Text, _Words
+from .perturbations import Perturbation
+from .text_edits import Text, Words, label, original_prediction, predict, surrogate_gradient
 from .robustness import topk_indices, topk_intersection
 
 __all__ = ["neighbour_search", "gradient_search", "embedding_noise", "protected_positions", "objective_of",
@@ -83,7 +84,7 @@ def objective_of(original: np.ndarray, keep: np.ndarray, ks: Sequence[int], surr
     return objective
 
 
-def _nearest(words: _Words, table, token_id: int, count: int) -> np.ndarray:
+def _nearest(words: Words, table, token_id: int, count: int) -> np.ndarray:
     """``words.nearest`` for a vocabulary token, memoised on the vocabulary object (clean embeddings)."""
     import torch
 
@@ -95,14 +96,14 @@ def _nearest(words: _Words, table, token_id: int, count: int) -> np.ndarray:
     return cache[key]
 
 
-def _valid(ex, state: _Text, pairs: Iterable[tuple[int, int]], words: _Words, keep: int) -> list[tuple[int, _Text]]:
+def _valid(ex, state: Text, pairs: Iterable[tuple[int, int]], words: Words, keep: int) -> list[tuple[int, Text]]:
     """The (position, new state) of each proposed (position, vocabulary id) that re-tokenises cleanly
     (same length, same ids elsewhere, a new id at the position) and keeps the prediction; in order."""
     states = []
     for position, cid in pairs:
         text = state.substituted(position, words.words[words.index[int(cid)]])
         try:
-            candidate = _Text(ex, text)
+            candidate = Text(ex, text)
         except InputError:
             continue
         if len(candidate.ids) != len(state.ids) or candidate.ids[position] == state.ids[position]:
@@ -112,7 +113,7 @@ def _valid(ex, state: _Text, pairs: Iterable[tuple[int, int]], words: _Words, ke
         states.append((position, candidate))
     if not states:
         return []
-    labels = _predict(ex, [s.ids for _, s in states], state.encoding)
+    labels = predict(ex, [s.ids for _, s in states], state.encoding)
     return [(p, s) for (p, s), label in zip(states, labels) if int(label) == keep]
 
 
@@ -121,9 +122,9 @@ def _greedy(ex, text: str, method: str, kind: str, budget: int, queries: int, se
     """The loop both searches share: ``budget`` steps, ``queries`` evaluated candidates per step."""
     if queries < 1 or budget < 1:
         raise InputError(f"budget and queries must be positive ints, got {budget!r}, {queries!r}")
-    words = _Words.of(ex)
-    state = _Text(ex, text)
-    keep = _original_prediction(ex, state)
+    words = Words.of(ex)
+    state = Text(ex, text)
+    keep = original_prediction(ex, state)
     rng = np.random.default_rng(seed)
     changed: list[int] = []
     replaced, replacements = [], []
@@ -132,7 +133,7 @@ def _greedy(ex, text: str, method: str, kind: str, budget: int, queries: int, se
         open_positions = [p for p in state.eligible() if p not in changed and p not in set(protect)]
         if not open_positions:
             break
-        found: list[tuple[int, _Text]] = []
+        found: list[tuple[int, Text]] = []
         for chunk in propose(state, open_positions, rng, words):
             found.extend(_valid(ex, state, chunk, words, keep))
             if len(found) >= queries:
@@ -158,7 +159,7 @@ def _greedy(ex, text: str, method: str, kind: str, budget: int, queries: int, se
     if changed and final is None:
         final = ex.attribute(state.text, method=method, **method_options)
         used += 1
-    return Perturbation(kind, text, state.text, changed, replaced, replacements, _label(ex, keep), budget, seed,
+    return Perturbation(kind, text, state.text, changed, replaced, replacements, label(ex, keep), budget, seed,
                         {"method": method, "queries": used, "protected": list(protect),
                          "scores": None if final is None else np.asarray(final.scores, dtype=np.float64),
                          "predicted": None if final is None else predicted_label(final)})
@@ -196,7 +197,7 @@ def gradient_search(ex, text: str, method: str, budget: int = 2, queries: int = 
     import torch
 
     table = ex.model.get_input_embeddings().weight.detach().float().cpu()
-    first = _Text(ex, text)
+    first = Text(ex, text)
     keep_mask = ~np.asarray(first.encoding.special_mask)
     scores = np.abs(np.nan_to_num(np.asarray(original, dtype=np.float64)))
     inner = np.flatnonzero(keep_mask)
@@ -207,7 +208,7 @@ def gradient_search(ex, text: str, method: str, budget: int = 2, queries: int = 
     resolved = ex.resolve_target(target, ex.target_logits(logits, position), position)
 
     def propose(state, open_positions, rng, words):
-        guide = _surrogate_gradient(ex, state.ids, state.encoding, resolved, top, keep_mask)
+        guide = surrogate_gradient(ex, state.ids, state.encoding, resolved, top, keep_mask)
         ranked = []
         for p in open_positions:
             near = _nearest(words, table, state.ids[p], neighbours)
@@ -260,15 +261,15 @@ def embedding_noise(ex, text: str, method: str, norm: float | None = None, scale
     """
     import torch
 
-    _Words.of(ex)  # build the whole-word cache from clean embeddings before touching them
-    state = _Text(ex, text)
-    keep = _original_prediction(ex, state)
+    Words.of(ex)  # build the whole-word cache from clean embeddings before touching them
+    state = Text(ex, text)
+    keep = original_prediction(ex, state)
     open_positions = [p for p, special in enumerate(state.encoding.special_mask) if not special and p not in set(protect)]
     ids = sorted({state.ids[p] for p in open_positions})
     info: dict[str, Any] = {"method": method, "queries": 0, "protected": list(protect), "scores": None}
     if not ids:
         info["dropped"] = "no open token to perturb"
-        return Perturbation("noise", text, text, [], prediction=_label(ex, keep), seed=seed, info=info)
+        return Perturbation("noise", text, text, [], prediction=label(ex, keep), seed=seed, info=info)
     generator = torch.Generator().manual_seed(int(seed))
     weight = ex.model.get_input_embeddings().weight.detach().float().cpu()
     rows = weight[torch.as_tensor(ids)]
@@ -280,11 +281,11 @@ def embedding_noise(ex, text: str, method: str, norm: float | None = None, scale
         noise = z * (float(norm) / float((z.pow(2).sum(1) * counts).sum().sqrt()))  # Σ over tokens = norm²
     info["norm"] = float(norm) if norm is not None else None
     with _noisy_rows(ex, ids, noise):
-        label = int(_predict(ex, [state.ids], state.encoding)[0])
-        if label != keep:
+        predicted = int(predict(ex, [state.ids], state.encoding)[0])
+        if predicted != keep:
             info["dropped"] = "the noise changed the prediction"
-            return Perturbation("noise", text, text, [], prediction=_label(ex, keep), seed=seed, info=info)
+            return Perturbation("noise", text, text, [], prediction=label(ex, keep), seed=seed, info=info)
         attribution = ex.attribute(text, method=method, **(method_options or {}))
         info.update(scores=np.asarray(attribution.scores, dtype=np.float64), queries=1,
                     predicted=predicted_label(attribution))
-    return Perturbation("noise", text, text, open_positions, prediction=_label(ex, keep), seed=seed, info=info)
+    return Perturbation("noise", text, text, open_positions, prediction=label(ex, keep), seed=seed, info=info)
