@@ -102,7 +102,7 @@ STEPS: tuple[Step, ...] = (
     Step("circuits-speed", "SAE circuits: the IOI pipeline's time (2 threads; meaningful on a quiet machine)",
          ("scripts/circuits_pipeline_time.py", "2", "paper", "--json", "{out}/data/circuits/pipeline_time.json"),
          models=("smollm2-135m",), outputs=("data/circuits/pipeline_time.json",)),
-    Step("robustness", "Robustness on minilm-rt (87 CPU-min; resumable)",
+    Step("robustness", "Robustness on minilm-rt (74 CPU-min summed over records; resumable)",
          ("scripts/robustness_report.py", "--out", "{out}/data/robustness"), models=("minilm-rt",),
          outputs=("data/robustness/narrowing.csv",), backend=True, group="long"),
     Step("convergence", "Gradient convergence on smollm2-135m (IG, SIG; ≈ 40 CPU-min)",

@@ -1,4 +1,4 @@
-"""How many numbers of the Results page's tables are found in committed data (issue 29's ≥ 90 % goal).
+"""How many numbers of the Results page's tables are found in committed data (the goal: at least 90 %).
 
     python scripts/results_coverage.py            # counts, per table
     python scripts/results_coverage.py --missing  # also list the numbers not found
