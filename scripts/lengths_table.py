@@ -323,12 +323,12 @@ def markdown(table: dict) -> str:
     def num(value, digits=1):
         return "" if value is None else f"{value:,.{digits}f}"
 
-    lines = [f"| tokens | method | outcome | wall s | CPU s | peak RSS GB | estimate GB | commit |",
-             "|---:|---|---|---:|---:|---:|---:|---|"]
+    lines = [f"| tokens | method | outcome | wall s | CPU s | peak RSS GB | estimate GB | memory limit | commit |",
+             "|---:|---|---|---:|---:|---:|---:|---|---|"]
     for c in table["cells"]:
         lines.append(f"| {c.get('tokens', c['tokens_requested']):,} | {c['method']} | {outcome_text(c)} | "
                      f"{num(c.get('wall_s'))} | {num(c.get('cpu_s'))} | {num(c.get('peak_rss_gb'), 2)} | "
-                     f"{num(c.get('estimate_gb'), 2)} | {c.get('commit', '')} |")
+                     f"{num(c.get('estimate_gb'), 2)} | {c.get('memory_limit', '')} | {c.get('commit', '')} |")
     return "\n".join(lines)
 
 

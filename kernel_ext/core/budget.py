@@ -9,9 +9,9 @@ at n = 254, 510 and 1,022 tokens, and err on the high side (by up to ~30%):
   backward pass, plus transients: a forward+backward row costs ~1.5·A + L·n·(8·d + 5·d_ff)·4.
 - lean passes (IG, SIG, grad x input: ``batching.lean_pass``): SDPA keeps no map; a row costs
   L·n·(10·d + 6·d_ff)·4 (smollm2 at 1,023 tokens: 16 % over the measured peak), or checkpointed
-  (when that is what fits) the layers' inputs L·n·d·4 plus four layers' activations (the recomputed
-  one, the backward's gradients and the allocator's retention; smollm2 at 1,023 tokens: 0.352 GiB
-  counted, 0.290 GiB measured; tests/test_budget_checkpointed.py).
+  (when that is what fits) the layers' inputs L·n·d·4 plus six layers' activations (the recomputed
+  one, the backward's gradients and the allocator's retention; smollm2 at 1,023 tokens: 0.466 GiB
+  counted, 0.290-0.435 GiB measured; tests/test_budget_checkpointed.py, test_budget_peak.py).
 - ``capture``: logits (n·V·4 for language models) + 2.2·A; with attention gradients, the
   forward+backward row + 3·A (the gradients and the stacked copies) + twice the logits.
 - flow arrays (GAF, rollout, attention flow): float64 copies of the maps (6·A), and for GAF the
@@ -41,7 +41,11 @@ DEFAULT_FRACTION = 0.75
 LEAN_WORKSPACE = 8 << 20  # measured ~2.5 MiB over the tensors on a tiny Llama at 1,024 tokens
 #: a checkpointed row holds this many layers' activations more than the recomputed one (the backward's gradients
 #: and the allocator's retention over 2 x L layer passes): fitted to bound the measured peak (_lean_bytes)
-CHECKPOINT_EXTRA_LAYERS = 3
+CHECKPOINT_EXTRA_LAYERS = 5
+#: float64 arrays over the layered graph's edges that the GAF solver holds at its peak (process baseline included):
+#: peak RSS / (L·n²·8 bytes) was 36.9 at (30, 511) on smollm2-135m capacities and 37.3 at (30, 1,024) random ones
+#: (results/measured/bench_gaf_smollm2_512_solve.log, bench_gaf_random_30x1024.log)
+FLOW_SOLVER_ARRAYS = 38
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
@@ -124,10 +128,10 @@ def _lean_bytes(shape: Shape, n: int, rows: int, *, grad: bool, checkpoint: bool
     Per token and layer ~(10 d + 6 d_ff) floats: measured 12,600 on smollm2 (d = 576, d_ff = 1,536)
     at 1,023 tokens, i.e. ~16 % under this; tiny models add ~8 MiB of fixed workspace. Checkpointed,
     the peak resident memory held ``CHECKPOINT_EXTRA_LAYERS`` layers' activations more than the inputs
-    plus one layer: measured 0.290 GiB on smollm2 at 1,023 tokens where those counted 0.181 GiB (too
-    low); this counts 0.352 GiB (21 % over; one measurement, results/measured/
-    peak_memory_1024_checkpointed_row.log). Capped at L - 2 extra layers, so a checkpointed row
-    never counts more than an un-checkpointed one."""
+    plus one layer: smollm2 at 1,023 tokens measured 0.290 GiB (results/measured/
+    peak_memory_1024_checkpointed_row.log) and 0.435 GiB (a clean-clone test run on a quiet machine: the
+    allocator's retention varies); 5 extra layers count 0.466 GiB (7 % over the larger). Capped at L - 2
+    extra layers, so a checkpointed row never counts more than an un-checkpointed one."""
     transient = 4 * 4 * rows * n * (2 * shape.d_model + shape.d_ff) + LEAN_WORKSPACE
     layer = 4 * rows * n * (10 * shape.d_model + 6 * shape.d_ff)  # one layer's saved activations
     if not grad:
@@ -180,11 +184,17 @@ def method_estimate(shape: Shape, method: str, n: int, name: str = "", options: 
         return Estimate(at, parts)
     grads = method in ("gaf", "flow") and options.get("info", "agf") != "af"
     parts = capture_parts(shape, n, attention_grads=grads, hidden_states=method == "heads")
-    if method in ("rollout", "attention_flow", "heads"):
+    if method in ("attention_flow", "heads"):
         parts["float64 copies of the attention maps"] = 6 * A
+    if method == "rollout":  # the maps are turned into float64 capacities one layer at a time
+        parts["the capacities and rollout's products (~4 x L·n² float64)"] = 4 * shape.flow_arrays(n)
     if method in ("gaf", "flow"):
-        parts["float64 copies of the maps" + (" and gradients" if grads else "")] = (12 if grads else 6) * A
-        parts["flow solver arrays (~32 x L·n² float64)"] = 32 * shape.flow_arrays(n)
+        # the capture is freed before the solver runs: the peak is the larger of the two phases
+        parts["the capacities (L·n² float64)"] = shape.flow_arrays(n)
+        solver = {"the capacities (L·n² float64)": shape.flow_arrays(n),
+                  f"flow solver arrays (~{FLOW_SOLVER_ARRAYS} x L·n² float64)": FLOW_SOLVER_ARRAYS * shape.flow_arrays(n)}
+        if sum(solver.values()) > sum(parts.values()):
+            parts = solver
     return Estimate(at, parts)
 
 
