@@ -1,8 +1,8 @@
-"""The checkpointed row's memory estimate bounds its measured peak (issue 33 item 4; core/budget.py).
+"""The checkpointed row's memory estimate bounds its measured peak (core/budget.py).
 
 The measurement is committed (results/measured/peak_memory_1024_checkpointed_row.log, printed by
 ``XATTR_LAB_MEMORY_LIMIT=1G .venv/bin/python scripts/peak_memory_phases.py 1024 plain,ckpt``); the slow
-tests/test_budget_peak.py measures it again. Before the fix the estimate was 0.181 GiB against 0.290 GiB measured.
+tests/test_budget_peak.py measures it again. Before the fixes the estimate was 0.181, then 0.352 GiB, against 0.290 and 0.435 GiB measured.
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def _measured(phase: str) -> tuple[int, float]:
 def test_checkpointed_row_estimate_bounds_the_measured_peak():
     n, peak = _measured("ckpt")
     estimate = budget.forward_bytes(SMOLLM2, n, grad=True, logit_positions=1, lean=True, checkpoint=True) / 2**30
-    assert peak <= estimate <= 1.5 * peak
+    # at most 2x: the same row measured 0.435 GiB in a quiet clean-clone run (tests/test_budget_peak.py), the
+    # allocator's retention varies, and the estimate must bound both
+    assert peak <= estimate <= 2 * peak
     # the un-checkpointed row is still counted as before (its own measurement: 16 % under it at 1,023 tokens)
     lean = budget.forward_bytes(SMOLLM2, n, grad=True, logit_positions=1, lean=True) / 2**30
     assert estimate < lean / 4
