@@ -31,7 +31,7 @@ def test_checkpointed_row_estimate_bounds_the_measured_peak():
     assert peak <= estimate <= 2 * peak
     # the un-checkpointed row is still counted as before (its own measurement: 16 % under it at 1,023 tokens)
     lean = budget.forward_bytes(SMOLLM2, n, grad=True, logit_positions=1, lean=True) / 2**30
-    assert estimate < lean / 4
+    assert estimate < lean / 3  # checkpointing still counts under a third of the un-checkpointed row
 
 
 def test_checkpointing_is_chosen_only_when_the_row_does_not_fit():
