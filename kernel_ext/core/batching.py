@@ -48,7 +48,7 @@ def budget_bytes(device: Any) -> int:
 
 def lean_by_default(ex: "ModelSession") -> bool:
     """Whether ``ex``'s gradient rows run lean (:func:`lean_pass`): the text methods' passes do
-    (``methods/integration._target_scores``), where the model has SDPA; the vision and
+    (``methods/embedding_path.target_scores``), where the model has SDPA; the vision and
     encoder-decoder methods' passes are eager."""
     return ex.lean_attention != "eager" and ex.head != "seq2seq_lm" and ex.adapter.family != "vit"
 
