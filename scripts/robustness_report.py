@@ -11,7 +11,7 @@ records on the 2-core machine (per text: attention 1.6 s, SIG 8.3 s, GAF 3.1 s, 
 ``results/robustness.log``); ``--limit ig=N`` runs a
 costly method on the first N snippets only. Every text gets four arms
 (neighbour-random, random search, gradient attack, dense embedding noise) × two permissions (top-k
-replaceable or kept), see ``xattr_lab.evaluation.robustness_experiment``. Records are cached per text under
+replaceable or kept), see ``xattr_lab.evaluation.robustness.experiment``. Records are cached per text under
 ``xattr_lab.zoo.cache_dir()/robustness/<key>`` (key: model, options, code); a rerun computes only what is
 missing, ``--shard i/n`` splits the texts over processes. Tables: markdown on stdout, and with ``--out`` the
 full grids as CSV (summary, gaps, narrowing, method gaps, drops, per-text values) plus ``tables.md``.
@@ -193,8 +193,8 @@ def main(argv=None) -> int:
     import torch
 
     import xattr_lab as xa
-    from xattr_lab.evaluation import robustness_experiment as E
-    from xattr_lab.evaluation import robustness_stats as S
+    from xattr_lab.evaluation.robustness import experiment as E
+    from xattr_lab.evaluation.robustness import stats as S
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=r"IG \(\d+ steps\) has not converged")  # IG nodes: see --ig-steps
@@ -209,14 +209,14 @@ def main(argv=None) -> int:
     shard = tuple(int(x) for x in args.shard.split("/"))
     started = time.perf_counter()
     if args.backend and not args.collect:
-        from xattr_lab.evaluation import robustness_sharded
+        from xattr_lab.evaluation.robustness import sharded
 
-        records = robustness_sharded.robustness_records(ex, texts, config, limits=limits, cache=args.cache or True,
-                                                  backend=args.backend, address=args.address, workers=args.workers)
+        records = sharded.robustness_records(ex, texts, config, limits=limits, cache=args.cache or True,
+                                             backend=args.backend, address=args.address, workers=args.workers)
     else:
         records = E.run_experiment(ex, texts, config, limits=limits, shard=shard, compute=not args.collect,
                                    cache=args.cache or True)
-    print(f"cache: {args.cache or 'cache_dir()/robustness/' + config.key(E._fingerprint(ex))}", file=sys.stderr)
+    print(f"cache: {args.cache or 'cache_dir()/robustness/' + config.key(E.sampled_fingerprint(ex))}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     expected = sum(min(limits.get(m, len(texts)), len(texts)) for m in config.methods)
     print(f"{args.model}: {len(records)} of {expected} (method, text) records, {elapsed:.0f} s this run; "

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from xattr_lab.errors import InputError, XattrError  # noqa: E402
 from xattr_lab.errors import BackendError  # noqa: E402
 from xattr_lab.evaluation import circuit_patching_sharded, circuit_truth_sharded, faithfulness_harness  # noqa: E402
-from xattr_lab.evaluation import robustness_sharded  # noqa: E402
+from xattr_lab.evaluation.robustness import sharded as robustness_sharded  # noqa: E402
 from xattr_lab.evaluation.distributed import ray_backend as backend_ray, shards as sharded, workers  # noqa: E402
 from xattr_lab.evaluation.distributed.shards import run_sharded  # noqa: E402
 
@@ -321,7 +321,7 @@ def test_ablation_effects_sharded_equal_the_one_pass(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_robustness_records_local_backend(tiny, tmp_path):
-    from xattr_lab.evaluation import robustness_experiment as RE
+    from xattr_lab.evaluation.robustness import experiment as RE
 
     texts = ["It's a gripping, beautifully acted film; the story is clever and the music is great!",
              "A dull, lifeless movie with a plot that goes nowhere and actors who seem bored."]

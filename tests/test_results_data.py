@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from xattr_lab.evaluation import bootstrap
-from xattr_lab.evaluation.robustness_stats import adjust_family
+from xattr_lab.evaluation.robustness.stats import adjust_family
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "results" / "data"

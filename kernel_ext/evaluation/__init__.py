@@ -1,1 +1,2 @@
-"""Evaluation harnesses: faithfulness, robustness, task builders, and their tables (docs/ARCHITECTURE.md, "Evaluation")."""
+"""Evaluation harnesses: faithfulness, robustness (the package :mod:`.robustness`), task builders, and their tables
+(docs/ARCHITECTURE.md, "Evaluation")."""

@@ -87,7 +87,7 @@ def test_bench_chance_overlap_224(benchmark):
 
 def test_bench_chance_div_overlap_tokens(benchmark):
     """Top-k-div chance by simulation (20,000 random rankings), uncached: the report needs one per (n, k, w)."""
-    from xattr_lab.evaluation import robustness_chance as RC
+    from xattr_lab.evaluation.robustness import chance as RC
 
     benchmark(RC._simulate_div, 40, 8, 5, 20000, 0)
     assert benchmark.stats.stats.median < 1.0

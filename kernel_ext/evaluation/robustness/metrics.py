@@ -27,8 +27,8 @@ values are allowed and rank as the largest/smallest. Everything is vectorised: t
 224x224 map with k = 1000 takes a few milliseconds.
 
 This module is pure numpy/scipy. The text perturbations that keep the prediction live in
-:mod:`xattr_lab.evaluation.perturbations`, the report that tabulates these metrics over them in
-:mod:`xattr_lab.evaluation.robustness_report`; :mod:`xattr_lab.robustness` re-exports all three.
+:mod:`.perturbations`, the report that tabulates these metrics over them in :mod:`.report`;
+:mod:`xattr_lab.robustness` re-exports all three.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = [
     "topk_indices", "topk_intersection", "spearman", "kendall", "neighbourhood", "lens_recall",

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..errors import InputError
-from .robustness import topk_indices
+from ...errors import InputError
+from .metrics import topk_indices
 from .text_edits import (Text, Words, label, original_prediction, predict, rank_scores, surrogate_gradient,
                          topk_mass)
 

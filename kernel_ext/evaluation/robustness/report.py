@@ -1,8 +1,8 @@
 """The robustness report: attribution metrics under prediction-preserving perturbations, with CIs.
 
-:func:`robustness_report` runs the perturbations of :mod:`xattr_lab.evaluation.perturbations` over
-texts and methods and tabulates the metrics of :mod:`xattr_lab.evaluation.robustness` with 95%
-Student-t confidence intervals (docs/ARCHITECTURE.md, section "Robustness").
+:func:`robustness_report` runs the perturbations of :mod:`.perturbations` over texts and methods and
+tabulates the metrics of :mod:`.metrics` with 95% Student-t confidence intervals (docs/ARCHITECTURE.md,
+section "Robustness").
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
+from .metrics import lens_precision, lens_recall, spearman, topk_intersection
 from .perturbations import PERTURBATIONS, attribution_attack, perturb
 from .text_edits import rank_scores
-from .robustness import lens_precision, lens_recall, spearman, topk_intersection
 
 __all__ = ["robustness_report", "method_unavailable"]
 
@@ -43,7 +43,7 @@ def method_unavailable(method: str) -> str | None:
 
     Checks that the method's family module (from the method registry) imports and binds it.
     """
-    from ..methods import registry
+    from ...methods import registry
 
     if method not in registry.ATTRIBUTION_METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {list(registry.ATTRIBUTION_METHODS)}")

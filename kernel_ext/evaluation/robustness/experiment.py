@@ -1,10 +1,10 @@
 """The paired robustness experiment: four arms × two permissions per text and method, cached.
 
 For each text and method (docs/ARCHITECTURE.md, section "Robustness"): attribute the original, then
-run every arm of :mod:`xattr_lab.evaluation.robustness_search` twice — with permission to replace
-the original top-k tokens ("any") and without it ("kept": the top-``max(ks)`` tokens and the tokens
-of the top-``max(ks)`` words are protected, so no arm replaces a top-k token or word at any k read) —
-and keep the perturbed scores. Arms, with the seed ``seed + text index`` shared by all of them:
+run every arm of :mod:`.search` twice — with permission to replace the original top-k tokens ("any")
+and without it ("kept": the top-``max(ks)`` tokens and the tokens of the top-``max(ks)`` words are
+protected, so no arm replaces a top-k token or word at any k read) — and keep the perturbed scores.
+Arms, with the seed ``seed + text index`` shared by all of them:
 
     neighbour  one unselected neighbour substitution draw       1 query
     search     random search over the same proposals            budget·queries queries
@@ -32,11 +32,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from . import perturbations, robustness, robustness_chance, robustness_search
-from .robustness_search import (embedding_change_norm, embedding_noise, gradient_search, neighbour_search,
-                                objective_of, predicted_label, protected_positions)
+from ...constants import DEFAULT_MODEL
+from ...errors import InputError
+from . import chance, metrics, perturbations, search, text_edits
+from .search import (embedding_change_norm, embedding_noise, gradient_search, neighbour_search, objective_of,
+                     predicted_label, protected_positions)
 
+#: what ``xa.robustness`` offers; the cache's parts (:func:`sampled_fingerprint`, :func:`cache_folder`,
+#: :func:`record_path`, :func:`store_record`) are public too, for the sharded job in :mod:`.sharded`
 __all__ = ["ExperimentConfig", "ARMS", "PERMISSIONS", "run_text", "run_experiment", "word_ids"]
 
 ARMS = ("neighbour", "search", "attack", "noise")
@@ -47,7 +50,7 @@ PERMISSIONS = ("any", "kept")
 class ExperimentConfig:
     """Options of one experiment. ``queries``: candidates evaluated per greedy step by the two searches."""
 
-    model: str = "minilm-rt"
+    model: str = DEFAULT_MODEL
     methods: tuple[str, ...] = ("ig", "sig", "gaf", "attention")
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ks: tuple[int, ...] = (1, 2, 3, 5, 8)
@@ -65,11 +68,12 @@ class ExperimentConfig:
 
 
 def code_version() -> str:
-    """Hash of the source of the modules the records depend on (these, the method families)."""
-    from ..methods import registry
+    """Hash (16 hex digits) of the source of the modules the records depend on: the experiment's own, the
+    metrics, chance levels, perturbations, searches and their text edits, and the four method families."""
+    from ...methods import registry
 
     digest = hashlib.sha256()
-    modules = [perturbations, robustness, robustness_chance, robustness_search]
+    modules = [perturbations, metrics, chance, search, text_edits]
     for name in ("ig", "sig", "gaf", "attention"):
         try:
             modules.append(inspect.getmodule(registry.function(name)))
@@ -154,7 +158,9 @@ def run_text(ex, text: str, method: str, config: ExperimentConfig, index: int = 
     return record
 
 
-def _store(path: Path, record: dict) -> None:
+def store_record(path: Path, record: dict) -> None:
+    """Write one record as JSON to ``path`` atomically (a temporary file in the same folder, then renamed), so an
+    interrupted run never leaves a half-written record that a resumed run would read."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
@@ -162,12 +168,32 @@ def _store(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def _fingerprint(ex) -> str:
+def sampled_fingerprint(ex) -> str:
+    """Hash (16 hex digits) of the model's name and the first 4,096 values of its first, middle and last
+    parameter tensors: a quick identity of the weights for the record cache's key (unlike
+    :func:`xattr_lab.evaluation.provenance.model_fingerprint`, which hashes every parameter)."""
     digest = hashlib.sha256(str(ex.name).encode())
     params = list(ex.model.parameters())
     for p in (params[0], params[len(params) // 2], params[-1]):
         digest.update(p.detach().float().reshape(-1)[:4096].cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def cache_folder(config: ExperimentConfig, fingerprint: str, cache: str | Path | bool = True) -> Path | None:
+    """The folder of the cached records: ``cache_dir()/robustness/<config key>`` when ``cache`` is True, the
+    folder ``cache`` names otherwise, None when ``cache`` is False (nothing cached)."""
+    if not cache:
+        return None
+    if cache is True:
+        from ...core.cache import cache_dir
+
+        return cache_dir() / "robustness" / config.key(fingerprint)
+    return Path(cache)
+
+
+def record_path(folder: Path | None, method: str, text: str) -> Path | None:
+    """Where the record of (method, text) is cached under ``folder`` (``<method>/<sha256(text)[:24]>.json``)."""
+    return None if folder is None else folder / method / (hashlib.sha256(text.encode()).hexdigest()[:24] + ".json")
 
 
 def run_experiment(ex, texts: Sequence[str], config: ExperimentConfig, *, methods: Sequence[str] | None = None,
@@ -181,11 +207,7 @@ def run_experiment(ex, texts: Sequence[str], config: ExperimentConfig, *, method
     """
     methods = list(methods or config.methods)
     limits = dict(limits or {})
-    folder = None
-    if cache:
-        from ..core.cache import cache_dir
-
-        folder = (cache_dir() / "robustness" / config.key(_fingerprint(ex))) if cache is True else Path(cache)
+    folder = cache_folder(config, sampled_fingerprint(ex) if cache is True else "", cache)
     jobs = [(m, i, t) for m in methods for i, t in enumerate(texts[: limits.get(m, len(texts))])]
     iterator: Any = jobs
     if progress:
@@ -194,7 +216,7 @@ def run_experiment(ex, texts: Sequence[str], config: ExperimentConfig, *, method
         iterator = tqdm(jobs, desc=f"robustness {shard[0]}/{shard[1]}")
     records = []
     for method, index, text in iterator:
-        path = None if folder is None else folder / method / (hashlib.sha256(text.encode()).hexdigest()[:24] + ".json")
+        path = record_path(folder, method, text)
         if path is not None and path.exists():
             try:
                 records.append(json.loads(path.read_text()))
@@ -205,6 +227,6 @@ def run_experiment(ex, texts: Sequence[str], config: ExperimentConfig, *, method
             continue
         record = run_text(ex, text, method, config, index)
         if path is not None:
-            _store(path, record)
+            store_record(path, record)
         records.append(record)
     return records

@@ -6,14 +6,13 @@ our choice). Per kept perturbation and level: top-k intersection ("topk", w = 1)
 precision and top-k-div intersection ("lens_recall", "lens_precision", "topk_div") for w > 1 (at
 w = 1 all three equal top-k intersection), and Kendall's τ-b over the whole map ("kendall").
 
-Chance (:mod:`xattr_lab.evaluation.robustness_chance`): each value is stored with the chance level
-of its map length, k and w. Chance-corrected cell values are pooled over texts (ours):
-(mean observed − mean chance) / (1 − mean chance), kappa-style, so texts where chance is near 1 do
-not blow up a per-text ratio; Kendall's chance is 0, so it is its own correction. A paired gap
-between two arms on the same texts is mean(observed_a − observed_b) raw, divided by
-(1 − mean chance) corrected. "Narrowing" of a gap by a metric M at the same k is the corrected top-k
-gap minus the corrected M gap: positive = M shows a smaller gap than top-k. Methods are compared
-the same way: the paired difference between two methods' values of one cell on the snippets both ran.
+Chance (:mod:`.chance`): each value is stored with the chance level of its map length, k and w.
+Chance-corrected cell values are pooled over texts (ours): (mean observed − mean chance) / (1 − mean chance),
+kappa-style, so texts where chance is near 1 do not blow up a per-text ratio; Kendall's chance is 0, so it is
+its own correction. A paired gap between two arms on the same texts is mean(observed_a − observed_b) raw,
+divided by (1 − mean chance) corrected. "Narrowing" of a gap by a metric M at the same k is the corrected
+top-k gap minus the corrected M gap: positive = M shows a smaller gap than top-k. Methods are compared the
+same way: the paired difference between two methods' values of one cell on the snippets both ran.
 
 Intervals: percentile bootstrap over texts, one set of resamples per method shared by every cell,
 so all intervals of a method are paired (B = 2,000 by default, seeded).
@@ -24,9 +23,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .bootstrap import benjamini_hochberg, bootstrap_p_values, holm
-from .robustness import kendall, lens_precision, lens_recall, topk_div_intersection, topk_intersection
-from .robustness_chance import chance_div_overlap, chance_overlap
+from ..bootstrap import benjamini_hochberg, bootstrap_p_values, holm
+from .chance import chance_div_overlap, chance_overlap
+from .metrics import kendall, lens_precision, lens_recall, topk_div_intersection, topk_intersection
 
 __all__ = ["level_map", "metric_frame", "drop_table", "summarise", "paired_gaps", "narrowing", "method_gaps",
            "METRICS"]

@@ -1,7 +1,7 @@
 """The robustness experiment as a dataset-scale job: :func:`robustness_records` on a backend ("local" or "ray").
 
-Beside its one-process code (:mod:`.robustness_experiment`); the machinery is :mod:`.distributed`. Records come
-back in the experiment's own form and land in its JSON cache, so its tables do not change.
+Beside its one-process code (:mod:`.experiment`); the machinery is :mod:`xattr_lab.evaluation.distributed`.
+Records come back in the experiment's own form and land in its JSON cache, so its tables do not change.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .distributed.shards import strip
-from .distributed.workers import default_out, run_job
+from ..distributed.shards import strip
+from ..distributed.workers import default_out, run_job
 
 __all__ = ["robustness_records"]
 
@@ -20,7 +20,7 @@ __all__ = ["robustness_records"]
 # ---------------------------------------------------------------------------- robustness
 def robustness_row(ex, item, config=None) -> dict[str, Any]:
     """(method, index, text) -> {"method", "index", "record": the experiment's JSON record}."""
-    from .robustness_experiment import run_text
+    from .experiment import run_text
 
     method, index, text = item
     return {"method": method, "index": int(index), "record": json.dumps(run_text(ex, text, method, config, index))}
@@ -30,26 +30,22 @@ def robustness_records(ex, texts: Sequence[str], config, *, methods: Sequence[st
                        limits: Mapping[str, int] | None = None, cache: str | Path | bool = True,
                        backend: str = "local", address: str | None = None, workers: int | None = None,
                        out: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """:func:`.robustness_experiment.run_experiment` (every shard, ``compute=True``) on a backend.
+    """:func:`.experiment.run_experiment` (every shard, ``compute=True``) on a backend.
 
     Records already in the experiment's JSON cache are read; the missing ones run as sharded items
     and are stored in that cache as each shard arrives, so the one-process code (``--collect``) sees them.
     """
     import pyarrow as pa
 
-    from . import robustness_experiment as experiment
+    from . import experiment
 
     methods = list(methods or config.methods)
     limits = dict(limits or {})
-    fingerprint = experiment._fingerprint(ex)
-    folder = None
-    if cache:
-        from ..core.cache import cache_dir
-
-        folder = (cache_dir() / "robustness" / config.key(fingerprint)) if cache is True else Path(cache)
+    fingerprint = experiment.sampled_fingerprint(ex)
+    folder = experiment.cache_folder(config, fingerprint, cache)
 
     def path_of(method: str, text: str) -> Path | None:
-        return None if folder is None else folder / method / (hashlib.sha256(text.encode()).hexdigest()[:24] + ".json")
+        return experiment.record_path(folder, method, text)
 
     jobs = [(m, i, t) for m in methods for i, t in enumerate(texts[: limits.get(m, len(texts))])]
     found: dict[tuple[str, int], dict] = {}
@@ -68,7 +64,7 @@ def robustness_records(ex, texts: Sequence[str], config, *, methods: Sequence[st
             found[(row["method"], row["index"])] = record
             path = path_of(row["method"], record["text"])
             if path is not None:
-                experiment._store(path, record)
+                experiment.store_record(path, record)
 
     if missing:
         about = {"job": "robustness", "model": fingerprint, "model_name": ex.name, "config": config.key(fingerprint)}

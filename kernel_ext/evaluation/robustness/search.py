@@ -33,10 +33,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
+from .metrics import topk_indices, topk_intersection
 from .perturbations import Perturbation
 from .text_edits import Text, Words, label, original_prediction, predict, surrogate_gradient
-from .robustness import topk_indices, topk_intersection
 
 __all__ = ["neighbour_search", "gradient_search", "embedding_noise", "protected_positions", "objective_of",
            "embedding_change_norm", "predicted_label"]

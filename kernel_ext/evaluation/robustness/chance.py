@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = ["chance_overlap", "chance_corrected", "chance_div_overlap", "window_counts"]
 

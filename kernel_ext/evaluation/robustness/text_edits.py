@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = ["Words", "Text", "prediction_index", "predict", "original_prediction", "label", "rank_scores",
            "topk_mass", "surrogate_gradient"]
