@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .constants import SCHEMA_V2
-from .results import Attribution, CircuitResult, FlowResult, HeadStats, PatchingCircuitResult, Result, _to_plain
+from .results import Attribution, CircuitResult, FlowResult, HeadStats, PatchingCircuitResult, Result, to_plain
 
 __all__ = ["to_payload", "from_payload", "schema", "decode_array", "float16_array", "MAX_EDGES", "MAX_PAIRS",
            "attention_budget"]
@@ -220,7 +220,7 @@ def dense_attentions(sparse: dict | None) -> np.ndarray | None:
 
 # ---------------------------------------------------------------------------- kinds
 def _plain(result: Result, names: tuple[str, ...]) -> dict:
-    return {name: _to_plain(getattr(result, name)) for name in names}
+    return {name: to_plain(getattr(result, name)) for name in names}
 
 
 def _attribution(a: Attribution) -> dict:
@@ -299,7 +299,7 @@ def _explorer(ex: Any, capacities: bool, max_edges: int, attention_bytes: int | 
                               model_id=False) for name, r in results.items() if r is not None}
     target = ex.target
     return {"model": ex.model_name, "text": ex.text, "method": ex.method,
-            "target": list(target) if isinstance(target, tuple) else _to_plain(target), "views": views}
+            "target": list(target) if isinstance(target, tuple) else to_plain(target), "views": views}
 
 
 def to_payload(result: Any, *, capacities: bool = False, max_edges: int = MAX_EDGES, max_pairs: int = MAX_PAIRS,

@@ -17,8 +17,6 @@ import numpy as np
 from .constants import MIME_TYPE, SCHEMA  # noqa: F401  (MIME_TYPE: public name here too)
 from .result_base import FRONT_END, KINDS, Result, as_float64, float_array, to_plain  # noqa: F401  (public here too)
 
-_to_plain = to_plain  # the name scripts/payload_sizes.py reads
-
 
 def _target_from_plain(target: Any) -> Any:
     if isinstance(target, list):

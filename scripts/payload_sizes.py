@@ -4,7 +4,7 @@
     python scripts/payload_sizes.py --cache /tmp/xsizes   # keep the computed results to rerun fast
     python scripts/payload_sizes.py --flow worst          # the largest flow payload instead of GAF (fast)
 
-Inputs: a 128-token text on minilm-rt and a 512-token text on smollm2-135m (the issue's size
+Inputs: a 128-token text on minilm-rt and a 512-token text on smollm2-135m (the size
 targets: <= 1 MB and <= 3 MB per saved output). Every kind is computed on the real model:
 attribution (method "attention"), flow (GAF, AGF information), heads (with attention maps, as the
 head grid saves them; ``max_map_tokens`` raised to the input length, the worst case), circuit (IOI
@@ -141,7 +141,7 @@ def nbytes(payload: dict) -> int:
 def v1_bytes(result) -> int:
     """Bytes of ``json.dumps(result.to_dict())``, counted slice by slice for arrays over 10^6 values
     (a (30, 9, 512, 512) attention tensor is over a gigabyte of JSON: too much to hold at once)."""
-    from xattr_lab.results import _to_plain
+    from xattr_lab.results import to_plain
 
     big = {name: getattr(result, name) for name in getattr(result, "array_fields", ())
            if getattr(result, name) is not None and getattr(result, name).size > 10 ** 6}
@@ -152,7 +152,7 @@ def v1_bytes(result) -> int:
         setattr(light, name, None)
     total = nbytes(light.to_dict())
     for array in big.values():  # "[" + ", ".join(slices) + "]" in place of "null"
-        chunks = sum(len(json.dumps(_to_plain(a), allow_nan=False)) for a in array)
+        chunks = sum(len(json.dumps(to_plain(a), allow_nan=False)) for a in array)
         total += 2 + 2 * (len(array) - 1) - len("null") + chunks
     return total
 

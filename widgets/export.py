@@ -18,7 +18,7 @@ import numpy as np
 from . import core
 
 __all__ = ["html_document", "write_html", "draw_strip", "draw_flow", "draw_grid", "png_bytes", "write_png",
-           "plain_text"]
+           "plain_text", "new_figure", "hex_to_rgb"]
 
 #: background of the "not converged" badge (white text), as in the widget's header
 BADGE_COLOUR = "#b2182b"
@@ -49,7 +49,9 @@ def write_html(models: Any, path, title: str = "xattr-lab") -> str:
 
 
 # ---------------------------------------------------------------------------- PNG
-def _figure(width_in: float, height_in: float):
+def new_figure(width_in: float, height_in: float):
+    """An empty matplotlib ``Figure`` of ``width_in`` x ``height_in`` inches at 100 dpi on an Agg canvas (no
+    pyplot, no display): what every PNG export draws on, the views' own ``png_figure`` included."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -89,7 +91,7 @@ def draw_strip(tokens: Sequence[str], scores: np.ndarray, *, selected: int = -1,
     width_px = 1000
     x, rows, widths = core.wrap_layout(labels, width_px, char_px=7.2)
     nrows = int(rows.max()) + 1 if len(rows) else 1
-    fig = _figure(10.5, 0.9 + 0.32 * nrows)
+    fig = new_figure(10.5, 0.9 + 0.32 * nrows)
     ax = fig.add_axes((0.01, 0.12, 0.98, 0.8 - 0.0))
     ax.set_xlim(-5, width_px + 5)
     ax.set_ylim(-nrows + 0.4, 0.6)
@@ -121,7 +123,7 @@ def draw_flow(tokens: Sequence[str], edge_flow: np.ndarray, node_flow: np.ndarra
     E = np.asarray(edge_flow, dtype=np.float64)
     L, n, _ = E.shape
     labels = core.pretty_tokens(tokens)
-    fig = _figure(min(3 + 1.3 * L, 16), min(max(3.0, 0.25 * n + 1.2), 20))
+    fig = new_figure(min(3 + 1.3 * L, 16), min(max(3.0, 0.25 * n + 1.2), 20))
     ax = fig.add_axes((0.15, 0.08, 0.7, 0.84))
     picked = core.top_edges(E, max_edges)
     peak = max(float(E.max()), 1e-12)
@@ -170,13 +172,13 @@ def draw_grid(title: str, colours: Sequence[Sequence[str]], labels: Sequence[Seq
     L, H = len(colours), len(colours[0]) if len(colours) else 0
     l, h = head
     grid_in, cone_in = max(3.0, 1.2 + 0.35 * L), (2.0 if cone is not None else 0.0)
-    fig = _figure(max(4.0, 1.5 + 0.45 * H) + (3.5 if (edges or codes) else 0), grid_in + cone_in)
+    fig = new_figure(max(4.0, 1.5 + 0.45 * H) + (3.5 if (edges or codes) else 0), grid_in + cone_in)
     ax = fig.add_axes((0.1, (cone_in + 0.16 * grid_in) / (grid_in + cone_in), 0.55 if (edges or codes) else 0.8,
                        0.66 * grid_in / (grid_in + cone_in)))
     if cone is not None:
         _draw_cone(fig.add_axes((0.1, 0.45 / (grid_in + cone_in), 0.55 if (edges or codes) else 0.8,
                                  1.15 / (grid_in + cone_in))), *cone)
-    rgb = np.array([[_hex(c) for c in row] for row in colours])
+    rgb = np.array([[hex_to_rgb(c) for c in row] for row in colours])
     ax.imshow(rgb, aspect="auto")
     for li in range(L):
         for hi in range(H):
@@ -217,7 +219,8 @@ def _draw_cone(ax, values: Sequence[float], floor: float | None) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _hex(colour: str) -> tuple[float, float, float]:
+def hex_to_rgb(colour: str) -> tuple[float, float, float]:
+    """``"#rrggbb"`` (the leading ``#`` optional) -> (r, g, b), each in [0, 1], as matplotlib's ``imshow`` takes."""
     colour = colour.lstrip("#")
     return tuple(int(colour[k:k + 2], 16) / 255 for k in (0, 2, 4))  # type: ignore[return-value]
 

@@ -248,12 +248,12 @@ class GenerationView(bundle.MainThreadViews, View):
             raise ValueError("nothing computed yet: call start() (and wait()) first")
         M = self.result.matrix
         T, n = M.shape
-        fig = export._figure(max(5.0, min(2.5 + 0.28 * n, 16)), 1.8 + 0.28 * max(T, 1))
+        fig = export.new_figure(max(5.0, min(2.5 + 0.28 * n, 16)), 1.8 + 0.28 * max(T, 1))
         ax = fig.add_axes((0.2, 0.32, 0.77, 0.6))
         scale = core.symmetric_scale(M[np.isfinite(M)])
         colours = [[core.colour_for(v, -scale, scale) if np.isfinite(v) else core.NAN_COLOUR
                     for v in row] for row in M]
-        ax.imshow([[export._hex(c) for c in row] for row in colours], aspect="auto")
+        ax.imshow([[export.hex_to_rgb(c) for c in row] for row in colours], aspect="auto")
         ax.set_xticks(range(n), [core.shorten(t, 10) for t in core.pretty_tokens(self.result.tokens)], rotation=90,
                       fontsize=7, family="monospace")
         ax.set_yticks(range(T), [core.shorten(core.pretty_token(g), 10) for g in self.result.generated], fontsize=7,

@@ -179,7 +179,7 @@ class ImageView(View):
 
         pixels = self.pixels
         height, width = pixels.shape[:2]
-        fig = export._figure(5.0, 5.0 * height / max(width, 1) + 0.6)
+        fig = export.new_figure(5.0, 5.0 * height / max(width, 1) + 0.6)
         ax = fig.add_axes((0.02, 0.1, 0.96, 0.85))
         ax.imshow(pixels, extent=(0, width, height, 0))
         values = self.grid_scores
