@@ -1,4 +1,4 @@
-"""Time the whole IOI circuits pipeline on smollm2-135m, as a user runs it (issue 17's speed goal).
+"""Time the whole IOI circuits pipeline on smollm2-135m, as a user runs it (goal: <= 60 s wall, docs/results.md).
 
     python scripts/circuits_pipeline_time.py [THREADS] [paper|xattr]
 

@@ -1,4 +1,4 @@
-"""Attention geometry of the embedded models, with the cone index's chance floor (issue #18).
+"""Attention geometry of the embedded models, with the cone index's chance floor.
 
     python scripts/geometry_report.py --texts 200 --models minilm-rt smollm2-135m --out geometry-tables
 

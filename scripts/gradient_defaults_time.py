@@ -1,4 +1,4 @@
-"""Time IG and SIG at their defaults against the paper's fixed 50 steps (issue 33), same process, same text.
+"""Time IG and SIG at their defaults against the paper's fixed 50 steps, same process, same text.
 
     .venv/bin/python scripts/gradient_defaults_time.py                      # every case, 2 threads
     .venv/bin/python scripts/gradient_defaults_time.py --cases minilm --threads 1
@@ -6,7 +6,7 @@
 Cases (model, method, tokens): ``ig40`` smollm2-135m IG on a 40-token sentence; ``sig26`` smollm2-135m SIG on a
 26-token sentence; ``minilm`` minilm-rt (the demo classifier) IG and SIG on the Makefile's demo sentence.
 Each case runs the default (no ``steps``: IG "auto" on nested 5-node panels with the signed stop, SIG "exact"), then
-``steps=50`` (the default before issue 33); ``--extra`` adds IG ``quadrature="gausslegendre"`` (the previous "auto":
+``steps=50`` (the earlier default); ``--extra`` adds IG ``quadrature="gausslegendre"`` (the previous "auto":
 4-node Gauss-Legendre panels, none reused, stopping on the unsigned sum of panel errors) and
 ``cancellation_guard=None`` (nested panels, unsigned stop), each in the same process on the same text. Baselines are the defaults
 (IG "pad", SIG "mask"); the target is the predicted token or class. Prints one markdown row per run: wall and CPU

@@ -1,4 +1,4 @@
-"""Why attribution patching misses the toy's duplicate-token heads (issue 31): every attention weight of the hand-built
+"""Why attribution patching misses the toy's duplicate-token heads: every attention weight of the hand-built
 toy is saturated (1.0), so the gradient through attention patterns, and with it the AtP / EAP / EAP-IG score of the
 layer-0 heads, is exactly zero, while exact activation patching of the same heads moves the metric.
 

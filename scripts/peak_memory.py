@@ -1,4 +1,4 @@
-"""Peak memory of one smollm2-135m attribution at a given length (issue 33), as measured for the README.
+"""Peak memory of one smollm2-135m attribution at a given length, as measured for the README.
 
     XATTR_LAB_MEMORY_LIMIT=8G /usr/bin/time -v .venv/bin/python scripts/peak_memory.py 4096 ig 2
 
@@ -18,7 +18,7 @@ print("load", time.time() - t, "rss MB", resource.getrusage(resource.RUSAGE_SELF
 text = " ".join(["word"] * (n - 1))
 enc = ex.encode(text); print("n", enc.n)
 sh = budget.shape_of(ex)
-est = budget.method_estimate(sh, method, enc.n, ex.name, lean=True, checkpoint=True, limit=budget.memory_limit()[0])
+est = budget.method_estimate(sh, method, enc.n, ex.name, **budget.pass_options(ex), limit=budget.memory_limit()[0])
 print("estimate", est.parts, est.total / 2**30, flush=True)
 t = time.time(); c = time.process_time()
 kw = {"steps": int(sys.argv[3])} if len(sys.argv) > 3 else {}

@@ -35,7 +35,7 @@ from ..errors import InputError
 BASELINES = ("pad", "mask", "zero")
 #: a baseline row shorter than this fraction of the text's median word-embedding norm counts as ~0
 ZERO_ROW = 0.01
-#: order of the fallbacks after the requested token's own (the documented order of the issue)
+#: order of the fallbacks after the requested token's own: mask, pad, unk, then the sequence markers
 FALLBACK_ATTRS = ("mask_token_id", "pad_token_id", "unk_token_id", "eos_token_id", "bos_token_id")
 _NORM_FIRST: "weakref.WeakKeyDictionary[Any, str | None]" = weakref.WeakKeyDictionary()
 

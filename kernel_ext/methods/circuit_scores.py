@@ -1,6 +1,7 @@
 """Scores of SAE circuit discovery: node and edge scores from codes, the paper's metrics, baselines.
 
-Flat head index everywhere: ``l * H + h``. Node scores (docs/ARCHITECTURE.md, section "SAE circuits"):
+Flat head index everywhere: ``l * H + h``. Line numbers cite charlieoneill11/sae-circuits at commit
+10fd2e7826df9399b6189e5695a631898f4fe116 (2024-04-24). Node scores (docs/ARCHITECTURE.md, section "SAE circuits"):
 
 - ``count`` (the paper's, ``src/node.py`` lines 49-84 of charlieoneill11/sae-circuits): the number
   of distinct codes of a head seen in positives and never in negatives;

@@ -34,12 +34,12 @@ from .circuit_scores import (  # noqa: F401  (re-exported: the scores used to li
 from .registry import implements
 from .sae import RECIPES, PretrainedSAE, codes, train_sae
 
-#: What each recipe sets when the option is left at None. "paper": the authors' code
-#: (charlieoneill11/sae-circuits: ``src/configs/config.yaml`` lambda_ 0.02; ``data/data_utils.py``
-#: lines 52-56, position "mean"); "xattr": ours, best of the variants measured here on the toy (node
-#: ROC-AUC 1.00 vs the paper's 0.90) but not on IOI, where the paper recipe leads (docs/results.md: on one
-#: IOI prompt sample, paper 0.86 count / 0.80 JSD; xattr 0.75 / 0.78; the paper's SAE at the last token
-#: 0.59 / 0.65; xattr at the mean: uncentred L1 0.02 0.61 / 0.56, L1 0.1 0.80 / 0.77; centred 0.67 / 0.71;
+#: What each recipe sets when the option is left at None. "paper": the authors' code (charlieoneill11/sae-circuits
+#: at commit 10fd2e7826df9399b6189e5695a631898f4fe116: ``src/configs/config.yaml`` lambda_ 0.02;
+#: ``data/data_utils.py`` lines 52-56, position "mean"); "xattr": ours, best of the variants measured here on the
+#: toy (node ROC-AUC 1.00 vs the paper's 0.90) but not on IOI, where the paper recipe leads (docs/results.md: on one
+#: IOI prompt sample, paper 0.86 count / 0.80 JSD; xattr 0.75 / 0.78; the paper's SAE at the last token 0.59 / 0.65;
+#: xattr at the mean: uncentred L1 0.02 0.61 / 0.56, L1 0.1 0.80 / 0.77; centred 0.67 / 0.71;
 #: ``python scripts/circuits_report.py variants --task ioi --run 0``).
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"l1": 0.02, "position": "mean", "center_heads": False},

@@ -5,7 +5,8 @@ code, its argmax feature. Three kinds (docs/ARCHITECTURE.md, section "SAE circui
 
 - :class:`PaperSparseAutoencoder` (``recipe="paper"``): the authors' SAE point by point
   (charlieoneill11/sae-circuits, ``src/sae.py``, ``src/train.py``); a vector on which no feature
-  fires gets code 0, as their ``np.argmax`` gives it;
+  fires gets code 0, as their ``np.argmax`` gives it. Line numbers cited in this module are those of
+  that repository at commit 10fd2e7826df9399b6189e5695a631898f4fe116 (2024-04-24);
 - :class:`SparseAutoencoder` (``recipe="xattr"``): unit-norm decoder *columns* (dictionary
   vectors), inputs scaled to unit RMS, optional per-head centring; "silent" is a code of its own;
 - :class:`PretrainedSAE`: a SAELens-format SAE read from disk (:mod:`xattr_lab.core.saelens`).
@@ -100,7 +101,7 @@ class SparseAutoencoder(nn.Module):
 
 
 class PaperSparseAutoencoder(nn.Module):
-    """The SAE of O'Neill & Bui's code (charlieoneill11/sae-circuits, ``src/sae.py``), point by point.
+    """The SAE of O'Neill & Bui's code (charlieoneill11/sae-circuits at 10fd2e7, ``src/sae.py``), point by point.
 
     - one tied bias, subtracted before the encoder and added after the decoder (``TiedBias``,
       lines 22-74), initialised to zero: the experiments pass ``geometric_median_dataset=None``
