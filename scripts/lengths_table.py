@@ -147,9 +147,9 @@ def memory_estimate(ex, method: str, n: int) -> int:
     """The memory budget's estimate (bytes) for ``method`` at n tokens, as the check computes it."""
     from xattr_lab.core import budget
 
-    lean = {"lean": ex.lean_attention != "eager", "checkpoint": ex.can_checkpoint}
     limit = budget.memory_limit(ex.device)[0]
-    return budget.method_estimate(budget.shape_of(ex), method, n, ex.name, None, **lean, limit=limit).total
+    return budget.method_estimate(budget.shape_of(ex), method, n, ex.name, None, **budget.pass_options(ex),
+                                  limit=limit).total
 
 
 # ---------------------------------------------------------------------------- the driver

@@ -1,53 +1,93 @@
-"""Peak RSS per phase at n tokens on smollm2-135m (issue 33): the plain (eager) forward pass that scores the text,
-and one checkpointed lean forward+backward row; VmHWM is reset through /proc/self/clear_refs before each phase, so
-"call" = peak - resident before the phase. The first phase also pages the weights in (~0.5 GiB).
+"""Peak RSS of each phase of a gradient attribution at n tokens of smollm2-135m, against the memory budget's estimate.
 
-    XATTR_LAB_MEMORY_LIMIT=1G .venv/bin/python scripts/peak_memory_phases.py 1024 plain,ckpt
+    XATTR_LAB_MEMORY_LIMIT=1G .venv/bin/python scripts/peak_memory_phases.py 1024 plain,score,row,call 3
 
-Phases: plain (no grad, eager, every position's logits), ckpt (SDPA, each block checkpointed), lean (SDPA, not
-checkpointed; needs a limit it fits). Printed output: results/measured/peak_memory_1024_checkpointed_row.log.
+Phases (the text is "word" repeated; each phase runs ``repeats`` times):
+  plain  the plain eager forward pass with every position's logits (what other heads than a causal LM score with)
+  score  the scoring pass of a causal LM read at its last token (methods/embedding_path.prepare: lean, one position)
+  row    one forward+backward row as IG runs it (methods/embedding_path.scores_and_grads; checkpointed when the row
+         does not fit the limit otherwise)
+  call   the whole ``ex.attribute(text, method="grad_x_input")``
+
+Before each phase the freed heap is handed back to the system (glibc ``malloc_trim``) and VmHWM is reset through
+/proc/self/clear_refs, so "call" = peak - resident before, i.e. memory the phase itself took from the system. Without
+the trim a phase can reuse what an earlier one freed and read lower (0.10-0.41 GiB for the same row): the trimmed
+figure is the one an estimate must bound. Printed output: results/measured/peak_memory_1024_phases.log.
 """
-import os, re, sys, time, resource
+import ctypes
+import gc
+import re
+import sys
+import time
+from pathlib import Path
+
+if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+    sys.exit(__doc__)
+
 import torch
-torch.set_num_threads(2)
+
 import xattr_lab as xa
-from xattr_lab.core import budget, batching
-from xattr_lab.methods import integration as I
+from xattr_lab.core import budget
+from xattr_lab.methods import embedding_path
 
-def rss():
-    s = open("/proc/self/status").read()
-    return int(re.search(r"VmRSS:\s+(\d+)", s).group(1)) / 2**20, int(re.search(r"VmHWM:\s+(\d+)", s).group(1)) / 2**20
+torch.set_num_threads(2)
+_LIBC = ctypes.CDLL("libc.so.6")
 
-def reset():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
-n = int(sys.argv[1]); phases = sys.argv[2].split(",")
-ex = xa.load("smollm2-135m", device="cpu")
-text = " ".join(["word"] * (n - 1))
-sh = budget.shape_of(ex)
-with ex.restored():
-    enc = ex.encode(text)
-    print("n", enc.n, flush=True)
-    x = ex.embed(enc.input_ids).detach().float()
-    import gc
-    for ph in phases:
-        gc.collect(); reset(); base = rss()[0]; t = time.time()
-        if ph == "plain":
-            with torch.no_grad():
-                out = ex.forward(inputs_embeds=x, attention_mask=enc.attention_mask)
-                f = out.logits[0, -1, 0].item()
-            del out
-            est = budget.forward_bytes(sh, enc.n, grad=False)
-        else:
-            ckpt = ph == "ckpt"
-            class P: pass
-            emb = x.clone().requires_grad_(True)
-            ex.checkpointing = ckpt
-            with torch.enable_grad(), batching.attention(ex.model, "sdpa"), (batching.checkpointed(ex.model) if ckpt else __import__("contextlib").nullcontext()):
-                logits = ex.model(inputs_embeds=emb, attention_mask=enc.attention_mask, use_cache=False, logits_to_keep=1).logits
-                (g,) = torch.autograd.grad(logits[0, -1, 0], emb)
-            del logits, g
-            est = budget.forward_bytes(sh, enc.n, grad=True, logit_positions=1, lean=True, checkpoint=ckpt)
-        peak = rss()[1]
-        print(f"{ph} n={enc.n} base {base:.3f} GiB peak {peak:.3f} GiB call {peak-base:.3f} GiB estimate {est/2**30:.3f} GiB wall {time.time()-t:.1f}s", flush=True)
+def resident_gib() -> tuple[float, float]:
+    """(VmRSS, VmHWM) of this process in GiB."""
+    status = Path("/proc/self/status").read_text()
+    return tuple(int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 2**20 for key in ("VmRSS", "VmHWM"))
+
+
+def phase_peak_gib(call) -> float:
+    """Resident memory the call added at its peak (GiB), after handing the freed heap back."""
+    gc.collect()
+    _LIBC.malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = resident_gib()[0]
+    call()
+    return resident_gib()[1] - before
+
+
+def main(n: int, phases: list[str], repeats: int) -> None:
+    ex = xa.load("smollm2-135m", device="cpu")
+    ex.attribute("word word", method="grad_x_input")  # weights paged in
+    text = " ".join(["word"] * (n - 1))
+    shape, options = budget.shape_of(ex), budget.pass_options(ex)
+    limit = budget.memory_limit(ex.device)[0]
+    with ex.restored():
+        problem = embedding_path.prepare(ex, text, None, "zero", check_baseline=False)
+    m = problem.encoding.n
+    checkpoint = options["checkpoint"] and limit < budget.forward_bytes(shape, m, grad=True, logit_positions=1,
+                                                                       lean=True)
+    print(f"n {m} limit {limit / 2**30:.2f} GiB row checkpointed {checkpoint}", flush=True)
+
+    def plain():
+        with ex.restored(), torch.no_grad():
+            ex.forward(inputs_embeds=problem.x, attention_mask=problem.encoding.attention_mask)
+
+    def score():
+        with ex.restored():
+            embedding_path.prepare(ex, problem.encoding, None, "zero", check_baseline=False)
+
+    def row():
+        with ex.restored():
+            embedding_path.scores_and_grads(ex, problem, problem.x)
+
+    runs = {"plain": (plain, budget.forward_bytes(shape, m, grad=False)),
+            "score": (score, budget.forward_bytes(shape, m, grad=False, logit_positions=1, lean=True)),
+            "row": (row, budget.forward_bytes(shape, m, grad=True, logit_positions=1, lean=True, checkpoint=checkpoint)),
+            "call": (lambda: ex.attribute(text, method="grad_x_input"),
+                     budget.method_estimate(shape, "grad_x_input", m, ex.name, **options, limit=limit).total)}
+    for name in phases:
+        call, estimate = runs[name]
+        for repeat in range(repeats):
+            start = time.time()
+            peak = phase_peak_gib(call)
+            print(f"{name} n={m} run {repeat + 1} call {peak:.3f} GiB estimate {estimate / 2**30:.3f} GiB "
+                  f"wall {time.time() - start:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3]) if len(sys.argv) > 3 else 1)

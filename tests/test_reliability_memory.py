@@ -239,7 +239,7 @@ def test_layers_are_checkpointed_when_that_is_what_fits(tiny, monkeypatch):
 def test_too_small_a_limit_refuses_naming_the_largest_length_that_fits(tiny, monkeypatch):
     ex = tiny("llama")
     shape = budget.shape_of(ex)
-    lean = {"lean": True, "checkpoint": True}
+    lean = budget.pass_options(ex)  # lean, checkpointed, read at the last token (a causal LM)
     limit = budget.method_estimate(shape, "ig", 50, **lean, limit=10**12).total  # an IG at 50 tokens just fits
     monkeypatch.setenv(budget.ENV, str(limit))
     text = " ".join(["word"] * 100)
@@ -302,7 +302,7 @@ for method, options in (("grad_x_input", {}), ("ig", {"steps": 2, "batch_size": 
     before = start()
     ex.attribute(text, method=method, **options)
     out[method] = [_status("VmHWM") - before,
-                   budget.method_estimate(shape, method, m, lean=True, checkpoint=True, limit=1 << 40).total]
+                   budget.method_estimate(shape, method, m, lean=True, checkpoint=True, last_token=True, limit=1 << 40).total]
 print(json.dumps(out))
 '''
 

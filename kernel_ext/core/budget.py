@@ -9,9 +9,9 @@ at n = 254, 510 and 1,022 tokens, and err on the high side (by up to ~30%):
   backward pass, plus transients: a forward+backward row costs ~1.5·A + L·n·(8·d + 5·d_ff)·4.
 - lean passes (IG, SIG, grad x input: ``batching.lean_pass``): SDPA keeps no map; a row costs
   L·n·(10·d + 6·d_ff)·4 (smollm2 at 1,023 tokens: 16 % over the measured peak), or checkpointed
-  (when that is what fits) the layers' inputs L·n·d·4 plus six layers' activations (the recomputed
-  one, the backward's gradients and the allocator's retention; smollm2 at 1,023 tokens: 0.466 GiB
-  counted, 0.290-0.435 GiB measured; tests/test_budget_checkpointed.py, test_budget_peak.py).
+  (when that is what fits) the layers' inputs L·n·d·4 plus eight layers' activations (the recomputed
+  one, the backward's gradients and the allocator's retention; smollm2 at 1,023 tokens: 0.580 GiB
+  counted, 0.337-0.514 GiB measured; tests/test_budget_checkpointed.py, test_budget_peak.py).
 - ``capture``: logits (n·V·4 for language models) + 2.2·A; with attention gradients, the
   forward+backward row + 3·A (the gradients and the stacked copies) + twice the logits.
 - flow arrays (GAF, rollout, attention flow): float64 copies of the maps (6·A), and for GAF the
@@ -41,7 +41,7 @@ DEFAULT_FRACTION = 0.75
 LEAN_WORKSPACE = 8 << 20  # measured ~2.5 MiB over the tensors on a tiny Llama at 1,024 tokens
 #: a checkpointed row holds this many layers' activations more than the recomputed one (the backward's gradients
 #: and the allocator's retention over 2 x L layer passes): fitted to bound the measured peak (_lean_bytes)
-CHECKPOINT_EXTRA_LAYERS = 5
+CHECKPOINT_EXTRA_LAYERS = 7
 #: float64 arrays over the layered graph's edges that the GAF solver holds at its peak (process baseline included):
 #: peak RSS / (L·n²·8 bytes) was 36.9 at (30, 511) on smollm2-135m capacities and 37.3 at (30, 1,024) random ones
 #: (results/measured/bench_gaf_smollm2_512_solve.log, bench_gaf_random_30x1024.log)
@@ -114,28 +114,32 @@ def forward_bytes(shape: Shape, n: int, rows: int = 1, *, grad: bool, attentions
     logits = shape.logits(n if logit_positions is None else logit_positions, rows)
     kept = shape.attention(n, keys, rows) if attentions else 0
     if lean and not attentions:
-        return logits * (2 if grad else 1) + _lean_bytes(shape, n, rows, grad=grad, checkpoint=checkpoint)
+        return logits * (2 if grad else 1) + _lean_bytes(shape, n, rows, keys, grad=grad, checkpoint=checkpoint)
     if not grad:
         transient = 3 * shape.attention(n, keys, rows) // max(shape.layers, 1)
         return logits + kept + transient + 2 * 4 * n * (4 * shape.d_model + shape.d_ff) * rows
     return 2 * logits + kept + int(1.5 * shape.attention(n, keys, rows)) + shape.activations(n, rows)
 
 
-def _lean_bytes(shape: Shape, n: int, rows: int, *, grad: bool, checkpoint: bool) -> int:
+def _lean_bytes(shape: Shape, n: int, rows: int, keys: int, *, grad: bool, checkpoint: bool) -> int:
     """A lean pass's bytes besides the logits: without ``grad``, a few (rows, n, d_ff)-sized
-    transients and the kernels' workspace; with it, every layer's saved activations, or with
+    transients, one layer's (rows, H, n, keys) scores (SDPA on CPU with a mask computes them, one
+    layer at a time) and the kernels' workspace; with it, every layer's saved activations, or with
     ``checkpoint`` the layers' inputs plus one layer's activations and the gradient flowing back.
     Per token and layer ~(10 d + 6 d_ff) floats: measured 12,600 on smollm2 (d = 576, d_ff = 1,536)
-    at 1,023 tokens, i.e. ~16 % under this; tiny models add ~8 MiB of fixed workspace. Checkpointed,
-    the peak resident memory held ``CHECKPOINT_EXTRA_LAYERS`` layers' activations more than the inputs
-    plus one layer: smollm2 at 1,023 tokens measured 0.290 GiB (results/measured/
-    peak_memory_1024_checkpointed_row.log) and 0.435 GiB (a clean-clone test run on a quiet machine: the
-    allocator's retention varies); 5 extra layers count 0.466 GiB (7 % over the larger). Capped at L - 2
-    extra layers, so a checkpointed row never counts more than an un-checkpointed one."""
+    at 1,023 tokens, i.e. ~16 % under this; tiny models add ~8 MiB of fixed workspace. Without
+    ``grad`` (a causal LM's scoring pass) smollm2 at 1,023 tokens measured 0.063-0.068 GiB against
+    0.084 counted (results/measured/peak_memory_1024_phases.log). Checkpointed, the peak resident memory held
+    ``CHECKPOINT_EXTRA_LAYERS`` layers' activations more than the inputs plus one layer: smollm2 at
+    1,023 tokens measured 0.337-0.461 GiB in three runs (results/measured/peak_memory_1024_phases.log;
+    the allocator's retention varies: up to 0.514 GiB in other runs, and a CI run's whole call read
+    0.528 GiB when the scoring pass still kept every position's logits); 7 extra layers count
+    0.580 GiB. Capped at L - 2 extra layers, so a checkpointed row never
+    counts more than an un-checkpointed one."""
     transient = 4 * 4 * rows * n * (2 * shape.d_model + shape.d_ff) + LEAN_WORKSPACE
     layer = 4 * rows * n * (10 * shape.d_model + 6 * shape.d_ff)  # one layer's saved activations
     if not grad:
-        return transient
+        return transient + shape.attention(n, keys, rows) // max(shape.layers, 1)
     if not checkpoint:
         return shape.layers * layer + transient
     extra = min(CHECKPOINT_EXTRA_LAYERS, max(shape.layers - 2, 0)) * layer  # never more than un-checkpointed
@@ -158,23 +162,35 @@ def capture_parts(shape: Shape, n: int, *, attention_grads: bool = False, hidden
     return parts
 
 
+def pass_options(session: Any) -> dict[str, bool]:
+    """How ``session``'s passes run, as :func:`method_estimate` takes them: ``lean`` (SDPA: no
+    attention maps), ``checkpoint`` (its blocks can be checkpointed), ``last_token`` (a causal LM,
+    whose target is read at the last token: the pass that scores the text is lean and keeps one
+    position's logits, methods/embedding_path.prepare)."""
+    return {"lean": session.lean_attention != "eager", "checkpoint": session.can_checkpoint,
+            "last_token": session.head == "causal_lm"}
+
+
 def method_estimate(shape: Shape, method: str, n: int, name: str = "", options: dict | None = None, *,
-                    lean: bool = False, checkpoint: bool = False, limit: int | None = None) -> Estimate:
+                    lean: bool = False, checkpoint: bool = False, last_token: bool = False,
+                    limit: int | None = None) -> Estimate:
     """Peak memory of ``Explainer.attribute/flow/heads`` with ``method`` on a text of n tokens.
 
     Gradient methods are counted at one row per chunk (the least they can run with): with
     ``lean`` (the model has SDPA) its pass keeps no attention map, with ``checkpoint`` (the
-    model's blocks can be checkpointed) it keeps one layer's activations; the plain forward pass
-    that scores the text (eager, every position's logits) runs before the rows, so the peak is the
-    larger of the two plus the path's tensors. With ``limit`` (bytes), the row is counted as it will
-    run (batching.lean_pass): checkpointed only when it does not fit otherwise.
+    model's blocks can be checkpointed) it keeps one layer's activations; the pass that scores the
+    text runs before the rows (eager with every position's logits, or with ``lean`` and
+    ``last_token`` lean with the last position's), so the peak is the larger of the two plus the
+    path's tensors. With ``limit`` (bytes), the row is counted as it will run (batching.lean_pass):
+    checkpointed only when it does not fit otherwise.
     ``circuit`` is estimated by :func:`circuit_estimate`.
     """
     options = options or {}
     at = f"{method} on {name or 'the model'} at {n:,} tokens"
     A = shape.attention(n)
     if method in ("ig", "sig", "grad_x_input"):
-        plain = forward_bytes(shape, n, grad=False)
+        plain = (forward_bytes(shape, n, grad=False, logit_positions=1, lean=True) if lean and last_token
+                 else forward_bytes(shape, n, grad=False))
         checkpoint = lean and checkpoint and (limit is None or limit < forward_bytes(
             shape, n, grad=True, logit_positions=1, lean=True))
         row = forward_bytes(shape, n, grad=True, logit_positions=1, lean=lean, checkpoint=checkpoint)
@@ -301,7 +317,7 @@ def check_method(session: Any, method: str, n: int, options: dict | None = None)
     saying how many tokens would fit. What the Explainer's verbs, ``methods/flows.py`` and
     ``methods/integration.py`` call before they compute."""
     shape = shape_of(session)
-    lean = {"lean": session.lean_attention != "eager", "checkpoint": session.can_checkpoint}
+    lean = pass_options(session)
     limit = memory_limit(session.device)[0]
 
     def tokens_that_fit(limit: int) -> int:

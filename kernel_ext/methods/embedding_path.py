@@ -63,15 +63,30 @@ def prepare(ex: ModelSession, text: str | Encoding, target: Any, baseline: str, 
         x_base = x.clone()
         x_base[0, moving] = row
         position = ex.readout_position(encoding)
-        logits = ex.forward(inputs_embeds=x, attention_mask=encoding.attention_mask).logits
-        logits_row = ex.target_logits(logits, position)
+        logits_row = _scored_logits(ex, encoding, x, position)
         resolved = ex.resolve_target(target, logits_row, position)
-        f_x = float(resolved.score(logits)[0])
+        f_x = float(dataclasses.replace(resolved, position=None).score(logits_row[None])[0])
     return Problem(
         encoding, x, x_base, moving, resolved, f_x, logits_row.detach().float().cpu(),
         ex.prediction(logits_row), baseline,
         None if token_id is None else ex.tokenizer.convert_ids_to_tokens(token_id), note,
     )
+
+
+def _scored_logits(ex: ModelSession, encoding: Encoding, x: torch.Tensor, position: int | None) -> torch.Tensor:
+    """The logits the target reads, (C,) or (V,), from one pass without gradients over x (1, n, d).
+
+    A causal LM is read at its last token: the pass is lean (SDPA) and keeps that position's logits
+    only, as the gradient rows do (:func:`target_scores`), so F(x) is the same function the rows
+    integrate, and the (n, V) logits of every position (0.19 GiB at 1,023 tokens of a 49k vocabulary)
+    and eager attention's n x n temporaries are never allocated. Other heads run the plain pass.
+    """
+    if ex.head == CAUSAL_LM and position == encoding.n - 1:
+        with ex.lean(1, encoding.n, logit_positions=1):
+            logits = ex.model(inputs_embeds=ex.cast(x), attention_mask=encoding.attention_mask, use_cache=False,
+                              logits_to_keep=1).logits
+        return logits[0, -1].float()
+    return ex.target_logits(ex.forward(inputs_embeds=x, attention_mask=encoding.attention_mask).logits, position)
 
 
 def reads_last_token(ex: ModelSession, problem: Problem) -> bool:
