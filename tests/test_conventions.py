@@ -49,28 +49,7 @@ ALLOWED_PRIVATE_IMPORTS = {
     ("xattr_lab.graphs.primal_dual", "xattr_lab.graphs.problem", "_Problem"),
     ("xattr_lab.graphs.rollout", "xattr_lab.graphs.checks", "_check_layers"),
     ("xattr_lab.graphs.rollout", "xattr_lab.graphs.checks", "_check_residual"),
-    # the results engineer (evaluation/robustness*): the experiment's cache, which its sharded job (robustness_sharded.py)
-    # writes: to become public there
-    ("xattr_lab.evaluation.robustness_sharded", "xattr_lab.evaluation.robustness_experiment", "_fingerprint"),
-    ("xattr_lab.evaluation.robustness_sharded", "xattr_lab.evaluation.robustness_experiment", "_store"),
-    # the front-end engineer (payload.py, widgets/): results' JSON converter (public as results.to_plain) and the
-    # export module's figure helpers
-    ("xattr_lab.payload", "xattr_lab.results", "_to_plain"),
-    ("xattr_widgets.views.generation_view", "xattr_widgets.export", "_figure"),
-    ("xattr_widgets.views.generation_view", "xattr_widgets.export", "_hex"),
-    ("xattr_widgets.views.image_view", "xattr_widgets.export", "_figure"),
 }
-
-#: allowed while they last but already gone in their owner's working copy (the input-adapter engineer's quadrature /
-#: embedding-path split names them publicly): not required by the stale check; delete these lines when it lands
-LEAVING_PRIVATE_IMPORTS = {
-    *{("xattr_lab.methods.gradients", "xattr_lab.methods.integration", name) for name in (
-        "_Problem", "_forward_scores", "_prefix_cache", "_prepare", "_reads_last_token", "_scores_and_grads",
-        "_target_scores")},
-    *{("xattr_lab.methods.sig_paths", "xattr_lab.methods.integration", name) for name in (
-        "_Problem", "_forward_scores", "_prefix_cache", "_scores_and_grads", "_target_scores")},
-}
-
 
 # ---------------------------------------------------------------------------- the private-name scan
 def _is_private(name: str) -> bool:
@@ -151,7 +130,7 @@ def test_the_scan_finds_both_forms_of_private_import(tmp_path):
 
 def test_no_private_name_crosses_a_module_boundary():
     found = private_imports(ROOT_PACKAGES)
-    new = sorted(found - ALLOWED_PRIVATE_IMPORTS - LEAVING_PRIVATE_IMPORTS)
+    new = sorted(found - ALLOWED_PRIVATE_IMPORTS)
     assert not new, ("a module imports another module's private name: make the name public (no underscore) where "
                      f"it is shared, or move it to the module that uses it: {new}")
 
