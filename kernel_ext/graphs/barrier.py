@@ -170,7 +170,13 @@ def _solve_on(
     # centre on most edges: hundreds of primal steps, see .primal_dual). Same grid, same centres.
     # (Tried: starting it from the conserving split with f·z = s·w = 1e3·μ_k reached the first stage
     # of smollm2 AGF at 255 / 511 tokens in 21 / 16 steps instead of 46 / 84, but left it so poorly
-    # centred that the next stages crawled (steps of < 1%) and primal centring from it stalled.)
+    # centred that the next stages crawled (steps of < 1%) and primal centring from it stalled.
+    # Measured on the 255-token graph, first stage 46 steps from the box centres: the conserving
+    # split with least-squares potentials (one Laplacian solve) did not get there in 150; the box
+    # centres projected onto circulations stay interior only as 1.5e-6 of a blend with the split;
+    # box flows shrunk node by node to near conservation (imbalance 1.9e4 -> 266) with fitted
+    # potentials: 39-40, with −1 potentials on the smallest layer cut: 43-62; an intermediate μ
+    # ladder: 46. What is kept: Gondzio's correctors in .primal_dual, 30.)
     pd = _PrimalDual(P, mu_k) if PRIMAL_DUAL_START else None
     history: list[list[float]] = []
     iterations = pd_iterations = 0
