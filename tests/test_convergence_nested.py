@@ -116,3 +116,55 @@ def test_ig_default_is_nested_and_wastes_no_row(tiny):
         G.integrated_gradients(ex, TEXT, steps=8, method="nested")
     with pytest.raises(InputError, match="cancellation_guard"):
         G.integrated_gradients(ex, TEXT, cancellation_guard=0)
+
+
+def test_timed_round_runs_skips_or_drops_a_round_and_leaves_it_unstoppable(monkeypatch):
+    """The one time-capped round that integrate_panels and integrate_nested share (methods/pacing.py)."""
+    from xattr_lab.methods import pacing
+
+    now = [0.0]
+    monkeypatch.setattr(pacing.time, "perf_counter", lambda: now[0])
+    pace = pacing.Pace("test", progress=False, max_seconds=5.0)
+    stoppable_inside = []
+
+    def rows(n, seconds):
+        def compute():
+            stoppable_inside.append(pace.stoppable)
+            for _ in range(n):
+                now[0] += seconds
+                pace.update(1)
+            return "done"
+        return compute
+
+    assert pacing.timed_round(None, 3, True, lambda: "plain") == (True, "plain")
+    assert pacing.timed_round(pace, 4, False, rows(4, 2.0)) == (True, "done")  # 8 s: past the cap, yet the first pass
+    assert pace.stoppable is False and stoppable_inside == [False]
+    assert pacing.timed_round(pace, 1, True, rows(1, 0.1)) == (False, None)  # the cap has passed: not started
+    assert stoppable_inside == [False] and pace.planned == 4
+    now[0], pace.done, pace.planned = 0.0, 0, 0
+    pace.update(1)  # no time yet: any round fits
+    assert pacing.timed_round(pace, 3, True, rows(3, 3.0)) == (False, None)  # started, overran, dropped
+    assert stoppable_inside[-1] is True and pace.stoppable is False and pace.planned == 3
+
+
+def test_nested_round_under_way_when_the_cap_passes_is_dropped(monkeypatch):
+    """As integrate_panels: rows slow down 100x after the first pass, the overrun round is dropped."""
+    from xattr_lab.methods import pacing
+
+    now = [0.0]
+    monkeypatch.setattr(pacing.time, "perf_counter", lambda: now[0])
+    pace = pacing.Pace("test", progress=False, max_seconds=5.0)
+
+    def evaluate(paths, alphas):
+        for _ in alphas:
+            now[0] += 0.1 if pace.done < N.NESTED_NODES else 10.0
+            pace.update(1)
+        return _spike(paths, alphas)[:, None], _f(alphas)
+
+    ends = np.array([_f(0.0)]), np.array([_f(1.0)])
+    first = N.integrate_nested(*ends, evaluate, tol_abs=np.array([1e9]))
+    now[0], pace.done, pace.planned = 0.0, 0, 0
+    capped = N.integrate_nested(*ends, evaluate, tol_abs=np.array([1e-9]), pace=pace)
+    assert capped.stopped == "max_seconds" and capped.limited == [0]
+    assert capped.rows == N.NESTED_NODES == capped.nodes[0] and pace.done > N.NESTED_NODES
+    np.testing.assert_allclose(capped.integral, first.integral)

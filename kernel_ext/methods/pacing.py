@@ -15,12 +15,15 @@ round at a time, so the estimate grows with the rounds).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..errors import InputError
 
 #: show a progress bar by default when a run is estimated to take longer than this (seconds)
 PROGRESS_MIN_SECONDS = 5.0
+
+
+T = TypeVar("T")
 
 
 class OutOfTime(Exception):
@@ -106,3 +109,22 @@ class Pace:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def timed_round(pace: Pace | None, rows: int, refining: bool, compute: Callable[[], T]) -> tuple[bool, T | None]:
+    """Run one quadrature round of ``rows`` gradient rows under ``pace``'s time cap -> (ran, compute()'s value).
+
+    (False, None) when the round is not started (a refinement round, ``refining``, that ``max_seconds`` has no
+    room for: :meth:`Pace.begin_round`) or is dropped (:class:`OutOfTime` raised by ``compute`` while the cap
+    passed); else (True, value). The first pass (``refining`` False) always runs. Without ``pace`` the round
+    simply runs. The round is stoppable only while ``compute`` runs.
+    """
+    if pace is not None and not pace.begin_round(rows, refining=refining):
+        return False, None
+    try:
+        return True, compute()
+    except OutOfTime:
+        return False, None
+    finally:
+        if pace is not None:
+            pace.stoppable = False

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import InputError
 from .quadrature import MIN_PANEL_WIDTH, Panels
-from .pacing import OutOfTime, Pace
+from .pacing import Pace, timed_round
 
 #: nodes of one nested panel (Boole's rule): IG's steps="auto" default
 NESTED_NODES = 5
@@ -86,17 +86,12 @@ def integrate_nested(
         need = sorted({(p, a + (b - a) * s) for p, a, b in todo for s in t} - {(p, a) for p in range(count)
                                                                               for a in known[p]})
         if need:
-            if pace is not None and not pace.begin_round(len(need), refining=bool(parents)):
+            ran, gf = timed_round(pace, len(need), bool(parents),
+                                  lambda: evaluate(np.array([p for p, _ in need]), np.array([a for _, a in need])))
+            if not ran:
                 stopped = "max_seconds"
                 break
-            try:
-                g, f = evaluate(np.array([p for p, _ in need]), np.array([a for _, a in need]))
-            except OutOfTime:
-                stopped = "max_seconds"
-                break
-            finally:
-                if pace is not None:
-                    pace.stoppable = False
+            g, f = gf
             g = np.asarray(g, dtype=np.float64).reshape(len(need), -1)
             for (p, a), row, value in zip(need, g, np.asarray(f, dtype=np.float64)):
                 known[p][a] = (row, float(value))

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError
-from .pacing import OutOfTime, Pace
+from .pacing import Pace, timed_round
 
 QUADRATURES = ("gausslegendre", "riemann_trapezoid")
 #: default tolerance on the relative completeness error (``converged``, and what ``steps="auto"`` aims at)
@@ -177,17 +177,11 @@ def integrate_panels(
         if bar is not None and bar.n + len(alphas) > bar.total:
             bar.total = bar.n + len(alphas)
             bar.refresh()
-        if pace is not None and not pace.begin_round(len(alphas), refining=bool(parents)):
+        ran, g = timed_round(pace, len(alphas), bool(parents), lambda: gradients(paths, alphas))
+        if not ran:
             stopped = "max_seconds"
             break
-        try:
-            g = np.asarray(gradients(paths, alphas), dtype=np.float64).reshape(len(alphas), -1)
-        except OutOfTime:
-            stopped = "max_seconds"
-            break
-        finally:
-            if pace is not None:
-                pace.stoppable = False
+        g = np.asarray(g, dtype=np.float64).reshape(len(alphas), -1)
         rows += len(alphas)
         for p, panel in parents:  # the halves are done: the panels they replace go
             done[p] = [q for q in done[p] if q is not panel]
