@@ -28,7 +28,9 @@ DEBUG = False
 #: Gondzio's centrality correctors per step (0: plain Mehrotra predictor-corrector). Each costs one
 #: solve with the step's factors, no factorisation. Measured with 2 (and ``STEP_FRACTION`` 0.95),
 #: smollm2-135m capacities: the first μ stage took 30 steps instead of 46 at 255 tokens, 50
-#: instead of 68 at 511 (results/measured/gaf_start_*.txt)
+#: instead of 68 at 511, but the CPU seconds stayed the same (92 at 511, 1 thread): there a
+#: corrector's solve and O(m) vector work cost about what a factorisation does, which grows as
+#: L·n³ against L·n² (results/measured/gaf_start_*.txt)
 CORRECTORS = 2
 #: fraction of the distance to the boundary a step goes (0.99 before the correctors)
 STEP_FRACTION = 0.95
