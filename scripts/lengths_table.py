@@ -1,4 +1,4 @@
-"""The lengths table (issue #33): one model at several token counts x several methods, one cell per
+"""The lengths table: one model at several token counts x several methods, one cell per
 (method, length), each in a fresh subprocess so its peak RSS is its own.
 
     .venv/bin/python scripts/lengths_table.py                       # every cell, resumable
