@@ -8,7 +8,7 @@ wrong answer: it returns a :class:`Verdict` whose text (shown as the cell's outp
 - ``⏳`` it is not answered yet (the answer is still ``None``).
 
 The module is pure: NumPy and the standard library only (no torch, no widgets, no model), so the checks
-are fast and unit-tested on plain numbers (tests/test_workshop.py). Token strings are compared without
+are fast and unit-tested on plain numbers (tests/integration/test_workshop.py). Token strings are compared without
 tokenizer markers (``Ġ``, ``▁``, ``##``), case or surrounding spaces.
 """
 from __future__ import annotations

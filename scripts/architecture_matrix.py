@@ -4,10 +4,10 @@
     python scripts/architecture_matrix.py --only BLOOM Falcon  # some of them
 
 Every cell runs the method on a tiny randomly initialised model of that architecture (built
-offline, ``tests/test_architectures.py``) and checks its result: ✓ = right shapes, finite values
+offline, ``tests/integration/test_architectures.py``) and checks its result: ✓ = right shapes, finite values
 and the cell's property (attention rows sum to 1, IG completeness, flow conservation...); "n/a"
 = the method raised an XattrError saying why it does not apply (the footnote quotes it); FAIL =
-anything else (``pytest -m slow tests/test_architectures.py -k matrix`` fails then too). Progress
+anything else (``pytest -m slow tests/integration/test_architectures.py -k matrix`` fails then too). Progress
 goes to stderr, the table to stdout.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="architecture names (as in the table) to run")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "tests"))
-    import test_architectures as matrix_test  # noqa: E402  (the test's own builders and checks)
+    sys.path.insert(0, str(ROOT))
+    from tests.integration import test_architectures as matrix_test  # noqa: E402  (the test's own builders and checks)
 
     names = [name for name, _ in matrix_test.ARCHITECTURES]
     unknown = sorted(set(args.only or []) - set(names))

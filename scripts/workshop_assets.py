@@ -1,7 +1,7 @@
 """The workshop's instructor assets from the lesson notebooks (examples/*.ipynb), in three steps:
 
     python scripts/workshop_assets.py execute [--out build/workshop] [NAME ...]
-        run each notebook headless (nbclient, as tests/test_notebooks.py does) and save the executed copy
+        run each notebook headless (nbclient, as tests/integration/test_notebooks.py does) and save the executed copy
     python scripts/workshop_assets.py sizes [--out build/workshop]
         print each executed notebook's size and what it is made of (BokehJS loaders, widget state,
         the other outputs), in MB (10**6 bytes)

@@ -19,7 +19,7 @@ image or frame from the network fails the build (the site is offline).
 Math renderer ``mathml``: LaTeX math converted to MathML at build time (latex2mathml), which browsers draw
 natively, so no page loads MathJax from a CDN.
 
-The text is built by :func:`reference_rst`, a pure function of a parser that ``tests/test_docs.py`` checks
+The text is built by :func:`reference_rst`, a pure function of a parser that ``tests/project/test_docs.py`` checks
 without building the site.
 """
 from __future__ import annotations

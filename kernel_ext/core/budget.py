@@ -11,7 +11,7 @@ at n = 254, 510 and 1,022 tokens, and err on the high side (by up to ~30%):
   L·n·(10·d + 6·d_ff)·4 (smollm2 at 1,023 tokens: 16 % over the measured peak), or checkpointed
   (when that is what fits) the layers' inputs L·n·d·4 plus eight layers' activations (the recomputed
   one, the backward's gradients and the allocator's retention; smollm2 at 1,023 tokens: 0.580 GiB
-  counted, 0.337-0.514 GiB measured; tests/test_budget_checkpointed.py, test_budget_peak.py).
+  counted, 0.337-0.514 GiB measured; tests/core/test_budget_checkpointed.py, test_budget_peak.py).
 - ``capture``: logits (n·V·4 for language models) + 2.2·A; with attention gradients, the
   forward+backward row + 3·A (the gradients and the stacked copies) + twice the logits.
 - flow arrays (GAF, rollout, attention flow): float64 copies of the maps (6·A), and for GAF the

@@ -2,7 +2,7 @@
  * Issue 27, item 2: right-to-left tokens are drawn honestly. Every token element is isolated
  * (unicode-bidi: isolate, dir="auto", or a <bdi>), and bidi marks, embeddings, overrides and isolates
  * show as visible escapes ("⟨RLM⟩"), the same ones the Python views show (kernel_ext/data/bidi-escapes.json,
- * fixtures/bidi-labels.json written by tests/test_payload.py).
+ * fixtures/bidi-labels.json written by tests/widgets/test_payload.py).
  */
 import { readFileSync } from 'fs';
 import { resolve } from 'path';

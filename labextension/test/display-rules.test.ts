@@ -1,6 +1,6 @@
 /**
  * One source for display rules: the payloads of fixtures/display-rules.json drawn here must show what
- * the Python views draw of the same results (tests/test_labextension.py writes the file from them):
+ * the Python views draw of the same results (tests/widgets/test_labextension.py writes the file from them):
  * token labels, cell and text colours, the edges drawn (the cap and its floor), node throughput.
  * The rules themselves are kernel_ext/data/display-rules.json, which src/rules.ts imports.
  */

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { readPayload } from '../src/payload';
 import { LIMITS, renderResult } from '../src/render';
 
-// Written by tests/test_payload.py (renderer_fixtures): the same results as v1 and as v2.
+// Written by tests/widgets/test_payload.py (renderer_fixtures): the same results as v1 and as v2.
 const FIXTURES = JSON.parse(readFileSync(resolve(__dirname, 'fixtures/payloads.json'), 'utf8'));
 const v1 = (kind: string) => structuredClone(FIXTURES.v1[kind]);
 const v2 = (kind: string) => structuredClone(FIXTURES.v2[kind]);

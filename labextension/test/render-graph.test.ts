@@ -1,6 +1,6 @@
 /**
  * The saved circuit graph of a patching circuit (render-graph.ts, read-patching.ts), drawn from
- * payloads written by tests/test_circuit_graph_view.py (fixtures/patching.json): the graph, the
+ * payloads written by tests/widgets/test_circuit_graph_view.py (fixtures/patching.json): the graph, the
  * size slider and its faithfulness readout, per-prompt effects of a clicked head or edge, the linked
  * head grid, escaping, and a visible message naming the field for every broken payload.
  */

@@ -6,11 +6,11 @@ import { ITEMSIZE, base64Bytes, decodePacked, halfToFloat } from '../src/arrays'
 import { KINDS_V2, MIME_TYPE_V2, MIME_TYPES, REQUIRED_V2, readPayload, xattrPayload } from '../src/payload';
 import { renderResult } from '../src/render';
 
-// Written by tests/test_payload.py (renderer_fixtures): the same results as v1 and as v2.
+// Written by tests/widgets/test_payload.py (renderer_fixtures): the same results as v1 and as v2.
 const FIXTURES = JSON.parse(readFileSync(resolve(__dirname, 'fixtures/payloads.json'), 'utf8'));
 const SCHEMA = JSON.parse(readFileSync(resolve(__dirname, '../../kernel_ext/data/payload-v2.schema.json'), 'utf8'));
 const v1 = (kind: string) => structuredClone(FIXTURES.v1[kind]);
-// Written by tests/test_circuit_graph_view.py (patching_fixtures): the "patching-circuit" kind.
+// Written by tests/widgets/test_circuit_graph_view.py (patching_fixtures): the "patching-circuit" kind.
 const PATCHING = JSON.parse(readFileSync(resolve(__dirname, 'fixtures/patching.json'), 'utf8'));
 const v2 = (kind: string) => structuredClone(kind === 'patching-circuit' ? PATCHING.eap : FIXTURES.v2[kind]);
 

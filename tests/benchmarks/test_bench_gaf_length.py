@@ -15,7 +15,7 @@ and certificate. Wall and CPU seconds, Newton iterations, μ and the certified g
 ``extra_info`` and are printed; after the variants of an instance, the ratios to ``current``. A
 variant that raises SolverError records its time to failure (a ratio is then a lower bound). Each
 value is checked against scipy's max-flow (``max_flow_bracket``, as in
-tests/test_graphs_gaf_length.py): the value lies below scipy's cut priced at the true capacities
+tests/graphs/test_graphs_gaf_length.py): the value lies below scipy's cut priced at the true capacities
 and within 1e-6 of it.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 import numpy as np
 import pytest
 
-from gaf_length_cases import max_flow_bracket, prose_of_tokens  # tests/ is on sys.path (its conftest)
+from tests.support.gaf_length_cases import max_flow_bracket, prose_of_tokens
 from xattr_lab.errors import SolverError
 from xattr_lab.graphs import barrier, barrier_max_flow
 

@@ -13,7 +13,7 @@ import json
 import re
 
 import pytest
-from bokeh_js import with_bokeh_finder
+from tests.browser.bokeh_js import with_bokeh_finder
 
 from xattr_lab.constants import MIME_TYPE_V2
 

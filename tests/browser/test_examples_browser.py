@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from bokeh_js import with_bokeh_finder
+from tests.browser.bokeh_js import with_bokeh_finder
 
 
 pytestmark = pytest.mark.browser

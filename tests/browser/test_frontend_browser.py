@@ -13,7 +13,7 @@ import json
 import time
 
 import pytest
-from bokeh_js import with_bokeh_finder
+from tests.browser.bokeh_js import with_bokeh_finder
 
 
 pytestmark = pytest.mark.browser

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from bokeh_js import with_bokeh_finder
+from tests.browser.bokeh_js import with_bokeh_finder
 
 pytestmark = pytest.mark.browser
 
