@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .checks import _check_layers, _resolve_sources
-from .cut import _repair_conservation, sweep_cut
-from .laplacian import _newton_direction
-from .primal_dual import _PrimalDual
+from .checks import check_layers, resolve_sources
+from .cut import repair_conservation, sweep_cut
+from .laplacian import newton_direction
+from .primal_dual import PrimalDual
 from .threads import cpu_threads
-from .problem import _imbalance, _initial_flow, _Problem, _solver_error
+from .problem import node_imbalance, initial_flow, Problem, solver_error
 
 #: relative accuracy ``explain_flow`` certifies for ``value`` against the exact max-flow value
 VALUE_RTOL = 1e-6
@@ -124,7 +124,7 @@ def _take(state, step, t):
 _threads = cpu_threads
 
 
-def _certificate(P: _Problem, nu, nus) -> float:
+def _certificate(P: Problem, nu, nus) -> float:
     """An upper bound on the max-flow value of the whole graph (normalised units): the best
     sweep cut of the potentials over the kept edges, plus every dropped edge's capacity."""
     return sweep_cut(P, nu.cpu().numpy(), float(nus)) + P.dropped
@@ -150,7 +150,7 @@ def _solve_on(
 ) -> FlowSolution:
     L, n, _ = C.shape
     src_list = np.nonzero(sources)[0].tolist()
-    P = _Problem(C, sources, device) if np.any(C > 0) else None
+    P = Problem(C, sources, device) if np.any(C > 0) else None
     if P is None or P.empty:
         # no s -> t path: the max flow and every feasible flow are 0
         return FlowSolution(
@@ -158,7 +158,7 @@ def _solve_on(
             source_flow=np.zeros(n), mu=float(mu) if mu else 0.0, upper_bound=0.0, iterations=0,
             residuals={"decrement": 0.0, "conservation": 0.0, "capacity": 0.0, "history": []}, sources=src_list,
         )
-    state = _initial_flow(P)
+    state = initial_flow(P)
     auto = mu is None
     target = 0.0 if auto else float(mu) / P.scale
     # start where the central path's duality gap (2 m μ) matches the gap to a layer cut
@@ -177,7 +177,7 @@ def _solve_on(
     # box flows shrunk node by node to near conservation (imbalance 1.9e4 -> 266) with fitted
     # potentials: 39-40, with −1 potentials on the smallest layer cut: 43-62; an intermediate μ
     # ladder: 46. What is kept: Gondzio's correctors in .primal_dual, 30.)
-    pd = _PrimalDual(P, mu_k) if PRIMAL_DUAL_START else None
+    pd = PrimalDual(P, mu_k) if PRIMAL_DUAL_START else None
     history: list[list[float]] = []
     iterations = pd_iterations = 0
 
@@ -207,7 +207,7 @@ def _solve_on(
         best = math.inf
         stalled = 0
         while True:
-            step, dec, potentials = _newton_direction(P, state, mu_c)
+            step, dec, potentials = newton_direction(P, state, mu_c)
             history.append([mu_c * P.scale, dec])
             if dec <= stage_tol:
                 return potentials, dec
@@ -217,7 +217,7 @@ def _solve_on(
                     return potentials, dec
             best = min(best, dec)
             if iterations >= max_iter:
-                raise _solver_error(
+                raise solver_error(
                     f"barrier max-flow did not converge in {max_iter} Newton steps at mu={mu_c * P.scale:.3g} "
                     f"(scale-free Newton decrement {dec:.3g} > {stage_tol:.3g}); see .residuals['history']",
                     {"decrement": dec, "history": history},
@@ -257,7 +257,7 @@ def _solve_on(
                 if 2 * P.m * mu_k <= rtol * value:
                     uncertified += 1
                     if uncertified > UNCERTIFIED_STAGES:
-                        raise _solver_error(
+                        raise solver_error(
                             f"no cut certified the flow value within rtol={rtol:g}: value {value * P.scale:.9g}, "
                             f"best cut {upper * P.scale:.9g} after {uncertified} stages down to mu="
                             f"{mu_k * P.scale:.3g}; pass a larger rtol, or a fixed mu (not certified)",
@@ -274,13 +274,13 @@ def _solve_on(
     keep = P.cap_np > 0
     F = np.where(keep, state[0][0].cpu().numpy(), 0.0)
     fa = np.where(P.active[L], state[1][0].cpu().numpy(), 0.0)
-    drift = _imbalance(torch.from_numpy(F), *(f.cpu() for f, _ in state[1:]), L)
+    drift = node_imbalance(torch.from_numpy(F), *(f.cpu() for f, _ in state[1:]), L)
     conservation_before = float(max(drift[0].abs().max(), abs(drift[1]))) / max(float(state[3][0]), 1e-300)
-    F, fb = _repair_conservation(F, fa, keep)
+    F, fb = repair_conservation(F, fa, keep)
     fts = float(fa.sum())
     over = np.where(keep, F - P.cap_np, -np.inf).max()
     if upper < fts * (1 - 1e-9) or over > 1e-9 * fts:  # a cut below a flow: the flow is not feasible
-        raise _solver_error(
+        raise solver_error(
             f"solution failed its feasibility check (flow value {fts * P.scale:.6g}, cut {upper * P.scale:.6g}, "
             f"capacity excess {over * P.scale:.3g})",
             {"decrement": dec, "conservation": conservation_before, "history": history},
@@ -363,7 +363,7 @@ def barrier_max_flow(
     ["primal_dual_iterations"]``), and ``max_iter`` bounds them all. Raises
     :class:`~xattr_lab.errors.InputError` for bad input.
     """
-    C = _check_layers(C, "C")
+    C = check_layers(C, "C")
     if mu is not None:
         try:
             mu = float(mu)
@@ -371,5 +371,5 @@ def barrier_max_flow(
             raise InputError(f"mu must be a positive number (or None to choose), got {mu!r}") from None
         if not (mu > 0) or not math.isfinite(mu):
             raise InputError(f"mu must be a positive finite number, got {mu!r}; smaller mu = closer to max flow")
-    src = _resolve_sources(sources, C.shape[1])
+    src = resolve_sources(sources, C.shape[1])
     return _solve(C, mu, src, rtol=rtol, tol=tol, max_iter=max_iter, device=device, threads=threads)

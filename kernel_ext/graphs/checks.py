@@ -22,7 +22,7 @@ from ..errors import InputError
 DROP_RELATIVE = 1e-12
 
 
-def _as_float64(x: Any, name: str) -> np.ndarray:
+def as_float64(x: Any, name: str) -> np.ndarray:
     """A float64 numpy array from a numpy array, a nested list, or a torch tensor (any device).
 
     torch is never imported here: a tensor can only be passed when the caller has imported it.
@@ -37,9 +37,9 @@ def _as_float64(x: Any, name: str) -> np.ndarray:
     return array
 
 
-def _check_layers(C: Any, name: str = "C") -> np.ndarray:
+def check_layers(C: Any, name: str = "C") -> np.ndarray:
     """(L, n, n) finite, non-negative float64 array, L >= 1, n >= 1 — or a clear InputError."""
-    array = _as_float64(C, name)
+    array = as_float64(C, name)
     if array.ndim != 3 or array.shape[1] != array.shape[2]:
         raise InputError(
             f"{name} must have shape (L, n, n) (layers, query tokens, key tokens); got {array.shape}. "
@@ -60,7 +60,7 @@ def _check_layers(C: Any, name: str = "C") -> np.ndarray:
     return array
 
 
-def _check_residual(residual: float | None) -> float:
+def check_residual(residual: float | None) -> float:
     if residual is None:
         return 0.0
     r = float(residual)
@@ -69,7 +69,7 @@ def _check_residual(residual: float | None) -> float:
     return r
 
 
-def _resolve_sources(sources: Any, n: int) -> np.ndarray:
+def resolve_sources(sources: Any, n: int) -> np.ndarray:
     """Boolean mask (n,) of the top-level tokens joined to s: None = all; a bool mask; indices."""
     mask = np.zeros(n, dtype=bool)
     if sources is None:

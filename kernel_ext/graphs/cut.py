@@ -1,7 +1,7 @@
 """Cut certificates and flow clean-up for the barrier max-flow (numpy only).
 
 :func:`sweep_cut` turns node potentials into an s-t cut whose capacity bounds the max-flow value
-from above; :func:`_repair_conservation` makes a Newton iterate conserve flow exactly.
+from above; :func:`repair_conservation` makes a Newton iterate conserve flow exactly.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .problem import _Problem
+    from .problem import Problem
 
 
-def sweep_cut(P: "_Problem", nu: np.ndarray, nus: float) -> float:
+def sweep_cut(P: "Problem", nu: np.ndarray, nus: float) -> float:
     """Best s-t cut among the level sets of node potentials (normalised units).
 
     Nodes sorted by potential; cut k puts the k lowest on the source side. An edge a -> b is cut
@@ -56,7 +56,7 @@ def sweep_cut(P: "_Problem", nu: np.ndarray, nus: float) -> float:
     return float(cut[lo : hi + 1].min())
 
 
-def _repair_conservation(F, fa, keep):
+def repair_conservation(F, fa, keep):
     """Make conservation exact (to round-off) by rescaling each node's out-edges top-down so its
     out-flow equals its in-flow. Newton iterates satisfy conservation only to the accuracy of the
     Laplacian solve (≈ eps·cond); the rescaling moves each flow by that relative amount."""

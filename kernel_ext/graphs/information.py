@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .checks import _as_float64
+from .checks import as_float64
 
 INFO_KINDS = ("af", "gf", "agf")
 
@@ -29,7 +29,7 @@ def information_tensor(attn: Any, grad: Any = None, kind: str = "agf", *, mask: 
     """
     if kind not in INFO_KINDS:
         raise InputError(f"unknown information kind {kind!r}; choose one of {list(INFO_KINDS)}")
-    attn = _as_float64(attn, "attn")
+    attn = as_float64(attn, "attn")
     if attn.ndim != 4 or attn.shape[2] != attn.shape[3]:
         raise InputError(f"attn must have shape (L, H, n, n); got {attn.shape}")
     if kind == "af":
@@ -37,7 +37,7 @@ def information_tensor(attn: Any, grad: Any = None, kind: str = "agf", *, mask: 
     else:
         if grad is None:
             raise InputError(f"info={kind!r} needs the attention gradients (capture with attention_grads=True)")
-        grad = _as_float64(grad, "grad")
+        grad = as_float64(grad, "grad")
         if grad.shape != attn.shape:
             raise InputError(f"grad shape {grad.shape} must equal attn shape {attn.shape}")
         product = grad if kind == "gf" else attn * grad
@@ -53,7 +53,7 @@ def _edge_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
     """(L, n, n) 0/1 float mask from an (n, n), (L, n, n) or (L, H, n, n) mask (an edge is kept
     when any head may use it)."""
     L, H, n, _ = shape
-    m = _as_float64(mask, "mask") != 0
+    m = as_float64(mask, "mask") != 0
     if m.shape == (L, H, n, n):
         m = m.any(axis=1)
     if m.shape not in ((n, n), (L, n, n)):

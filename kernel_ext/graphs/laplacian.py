@@ -9,10 +9,10 @@ import math
 
 import torch
 
-from .problem import _edge_terms, _imbalance, _masks, _Problem, _solver_error
+from .problem import edge_terms, node_imbalance, edge_masks, Problem, solver_error
 
 
-class _Laplacian:
+class LayeredLaplacian:
     """The grounded (t = 0) weighted Laplacian B·diag(w)·Bᵀ of the layered graph, factorised.
 
     Nodes are ordered layer 0, 1, …, L, then s; the matrix is block tridiagonal with diagonal
@@ -41,7 +41,7 @@ class _Laplacian:
                 S = torch.diag(self.D[l]) - X.T @ X
             Lc, info = torch.linalg.cholesky_ex(S)
             if int(info) != 0:
-                raise _solver_error(
+                raise solver_error(
                     f"Laplacian block {l} lost positive definiteness (Cholesky failed at column {int(info)})", {}
                 )
             self.factors.append(Lc)
@@ -77,7 +77,7 @@ class _Laplacian:
         return x, xs
 
 
-def _newton_direction(P: _Problem, state, mu, refine: int = 2):
+def newton_direction(P: Problem, state, mu, refine: int = 2):
     """Newton step of the equality-constrained barrier problem (infeasible-start form, so
     round-off drift in conservation is corrected by the next step).
 
@@ -93,9 +93,9 @@ def _newton_direction(P: _Problem, state, mu, refine: int = 2):
     integer offsets exactly. The conservation residual of the step, computed edge by edge, is fed
     back through the stored factors (iterative refinement, ``refine`` rounds, O(L·n²) each).
     """
-    masks = _masks(P)
+    masks = edge_masks(P)
     (g, h, W), (ga, ha, wa), (gb, hb, wb), (gts, hts, wts) = [
-        _edge_terms(f, s, mu, m) for (f, s), m in zip(state, masks)
+        edge_terms(f, s, mu, m) for (f, s), m in zip(state, masks)
     ]
     sig = P.sigma.to(g.dtype)
     # exact integer offsets π_tail − π_head (+ the objective's −1 on t -> s, which cancels there)
@@ -104,10 +104,10 @@ def _newton_direction(P: _Problem, state, mu, refine: int = 2):
     gb = gb - sig[0]
     Wg, wga, wgb, wgts = W * g, wa * ga, wb * gb, wts * gts
     flows_ = [f if m is None else f * m for (f, _), m in zip(state, masks)]
-    lap = _Laplacian(W, wa, wb, wts)
+    lap = LayeredLaplacian(W, wa, wb, wts)
     # rhs = B f − B (w ∘ g)
-    r1, s1 = _imbalance(*flows_, P.L)
-    r2, s2 = _imbalance(Wg, wga, wgb, wgts, P.L)
+    r1, s1 = node_imbalance(*flows_, P.L)
+    r2, s2 = node_imbalance(Wg, wga, wgb, wgts, P.L)
     nu, nus = lap.solve(r1 - r2, s1 - s2)
 
     def step_for(nu, nus):
@@ -123,7 +123,7 @@ def _newton_direction(P: _Problem, state, mu, refine: int = 2):
     scale = float(state[3][0]) + 1e-300
     for _ in range(refine):
         # residual of B Δ = −B f; a correction δν gives δΔ = −W Bᵀ δν, B δΔ = −Lap δν
-        q, qs = _imbalance(*step, P.L)
+        q, qs = node_imbalance(*step, P.L)
         q, qs = q + r1, qs + s1
         if max(float(q.abs().max()), abs(float(qs))) <= 1e-15 * scale:
             break

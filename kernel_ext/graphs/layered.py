@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .checks import _as_float64, _check_layers, _resolve_sources
+from .checks import as_float64, check_layers, resolve_sources
 
 
 def layered_graph(
@@ -29,13 +29,13 @@ def layered_graph(
     """
     import networkx as nx
 
-    C = _check_layers(C, "C")
+    C = check_layers(C, "C")
     L, n, _ = C.shape
-    flow = None if edge_flow is None else _as_float64(edge_flow, "edge_flow")
+    flow = None if edge_flow is None else as_float64(edge_flow, "edge_flow")
     if flow is not None and flow.shape != C.shape:
         raise InputError(f"edge_flow shape {flow.shape} must equal capacities shape {C.shape}")
     names = list(tokens) if tokens is not None else [str(i) for i in range(n)]
-    src = np.nonzero(_resolve_sources(sources, n))[0]
+    src = np.nonzero(resolve_sources(sources, n))[0]
     U = float(C.sum())
     G = nx.DiGraph()
     for l in range(L + 1):

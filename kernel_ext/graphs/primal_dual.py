@@ -10,7 +10,7 @@ orders of magnitude in one step. Mehrotra's predictor-corrector, started at the 
 edge's box, brings the duality measure to the target μ with the flow conserving; the primal Newton
 method (:mod:`.barrier`) then centres exactly. Gondzio's centrality correctors (``CORRECTORS``)
 reuse each step's factors to lengthen the steps that the start's imbalance keeps short. Each step
-solves the weighted Laplacian of :class:`.laplacian._Laplacian`. Edges are held as one vector (kept internal edges, then s -> (L, i),
+solves the weighted Laplacian of :class:`.laplacian.LayeredLaplacian`. Edges are held as one vector (kept internal edges, then s -> (L, i),
 (0, j) -> t, t -> s), so no work is spent on the masked half of a causal model's n × n blocks.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ import math
 
 import torch
 
-from .laplacian import _Laplacian
+from .laplacian import LayeredLaplacian
 from ..errors import SolverError
-from .problem import _Problem
+from .problem import Problem
 
 #: print one line per primal-dual iteration (diagnostics)
 DEBUG = False
@@ -42,7 +42,7 @@ class _Edges:
     """The kept edges of P as vectors: tails, heads (node ids l·n + i, s = (L+1)·n, t = s + 1),
     capacities, costs, and the scatter back into the dense (L, n, n) layout."""
 
-    def __init__(self, P: _Problem):
+    def __init__(self, P: Problem):
         L, n, dev = P.L, P.n, P.device
         self.P = P
         self.idx = torch.nonzero(P.keep.reshape(-1)).reshape(-1)
@@ -88,7 +88,7 @@ class _Edges:
         ns, nb = self.src.numel(), self.snk.numel()
         wa[self.src] = d[self.K : self.K + ns]
         wb[self.snk] = d[self.K + ns : self.K + ns + nb]
-        return _Laplacian(W.reshape(P.L, P.n, P.n), wa, wb, d[-1])
+        return LayeredLaplacian(W.reshape(P.L, P.n, P.n), wa, wb, d[-1])
 
     def solve(self, lap, r):
         P = self.P
@@ -133,12 +133,12 @@ def _step_to_boundary(x, dx, sign: float = 1.0) -> float:
     return math.inf if worst <= 0 else 1.0 / worst
 
 
-class _PrimalDual:
+class PrimalDual:
     """Mehrotra predictor-corrector iterates (f, s, z, w, ν) on the edge vectors of P, started at the
     box centres (f = s = u/2, z = w = μ/f, ν = 0) and moved from one target μ to the next by
     :meth:`advance` (the state carries over, so a μ grid costs a few steps per stage)."""
 
-    def __init__(self, P: _Problem, mu_start: float):
+    def __init__(self, P: Problem, mu_start: float):
         E = self.E = _Edges(P)
         f = 0.5 * E.u
         # terminal edges (capacity U = ΣC): half the capacity of the internal edges beside them, not
@@ -181,7 +181,7 @@ class _PrimalDual:
         return self.E.state(self.f, self.s)
 
     def potentials(self):
-        """Node potentials ((L+1, n) tensor, ν_s) with t = 0, as :func:`.laplacian._newton_direction`
+        """Node potentials ((L+1, n) tensor, ν_s) with t = 0, as :func:`.laplacian.newton_direction`
         returns them (s near −1, the sink side near 0): any of them gives a sweep cut."""
         P = self.E.P
         return self.nu[: (P.L + 1) * P.n].reshape(P.L + 1, P.n), float(self.nu[-2] - self.nu[-1])
@@ -257,12 +257,12 @@ class _PrimalDual:
         return reached
 
 
-def primal_dual_centre(P: _Problem, mu_target: float, *, max_iter: int = 150, rel: float = 0.25,
+def primal_dual_centre(P: Problem, mu_target: float, *, max_iter: int = 150, rel: float = 0.25,
                        conserve: float = 1e-6):
     """Mehrotra predictor-corrector from the box centres until the duality measure is within
-    ``rel`` of ``mu_target`` and conservation within ``conserve`` (:meth:`_PrimalDual.advance`).
+    ``rel`` of ``mu_target`` and conservation within ``conserve`` (:meth:`PrimalDual.advance`).
     Returns (state, iterations), or (None, iterations) when it has not got there in ``max_iter``
     steps (the caller then starts from its own flow)."""
-    pd = _PrimalDual(P, mu_target)
+    pd = PrimalDual(P, mu_target)
     reached = pd.advance(mu_target, max_iter=max_iter, rel=rel, conserve=conserve)
     return (pd.state() if reached else None), pd.iterations

@@ -16,7 +16,7 @@ from .checks import DROP_RELATIVE
 __all__ = ["DROP_RELATIVE"]
 
 
-def _solver_error(message: str, residuals: dict[str, Any]) -> SolverError:
+def solver_error(message: str, residuals: dict[str, Any]) -> SolverError:
     """A :class:`~xattr_lab.errors.SolverError` carrying the solver's ``residuals`` (its history)."""
     err = SolverError(message)
     err.residuals = residuals
@@ -44,7 +44,7 @@ def _dropped(C: np.ndarray, budget: float) -> np.ndarray:
     return drop
 
 
-class _Problem:
+class Problem:
     """The pruned, normalised barrier problem on one device (float64 tensors).
 
     Edges: internal (L, n, n) masked by ``keep``; source edges s -> (L, i) masked by ``src``;
@@ -95,7 +95,7 @@ class _Problem:
         self.snk = t(active[0], torch.bool)
         self.srcf, self.snkf = t(active[L]), t(active[0])
         self.cap_np = np.where(keep, cap, 0.0)
-        #: current source side (integer part of the potentials), see laplacian._newton_direction
+        #: current source side (integer part of the potentials), see laplacian.newton_direction
         self.sigma = torch.zeros((L + 1, n), dtype=torch.bool, device=device)
         self.active_t = t(active, torch.bool)
 
@@ -104,7 +104,7 @@ class _Problem:
         return not bool(self.snk.any())
 
 
-def _initial_flow(P: _Problem):
+def initial_flow(P: Problem):
     """A strictly feasible circulation: push 1 unit per active source, split each node's
     inflow over its out-edges in proportion to capacity, then scale so every edge is at most
     half full."""
@@ -130,7 +130,7 @@ def _initial_flow(P: _Problem):
     return ((F, u - F), (fa, P.U - fa), (fb, P.U - fb), (fts, P.U - fts))
 
 
-def _edge_terms(f, slack, mu, mask):
+def edge_terms(f, slack, mu, mask):
     """Barrier gradient g, Hessian h and inverse Hessian w = 1/h per edge (w = 0 where masked).
 
     Slacks u − f are carried as their own variables: near a saturated edge, u − f computed
@@ -147,7 +147,7 @@ def _edge_terms(f, slack, mu, mask):
     return g, h, w
 
 
-def _imbalance(F, fa, fb, fts, L):
+def node_imbalance(F, fa, fb, fts, L):
     """Out-flow minus in-flow at every node: (L+1, n) layers and s (t is implied)."""
     out = torch.zeros((L + 1, F.shape[1]), dtype=F.dtype, device=F.device)
     out[1:] += F.sum(dim=2)  # out-edges of layers 1..L
@@ -158,5 +158,5 @@ def _imbalance(F, fa, fb, fts, L):
     return out, s
 
 
-def _masks(P):
+def edge_masks(P):
     return (P.keepf, P.srcf, P.snkf, None)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import _check_layers, _check_residual
+from .checks import check_layers, check_residual
 
 
 def mix_residual(A: Any, residual: float | None = 0.5) -> np.ndarray:
@@ -19,8 +19,8 @@ def mix_residual(A: Any, residual: float | None = 0.5) -> np.ndarray:
     tokens) stay zero when r = 0, and become the identity row otherwise. ``residual=None`` means
     r = 0 (then only the renormalisation applies).
     """
-    A = _check_layers(A, "A")
-    r = _check_residual(residual)
+    A = check_layers(A, "A")
+    r = check_residual(residual)
     n = A.shape[1]
     mixed = r * np.eye(n)[None] + (1.0 - r) * A
     sums = mixed.sum(axis=2, keepdims=True)
@@ -34,8 +34,8 @@ def mix_residual_capacity(C: Any, residual: float | None) -> np.ndarray:
     self edge, row totals are kept. For row-stochastic AF this equals :func:`mix_residual`.
     ``residual=None`` (or 0) returns C unchanged.
     """
-    C = _check_layers(C, "C")
-    r = _check_residual(residual)
+    C = check_layers(C, "C")
+    r = check_residual(residual)
     if r == 0.0:
         return C
     n = C.shape[1]

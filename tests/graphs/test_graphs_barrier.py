@@ -174,14 +174,14 @@ def test_primal_dual_phase_gives_a_strictly_feasible_conserving_start():
     import torch
 
     from xattr_lab.graphs.primal_dual import primal_dual_centre
-    from xattr_lab.graphs.problem import _imbalance, _masks, _Problem
+    from xattr_lab.graphs.problem import node_imbalance, edge_masks, Problem
 
     C = causal_attention_like(5, 12, 6.0, 4)
-    P = _Problem(C, np.arange(12) == 11, torch.device("cpu"))
+    P = Problem(C, np.arange(12) == 11, torch.device("cpu"))
     state, iterations = primal_dual_centre(P, 1e-3)
     assert state is not None and 0 < iterations < 80
-    flows = [f if m is None else f * m for (f, _), m in zip(state, _masks(P))]
-    r, rs = _imbalance(*flows, P.L)
+    flows = [f if m is None else f * m for (f, _), m in zip(state, edge_masks(P))]
+    r, rs = node_imbalance(*flows, P.L)
     assert float(r.abs().max()) <= 1e-6 * float(state[3][0]) and abs(float(rs)) <= 1e-6 * float(state[3][0])
     F, S = state[0]
     keep = P.keep

@@ -13,8 +13,8 @@ import torch
 
 from tests.graphs.test_graphs_barrier import assert_certified, causal_attention_like, exact_value
 from xattr_lab.graphs import barrier, barrier_max_flow, primal_dual
-from xattr_lab.graphs.primal_dual import _centrality_targets, _PrimalDual
-from xattr_lab.graphs.problem import _Problem
+from xattr_lab.graphs.primal_dual import _centrality_targets, PrimalDual
+from xattr_lab.graphs.problem import Problem
 
 
 def attention_like(L, n, seed):
@@ -66,7 +66,7 @@ def test_stalled_primal_dual_stages_are_centred_by_primal_steps_and_reseeded(mon
     C, sources = CASES["causal-peaked"][0](), [23]
     _, old = _both(monkeypatch, C, None, sources)
     calls = {"advance": 0, "reseed": 0}
-    advance, reseed = _PrimalDual.advance, _PrimalDual.reseed
+    advance, reseed = PrimalDual.advance, PrimalDual.reseed
 
     def flaky(self, mu, **kw):
         calls["advance"] += 1
@@ -76,8 +76,8 @@ def test_stalled_primal_dual_stages_are_centred_by_primal_steps_and_reseeded(mon
         calls["reseed"] += 1
         return reseed(self, *args)
 
-    monkeypatch.setattr(_PrimalDual, "advance", flaky)
-    monkeypatch.setattr(_PrimalDual, "reseed", counted)
+    monkeypatch.setattr(PrimalDual, "advance", flaky)
+    monkeypatch.setattr(PrimalDual, "reseed", counted)
     new = barrier_max_flow(C, None, sources)
     assert calls["reseed"] >= 2
     _same_centre(new, old)
@@ -86,10 +86,10 @@ def test_stalled_primal_dual_stages_are_centred_by_primal_steps_and_reseeded(mon
 
 def test_reseed_round_trips_flows_slacks_and_potentials():
     C = causal_attention_like(5, 12, 6.0, 4)
-    P = _Problem(C, np.arange(12) == 11, torch.device("cpu"))
-    pd = _PrimalDual(P, 1e-3)
+    P = Problem(C, np.arange(12) == 11, torch.device("cpu"))
+    pd = PrimalDual(P, 1e-3)
     assert pd.advance(1e-3)
-    other = _PrimalDual(P, 1.0)
+    other = PrimalDual(P, 1.0)
     other.reseed(pd.state(), pd.potentials(), 1e-3)
     assert torch.equal(other.f, pd.f) and torch.equal(other.s, pd.s)
     assert torch.allclose(other.nu, pd.nu, rtol=0, atol=1e-15)
@@ -101,7 +101,7 @@ def test_reseed_round_trips_flows_slacks_and_potentials():
 def _first_stage_steps(monkeypatch, C, sources, mu=None):
     """(primal-dual steps of the first μ stage, solution)."""
     counts = []
-    advance = _PrimalDual.advance
+    advance = PrimalDual.advance
 
     def counted(self, mu_target, **kw):
         before = self.iterations
@@ -109,9 +109,9 @@ def _first_stage_steps(monkeypatch, C, sources, mu=None):
         counts.append(self.iterations - before)
         return out
 
-    monkeypatch.setattr(_PrimalDual, "advance", counted)
+    monkeypatch.setattr(PrimalDual, "advance", counted)
     sol = barrier_max_flow(C, mu, sources)
-    monkeypatch.setattr(_PrimalDual, "advance", advance)
+    monkeypatch.setattr(PrimalDual, "advance", advance)
     return counts[0], sol
 
 

@@ -5,7 +5,7 @@
 - Every ``xa.<public>.<name>`` written in the README, the docs, the notebooks, the tests and the scripts resolves
   (also as ``from xattr_lab.<public> import <name>`` and ``from xattr_lab import <public> as P`` ... ``P.<name>``).
 - A ``_name`` is private to its module: no module imports another module's ``_name`` (an AST scan of both root
-  packages). The remaining ones, in files other engineers own, are an explicit allow-list that only shrinks.
+  packages); none does (68 did when the scan was written).
 """
 from __future__ import annotations
 
@@ -24,34 +24,6 @@ ROOT = REPO_ROOT
 ROOT_PACKAGES = {"xattr_lab": ROOT / "kernel_ext", "xattr_widgets": ROOT / "widgets"}
 PUBLIC = ("flows", "gradients", "circuits", "robustness", "geometry", "faithfulness", "tasks", "zoo", "toy")
 
-#: private names still imported across modules, as (importing module, defining module, name); each line names the
-#: engineer whose files they are. Remove an entry when its import is gone (a stale entry fails the test below).
-ALLOWED_PRIVATE_IMPORTS = {
-    # the lead (graphs/): the solver's parts share their problem type and checks
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.checks", "_check_layers"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.checks", "_resolve_sources"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.cut", "_repair_conservation"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.laplacian", "_newton_direction"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.primal_dual", "_PrimalDual"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.problem", "_imbalance"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.problem", "_initial_flow"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.problem", "_Problem"),
-    ("xattr_lab.graphs.barrier", "xattr_lab.graphs.problem", "_solver_error"),
-    ("xattr_lab.graphs.cut", "xattr_lab.graphs.problem", "_Problem"),
-    ("xattr_lab.graphs.information", "xattr_lab.graphs.checks", "_as_float64"),
-    ("xattr_lab.graphs.laplacian", "xattr_lab.graphs.problem", "_edge_terms"),
-    ("xattr_lab.graphs.laplacian", "xattr_lab.graphs.problem", "_imbalance"),
-    ("xattr_lab.graphs.laplacian", "xattr_lab.graphs.problem", "_masks"),
-    ("xattr_lab.graphs.laplacian", "xattr_lab.graphs.problem", "_Problem"),
-    ("xattr_lab.graphs.laplacian", "xattr_lab.graphs.problem", "_solver_error"),
-    ("xattr_lab.graphs.layered", "xattr_lab.graphs.checks", "_as_float64"),
-    ("xattr_lab.graphs.layered", "xattr_lab.graphs.checks", "_check_layers"),
-    ("xattr_lab.graphs.layered", "xattr_lab.graphs.checks", "_resolve_sources"),
-    ("xattr_lab.graphs.primal_dual", "xattr_lab.graphs.laplacian", "_Laplacian"),
-    ("xattr_lab.graphs.primal_dual", "xattr_lab.graphs.problem", "_Problem"),
-    ("xattr_lab.graphs.rollout", "xattr_lab.graphs.checks", "_check_layers"),
-    ("xattr_lab.graphs.rollout", "xattr_lab.graphs.checks", "_check_residual"),
-}
 
 # ---------------------------------------------------------------------------- the private-name scan
 def _is_private(name: str) -> bool:
@@ -131,15 +103,9 @@ def test_the_scan_finds_both_forms_of_private_import(tmp_path):
 
 
 def test_no_private_name_crosses_a_module_boundary():
-    found = private_imports(ROOT_PACKAGES)
-    new = sorted(found - ALLOWED_PRIVATE_IMPORTS)
-    assert not new, ("a module imports another module's private name: make the name public (no underscore) where "
-                     f"it is shared, or move it to the module that uses it: {new}")
-
-
-def test_the_allow_list_of_private_imports_only_shrinks():
-    stale = sorted(ALLOWED_PRIVATE_IMPORTS - private_imports(ROOT_PACKAGES))
-    assert not stale, f"these private imports are gone: remove them from ALLOWED_PRIVATE_IMPORTS: {stale}"
+    found = sorted(private_imports(ROOT_PACKAGES))
+    assert not found, ("a module imports another module's private name: make the name public (no underscore) where "
+                     f"it is shared, or move it to the module that uses it: {found}")
 
 
 # ---------------------------------------------------------------------------- the public modules
