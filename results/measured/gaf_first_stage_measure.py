@@ -14,13 +14,13 @@ if "--plain" in sys.argv[2:]:  # the Mehrotra steps as before the centrality cor
     primal_dual.CORRECTORS, primal_dual.STEP_FRACTION = 0, 0.99
 d = np.load(f); C, src = d["C"], d["src"].tolist()
 first = {}
-orig = primal_dual._PrimalDual.advance
+orig = primal_dual.PrimalDual.advance
 def counted(self, mu, **kw):
     b = self.iterations
     r = orig(self, mu, **kw)
     first.setdefault("n", self.iterations - b)
     return r
-primal_dual._PrimalDual.advance = counted
+primal_dual.PrimalDual.advance = counted
 t0, c0 = time.time(), time.process_time()
 sol = barrier_max_flow(C, None, src, threads=1)
 w, c = time.time()-t0, time.process_time()-c0
