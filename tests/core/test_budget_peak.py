@@ -23,6 +23,11 @@ from xattr_lab.core import budget
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self (Linux)")
 N = 1023
 RUNS = 2
+#: how far above a measured peak an estimate may be. The same row or call reads from ~0.25 to ~0.51 GiB from run to
+#: run (what the allocator keeps of the freed layers: a clean-clone CI run's whole call read 0.276 GiB, the
+#: committed log 0.269-0.414), so a bound of 2x the larger of two runs failed on a low pair; the committed log is
+#: held to 2x in tests/core/test_budget_checkpointed.py
+_NOT_TOO_HIGH = 3
 
 
 def _resident_gib() -> tuple[float, float]:
@@ -83,7 +88,7 @@ def test_checkpointed_row_estimate_bounds_its_peak(smollm, problem):
     with smollm.restored():
         peak = _call_peak_gib(lambda: embedding_path.scores_and_grads(smollm, problem, problem.x))
     assert 0 < peak <= estimate, (peak, estimate)
-    assert estimate <= 2 * peak  # and not so high that it refuses what fits
+    assert estimate <= _NOT_TOO_HIGH * peak, (peak, estimate)  # and not so high that it refuses what fits
 
 
 @pytest.mark.slow
@@ -95,4 +100,4 @@ def test_whole_call_estimate_bounds_its_peak(smollm, problem):
     assert any("checkpointed" in part for part in total.parts)
     peak = _call_peak_gib(lambda: smollm.attribute(text, method="grad_x_input"))
     assert 0 < peak <= total.total / 2**30, (peak, total.parts)
-    assert total.total / 2**30 <= 2 * peak
+    assert total.total / 2**30 <= _NOT_TOO_HIGH * peak, (peak, total.parts)
