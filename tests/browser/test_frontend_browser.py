@@ -300,8 +300,10 @@ def test_xattr_lab_command_opens_the_notebook(jupyterlab, page, artifacts, tmp_p
                                                "source": "# quickstart marker"}],
                                     "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     env = dict(jupyterlab.env)
+    # its own process group: whatever happens, the group (xattr lab and the server it started) is stopped below
     process = subprocess.Popen([sys.executable, "-m", "xattr_lab.cli", "lab", "--no-browser", "--notebook",
-                                str(notebook)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                                str(notebook)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
     try:
         line = process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:\d+/lab/tree/01_quickstart\.ipynb\?token=\w+", line)
@@ -320,7 +322,9 @@ def test_xattr_lab_command_opens_the_notebook(jupyterlab, page, artifacts, tmp_p
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            # longer than xattr lab's own 30 s grace for the server (cli.supervise): killing xattr lab sooner, as a
+            # 20 s wait did on a loaded machine, orphaned a still-stopping JupyterLab
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
