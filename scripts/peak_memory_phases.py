@@ -77,7 +77,8 @@ def main(n: int, phases: list[str], repeats: int) -> None:
 
     runs = {"plain": (plain, budget.forward_bytes(shape, m, grad=False)),
             "score": (score, budget.forward_bytes(shape, m, grad=False, logit_positions=1, lean=True)),
-            "row": (row, budget.forward_bytes(shape, m, grad=True, logit_positions=1, lean=True, checkpoint=checkpoint)),
+            "row": (row, budget.forward_bytes(shape, m, grad=True, logit_positions=1, lean=True,
+                                              checkpoint=checkpoint)),
             "call": (lambda: ex.attribute(text, method="grad_x_input"),
                      budget.method_estimate(shape, "grad_x_input", m, ex.name, **options, limit=limit).total)}
     for name in phases:

@@ -2,8 +2,9 @@
 
 The measurement is committed (results/measured/peak_memory_1024_phases.log, printed by
 ``XATTR_LAB_MEMORY_LIMIT=1G .venv/bin/python scripts/peak_memory_phases.py 1024 plain,score,row,call 3``: three runs
-of each phase, the freed heap handed back before each); the slow tests/core/test_budget_peak.py measures them again. Before
-the fixes the checkpointed row's estimate was 0.181, 0.352, then 0.466 GiB, each under some measured run.
+of each phase, the freed heap handed back before each); the slow tests/core/test_budget_peak.py measures them
+again. Before the fixes the checkpointed row's estimate was 0.181, 0.352, then 0.466 GiB, each under some
+measured run.
 """
 from __future__ import annotations
 
