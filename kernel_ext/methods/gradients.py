@@ -43,7 +43,6 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..core.batching import auto_batch_size, available_memory, is_out_of_memory, resolve_batch_size, run_chunked  # noqa: F401
 from ..core.session import ModelSession
@@ -57,8 +56,8 @@ from .quadrature import (  # noqa: F401  (public names of xattr_lab.gradients)
 )
 from .pacing import PROGRESS_MIN_SECONDS, Pace  # noqa: F401
 from .panels import CANCELLATION_GUARD, NESTED_NODES, newton_cotes
-from .path_integrals import integrate_path
-from .sig_paths import sig_quadrature, sig_values
+from .path_methods import PathProblem, Run, Style, ig_result, ig_run, sig_result, sig_run
+from .sig_paths import sig_rows, sig_values
 from .registry import implements
 
 
@@ -110,64 +109,11 @@ def integrated_gradients(
     pace = Pace("IG", progress, max_seconds)
     with ex.restored(), pace:
         problem = prepare(ex, text, target, baseline, truncate)
-        n = problem.encoding.n
-        size = resolve_batch_size(ex, n, batch_size)
-        delta = problem.x - problem.x_base
-        f_base = float(forward_scores(ex, problem, problem.x_base)[0])
-        used = [size]
-
-        def path(alphas: np.ndarray) -> torch.Tensor:
-            return problem.x_base + torch.tensor(alphas, dtype=torch.float32, device=ex.device)[:, None, None] * delta
-
-        def rows(paths: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            out = torch.zeros(len(alphas), n, dtype=torch.float64, device=ex.device)
-            scores = np.zeros(len(alphas))
-
-            def work(start: int, stop: int) -> None:
-                f, grads = scores_and_grads(ex, problem, path(alphas[start:stop]))
-                out[start:stop] = (grads.double() * delta.double()).sum(-1)
-                scores[start:stop] = f.double().cpu().numpy()
-
-            used[0] = run_chunked(len(alphas), used[0], work, bar=pace)
-            return out.cpu().numpy(), scores
-
-        def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-            return rows(paths, alphas)[0]
-
-        def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-            out = np.zeros(len(alphas))
-
-            def work(start: int, stop: int) -> None:
-                out[start:stop] = forward_scores(ex, problem, path(alphas[start:stop])).double().cpu().numpy()
-
-            run_chunked(len(alphas), used[0], work)
-            return out
-
-        path_integral = integrate_path(f_base, problem.f_x, gradients, values, steps=steps, method=method, tol=tol,
-                                       min_steps=min_steps, max_steps=max_steps, rows=rows, guard=cancellation_guard,
-                                       pace=pace)
-    result, raw_np, expected, floor = path_integral.panels, path_integral.raw, path_integral.expected, path_integral.floor
-    total = float(raw_np.sum())
-    nodes = int(result.nodes[0])
-    options = {
-        "steps": "auto" if adaptive else int(steps), "quadrature": method, "baseline": baseline,
-        "baseline_token": problem.baseline_token, "baseline_note": problem.baseline_note, "f_x": problem.f_x,
-        "f_baseline": f_base, "completeness_error": abs(total - expected) / max(abs(expected), 1e-12),
-        "batch_size": used[0], "nodes": nodes, "gradient_rows": result.rows, "max_steps": max_steps if adaptive else None,
-        "max_seconds": pace.max_seconds, "stopped": result.stopped, "seconds": pace.elapsed(),
-        **convergence_options(path_integral.errors, tol, floor, per_token=False),
-    }
-    if nested:  # the guard and the unsigned sum of the panels' errors (relative, as the error is)
-        options["cancellation_guard"] = cancellation_guard
-        options["panel_error_sum"] = float(result.error_sum[0]) / max(abs(expected), floor)
-    if not options["converged"]:
-        fix = (f"stopped by max_seconds={max_seconds} after {result.rows} gradient rows ({nodes} nodes); raise it."
-               if result.stopped else f"steps='auto' stopped at {nodes} nodes (max_steps={max_steps}); raise max_steps "
-               "or convergence_tol." if adaptive else
-               f"Use steps='auto' (nodes until the error is under convergence_tol) or more steps than {int(steps)}.")
-        warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
-                           f"(scores sum to {total:.4g}, output change F(x) - F(x') = {expected:.4g})", fix)
-    return _attribution(ex, problem, "ig", raw_np, raw_np, options)
+        path = _text_problem(ex, problem, resolve_batch_size(ex, problem.encoding.n, batch_size), pace)
+        run = ig_run(path, steps=steps, method=method, tol=tol, min_steps=min_steps, max_steps=max_steps,
+                     guard=cancellation_guard)
+    run.max_seconds = max_seconds  # the warning quotes the argument as given
+    return ig_result(path, run, TEXT_STYLE)
 
 
 # ---------------------------------------------------------------------------- SIG
@@ -216,7 +162,6 @@ def sequential_integrated_gradients(
     """
     check_steps(steps, method, ("auto", "exact"), min_steps, max_steps)
     tol = check_tol(convergence_tol if tol is None else tol, "convergence_tol" if tol is None else "tol")
-    adaptive, exact = steps == "auto", steps == "exact"
     pace = Pace("SIG", progress, max_seconds)
     with ex.restored(), pace:
         problem = prepare(ex, text, target, baseline, truncate)
@@ -231,64 +176,71 @@ def sequential_integrated_gradients(
         # a sliding-window cache keeps only the window's last keys: a cached prefix longer than that
         # scored the suffix wrong (tiny Mistral, window 8: 25% completeness error), so no reuse then
         window = ex.sliding_window
-        reuse = prefix_reuse and reads_last_token(ex, problem) and (window is None or problem.encoding.n < window)
-        moving = list(problem.moving)
-        f_without = sig_values(ex, problem, np.array(moving), np.zeros(len(moving)), size, reuse)
-        f_base = float(forward_scores(ex, problem, problem.x_base)[0])
-        expected = problem.f_x - f_without  # (P,)
-        scale = max(abs(problem.f_x - f_base), float(np.abs(expected).max()), 1e-12)
-        floor = change_floor(problem.f_x, f_base)
+        reuse = prefix_reuse and reads_last_token(ex, problem) and (window is None or n < window)
+        path = _text_problem(ex, problem, size, pace, reuse)
+        run = sig_run(path, TEXT_STYLE, steps=steps, method=method, tol=tol, min_steps=min_steps,
+                      max_steps=max_steps, callback=callback, stream_every=stream_every)
+    run.max_seconds = max_seconds  # the warning quotes the argument as given
+    return sig_result(path, run, TEXT_STYLE)
 
-        raw, nodes, rel = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n)
-        rows, stopped = 0, None
-        limited: list[int] = []
-        group_size = len(moving) if callback is None else max(1, int(stream_every))
-        for start in range(0, len(moving), group_size):
-            group = moving[start:start + group_size]
-            change = expected[start:start + group_size]
-            if exact:
-                raw[group] = change
-            else:
-                result = sig_quadrature(ex, problem, np.array(group), change, steps, method, size, reuse, pace,
-                                         tol * np.maximum(np.abs(change), floor) if adaptive else None,
-                                         min_steps, max_steps)
-                raw[group], nodes[group] = result.integral[:, 0], result.nodes
-                rows += result.rows
-                limited += [group[j] for j in result.limited]
-                stopped = stopped or result.stopped
-            rel[group] = relative_errors(raw[group], change, floor)
-            if callback is not None:
-                done = moving[:start + len(group)]
-                partial = _attribution(ex, problem, "sig", normalise(raw), raw.copy(), {
-                    "steps": steps, "partial": True, "positions_done": done, "positions_total": len(moving),
-                    **convergence_options(rel[done], tol, floor, per_token=False)})
-                if callback(partial) is False:
-                    raise Cancelled(f"SIG cancelled after {len(done)} of {len(moving)} tokens")
-    f_without_full = np.full(n, problem.f_x)
-    f_without_full[moving] = f_without
-    completeness = np.zeros(n)
-    completeness[moving] = np.abs(raw[moving] - expected) / scale
-    options = {
-        "steps": steps if (adaptive or exact) else int(steps), "quadrature": None if exact else method,
-        "baseline": baseline, "baseline_token": problem.baseline_token, "baseline_note": problem.baseline_note,
-        "tol": tol if adaptive else None,
-        "nodes": nodes.tolist(), "completeness_error": completeness.tolist(),
-        "f_x": problem.f_x, "f_baseline": f_base, "f_without": f_without_full.tolist(),
-        "gradient_rows": rows, "prefix_reuse": reuse and not exact, "batch_size": size,
-        "max_steps": max_steps if adaptive else None, "max_seconds": pace.max_seconds, "stopped": stopped,
-        "seconds": pace.elapsed(), **convergence_options(rel, tol, floor, per_token=True),
-    }
-    if not options["converged"]:
-        worst = int(np.argmax(rel))
-        detail = (f"on token {worst} {problem.encoding.tokens[worst]!r} (score {raw[worst]:.4g}, its exact limit "
-                  f"F(x) - F(x with it at the baseline) = {problem.f_x - f_without_full[worst]:.4g})")
-        over, limit = int(np.sum(rel > tol)), "use steps='exact' (the limit, forward passes only)"
-        fix = (f"{over} token(s) left above it when max_seconds={max_seconds} stopped the refinement; raise it, or "
-               f"{limit}." if stopped else f"{over} token(s) stopped at max_steps={max_steps} nodes; {limit}, or raise "
-               "max_steps or convergence_tol." if adaptive else
-               f"{over} token(s) above it with {int(steps)} nodes; {limit}, steps='auto', or more steps.")
-        warn_not_converged(f"SIG ({options['steps']} steps)", options["relative_completeness_error"], tol, detail, fix)
-    return _attribution(ex, problem, "sig", normalise(raw), raw, options)
+
+# ---------------------------------------------------------------------------- the text's path problem
+def _text_problem(ex: ModelSession, problem: Problem, size: int, pace: Pace, reuse: bool = False) -> PathProblem:
+    """The text adapter of :mod:`.path_methods`: word embeddings, F read as the target says (a causal LM's
+    last token with a cached prefix where ``reuse``), SIG's rows sorted by position (:mod:`.sig_paths`)."""
+    return PathProblem(
+        units=list(problem.encoding.tokens), f_x=problem.f_x,
+        f_baseline=float(forward_scores(ex, problem, problem.x_base)[0]),
+        result=lambda method, scores, raw, options: _attribution(ex, problem, method, scores, raw, options),
+        size=size, baseline=problem.baseline, baseline_token=problem.baseline_token,
+        baseline_note=problem.baseline_note, x=problem.x, x_base=problem.x_base,
+        grad=lambda points: scores_and_grads(ex, problem, points),
+        value=lambda points: forward_scores(ex, problem, points), moving=problem.moving,
+        unit_values=lambda pos, alphas: sig_values(ex, problem, pos, alphas, size, reuse),
+        unit_rows=lambda pos, alphas: sig_rows(ex, problem, pos, alphas, size, reuse, pace),
+        pace=pace, prefix_reuse=reuse)
+
+
+def _ig_fix(run: Run) -> str:
+    nodes, rows = run.options["nodes"], run.options["gradient_rows"]
+    if run.options["stopped"]:
+        return f"stopped by max_seconds={run.max_seconds} after {rows} gradient rows ({nodes} nodes); raise it."
+    if run.steps == "auto":
+        return f"steps='auto' stopped at {nodes} nodes (max_steps={run.max_steps}); raise max_steps or convergence_tol."
+    return f"Use steps='auto' (nodes until the error is under convergence_tol) or more steps than {int(run.steps)}."
+
+
+def _sig_detail(run: Run) -> str:
+    worst = int(np.argmax(run.rel))
+    return (f"on token {worst} {run.units[worst]!r} (score {run.raw[worst]:.4g}, its exact limit "
+            f"F(x) - F(x with it at the baseline) = {run.options['f_x'] - run.f_without[worst]:.4g})")
+
+
+def _sig_fix(run: Run) -> str:
+    over, limit = int(np.sum(run.rel > run.tol)), "use steps='exact' (the limit, forward passes only)"
+    if run.options["stopped"]:
+        return (f"{over} token(s) left above it when max_seconds={run.max_seconds} stopped the refinement; raise it, "
+                f"or {limit}.")
+    if run.steps == "auto":
+        return f"{over} token(s) stopped at max_steps={run.max_steps} nodes; {limit}, or raise max_steps or convergence_tol."
+    return f"{over} token(s) above it with {int(run.steps)} nodes; {limit}, steps='auto', or more steps."
+
+
+def _text_floor(f_x: float, f_baseline: float | None, f_without: np.ndarray) -> float:
+    """SIG's completeness floor for a text: from F(x) and F(x') (:func:`.quadrature.change_floor`)."""
+    return change_floor(f_x, f_baseline)
+
+
+#: what a text's IG / SIG results record and say (:class:`.path_methods.Style`)
+TEXT_STYLE = Style(
+    ig_keys=("steps", "quadrature", "baseline", "baseline_token", "baseline_note", "f_x", "f_baseline",
+             "completeness_error", "batch_size", "nodes", "gradient_rows", "max_steps", "max_seconds", "stopped",
+             "seconds"),
+    sig_keys=("steps", "quadrature", "baseline", "baseline_token", "baseline_note", "tol", "nodes",
+              "completeness_error", "f_x", "f_baseline", "f_without", "gradient_rows", "prefix_reuse", "batch_size",
+              "max_steps", "max_seconds", "stopped", "seconds"),
+    ig_change="output change F(x) - F(x')", sig_detail=_sig_detail, ig_fix=_ig_fix, sig_fix=_sig_fix,
+    sig_floor=_text_floor, sig_errors_all=True)
 
 
 # ---------------------------------------------------------------------------- grad x input

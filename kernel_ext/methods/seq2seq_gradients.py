@@ -18,8 +18,8 @@ import torch
 from ..core.batching import resolve_batch_size, run_chunked
 from ..errors import InputError
 from .baselines import BASELINES, baseline_token
-from .quadrature import change_floor, check_tol, convergence_options, normalise, relative_errors, warn_not_converged
-from .path_integrals import integrate_path, integrate_tokens
+from .path_methods import PathProblem, Style, ig_result, ig_run, sig_result, sig_run
+from .quadrature import check_tol
 from .quadrature import quadrature as quadrature_rule
 from .seq2seq_input import Seq2SeqInput, attribution, embedders, forward
 
@@ -89,41 +89,9 @@ def _result(ex, joint: _Joint, method: str, scores, raw, options: dict):
                          **options})
 
 
-def _ig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: int, min_steps: int = 8):
-    delta = joint.x - joint.x_base
-    n = joint.item.n
-
-    def path(alphas):
-        return joint.x_base + torch.tensor(alphas, dtype=torch.float32, device=delta.device)[:, None, None] * delta
-
-    def gradients(paths, alphas):
-        def work(start, stop):
-            _, g = _scores(ex, joint, path(alphas[start:stop]), True)
-            return (g.double() * delta.double()).sum(-1).cpu().numpy()
-
-        return _chunked(len(alphas), size, np.zeros((len(alphas), n)), work)
-
-    def values(paths, alphas):
-        return _chunked(len(alphas), size, np.zeros(len(alphas)),
-                        lambda a, b: _scores(ex, joint, path(alphas[a:b]), False)[0].double().cpu().numpy())
-
-    f_base = float(values(None, np.array([0.0]))[0])
-    path = integrate_path(f_base, joint.f_x, gradients, values, steps=steps, method=quad, tol=tol, min_steps=min_steps,
-                          max_steps=max_steps)
-    raw, result, expected = path.raw, path.panels, path.expected
-    options = {"steps": steps if steps == "auto" else int(steps), "quadrature": quad, "f_baseline": f_base,
-               "nodes": int(result.nodes[0]), "gradient_rows": result.rows,
-               **convergence_options(path.errors, tol, path.floor, per_token=False)}
-    if not options["converged"]:
-        warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
-                           f"(scores sum to {raw.sum():.4g}, F(x) - F(x') = {expected:.4g})",
-                           "Use steps='auto' or more steps.", stacklevel=5)
-    return _result(ex, joint, "ig", raw, raw, options)
-
-
-def _sig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: int, min_steps: int = 4):
+def _path_problem(ex, joint: _Joint, size: int) -> PathProblem:
+    """The encoder-decoder adapter of :mod:`.path_methods`: X = [source; decoder] embeddings (1, n, d)."""
     delta = (joint.x - joint.x_base)[0]
-    moving = np.asarray(joint.moving)
 
     def rows(positions, alphas):
         X = joint.x.expand(len(positions), -1, -1).clone()
@@ -132,42 +100,32 @@ def _sig(ex, joint: _Joint, steps, quad: str, tol: float, size: int, max_steps: 
         X[index, pos] = joint.x_base[0, pos] + a * delta[pos]
         return X, index, pos
 
-    def gradients(paths, alphas):
+    def unit_rows(positions, alphas):
         def work(start, stop):
-            X, index, pos = rows(moving[paths[start:stop]], alphas[start:stop])
+            X, index, pos = rows(positions[start:stop], alphas[start:stop])
             _, g = _scores(ex, joint, X, True)
-            return (g[index, pos].double() * delta[pos].double()).sum(-1).cpu().numpy()[:, None]
+            return (g[index, pos].double() * delta[pos].double()).sum(-1).cpu().numpy()
 
-        return _chunked(len(alphas), size, np.zeros((len(alphas), 1)), work)
+        return _chunked(len(alphas), size, np.zeros(len(alphas)), work)
 
-    def values(paths, alphas):
+    def unit_values(positions, alphas):
         return _chunked(len(alphas), size, np.zeros(len(alphas)),
-                        lambda a, b: _scores(ex, joint, rows(moving[paths[a:b]], alphas[a:b])[0], False)[0]
+                        lambda a, b: _scores(ex, joint, rows(positions[a:b], alphas[a:b])[0], False)[0]
                         .double().cpu().numpy())
 
-    P = len(moving)
-    f_without = values(np.arange(P), np.zeros(P))
-    change = joint.f_x - f_without
-    floor = change_floor(joint.f_x, float(np.max(np.abs(f_without))))
-    if steps == "exact":
-        part, nodes = change.copy(), np.zeros(P, dtype=int)
-    else:
-        adaptive = steps == "auto"
-        result = integrate_tokens(f_without, np.full(P, joint.f_x), gradients, values, steps=steps, method=quad,
-                                  tol_abs=tol * np.maximum(np.abs(change), floor) if adaptive else None,
-                                  min_steps=min_steps, max_steps=max_steps)
-        part, nodes = result.integral[:, 0], result.nodes
-    raw = np.zeros(joint.item.n)
-    raw[moving] = part
-    full_nodes = np.zeros(joint.item.n, dtype=int)
-    full_nodes[moving] = nodes
-    options = {"steps": steps if isinstance(steps, str) else int(steps), "quadrature": None if steps == "exact" else quad,
-               "nodes": full_nodes.tolist(), **convergence_options(relative_errors(part, change, floor), tol, floor,
-                                                                   per_token=True)}
-    if not options["converged"]:
-        warn_not_converged(f"SIG ({options['steps']} steps)", options["relative_completeness_error"], tol,
-                           "on its worst token", "Use steps='exact' or steps='auto'.", stacklevel=5)
-    return _result(ex, joint, "sig", normalise(raw), raw, options)
+    return PathProblem(
+        list(joint.item.tokens), joint.f_x, None,
+        lambda method, scores, raw, options: attribution(ex, joint.item, method, scores, raw, joint.target,
+                                                         joint.prediction, options),
+        size, joint.baseline, joint.baseline_token, x=joint.x, x_base=joint.x_base,
+        grad=lambda points: _scores(ex, joint, points, True), value=lambda points: _scores(ex, joint, points, False)[0],
+        moving=joint.moving, unit_values=unit_values, unit_rows=unit_rows)
+
+
+#: what an encoder-decoder's IG / SIG results record and say (:class:`.path_methods.Style`)
+SEQ2SEQ_STYLE = Style(ig_keys=("baseline", "baseline_token", "f_x", "steps", "quadrature", "f_baseline", "nodes",
+                               "gradient_rows"),
+                      sig_keys=("baseline", "baseline_token", "f_x", "steps", "quadrature", "nodes"), stacklevel=5)
 
 
 def attribute(ex, item: Seq2SeqInput, method: str, target: Any = None, *, steps: Any = None, baseline: str | None = None,
@@ -187,9 +145,15 @@ def attribute(ex, item: Seq2SeqInput, method: str, target: Any = None, *, steps:
     joint = _prepare(ex, item, target, baseline or ("mask" if method == "sig" else "pad" if method == "ig" else "zero"))
     size = resolve_batch_size(ex, item.n, batch_size)
     if method == "ig":
-        return _ig(ex, joint, steps, quadrature, tol, size, max_steps or 1024)
+        problem = _path_problem(ex, joint, size)
+        problem.f_baseline = float(_scores(ex, joint, joint.x_base, False)[0][0])
+        run = ig_run(problem, steps=steps, method=quadrature, tol=tol, min_steps=8, max_steps=max_steps or 1024)
+        return ig_result(problem, run, SEQ2SEQ_STYLE)
     if method == "sig":
-        return _sig(ex, joint, steps, quadrature, tol, size, max_steps or 128)
+        problem = _path_problem(ex, joint, size)
+        run = sig_run(problem, SEQ2SEQ_STYLE, steps=steps, method=quadrature, tol=tol, min_steps=4,
+                      max_steps=max_steps or 128)
+        return sig_result(problem, run, SEQ2SEQ_STYLE)
     _, grads = _scores(ex, joint, joint.x, True)
     raw = np.zeros(item.n)
     raw[joint.moving] = (grads[0].double() * joint.x[0].double()).sum(-1).cpu().numpy()[joint.moving]

@@ -1,6 +1,7 @@
 """SIG's one-token paths, batched (docs/ARCHITECTURE.md, section "Gradients"): F and the integrand
 <dF/dx_p, x_p - x'_p> with token p moved along its path, rows sorted by position so that each chunk
-of a causal LM starts after a cached key/value prefix. Used by :func:`.gradients.sequential_integrated_gradients`.
+of a causal LM starts after a cached key/value prefix. The text's one-unit paths of :func:`.path_methods.sig_run`
+(wired by :func:`.gradients.sequential_integrated_gradients`).
 """
 from __future__ import annotations
 
@@ -12,21 +13,6 @@ import torch
 from ..core.batching import run_chunked
 from ..core.session import ModelSession
 from .embedding_path import Problem, forward_scores, prefix_cache, scores_and_grads, target_scores
-from .path_integrals import integrate_tokens
-
-
-def sig_quadrature(ex, problem, positions, change, steps, method, size, reuse, pace, tol_abs, min_steps, max_steps):
-    """Each token's one-token path integral (``Panels``; integral (P, 1)), adaptive when ``tol_abs`` is given."""
-    f_end = np.full(len(positions), problem.f_x)
-
-    def gradients(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        return sig_rows(ex, problem, positions[paths], alphas, size, reuse, pace)
-
-    def values(paths: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        return sig_values(ex, problem, positions[paths], alphas, size, reuse)
-
-    return integrate_tokens(f_end - change, f_end, gradients, values, steps="auto" if tol_abs is not None else steps,
-                            method=method, tol_abs=tol_abs, min_steps=min_steps, max_steps=max_steps, pace=pace)
 
 
 def sig_values(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.ndarray, size: int,

@@ -33,9 +33,8 @@ from ..graphs.information import INFO_KINDS, information_tensor
 from ..graphs.rollout import mix_residual_capacity
 from ..results import Attribution
 from . import layered_methods as lm
-from .path_integrals import integrate_path, integrate_tokens
-from .quadrature import (change_floor, check_tol, convergence_options, normalise, quadrature, relative_errors,
-                         warn_not_converged)
+from .path_methods import PathProblem, Style, ig_result, ig_run, sig_result, sig_run
+from .quadrature import check_tol, quadrature
 from .vision_input import ImageInput, capture, is_image, is_vision, prepare
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,10 +98,6 @@ def _attention(ex, image: ImageInput, target: Any, layer: int = -1, truncate: bo
 
 
 # ---------------------------------------------------------------------------- gradients
-def _score_fn(ex, target):
-    return lambda out: target.score(out.logits)
-
-
 def _patch_sums(values: torch.Tensor, image: ImageInput) -> torch.Tensor:
     """(R, 3, S, S) per-pixel values -> (R, n) per token: [CLS] 0, then each patch's sum (row-major)."""
     (gh, gw), (ph, pw) = image.grid, image.patch
@@ -126,47 +121,40 @@ def _ig(ex, image: ImageInput, target: Any, steps: Any = "auto", baseline: str =
     if baseline != "black":
         raise InputError(f"an image's IG baseline is 'black' (the IG paper's for images), not {baseline!r}")
     _steps(steps, quadrature, ("auto",))
-    tol, adaptive = check_tol(convergence_tol), steps == "auto"
+    tol = check_tol(convergence_tol)
     with ex.restored():
-        x, x0 = image.pixels, image.black(ex)
-        delta = x - x0
-        size = resolve_batch_size(ex, image.n, batch_size)
+        problem = _pixel_problem(ex, image, target, resolve_batch_size(ex, image.n, batch_size))
+        run = ig_run(problem, steps=steps, method=quadrature, tol=tol, min_steps=min_steps, max_steps=max_steps)
+    return ig_result(problem, run, IMAGE_STYLE)
+
+
+def _pixel_problem(ex, image: ImageInput, target: Any, size: int) -> PathProblem:
+    """IG's path problem of an image: pixels from black, a patch's integrand the sum over its pixels."""
+    x, x0 = image.pixels, image.black(ex)
+    with torch.no_grad():
+        out = ex.model(pixel_values=torch.cat([x, x0]))
+    resolved = ex.resolve_target(target, out.logits[0], None)
+    f_x, f_base = (float(v) for v in resolved.score(out.logits))
+    prediction = ex.prediction(out.logits[0])
+
+    def grad(points):
+        pixels = points.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores = resolved.score(ex.model(pixel_values=pixels).logits)
+            (found,) = torch.autograd.grad(scores.sum(), pixels)
+        return scores.detach(), found
+
+    def value(points):
         with torch.no_grad():
-            out = ex.model(pixel_values=torch.cat([x, x0]))
-        resolved = ex.resolve_target(target, out.logits[0], None)
-        f_x, f_base = (float(v) for v in resolved.score(out.logits))
-        prediction = ex.prediction(out.logits[0])
+            return resolved.score(ex.model(pixel_values=points).logits)
 
-        def path(alphas):
-            return x0 + torch.tensor(alphas, dtype=x.dtype, device=x.device)[:, None, None, None] * delta
+    return PathProblem(list(image.tokens), f_x, f_base, _builder(ex, image, resolved, prediction), size, "black",
+                       x=x, x_base=x0, grad=grad, value=value, per_unit=lambda values: _patch_sums(values, image))
 
-        def gradients(paths, alphas):
-            rows = torch.zeros(len(alphas), image.n, dtype=torch.float64)
 
-            def work(start, stop):
-                pixels = path(alphas[start:stop]).requires_grad_(True)
-                with torch.enable_grad():
-                    (grad,) = torch.autograd.grad(resolved.score(ex.model(pixel_values=pixels).logits).sum(), pixels)
-                rows[start:stop] = _patch_sums(grad.double() * delta.double(), image).cpu()
-
-            run_chunked(len(alphas), size, work)
-            return rows.numpy()
-
-        def values(paths, alphas):
-            with torch.no_grad():
-                return resolved.score(ex.model(pixel_values=path(alphas)).logits).double().cpu().numpy()
-
-        path = integrate_path(f_base, f_x, gradients, values, steps=steps, method=quadrature, tol=tol,
-                              min_steps=min_steps, max_steps=max_steps)
-    raw, result, expected = path.raw, path.panels, path.expected
-    options = {"steps": "auto" if adaptive else int(steps), "quadrature": quadrature, "baseline": "black",
-               "f_x": f_x, "f_baseline": f_base, "nodes": int(result.nodes[0]), "gradient_rows": result.rows,
-               **convergence_options(path.errors, tol, path.floor, per_token=False)}
-    if not options["converged"]:
-        warn_not_converged(f"IG ({options['steps']} steps)", options["relative_completeness_error"], tol,
-                           f"(scores sum to {raw.sum():.4g}, F(image) - F(black) = {expected:.4g})",
-                           "Use steps='auto' or more steps.")
-    return _attribution(ex, image, "ig", raw, raw, resolved, prediction, options)
+def _builder(ex, image: ImageInput, resolved, prediction):
+    return lambda method, scores, raw, options: _attribution(ex, image, method, scores, raw, resolved, prediction,
+                                                             options)
 
 
 def patch_module(ex) -> torch.nn.Module:
@@ -183,69 +171,65 @@ def _sig(ex, image: ImageInput, target: Any, steps: Any = "exact", baseline: str
         raise InputError(f"an image's SIG baseline is a zero patch embedding ('zero'; 'mask' means the same), "
                          f"not {baseline!r}")
     _steps(steps, quadrature, ("auto", "exact"))
-    tol, adaptive, exact = check_tol(convergence_tol), steps == "auto", steps == "exact"
+    tol = check_tol(convergence_tol)
     module = patch_module(ex)
     replaced: list[torch.Tensor] = []
     with ex.restored():
         ex.add_hook(module, lambda mod, args, out: replaced[0] if replaced else out)
-        with torch.no_grad():
-            embedded = module(image.pixels).detach()  # (1, P, d)
-            out = ex.model(pixel_values=image.pixels)
-        resolved = ex.resolve_target(target, out.logits[0], None)
-        f_x = float(resolved.score(out.logits)[0])
-        prediction = ex.prediction(out.logits[0])
-        P = embedded.shape[1]
-        if P != image.n - 1:
-            raise ModelError(f"{ex.name}: {P} patch embeddings for {image.n - 1} patches")
-        size = resolve_batch_size(ex, image.n, batch_size)
+        problem = _patch_problem(ex, image, target, module, replaced, resolve_batch_size(ex, image.n, batch_size))
+        run = sig_run(problem, IMAGE_STYLE, steps=steps, method=quadrature, tol=tol, min_steps=min_steps,
+                      max_steps=max_steps)
+    return sig_result(problem, run, IMAGE_STYLE)
 
-        def run(patches, alphas, grad: bool):
-            rows = embedded.expand(len(patches), -1, -1).clone()
-            index = torch.arange(len(patches))
-            a = torch.tensor(alphas, dtype=rows.dtype, device=rows.device)[:, None]
-            rows[index, torch.as_tensor(patches)] = a * embedded[0, torch.as_tensor(patches)]
-            rows.requires_grad_(grad)
-            replaced[:] = [rows]
-            try:
-                with torch.enable_grad() if grad else torch.no_grad():
-                    scores = resolved.score(ex.model(pixel_values=image.pixels.expand(len(patches), -1, -1, -1)).logits)
-                    if not grad:
-                        return scores.double().cpu().numpy()
-                    (g,) = torch.autograd.grad(scores.sum(), rows)
-                return (g[index, torch.as_tensor(patches)].double() * embedded[0, torch.as_tensor(patches)].double()).sum(-1).cpu().numpy()
-            finally:
-                replaced.clear()
 
-        def chunked(patches, alphas, grad):
-            out = np.zeros(len(patches))
+def _patch_problem(ex, image: ImageInput, target: Any, module, replaced: list, size: int) -> PathProblem:
+    """SIG's path problem of an image: patch p alone moves from a zero patch embedding (``replaced``
+    is what the hook on the patch embedding returns instead of its output)."""
+    with torch.no_grad():
+        embedded = module(image.pixels).detach()  # (1, P, d)
+        out = ex.model(pixel_values=image.pixels)
+    resolved = ex.resolve_target(target, out.logits[0], None)
+    f_x = float(resolved.score(out.logits)[0])
+    P = embedded.shape[1]
+    if P != image.n - 1:
+        raise ModelError(f"{ex.name}: {P} patch embeddings for {image.n - 1} patches")
 
-            def work(start, stop):
-                out[start:stop] = run(patches[start:stop], alphas[start:stop], grad)
+    def run(patches, alphas, grad: bool):
+        rows = embedded.expand(len(patches), -1, -1).clone()
+        index, at = torch.arange(len(patches)), torch.as_tensor(patches)
+        a = torch.tensor(alphas, dtype=rows.dtype, device=rows.device)[:, None]
+        rows[index, at] = a * embedded[0, at]
+        rows.requires_grad_(grad)
+        replaced[:] = [rows]
+        try:
+            with torch.enable_grad() if grad else torch.no_grad():
+                scores = resolved.score(ex.model(pixel_values=image.pixels.expand(len(patches), -1, -1, -1)).logits)
+                if not grad:
+                    return scores.double().cpu().numpy()
+                (g,) = torch.autograd.grad(scores.sum(), rows)
+            return (g[index, at].double() * embedded[0, at].double()).sum(-1).cpu().numpy()
+        finally:
+            replaced.clear()
 
-            run_chunked(len(patches), size, work)
-            return out
+    def chunked(units, alphas, grad):  # unit p >= 1 is patch p - 1 ([CLS] is unit 0)
+        found = np.zeros(len(units))
 
-        all_patches = np.arange(P)
-        f_without = chunked(all_patches, np.zeros(P), grad=False)
-        change = f_x - f_without
-        floor = change_floor(f_x, float(np.max(np.abs(f_without))) if P else f_x)
-        if exact:
-            raw_p, nodes = change.copy(), np.zeros(P, dtype=int)
-        else:
-            result = integrate_tokens(f_without, np.full(P, f_x), lambda paths, alphas: chunked(paths, alphas, True)[:, None],
-                                      lambda paths, alphas: chunked(paths, alphas, False), steps=steps, method=quadrature,
-                                      tol_abs=tol * np.maximum(np.abs(change), floor) if adaptive else None,
-                                      min_steps=min_steps, max_steps=max_steps)
-            raw_p, nodes = result.integral[:, 0], result.nodes
-    raw = np.concatenate([[0.0], raw_p])
-    errors = relative_errors(raw_p, change, floor)
-    options = {"steps": steps if isinstance(steps, str) else int(steps), "quadrature": None if exact else quadrature,
-               "baseline": "zero patch embedding", "f_x": f_x, "f_without": [f_x] + f_without.tolist(),
-               "nodes": [0] + np.asarray(nodes).tolist(), **convergence_options(errors, tol, floor, per_token=True)}
-    if not options["converged"]:
-        warn_not_converged(f"SIG ({options['steps']} steps)", options["relative_completeness_error"], tol,
-                           "on its worst patch", "Use steps='exact' or steps='auto'.")
-    return _attribution(ex, image, "sig", normalise(raw), raw, resolved, prediction, options)
+        def work(start, stop):
+            found[start:stop] = run(units[start:stop] - 1, alphas[start:stop], grad)
+
+        run_chunked(len(units), size, work)
+        return found
+
+    return PathProblem(list(image.tokens), f_x, None, _builder(ex, image, resolved, ex.prediction(out.logits[0])),
+                       size, "zero patch embedding", moving=list(range(1, P + 1)),
+                       unit_values=lambda units, alphas: chunked(units, alphas, False),
+                       unit_rows=lambda units, alphas: chunked(units, alphas, True))
+
+
+#: what an image's IG / SIG results record and say (:class:`.path_methods.Style`)
+IMAGE_STYLE = Style(ig_keys=("steps", "quadrature", "baseline", "f_x", "f_baseline", "nodes", "gradient_rows"),
+                    sig_keys=("steps", "quadrature", "baseline", "f_x", "f_without", "nodes"),
+                    ig_change="F(image) - F(black)", sig_detail=lambda run: "on its worst patch")
 
 
 # ---------------------------------------------------------------------------- heads and dispatch
