@@ -20,6 +20,7 @@ from .checks import check_layers, resolve_sources
 from .cut import repair_conservation, sweep_cut
 from .laplacian import newton_direction
 from .primal_dual import PrimalDual
+from .heap import retained_heap
 from .threads import cpu_threads
 from .problem import node_imbalance, initial_flow, Problem, solver_error
 
@@ -132,7 +133,8 @@ def _certificate(P: Problem, nu, nus) -> float:
 
 def _solve(*args, device: Any = None, threads: int | None = None, **kwargs) -> FlowSolution:
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    with _threads(threads, dev):
+    L, n = args[0].shape[:2]
+    with _threads(threads, dev), retained_heap(8 * L * n * n, on_cpu=dev.type == "cpu"):
         return _solve_on(*args, device=dev, **kwargs)
 
 
