@@ -27,16 +27,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class Capture:
-    """What one forward (and optional backward) pass recorded for one text.
+    """What one forward (and optional backward) pass recorded for one input, of any input kind.
 
-    attentions: (L, H, n, n) post-softmax attention, float32 on cpu.
-    attention_grads: (L, H, n, n) d target / d attention, or None.
+    input: the prepared input, which names the tokens (``.tokens``): a text's ``Encoding``, an image's
+    ``ImageInput`` ([CLS] + patches), an encoder-decoder's ``Seq2SeqInput`` (source + decoder tokens).
+    attentions: (L, H, n, n) post-softmax attention, float32 on cpu (an encoder-decoder's encoder
+    self-attention, (L_e, H, n_s, n_s)).
+    attention_grads: d target / d attention, as ``attentions``, or None.
     hidden_states: (L+1, n, d_model), or None.
     head_outputs: (L, H, n, d_model) per-head contribution to the residual stream, or None.
     logits: (C,) class logits, or (V,) logits at the target position.
+    decoder_attentions (L_d, H, n_t, n_t) and cross_attentions (L_d, H, n_t, n_s), with their gradients:
+    an encoder-decoder's other two stacks (None for every other kind).
     """
 
-    encoding: Encoding
+    input: Any
     target: Target
     target_score: float
     logits: torch.Tensor
@@ -45,10 +50,19 @@ class Capture:
     attention_grads: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
     head_outputs: torch.Tensor | None = None
+    decoder_attentions: torch.Tensor | None = None
+    cross_attentions: torch.Tensor | None = None
+    decoder_attention_grads: torch.Tensor | None = None
+    cross_attention_grads: torch.Tensor | None = None
 
     @property
     def tokens(self) -> list[str]:
-        return self.encoding.tokens
+        return self.input.tokens
+
+    @property
+    def encoding(self) -> Any:
+        """The prepared input under the name the text methods read (a text's ``Encoding``)."""
+        return self.input
 
 
 class _StopForward(Exception):
@@ -183,7 +197,7 @@ def capture(
                          "for the geometry of hidden states")
 
     return Capture(
-        encoding=encoding,
+        input=encoding,
         target=resolved,
         target_score=float(score.detach()),
         logits=cpu(logits_row),

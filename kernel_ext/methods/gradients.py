@@ -222,7 +222,8 @@ def _sig_fix(run: Run) -> str:
         return (f"{over} token(s) left above it when max_seconds={run.max_seconds} stopped the refinement; raise it, "
                 f"or {limit}.")
     if run.steps == "auto":
-        return f"{over} token(s) stopped at max_steps={run.max_steps} nodes; {limit}, or raise max_steps or convergence_tol."
+        return (f"{over} token(s) stopped at max_steps={run.max_steps} nodes; {limit}, or raise max_steps or "
+                "convergence_tol.")
     return f"{over} token(s) above it with {int(run.steps)} nodes; {limit}, steps='auto', or more steps."
 
 

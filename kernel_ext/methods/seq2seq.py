@@ -46,10 +46,10 @@ _NO_CIRCUIT = ("circuit discovery is not available for encoder-decoders: its SAE
 
 def _attention(ex, item: Seq2SeqInput, target: Any, layer: int = -1) -> Attribution:
     cap = capture(ex, item, target)
-    Ld = cap.cross.shape[0]
+    Ld = cap.cross_attentions.shape[0]
     if layer != "mean" and (isinstance(layer, bool) or not isinstance(layer, int) or not -Ld <= layer < Ld):
         raise InputError(f"layer must be 'mean' or a decoder layer index in -{Ld}..{Ld - 1}, not {layer!r}")
-    maps = cap.cross.mean(0) if layer == "mean" else cap.cross[layer]  # (H, n_t, n_s)
+    maps = cap.cross_attentions.mean(0) if layer == "mean" else cap.cross_attentions[layer]  # (H, n_t, n_s)
     scores = np.zeros(item.n)
     scores[: item.n_source] = maps.mean(0)[-1].double().numpy()
     return _attribution(ex, item, "attention", scores, scores, cap.target, cap.prediction,
@@ -58,10 +58,11 @@ def _attention(ex, item: Seq2SeqInput, target: Any, layer: int = -1) -> Attribut
 
 def _capacities(cap, info: str) -> np.ndarray:
     """The encoder-decoder graph (L_e + 2·L_d, n, n) of information ``info`` (GAF's AF/GF/AGF)."""
-    nt = cap.dec.shape[-1]
+    nt = cap.decoder_attentions.shape[-1]
     parts = []
-    for k, (maps, grads) in enumerate(zip((cap.enc, cap.dec, cap.cross),
-                                          cap.grads if cap.grads is not None else (None, None, None))):
+    stacks = (cap.attentions, cap.decoder_attentions, cap.cross_attentions)
+    for k, (maps, grads) in enumerate(zip(stacks, (cap.attention_grads, cap.decoder_attention_grads,
+                                                   cap.cross_attention_grads))):
         mask = np.tril(np.ones((nt, nt), dtype=bool)) if k == 1 else None
         maps, grads = maps.double().numpy(), None if grads is None else grads.double().numpy()
         if k == 2:  # cross-attention (L, H, n_t, n_s): the same definition on its block of a square map
@@ -97,7 +98,7 @@ def graph(ex, item: Seq2SeqInput, method: str, target: Any, options: dict):
     cap = capture(ex, item, target, attention_grads=info != "af")
     C = _capacities(cap, info)
     picked = lm.pick_sources(sources, item.n, item.readout, "readout")
-    layers = graph_layer_names(cap.enc.shape[0], cap.dec.shape[0])
+    layers = graph_layer_names(cap.attentions.shape[0], cap.decoder_attentions.shape[0])
     if method in ("rollout", "attention_flow"):
         scores = lm.rollout_or_flow(method, C, residual, picked)
         return _attribution(ex, item, method, scores, scores, cap.target, cap.prediction,
@@ -120,7 +121,7 @@ def _heads(ex, source: str, prefix: Any = None, max_map_tokens: int = 128, trunc
 
     item = prepare(ex, source, prefix, truncate)
     cap = capture(ex, item)
-    enc, dec, cross = (m.double().numpy() for m in (cap.enc, cap.dec, cap.cross))
+    enc, dec, cross = (m.double().numpy() for m in (cap.attentions, cap.decoder_attentions, cap.cross_attentions))
     if enc.shape[1] != dec.shape[1]:
         raise InputError("heads of an encoder-decoder whose stacks differ in head count are not supported")
     ns = item.n_source

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from ..core.capture import Capture
 from ..errors import InputError, ModelError
 from ..results import Attribution
 
@@ -127,24 +128,10 @@ def forward(ex: "ModelSession", item: Seq2SeqInput, *, source_embeds=None, decod
     return ex.model(**kwargs)
 
 
-@dataclass
-class Seq2SeqCapture:
-    """Attention maps of one pass, float32 cpu: enc (L_e, H, n_s, n_s), dec (L_d, H, n_t, n_t),
-    cross (L_d, H, n_t, n_s); their gradients w.r.t. the target score the same way, or None."""
-
-    item: Seq2SeqInput
-    target: Any
-    target_score: float
-    logits: torch.Tensor
-    prediction: dict[str, float]
-    enc: torch.Tensor
-    dec: torch.Tensor
-    cross: torch.Tensor
-    grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-
-
-def capture(ex: "ModelSession", item: Seq2SeqInput, target: Any = None, *, attention_grads: bool = False) -> Seq2SeqCapture:
-    """One forward (and a backward pass when ``attention_grads``) over the source and decoder input."""
+def capture(ex: "ModelSession", item: Seq2SeqInput, target: Any = None, *, attention_grads: bool = False) -> Capture:
+    """One forward (and a backward pass when ``attention_grads``) over the source and decoder input -> a
+    :class:`~xattr_lab.core.capture.Capture`: attentions = the encoder's (L_e, H, n_s, n_s), with the decoder's
+    (L_d, H, n_t, n_t) and the cross-attention (L_d, H, n_t, n_s); their gradients w.r.t. the target score, or None."""
     enc_embed, dec_embed = embedders(ex)
     with ex.restored(), (torch.enable_grad() if attention_grads else torch.no_grad()):
         src = enc_embed(item.source_ids).detach().requires_grad_(attention_grads)
@@ -168,5 +155,7 @@ def capture(ex: "ModelSession", item: Seq2SeqInput, target: Any = None, *, atten
     def stack(m):
         return torch.stack([a[0] for a in m]).detach().float().cpu()
 
-    return Seq2SeqCapture(item, resolved, float(score.detach()), row.detach().float().cpu(), ex.prediction(row),
-                          stack(maps[0]), stack(maps[1]), stack(maps[2]), grads)
+    enc_grads, dec_grads, cross_grads = grads if grads is not None else (None, None, None)
+    return Capture(item, resolved, float(score.detach()), row.detach().float().cpu(), ex.prediction(row),
+                   stack(maps[0]), enc_grads, decoder_attentions=stack(maps[1]), cross_attentions=stack(maps[2]),
+                   decoder_attention_grads=dec_grads, cross_attention_grads=cross_grads)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..core.inputs import VISION_MODEL_TYPES, is_image  # noqa: F401  (is_image: a name of this module)
+from ..core.capture import Capture
 from ..errors import InputError, InputTypeError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,30 +145,10 @@ def prepare(ex: "ModelSession", image: Any) -> ImageInput:
     return ImageInput(pixels.to(ex.device), display, grid, patch, tokens, special)
 
 
-@dataclass
-class ImageCapture:
-    """One forward (and optional backward) pass over an image: the arrays of ``core.capture.Capture``.
-
-    attentions / attention_grads: (L, H, n, n) float32 cpu; hidden_states (L+1, n, d) or None.
-    """
-
-    image: ImageInput
-    target: Any
-    target_score: float
-    logits: torch.Tensor
-    prediction: dict[str, float]
-    attentions: torch.Tensor
-    attention_grads: torch.Tensor | None = None
-    hidden_states: torch.Tensor | None = None
-
-    @property
-    def tokens(self) -> list[str]:
-        return self.image.tokens
-
-
 def capture(ex: "ModelSession", image: "ImageInput", target: Any = None, *, attention_grads: bool = False,
-            hidden_states: bool = False) -> ImageCapture:
-    """Attention maps (and their gradients w.r.t. the target logit) of one image (1 forward pass)."""
+            hidden_states: bool = False) -> Capture:
+    """Attention maps (and their gradients w.r.t. the target logit) of one image (1 forward pass) -> a
+    :class:`~xattr_lab.core.capture.Capture` whose input is the image (tokens [CLS] + patches)."""
     with ex.restored(), (torch.enable_grad() if attention_grads else torch.no_grad()):
         pixels = image.pixels.detach().requires_grad_(attention_grads)
         out = ex.model(pixel_values=pixels, output_attentions=True, output_hidden_states=hidden_states)
@@ -183,7 +164,7 @@ def capture(ex: "ModelSession", image: "ImageInput", target: Any = None, *, atte
         if attention_grads:
             found = torch.autograd.grad(score, list(attentions), allow_unused=True)
             grads = torch.stack([torch.zeros_like(a[0]) if g is None else g[0] for g, a in zip(found, attentions)])
-    return ImageCapture(
+    return Capture(
         image, resolved, float(score.detach()), out.logits[0].detach().float().cpu(), ex.prediction(out.logits[0]),
         torch.stack([a[0] for a in attentions]).detach().float().cpu(),
         None if grads is None else grads.detach().float().cpu(),
