@@ -46,6 +46,11 @@ CHECKPOINT_EXTRA_LAYERS = 7
 #: peak RSS / (L·n²·8 bytes) was 36.9 at (30, 511) on smollm2-135m capacities and 37.3 at (30, 1,024) random ones
 #: (results/measured/bench_gaf_smollm2_512_solve.log, bench_gaf_random_30x1024.log)
 FLOW_SOLVER_ARRAYS = 38
+#: the same while glibc keeps the solver's freed arrays in its heap (graphs.heap: no page faults for
+#: each temporary, 2.5x less CPU at (6, 1,024), more resident memory), which the flow methods use
+#: when it fits the limit: peak RSS / (L·n²·8 bytes), process baseline left out, was 56.6 at
+#: (6, 1,024) random (results/measured/gaf_heap_random.txt)
+FLOW_SOLVER_ARRAYS_RETAINED = 58
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
@@ -207,11 +212,19 @@ def method_estimate(shape: Shape, method: str, n: int, name: str = "", options: 
     if method in ("gaf", "flow"):
         # the capture is freed before the solver runs: the peak is the larger of the two phases
         parts["the capacities (L·n² float64)"] = shape.flow_arrays(n)
+        arrays = FLOW_SOLVER_ARRAYS_RETAINED if flow_heap_retained(shape, n, limit) else FLOW_SOLVER_ARRAYS
         solver = {"the capacities (L·n² float64)": shape.flow_arrays(n),
-                  f"flow solver arrays (~{FLOW_SOLVER_ARRAYS} x L·n² float64)": FLOW_SOLVER_ARRAYS * shape.flow_arrays(n)}
+                  f"flow solver arrays (~{arrays} x L·n² float64)": arrays * shape.flow_arrays(n)}
         if sum(solver.values()) > sum(parts.values()):
             parts = solver
     return Estimate(at, parts)
+
+
+def flow_heap_retained(shape: Shape, n: int, limit: int | None) -> bool:
+    """Whether the GAF solver keeps its freed arrays in the heap at n tokens (faster, more memory):
+    when the solver's estimate with them fits ``limit`` (bytes; None: no limit). Otherwise it runs
+    with glibc's default, in ``FLOW_SOLVER_ARRAYS`` instead of ``FLOW_SOLVER_ARRAYS_RETAINED``."""
+    return limit is None or (FLOW_SOLVER_ARRAYS_RETAINED + 1) * shape.flow_arrays(n) <= limit
 
 
 def circuit_estimate(shape: Shape, rows: int, n: int, features: int, name: str = "") -> Estimate:

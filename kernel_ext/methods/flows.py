@@ -151,7 +151,9 @@ def explain_flow(
         tokens, target_of, prediction = list(cap.tokens), cap.target, cap.prediction
         del cap  # the maps and gradients (2·L·H·n² float32) are not needed by the solver: its peak is its own
     device = solver_options.pop("device", ex.device)
-    sol = barrier_max_flow(C, mu, picked, device=device, **solver_options)
+    # glibc keeps the solver's freed arrays when that fits the memory limit (faster: graphs.heap)
+    retain = budget.flow_heap_retained(budget.shape_of(ex), encoding.n, budget.memory_limit(device)[0])
+    sol = barrier_max_flow(C, mu, picked, device=device, retain_heap=retain, **solver_options)
     n = encoding.n
     return FlowResult(
         tokens=tokens,

@@ -50,7 +50,7 @@ def test_a_computation_over_the_limit_is_refused_before_any_forward(tiny, monkey
     assert "use a shorter text (at most " in message and "tokens fit)" in message
     assert info.value.estimate > info.value.limit == 1 << 20 and "shorter text" in info.value.option
     fit = int(message.split("(at most ")[1].split(" tokens")[0])
-    assert 0 < fit < 102 and budget.method_estimate(budget.shape_of(ex), "gaf", fit).total <= 1 << 20
+    assert 0 < fit < 102 and budget.method_estimate(budget.shape_of(ex), "gaf", fit, limit=1 << 20).total <= 1 << 20
     short = " ".join(["word"] * (fit - 2))
     assert ex.attribute(short, method="gaf").scores.shape == (fit,)  # what it says fits, runs
 
@@ -119,7 +119,8 @@ def test_estimates_grow_with_the_text_and_cover_the_parts():
     assert gaf[0] < gaf[1] < gaf[2] and gaf[2] / gaf[1] > 3.5  # quadratic in n once the solver's arrays dominate
     # the capture is freed before the solver: the peak is one phase's, never the sum of both
     capture = sum(budget.capture_parts(shape, 1024, attention_grads=True).values())
-    assert budget.method_estimate(shape, "gaf", 1024).total < capture + 39 * budget.Shape.flow_arrays(shape, 1024)
+    mapped = budget.method_estimate(shape, "gaf", 1024, limit=10 << 30)  # the retained heap would not fit 10 GiB
+    assert mapped.total < capture + 39 * budget.Shape.flow_arrays(shape, 1024)
     ig = budget.method_estimate(shape, "ig", 4096)
     assert 30 << 30 < ig.total < 40 << 30  # eager: one row's backward pass: ~1.5 x 18 GiB of maps + activations
     lean = budget.method_estimate(shape, "ig", 4096, lean=True, checkpoint=True, limit=8 << 30)
@@ -127,7 +128,23 @@ def test_estimates_grow_with_the_text_and_cover_the_parts():
     tight = budget.method_estimate(shape, "ig", 4096, lean=True, checkpoint=True, limit=4 << 30)
     assert tight.total < 4 << 30 and "checkpointed" not in str(lean.parts)  # checkpointed only when needed
     solver = f"flow solver arrays (~{budget.FLOW_SOLVER_ARRAYS} x L·n² float64)"
-    assert budget.method_estimate(shape, "gaf", 8192).parts[solver] == budget.FLOW_SOLVER_ARRAYS * 8 * 30 * 8192 ** 2
+    assert budget.method_estimate(shape, "gaf", 8192, limit=8 << 30).parts[solver] == (
+        budget.FLOW_SOLVER_ARRAYS * 8 * 30 * 8192 ** 2)
+
+
+def test_the_flow_solver_retains_its_heap_only_where_that_fits():
+    shape = budget.Shape(layers=30, heads=9, d_model=576, d_ff=1536, vocab=49152)  # smollm2-135m
+    arrays = budget.Shape.flow_arrays(shape, 1024)
+    retained = f"flow solver arrays (~{budget.FLOW_SOLVER_ARRAYS_RETAINED} x L·n² float64)"
+    mapped = f"flow solver arrays (~{budget.FLOW_SOLVER_ARRAYS} x L·n² float64)"
+    roomy, tight = (budget.FLOW_SOLVER_ARRAYS_RETAINED + 1) * arrays, (budget.FLOW_SOLVER_ARRAYS_RETAINED + 1) * arrays - 1
+    assert budget.flow_heap_retained(shape, 1024, None) and budget.flow_heap_retained(shape, 1024, roomy)
+    assert not budget.flow_heap_retained(shape, 1024, tight)
+    assert retained in budget.method_estimate(shape, "gaf", 1024).parts  # no limit: the faster solve
+    assert retained in budget.method_estimate(shape, "gaf", 1024, limit=roomy).parts
+    estimate = budget.method_estimate(shape, "gaf", 1024, limit=tight)
+    assert mapped in estimate.parts and estimate.total <= tight  # fits mapped: runs slower, not refused
+    budget.check(estimate, limit=tight)
 
 
 @pytest.mark.slow
