@@ -56,7 +56,7 @@ from .quadrature import (  # noqa: F401  (public names of xattr_lab.gradients)
 )
 from .pacing import PROGRESS_MIN_SECONDS, Pace  # noqa: F401
 from .panels import CANCELLATION_GUARD, NESTED_NODES, newton_cotes
-from .path_methods import PathProblem, Run, Style, ig_result, ig_run, sig_result, sig_run
+from .path_methods import PathProblem, Run, Style, gradient_times_input, ig_result, ig_run, sig_result, sig_run
 from .sig_paths import sig_rows, sig_values
 from .registry import implements
 
@@ -249,8 +249,7 @@ def grad_x_input(ex: ModelSession, text: str, target: Any = None, *, truncate: b
     """Gradient x input on the word embeddings: raw_j = sum_d x_jd dF/dx_jd (special tokens 0)."""
     with ex.restored():
         problem = prepare(ex, text, target, "zero", truncate, check_baseline=False)  # no path, no baseline
-        _, grads = scores_and_grads(ex, problem, problem.x)
-        raw = (grads[0].double() * problem.x[0].double()).sum(-1).cpu().numpy()
+        raw = gradient_times_input(lambda points: scores_and_grads(ex, problem, points), problem.x)
     raw[[i for i, s in enumerate(problem.encoding.special_mask) if s]] = 0.0
     return _attribution(ex, problem, "grad_x_input", raw, raw, {"f_x": problem.f_x})
 

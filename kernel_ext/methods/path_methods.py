@@ -264,3 +264,12 @@ def sig_result(problem: PathProblem, run: Run, style: Style):
         warn_not_converged(f"SIG ({run.options['steps']} steps)", options["relative_completeness_error"], run.tol,
                            style.sig_detail(run), style.sig_fix(run), stacklevel=style.stacklevel)
     return problem.result("sig", normalise(run.raw), run.raw, options)
+
+
+def gradient_times_input(grad: Grad, x: torch.Tensor, per_unit: Callable[[torch.Tensor], torch.Tensor] = _sum_last
+                         ) -> np.ndarray:
+    """Gradient × input, every kind's one body: raw_u = Σ x·dF/dx over unit u (float64), for
+    ``grad`` and ``per_unit`` as in :class:`PathProblem` and x (1, *s). Returns (n,)."""
+    _, grads = grad(x)
+    return per_unit(grads.double() * x.double())[0].cpu().numpy()
+

@@ -18,7 +18,7 @@ import torch
 from ..core.batching import resolve_batch_size, run_chunked
 from ..errors import InputError
 from .baselines import BASELINES, baseline_token
-from .path_methods import PathProblem, Style, ig_result, ig_run, sig_result, sig_run
+from .path_methods import PathProblem, Style, gradient_times_input, ig_result, ig_run, sig_result, sig_run
 from .quadrature import check_tol
 from .quadrature import quadrature as quadrature_rule
 from .seq2seq_input import Seq2SeqInput, attribution, embedders, forward
@@ -154,8 +154,7 @@ def attribute(ex, item: Seq2SeqInput, method: str, target: Any = None, *, steps:
         run = sig_run(problem, SEQ2SEQ_STYLE, steps=steps, method=quadrature, tol=tol, min_steps=4,
                       max_steps=max_steps or 128)
         return sig_result(problem, run, SEQ2SEQ_STYLE)
-    _, grads = _scores(ex, joint, joint.x, True)
     raw = np.zeros(item.n)
-    raw[joint.moving] = (grads[0].double() * joint.x[0].double()).sum(-1).cpu().numpy()[joint.moving]
+    raw[joint.moving] = gradient_times_input(lambda points: _scores(ex, joint, points, True), joint.x)[joint.moving]
     return _result(ex, joint, "grad_x_input", raw, raw, {})
 

@@ -119,11 +119,12 @@ def test_the_text_only_trap_fires_on_a_text(tiny, monkeypatch):
 
 
 def test_one_ig_and_one_sig_body_serve_every_kind(tiny, vit, bart, monkeypatch):
-    """Every kind's IG and SIG go through path_methods' drivers (counted), and nowhere else integrates."""
+    """Every kind's IG, SIG and grad x input go through path_methods' bodies (counted; images refuse
+    grad x input), and nowhere else integrates."""
     from xattr_lab.methods import path_methods
 
     calls = []
-    for name in ("ig_run", "sig_run"):
+    for name in ("ig_run", "sig_run", "gradient_times_input"):
         original = getattr(path_methods, name)
 
         def counted(*args, _original=original, _name=name, **kwargs):
@@ -134,8 +135,9 @@ def test_one_ig_and_one_sig_body_serve_every_kind(tiny, vit, bart, monkeypatch):
     from xattr_lab.methods import gradients, seq2seq_gradients, vision
 
     for module in (gradients, vision, seq2seq_gradients):  # the kinds call the drivers through the module
-        for name in ("ig_run", "sig_run"):
-            monkeypatch.setattr(module, name, getattr(path_methods, name))
+        for name in ("ig_run", "sig_run", "gradient_times_input"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(path_methods, name))
         assert not hasattr(module, "integrate_path") and not hasattr(module, "integrate_tokens")
     tiny("bert").attribute("A gripping film.", method="ig", steps=4)
     tiny("bert").attribute("A gripping film.", method="sig", steps=2)
@@ -143,7 +145,9 @@ def test_one_ig_and_one_sig_body_serve_every_kind(tiny, vit, bart, monkeypatch):
     vit.attribute(image(), method="sig", steps=2)
     bart.attribute(SOURCE, method="ig", prefix=PREFIX, steps=4)
     bart.attribute(SOURCE, method="sig", prefix=PREFIX, steps=2)
-    assert calls == ["ig_run", "sig_run"] * 3
+    tiny("bert").attribute("A gripping film.", method="grad_x_input")
+    bart.attribute(SOURCE, method="grad_x_input", prefix=PREFIX)
+    assert calls == ["ig_run", "sig_run"] * 3 + ["gradient_times_input"] * 2
 
 
 def test_one_capture_class_for_every_kind(tiny, vit, bart):
