@@ -158,3 +158,24 @@ def test_centrality_targets_by_hand():
     # the trial step enters the products: f + 0.5·df = 2, z + 0.25·dz = 0.5 → f·z = 1 (inside)
     rz, _ = _centrality_targets(f, s, z, w, (2 * one, 1.96 * one, zero), (0.5, 0.25), 1.0)
     assert float(rz[0]) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_primal_centring_after_primal_dual_steps_starts_from_their_cut(monkeypatch, case):
+    """newton_direction splits its potentials around an integer cut pattern (P.sigma) taken from its
+    own last potentials; the first primal step after primal-dual ones must take it from theirs (on
+    smollm2's 1,024-token graph a step around no cut at μ = 3.3e-12 found no descent direction)."""
+    make, sources = CASES[case]
+    seen = []
+    original = barrier.newton_direction
+
+    def recorded(P, state, mu, *args, **kwargs):
+        seen.append(P.sigma.clone())
+        return original(P, state, mu, *args, **kwargs)
+
+    monkeypatch.setattr(barrier, "newton_direction", recorded)
+    sol = barrier_max_flow(make(), None, sources)
+    assert sol.residuals["primal_dual_iterations"] > 0 and seen  # primal-dual stages, then primal centring
+    final = seen[-1]
+    assert bool(final.any())  # the optimum's cut has a source side
+    assert torch.equal(seen[0], final)  # the first primal step already splits around it
