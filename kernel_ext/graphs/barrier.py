@@ -214,7 +214,8 @@ def _solve_on(
         best = math.inf
         stalled = 0
         while True:
-            step, dec, potentials = newton_direction(P, state, mu_c)
+            # from a primal-dual iterate, edges of negligible flow keep it (laplacian.NEGLIGIBLE_FLOW)
+            step, dec, potentials = newton_direction(P, state, mu_c, freeze=on_path)
             history.append([mu_c * P.scale, dec])
             if dec <= stage_tol:
                 return potentials, dec

@@ -187,3 +187,28 @@ def test_primal_dual_phase_gives_a_strictly_feasible_conserving_start():
     keep = P.keep
     assert bool((F[keep] > 0).all()) and bool((S[keep] > 0).all())
     assert float((F + S - P.u)[keep].abs().max()) <= 1e-12
+
+
+def test_a_frozen_newton_step_keeps_exactly_the_negligible_flows():
+    """newton_direction(freeze=True) leaves every edge whose flow or slack is below NEGLIGIBLE_FLOW of the
+    value where it is, and steps every other edge as freeze=False does."""
+    import torch
+
+    from xattr_lab.graphs import laplacian
+    from xattr_lab.graphs.problem import Problem, initial_flow
+
+    C = causal_attention_like(4, 10, 4.0, 2)
+    C[1, 5:, :3] = 1e-16  # edges of negligible capacity: their flow and slack are below 1e-11 of the value
+    P = Problem(C, np.ones(10, bool), "cpu")
+    state = initial_flow(P)
+    mu = 1e-3 * float(state[3][0])
+    free, _, _ = laplacian.newton_direction(P, state, mu)
+    P.sigma[:] = False
+    frozen, _, _ = laplacian.newton_direction(P, state, mu, freeze=True)
+    value = float(state[3][0])
+    negligible = torch.minimum(state[0][0], state[0][1]) < laplacian.NEGLIGIBLE_FLOW * value
+    kept = P.keep if torch.is_tensor(P.keep) else torch.from_numpy(P.keep)
+    assert bool((negligible & kept).any())
+    assert torch.all(frozen[0][negligible] == 0)
+    assert torch.allclose(frozen[0][~negligible], free[0][~negligible], rtol=1e-6, atol=1e-14 * value)
+    assert bool((free[0][negligible & kept] != 0).any())  # unfrozen, they move
