@@ -195,9 +195,8 @@ def _solve_on(
         if reached:
             state = pd.state()
             # newton_direction solves for potentials around an integer cut pattern, which it takes from
-            # its own last potentials; a primal step after primal-dual ones takes it from those. Left
-            # at its start (no cut), the first primal centring at μ = 3.3e-12 of smollm2's 1,024-token
-            # graph got no descent direction (decrement 7.49, steps of 2^-30, for 20+ min)
+            # its own last potentials; a primal step after primal-dual ones takes it from theirs, not
+            # from no cut (the split is exact either way; around the right cut the remainder is small)
             P.sigma = (pd.potentials()[0] < -0.5) & P.active_t
         return reached
 
