@@ -41,6 +41,8 @@ PRIMAL_DUAL_START = True
 PRIMAL_DUAL_PATH = True
 #: relative distance to a stage's μ at which the primal-dual iterate's cut is checked
 STAGE_REL = 1.0
+#: a primal step after primal-dual ones splits its potentials around their cut (else around its own last)
+SEED_CUT = True
 #: steps of < 10% in a row after which a later stage is centred by primal steps and re-seeded
 STAGE_STALL = 4
 
@@ -197,7 +199,8 @@ def _solve_on(
             # newton_direction solves for potentials around an integer cut pattern, which it takes from
             # its own last potentials; a primal step after primal-dual ones takes it from theirs, not
             # from no cut (the split is exact either way; around the right cut the remainder is small)
-            P.sigma = (pd.potentials()[0] < -0.5) & P.active_t
+            if SEED_CUT:
+                P.sigma = (pd.potentials()[0] < -0.5) & P.active_t
         return reached
 
     if pd is not None and not advance(mu_k):
@@ -212,9 +215,14 @@ def _solve_on(
         nonlocal state, iterations
         best = math.inf
         stalled = 0
+        freeze = False
         while True:
-            # from a primal-dual iterate, edges of negligible flow keep it (laplacian.NEGLIGIBLE_FLOW)
-            step, dec, potentials = newton_direction(P, state, mu_c, freeze=on_path)
+            step, dec, potentials = newton_direction(P, state, mu_c, freeze=freeze)
+            if not freeze and on_path and dec >= 0.25 and _directional(state, step, 0.0, mu_c)[0] >= 0:
+                # not a descent direction: round-off on edges of negligible flow, whose steps float64
+                # potentials cannot resolve; from here on they keep their flow (laplacian.NEGLIGIBLE_FLOW)
+                freeze = True
+                continue
             history.append([mu_c * P.scale, dec])
             if dec <= stage_tol:
                 return potentials, dec

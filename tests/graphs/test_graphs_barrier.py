@@ -212,3 +212,36 @@ def test_a_frozen_newton_step_keeps_exactly_the_negligible_flows():
     assert torch.all(frozen[0][negligible] == 0)
     assert torch.allclose(frozen[0][~negligible], free[0][~negligible], rtol=1e-6, atol=1e-14 * value)
     assert bool((free[0][negligible & kept] != 0).any())  # unfrozen, they move
+
+
+def test_centring_keeps_negligible_flows_only_after_an_ascent_direction(monkeypatch):
+    """Primal centring from a primal-dual iterate steps every edge until a Newton direction is not a descent
+    direction (round-off on edges of negligible flow); from then on those edges keep their flow."""
+    from xattr_lab.graphs import barrier
+
+    flags, directional = [], barrier._directional
+    original = barrier.newton_direction
+
+    def recorded(P, state, mu, *args, freeze=False, **kwargs):
+        flags.append(freeze)
+        return original(P, state, mu, *args, freeze=freeze, **kwargs)
+
+    ascents = []
+
+    def first_is_ascent(state, step, t, mu):
+        d1, d2 = directional(state, step, t, mu)
+        if t == 0.0 and not ascents:
+            ascents.append(d1)
+            return abs(d1) + 1.0, d2  # as round-off made it on smollm2's 1,024-token graph
+        return d1, d2
+
+    monkeypatch.setattr(barrier, "newton_direction", recorded)
+    monkeypatch.setattr(barrier, "_directional", first_is_ascent)
+    C = causal_attention_like(6, 16, 4.0, 3)
+    sol = barrier_max_flow(C, 1e-4, [15])
+    assert ascents and flags[0] is False and flags[1] is True and all(flags[1:])
+    monkeypatch.setattr(barrier, "_directional", directional)
+    flags.clear()
+    plain = barrier_max_flow(C, 1e-4, [15])
+    assert not any(flags)  # no ascent: no edge is kept
+    assert sol.value == pytest.approx(plain.value, rel=1e-9)
