@@ -41,8 +41,6 @@ PRIMAL_DUAL_START = True
 PRIMAL_DUAL_PATH = True
 #: relative distance to a stage's μ at which the primal-dual iterate's cut is checked
 STAGE_REL = 1.0
-#: a primal step after primal-dual ones splits its potentials around their cut (else around its own last)
-SEED_CUT = True
 #: steps of < 10% in a row after which a later stage is centred by primal steps and re-seeded
 STAGE_STALL = 4
 
@@ -199,8 +197,7 @@ def _solve_on(
             # newton_direction solves for potentials around an integer cut pattern, which it takes from
             # its own last potentials; a primal step after primal-dual ones takes it from theirs, not
             # from no cut (the split is exact either way; around the right cut the remainder is small)
-            if SEED_CUT:
-                P.sigma = (pd.potentials()[0] < -0.5) & P.active_t
+            P.sigma = (pd.potentials()[0] < -0.5) & P.active_t
         return reached
 
     if pd is not None and not advance(mu_k):

@@ -17,6 +17,7 @@ arenas are at most 64 MiB), so there this block changes nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 import threading
 
@@ -37,6 +38,7 @@ _LOCK = threading.Lock()
 _depth = 0
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
     """glibc's mallopt and malloc_trim, or None on another C library or platform."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
