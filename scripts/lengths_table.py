@@ -9,7 +9,9 @@ Per cell: wall and CPU seconds of the call (the model load is timed apart), peak
 process and its RSS before the call (GB = GiB, 2**30 bytes, here and in "refused: needs X GB"), the
 memory budget's estimate for the call, and the outcome: "ok" with converged (IG, SIG) or certified (GAF: upper bound - value <=
 1e-6 value), "refused: needs X GB" (the memory budget check, which runs before any forward pass),
-"stopped at cap" (the per-cell time cap), or "error: ...". Each cell notes the git commit it ran
+"stopped at cap" (the per-cell time cap: nothing but the time and peak RSS), or "error: ...". With
+``--max-seconds`` an IG/SIG cell that runs out of time ends with IG/SIG's own time cap instead: "not converged at
+max_seconds=S (E %, R rows)", the last complete quadrature's error and rows. Each cell notes the git commit it ran
 on and the memory limit. Finished cells are cached (``--cache``, one JSON file per cell) and
 skipped on the next run unless ``--force``; the table (``--out``) is rewritten after every cell.
 
@@ -129,7 +131,8 @@ def run_cell(model: str, method: str, n: int, options: dict) -> dict:
         else:
             result = ex.attribute(text, method=method, **options)
             record["outcome"] = "ok"
-            for key in ("converged", "relative_completeness_error", "nodes", "gradient_rows", "batch_size", "steps"):
+            for key in ("converged", "relative_completeness_error", "nodes", "gradient_rows", "batch_size", "steps",
+                        "stopped"):
                 value = result.options.get(key)
                 if key == "nodes" and isinstance(value, list):
                     value = max(value) if value else 0
@@ -221,6 +224,8 @@ def cell_options(args, method: str) -> dict:
     options = {}
     if method in ("ig", "sig") and args.steps is not None:
         options["steps"] = args.steps if args.steps in ("auto", "exact") else int(args.steps)
+    if method in ("ig", "sig") and args.max_seconds is not None:
+        options["max_seconds"] = args.max_seconds
     return options
 
 
@@ -238,6 +243,9 @@ def parse_args(argv=None):
     parser.add_argument("--memory-limit", default="8G", help="XATTR_LAB_MEMORY_LIMIT for every cell")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads per cell")
     parser.add_argument("--steps", default=None, help="IG/SIG steps (default: the methods' own defaults)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="IG/SIG's own time cap (max_seconds): the cell ends with the last complete quadrature, "
+                             "its completeness error and rows, instead of nothing")
     parser.add_argument("--force", action="store_true", help="rerun cells already in the cache")
     parser.add_argument("--markdown", action="store_true", help="print --out as a markdown table and exit")
     parser.add_argument("--cell", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
@@ -314,7 +322,8 @@ def outcome_text(cell: dict) -> str:
         error = cell.get("relative_completeness_error")
         detail = "" if error is None else f" ({100 * error:.2g} %"
         detail += "" if not detail else (f", {cell['gradient_rows']} rows)" if cell.get("gradient_rows") else ")")
-        return ("converged" if cell["converged"] else "not converged") + detail
+        stopped = f" at max_seconds={cell['options']['max_seconds']:.0f}" if cell.get("stopped") == "max_seconds" else ""
+        return ("converged" if cell["converged"] else "not converged" + stopped) + detail
     return "ok"
 
 

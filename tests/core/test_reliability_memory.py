@@ -399,3 +399,20 @@ def test_lengths_table_cuts_prose_exactly_and_resumes(tiny, tmp_path, monkeypatc
     monkeypatch.setenv(budget.ENV, "1K")
     refused = script.run_cell("tiny-llama", "attention", 24, {})  # the budget refuses before any forward pass
     assert refused["outcome"].startswith("refused: needs ") and refused["outcome"].endswith(" GB")
+
+
+def test_lengths_table_cell_under_max_seconds_keeps_its_last_quadrature(tiny):
+    script = _lengths_script()
+    args = script.parse_args(["--max-seconds", "600"])
+    assert script.cell_options(args, "ig") == script.cell_options(args, "sig") == {"max_seconds": 600.0}
+    assert script.cell_options(args, "gaf") == {}
+    tiny("llama")
+    options = {"max_seconds": 1e-6}  # past before the first refinement round: the first pass is what is left
+    with pytest.warns(RuntimeWarning, match="stopped by max_seconds"):
+        cell = script.run_cell("tiny-llama", "ig", 24, options)
+    assert cell["outcome"] == "ok" and cell["stopped"] == "max_seconds" and cell["converged"] is False
+    assert cell["gradient_rows"] > 0 and cell["relative_completeness_error"] > 0
+    text = script.outcome_text({**cell, "options": options})
+    assert text == (f"not converged at max_seconds=0 ({100 * cell['relative_completeness_error']:.2g} %, "
+                    f"{cell['gradient_rows']} rows)")
+    assert script.outcome_text({**cell, "converged": True, "stopped": None, "options": {}}).startswith("converged (")
