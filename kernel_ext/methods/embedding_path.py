@@ -157,6 +157,31 @@ def prefix_cache(ex: ModelSession, problem: Problem, length: int):
     return [(k, v) for k, v in cache]  # pragma: no cover - legacy tuple caches
 
 
+class PrefixCaches:
+    """The cached keys and values of x's prefixes over one SIG run, from one forward pass of the whole text.
+
+    In a causal LM the key and value at position i depend on tokens ≤ i only, so the first ``length``
+    positions of the whole text's cache are the cache of x[:, :length]. Slicing it costs nothing,
+    where a forward pass per prefix cost the prefix's length each time: half of SIG's exact limit
+    at 512 and 1,024 tokens of smollm2, whose chunks are one row each there. A cache whose layers
+    keep fewer than n positions (a sliding window) is not sliced: each prefix gets its own pass.
+    """
+
+    def __init__(self, ex: ModelSession, problem: Problem) -> None:
+        self.ex, self.problem = ex, problem
+        self.whole: list | None = None
+
+    def __call__(self, length: int) -> list | None:
+        """Per-layer (key, value) of the first ``length`` tokens of x (None for ``length`` 0)."""
+        if length <= 0:
+            return None
+        if self.whole is None:
+            self.whole = prefix_cache(self.ex, self.problem, self.problem.encoding.n)
+        if any(k.shape[-2] != self.problem.encoding.n for k, _ in self.whole):
+            return prefix_cache(self.ex, self.problem, length)
+        return [(k[..., :length, :], v[..., :length, :]) for k, v in self.whole]
+
+
 def scores_and_grads(ex: ModelSession, problem: Problem, embeds: torch.Tensor, prefix=None):
     """(F (B,), dF/d embeds (B, m, d)) for a batch of (suffix) embeddings."""
     embeds = embeds.detach().requires_grad_(True)

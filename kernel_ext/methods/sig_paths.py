@@ -5,14 +5,13 @@ of a causal LM starts after a cached key/value prefix. The text's one-unit paths
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..core.batching import run_chunked
 from ..core.session import ModelSession
-from .embedding_path import Problem, forward_scores, prefix_cache, scores_and_grads, target_scores
+from .embedding_path import PrefixCaches, Problem, forward_scores, scores_and_grads, target_scores
 
 
 def sig_values(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.ndarray, size: int,
@@ -25,7 +24,7 @@ def sig_values(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.n
     pos_rows, alpha_rows = pos[order], alphas[order]
     out = np.zeros(len(pos))
     delta = (problem.x - problem.x_base)[0]
-    prefixes: dict[int, Any] = {}
+    prefixes = PrefixCaches(ex, problem)
 
     def work(start: int, stop: int) -> None:
         p = torch.tensor(pos_rows[start:stop], device=ex.device)
@@ -37,11 +36,8 @@ def sig_values(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.n
         if first == 0:
             out[start:stop] = forward_scores(ex, problem, embeds).double().cpu().numpy()
             return
-        if first not in prefixes:
-            prefixes.clear()
-            prefixes[first] = prefix_cache(ex, problem, first)
         with torch.no_grad():
-            out[start:stop] = target_scores(ex, problem, embeds, prefixes[first]).double().cpu().numpy()
+            out[start:stop] = target_scores(ex, problem, embeds, prefixes(first)).double().cpu().numpy()
 
     run_chunked(len(pos), size, work)
     result = np.empty(len(pos))
@@ -61,7 +57,7 @@ def sig_rows(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.nda
     alpha_rows = torch.tensor(alphas[order], dtype=torch.float32, device=device)
     delta = (problem.x - problem.x_base)[0]  # (n, d)
     along = torch.zeros(len(pos_rows), dtype=torch.float64, device=device)
-    prefixes: dict[int, Any] = {}
+    prefixes = PrefixCaches(ex, problem)
 
     def work(start: int, stop: int) -> None:
         p = pos_rows[start:stop]
@@ -69,13 +65,7 @@ def sig_rows(ex: ModelSession, problem: Problem, pos: np.ndarray, alphas: np.nda
         first = int(p.min()) if reuse else 0
         embeds = problem.x[:, first:].expand(stop - start, -1, -1).clone()
         embeds[rows, p - first] = problem.x_base[0, p] + alpha_rows[start:stop, None] * delta[p]
-        prefix = None
-        if first > 0:
-            if first not in prefixes:
-                prefixes.clear()  # chunks advance through positions: keep one prefix alive
-                prefixes[first] = prefix_cache(ex, problem, first)
-            prefix = prefixes[first]
-        _, grads = scores_and_grads(ex, problem, embeds, prefix)
+        _, grads = scores_and_grads(ex, problem, embeds, prefixes(first))
         along[start:stop] = (grads[rows, p - first].double() * delta[p].double()).sum(-1)
 
     run_chunked(len(pos_rows), size, work, bar=bar)
