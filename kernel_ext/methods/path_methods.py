@@ -247,7 +247,7 @@ def sig_run(problem: PathProblem, style: Style, *, steps: Any, method: str, tol:
         "baseline": problem.baseline, "baseline_token": problem.baseline_token,
         "baseline_note": problem.baseline_note, "tol": tol if adaptive else None, "nodes": nodes.tolist(),
         "completeness_error": completeness.tolist(), "f_x": f_x, "f_baseline": f_base,
-        "f_without": f_without_full.tolist(), "gradient_rows": rows, "prefix_reuse": problem.prefix_reuse and not exact,
+        "f_without": f_without_full.tolist(), "gradient_rows": rows, "prefix_reuse": problem.prefix_reuse,
         "batch_size": problem.size, "max_steps": max_steps if adaptive else None, "stopped": stopped,
         **_pace_options(problem),
     }

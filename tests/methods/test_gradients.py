@@ -233,6 +233,27 @@ def test_sig_batched_equals_unbatched_and_prefix_reuse_changes_nothing(tiny):
         assert many.options["prefix_reuse"] == (arch != "bert")
 
 
+def test_sig_exact_slices_every_prefix_from_one_pass_of_the_whole_text(tiny, monkeypatch):
+    """SIG's exact limit with cached prefixes equals it without them, and all its prefixes come from one
+    forward pass of the text (before: a pass per prefix, each as long as the prefix)."""
+    from xattr_lab.methods import embedding_path
+
+    lengths = []
+    real = embedding_path.prefix_cache
+    monkeypatch.setattr(embedding_path, "prefix_cache",
+                        lambda ex, problem, length: lengths.append(length) or real(ex, problem, length))
+    for arch in ("gpt2", "llama"):
+        ex = tiny(arch)
+        plain = G.sequential_integrated_gradients(ex, TEXT, batch_size=1, prefix_reuse=False)
+        assert lengths == [] and not plain.options["prefix_reuse"]
+        for size in (1, 3):
+            reused = G.sequential_integrated_gradients(ex, TEXT, batch_size=size)
+            assert reused.options["prefix_reuse"] and reused.options["steps"] == "exact"
+            _close(reused.raw, plain.raw, 1e-6)
+            assert lengths == [ex.encode(TEXT).n]
+            lengths.clear()
+
+
 def test_padding_inside_a_batch_changes_nothing(tiny):
     """Right padding (attention mask 0) that a batch of texts would add leaves every score unchanged."""
     ex = tiny("bert")
