@@ -162,9 +162,10 @@ class PrefixCaches:
 
     In a causal LM the key and value at position i depend on tokens ≤ i only, so the first ``length``
     positions of the whole text's cache are the cache of x[:, :length]. Slicing it costs nothing,
-    where a forward pass per prefix cost the prefix's length each time: half of SIG's exact limit
-    at 512 and 1,024 tokens of smollm2, whose chunks are one row each there. A cache whose layers
-    keep fewer than n positions (a sliding window) is not sliced: each prefix gets its own pass.
+    where a forward pass per prefix cost the prefix's length each time: SIG's default on 512 tokens of
+    smollm2 (chunks of one or two rows there) took 1.54x less time (tests/benchmarks/test_bench_sig_prefix.py).
+    A cache whose layers keep fewer than n positions (a sliding window) is not sliced: each prefix gets
+    its own pass.
     """
 
     def __init__(self, ex: ModelSession, problem: Problem) -> None:

@@ -5,7 +5,6 @@ of a causal LM starts after a cached key/value prefix. The text's one-unit paths
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
